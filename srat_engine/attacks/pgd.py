@@ -1,0 +1,116 @@
+"""l_inf PGD (Madry et al. 2018) that also counts GAIRAT's kappa (Zhang et al. 2021, GA_PGD)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BN_MODES: tuple[str, ...] = ("eval", "train")
+
+
+@dataclass
+class PGDResult:
+    """The attack's output.
+
+    x_adv: detached, same shape and dtype as x.
+    kappa: int64 [N], the number of PGD steps at whose start the iterate was classified
+        correctly (GAIRAT's kappa, 0..steps).
+    """
+
+    x_adv: Tensor
+    kappa: Tensor
+
+
+def _sum_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    # "sum", not "mean": each sample's input gradient is then independent of the batch size.
+    return F.cross_entropy(logits, target, reduction="sum")
+
+
+def pgd_linf(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    random_start: bool = True,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+) -> PGDResult:
+    """Projected gradient ascent on ``loss_fn(model(x'), y)`` inside the l_inf ball of radius eps:
+
+        x_0     = clip(x + U(-eps, eps))                       (x_0 = x without random_start)
+        x_{t+1} = Π_{[x - eps, x + eps] ∩ clip}(x_t + step_size * sign(∇_x loss(model(x_t), y)))
+
+    kappa_i counts the t in 0..steps-1 with argmax model(x_t)_i == y_i, read off the same forward
+    passes that give the gradients. Only input gradients are computed (``autograd.grad``), so
+    parameters' ``.grad`` stay untouched; the model's train/eval mode is the caller's choice
+    (see ``attack_mode``). ``clip=None`` disables range clipping. x should lie inside ``clip``.
+    """
+    if eps < 0 or step_size < 0 or steps < 0:
+        raise ValueError(f"PGD needs eps, step_size, steps >= 0; got {eps}, {step_size}, {steps}")
+    loss_fn = _sum_cross_entropy if loss_fn is None else loss_fn
+    x = x.detach()
+    kappa = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    if steps == 0:
+        return PGDResult(x_adv=x.clone(), kappa=kappa)
+    if eps == 0:
+        # Every iterate is x itself, so kappa is `steps` where x is classified correctly.
+        with torch.no_grad():
+            correct = model(x).argmax(dim=1) == y
+        return PGDResult(x_adv=x.clone(), kappa=kappa + steps * correct)
+
+    lower, upper = x - eps, x + eps
+    if clip is not None:
+        lower, upper = lower.clamp(min=clip[0]), upper.clamp(max=clip[1])
+
+    if random_start:
+        # Drawn on the generator's device so a seeded CPU generator also drives a CUDA attack.
+        noise_device = generator.device if generator is not None else x.device
+        noise = torch.rand(x.shape, generator=generator, device=noise_device, dtype=x.dtype)
+        x_adv = torch.clamp(x + (2 * noise.to(x.device) - 1) * eps, lower, upper)
+    else:
+        x_adv = x.clone()
+
+    # enable_grad: evaluation code often calls the attack from inside torch.no_grad().
+    with torch.enable_grad():
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            logits = model(x_adv)
+            kappa += logits.detach().argmax(dim=1) == y
+            loss = loss_fn(logits, y)
+            (grad,) = torch.autograd.grad(loss, [x_adv])
+            x_adv = torch.clamp(x_adv.detach() + step_size * grad.sign(), lower, upper)
+    return PGDResult(x_adv=x_adv.detach(), kappa=kappa)
+
+
+@contextmanager
+def attack_mode(model: nn.Module, bn_mode: str) -> Iterator[nn.Module]:
+    """Put ``model`` in eval (``"eval"``) or train (``"train"``) mode and freeze its parameters
+    for the duration of an attack, then restore every module's mode and every flag.
+
+    Freezing (``requires_grad_(False)``) means no backward pass, compiled or not, computes
+    weight gradients during the attack. ``"train"`` lets BatchNorm see (and update its running
+    statistics with) the adversarial iterates.
+    """
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"unknown attack bn_mode {bn_mode!r}; expected one of {BN_MODES}")
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    model.train(bn_mode == "train")
+    for param, _ in flags:
+        param.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+        for param, requires_grad in flags:
+            param.requires_grad_(requires_grad)

@@ -1,0 +1,47 @@
+"""Class-balanced weights (Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of
+Samples") and their deferred schedule DRW (Cao et al. 2019; SRAT Algorithm 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> Tensor:
+    """Per-class weights, shape [C]: w_j ∝ 1 / E_j with E_j = (1 - beta^n_j) / (1 - beta).
+
+    E_j is the effective number of class j; the weights are rescaled to sum to C, as LDAM-DRW
+    does. ``beta = 0`` gives all ones; ``beta = 1`` is the limit E_j = n_j (inverse frequency).
+    """
+    if len(counts) == 0:
+        raise ValueError("class_balanced_weights needs at least one class count")
+    if any(n <= 0 for n in counts):
+        raise ValueError(f"class counts must be positive, got {list(counts)}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    n = torch.tensor(list(counts), dtype=torch.float64)
+    if beta == 1.0:
+        effective = n
+    else:
+        # -expm1(n * log(beta)) = 1 - beta^n without cancellation when beta is close to 1.
+        effective = -torch.expm1(n * torch.log(torch.tensor(beta, dtype=torch.float64)))
+        effective = effective / (1.0 - beta)
+    weights = 1.0 / effective
+    weights = weights * (len(counts) / weights.sum())
+    return weights.to(torch.get_default_dtype())
+
+
+def deferred_class_weights(
+    counts: Sequence[int], beta: float, epoch: int, start_epoch: int
+) -> Tensor:
+    """DRW: all ones for ``epoch < start_epoch``, ``class_balanced_weights`` from then on.
+
+    Epochs are 0-based and ``start_epoch`` is the 0-based index of the first reweighted epoch
+    (LDAM-DRW's ``epoch // 160`` convention). SRAT's Algorithm 1 counts from 1 and reweights
+    from epoch T_d, so T_d there is ``start_epoch + 1`` here.
+    """
+    if epoch < start_epoch:
+        return torch.ones(len(counts))
+    return class_balanced_weights(counts, beta)
