@@ -1,0 +1,111 @@
+"""The paper's method names, each a composition of a loss, a reweighting scheme and two switches.
+
+SRAT Section 5.1 defines the baselines; every name below maps to the pieces the training loop
+composes, so no method has a training loop of its own.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from srat_engine.errors import SratError
+
+LossName = Literal["ce", "focal", "ldam"]
+ReweightName = Literal["none", "cb", "drcb"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method trains with.
+
+    loss: the prediction loss L in Eq. 5. reweight: "cb" applies class-balanced weights from
+    the first epoch, "drcb" defers them to `train.reweight_epoch` (Cao et al. 2019).
+    separation: adds lambda * L_sep (Eq. 7). gair: GAIRAT's instance weights.
+    adversarial: False trains on natural examples (the paper's Section 2 comparison).
+    """
+
+    name: str
+    loss: LossName
+    reweight: ReweightName
+    separation: bool = False
+    gair: bool = False
+    adversarial: bool = True
+    description: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+_SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec("CE", "ce", "none", description="PGD adversarial training, cross entropy"),
+    MethodSpec("Focal", "focal", "none", description="PGD-AT with focal loss"),
+    MethodSpec("LDAM", "ldam", "none", description="PGD-AT with LDAM loss, cosine head"),
+    MethodSpec("CB-Reweight", "ce", "cb", description="class-balanced weights from epoch 0"),
+    MethodSpec("CB-Focal", "focal", "cb", description="class-balanced focal loss"),
+    MethodSpec("CB-LDAM", "ldam", "cb", description="class-balanced LDAM (not in the tables)"),
+    MethodSpec("DRCB-CE", "ce", "drcb", description="deferred class-balanced CE"),
+    MethodSpec("DRCB-Focal", "focal", "drcb", description="deferred class-balanced focal"),
+    MethodSpec("DRCB-LDAM", "ldam", "drcb", description="LDAM-DRW (Cao et al. 2019)"),
+    MethodSpec("SRAT-CE", "ce", "drcb", separation=True, description="SRAT with CE"),
+    MethodSpec("SRAT-Focal", "focal", "drcb", separation=True, description="SRAT with focal"),
+    MethodSpec("SRAT-LDAM", "ldam", "drcb", separation=True, description="SRAT with LDAM"),
+    MethodSpec("GAIRAT", "ce", "none", gair=True, description="geometry-aware instance weights"),
+    MethodSpec("Natural", "ce", "none", adversarial=False, description="no attack, CE"),
+)
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
+
+# The rows of the paper's Tables 1-4, in table order.
+PAPER_METHODS: tuple[str, ...] = (
+    "CE",
+    "Focal",
+    "LDAM",
+    "CB-Reweight",
+    "CB-Focal",
+    "DRCB-CE",
+    "DRCB-Focal",
+    "DRCB-LDAM",
+    "SRAT-CE",
+    "SRAT-Focal",
+    "SRAT-LDAM",
+)
+
+# Scheme x loss -> method name, for interfaces that pick the two separately.
+SCHEMES: tuple[str, ...] = ("none", "cb", "drcb", "srat", "gairat", "natural")
+_BY_SCHEME: dict[tuple[str, str], str] = {}
+for _spec in _SPECS:
+    if not _spec.adversarial:
+        _scheme = "natural"
+    elif _spec.gair:
+        _scheme = "gairat"
+    elif _spec.separation:
+        _scheme = "srat"
+    else:
+        _scheme = _spec.reweight
+    _BY_SCHEME[(_scheme, _spec.loss)] = _spec.name
+
+
+def canonical_method(name: str) -> str:
+    """The registered spelling of a method name, matched case-insensitively."""
+    lookup = {key.lower(): key for key in METHODS}
+    key = name.strip().lower()
+    if key in lookup:
+        return lookup[key]
+    near = difflib.get_close_matches(key, list(lookup), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(lookup[n] for n in near)}?" if near else ""
+    raise SratError(f"unknown method {name!r}{hint} (known: {', '.join(METHODS)})")
+
+
+def get_method(name: str) -> MethodSpec:
+    return METHODS[canonical_method(name)]
+
+
+def compose_method(scheme: str, loss: str) -> str:
+    """The method for a scheme (none/cb/drcb/srat/gairat/natural) and a loss (ce/focal/ldam)."""
+    try:
+        return _BY_SCHEME[(scheme.lower(), loss.lower())]
+    except KeyError:
+        combos = ", ".join(f"{s}+{lo}" for s, lo in _BY_SCHEME)
+        raise SratError(f"no method for scheme {scheme!r} with loss {loss!r} ({combos})") from None

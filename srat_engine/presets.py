@@ -1,0 +1,122 @@
+"""Named configurations: TOML files in `presets/`, with single inheritance through `extends`.
+
+Naming rule for the paper's grid (Tables 1-4): `{dataset}-{imbalance}{K}-{method}`, all lower
+case, e.g. `cifar10-exp100-srat-ldam`, `svhn-step10-cb-reweight`. Short names
+`{imbalance}{K}-{loss}` (e.g. `exp100-ldam`) are SRAT-{LOSS} on CIFAR-10, the paper's headline
+setting. `digits-{method}` runs any method on the embedded digits set; `demo` is
+`digits-srat-ldam` at Exp-10. Files starting with `_` are shared bases, hidden from listings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from srat_engine.errors import SratError
+from srat_engine.paths import preset_dirs
+
+_META_KEYS = ("extends", "description")
+
+
+def list_presets(include_bases: bool = False) -> dict[str, Path]:
+    """Preset name -> file, first directory on the search path wins."""
+    found: dict[str, Path] = {}
+    for directory in preset_dirs():
+        for path in sorted(directory.glob("*.toml")):
+            name = path.stem
+            if name.startswith("_") and not include_bases:
+                continue
+            found.setdefault(name, path)
+    return dict(sorted(found.items()))
+
+
+def _unknown(name: str, known: list[str]) -> SratError:
+    near = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(near)}?" if near else ""
+    return SratError(f"unknown preset {name!r}{hint} (see `srat presets ls`)")
+
+
+def preset_path(name: str) -> Path:
+    presets = list_presets(include_bases=True)
+    if name not in presets:
+        raise _unknown(name, [n for n in presets if not n.startswith("_")])
+    return presets[name]
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning every failure into one SratError line."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SratError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SratError(f"cannot read config file {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SratError(f"{path} is not valid TOML: {err}") from None
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`, merging nested tables; neither input is modified."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset or config file with its `extends` chain applied, meta keys removed."""
+    if path in _seen:
+        chain = " -> ".join(p.stem for p in (*_seen, path))
+        raise SratError(f"preset inheritance loops: {chain}")
+    raw = read_toml(path)
+    parent = raw.get("extends")
+    own = {k: v for k, v in raw.items() if k not in _META_KEYS}
+    if parent is None:
+        return own
+    if not isinstance(parent, str):
+        raise SratError(f"{path}: extends must be a preset name")
+    return deep_merge(load_raw(preset_path(parent), (*_seen, path)), own)
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The raw config dict of a named preset (not yet validated)."""
+    raw = load_raw(preset_path(name))
+    raw.setdefault("name", name)
+    return raw
+
+
+def describe(name: str) -> str:
+    """A preset's one-line description, from its own file or the nearest base that has one."""
+    path = preset_path(name)
+    while True:
+        raw = read_toml(path)
+        if "description" in raw:
+            return str(raw["description"])
+        if "extends" not in raw:
+            return ""
+        path = preset_path(str(raw["extends"]))
+
+
+def expand_patterns(patterns: list[str]) -> list[str]:
+    """Preset names matching shell-style patterns (`exp100-*`), in listing order."""
+    names = list(list_presets())
+    chosen: list[str] = []
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            matches = fnmatch.filter(names, pattern)
+            if not matches:
+                raise SratError(f"no preset matches {pattern!r} (see `srat presets ls`)")
+            chosen.extend(m for m in matches if m not in chosen)
+        else:
+            preset_path(pattern)  # raises with suggestions
+            if pattern not in chosen:
+                chosen.append(pattern)
+    return chosen
