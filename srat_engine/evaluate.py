@@ -1,0 +1,72 @@
+"""Class-wise standard and robust accuracy on a (balanced) test set.
+
+Evaluation runs in fp32 with BatchNorm in eval mode; the robust attack draws its random start
+from its own seeded generator so evaluating never moves the training RNG (resume stays exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from srat_engine.attacks import attack_mode, pgd_linf
+
+
+@dataclass(frozen=True)
+class AttackParams:
+    eps: float
+    step_size: float
+    steps: int
+    random_start: bool = True
+
+
+def to_inputs(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1]; vectors (Gaussian mixture) pass through as float."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def classwise_correct(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    *,
+    batch_size: int,
+    attack: AttackParams | None = None,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    seed: int = 0,
+) -> list[int]:
+    """Correct predictions per class, clean or under PGD; one host sync at the end."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros(num_classes, dtype=torch.long, device=y.device)
+    generator = torch.Generator(device=y.device).manual_seed(seed)
+    try:
+        for start in range(0, len(y), batch_size):
+            xb = to_inputs(x[start : start + batch_size])
+            yb = y[start : start + batch_size]
+            if attack is not None and attack.steps > 0 and attack.eps > 0:
+                with attack_mode(model, "eval"):
+                    xb = pgd_linf(
+                        model,
+                        xb,
+                        yb,
+                        eps=attack.eps,
+                        step_size=attack.step_size,
+                        steps=attack.steps,
+                        random_start=attack.random_start,
+                        generator=generator,
+                        clip=clip,
+                    ).x_adv
+            with torch.no_grad():
+                hits = model(xb).argmax(dim=1) == yb
+            correct += torch.bincount(yb[hits], minlength=num_classes)
+    finally:
+        model.train(was_training)
+    return correct.tolist()
+
+
+def class_totals(y: torch.Tensor, num_classes: int) -> list[int]:
+    return torch.bincount(y, minlength=num_classes).tolist()

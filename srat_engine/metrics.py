@@ -1,0 +1,28 @@
+"""Class-wise accuracy and the paper's aggregate columns (Tables 1-4).
+
+Overall = accuracy on the whole balanced test set; Under = accuracy on the examples of the
+under-represented classes (the least frequent half of the training classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def per_class_accuracy(correct: Sequence[int], total: Sequence[int]) -> list[float]:
+    """100 * correct_c / total_c per class (0 for a class with no test examples)."""
+    return [100.0 * c / t if t else 0.0 for c, t in zip(correct, total, strict=True)]
+
+
+def aggregate(
+    correct: Sequence[int], total: Sequence[int], under_classes: Sequence[int]
+) -> dict[str, float]:
+    """Overall and under-represented accuracy (percent), pooled over examples."""
+    all_total = sum(total)
+    under_total = sum(total[c] for c in under_classes)
+    return {
+        "overall": 100.0 * sum(correct) / all_total if all_total else 0.0,
+        "under": 100.0 * sum(correct[c] for c in under_classes) / under_total
+        if under_total
+        else 0.0,
+    }

@@ -1,0 +1,123 @@
+"""The run directory: the contract between the engine and every interface.
+
+<runs>/<id>/config.json    the validated config plus the resolved block (never rewritten)
+            metrics.jsonl  append-only, one JSON object per event
+            log.txt        human-readable log
+            state.json     status, pid, process start time, host, device, epoch
+            exit.json      how the run ended (status, error, final metrics)
+            checkpoints/   last.pt (atomic)
+Files, not pipes, so a run outlives the terminal that started it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from srat_engine.errors import SratError
+from srat_engine.fsutil import append_jsonl, atomic_write_json, read_json, read_jsonl
+
+_RUN_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def validate_run_id(run_id: str) -> str:
+    """Reject anything that is not a plain lower-case path component (no `/`, `..`, spaces)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise SratError(f"invalid run id {run_id!r}: use lower-case letters, digits, - and _")
+    return run_id
+
+
+def new_run_id() -> str:
+    """Sortable by start time, short, unique enough; creation is exclusive anyway."""
+    return f"{time.strftime('%y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.id = path.name
+
+    @classmethod
+    def create(cls, root: Path, config_doc: dict[str, Any], run_id: str | None = None) -> RunDir:
+        root.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            candidate = validate_run_id(run_id or new_run_id())
+            path = root / candidate
+            try:
+                path.mkdir()
+            except FileExistsError:
+                if run_id:
+                    raise SratError(f"run {run_id} already exists") from None
+                continue
+            run = cls(path)
+            (path / "checkpoints").mkdir()
+            atomic_write_json(path / "config.json", config_doc)
+            run.write_state(status="created", created=now_iso())
+            return run
+        raise SratError(f"could not allocate a run id under {root}")
+
+    @classmethod
+    def open(cls, root: Path, run_id: str) -> RunDir:
+        path = root / validate_run_id(run_id)
+        if not (path / "config.json").is_file():
+            raise SratError(f"no run {run_id!r} in {root}")
+        return cls(path)
+
+    # paths
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.txt"
+
+    # reads
+    def config(self) -> dict[str, Any]:
+        return read_json(self.path / "config.json")
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return read_json(self.path / "state.json")
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def exit_record(self) -> dict[str, Any] | None:
+        try:
+            return read_json(self.path / "exit.json")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics_path)
+
+    # writes
+    def write_state(self, **fields: Any) -> dict[str, Any]:
+        state = {**self.state(), **fields, "updated": now_iso()}
+        atomic_write_json(self.path / "state.json", state)
+        return state
+
+    def write_exit(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "exit.json", {**record, "time": now_iso()})
+
+    def clear_exit(self) -> None:
+        (self.path / "exit.json").unlink(missing_ok=True)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.metrics_path, record)
+
+    def log(self, line: str) -> None:
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(f"{now_iso()} {line}\n")

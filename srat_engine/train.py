@@ -1,0 +1,395 @@
+"""The training loop: SRAT's Algorithm 1, which every method of the paper specialises.
+
+Per mini-batch: generate PGD adversarial examples (Line 5/14), then minimise
+    (1/N) sum_i w_i L(f(x'_i), y_i) + lambda * L_sep(x')            (Eq. 7)
+with w_i = 1 before the reweighting epoch T_d and class-balanced weights from T_d on (DRCB,
+SRAT), from epoch 0 (CB), or GAIRAT's geometry weights; lambda = 0 for non-SRAT methods and no
+attack for natural training. Data stay on the device as uint8; crop/flip is drawn per sample
+there; the only host syncs are once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import torch
+import torch.nn.functional as F
+
+from srat_engine.attacks import attack_mode, pgd_linf
+from srat_engine.checkpoint import load_checkpoint, save_checkpoint
+from srat_engine.config import RunConfig, validate_config
+from srat_engine.data import balanced_subset_indices, imbalanced_indices, load_splits
+from srat_engine.data.augment import random_crop_flip
+from srat_engine.errors import SratError
+from srat_engine.evaluate import AttackParams, class_totals, classwise_correct, to_inputs
+from srat_engine.losses import (
+    focal_loss,
+    gair_weights,
+    ldam_loss,
+    separation_loss,
+    weighted_mean,
+)
+from srat_engine.metrics import aggregate, per_class_accuracy
+from srat_engine.models import build_model
+from srat_engine.resolve import Resolved
+from srat_engine.rundir import RunDir, now_iso
+from srat_engine.schedule import gair_active, learning_rate, reweighting_active
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+class RunInterrupted(Exception):
+    """SIGTERM/SIGINT reached a running run: it stops and records `killed`."""
+
+
+@dataclass
+class DeviceData:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    robust_x: torch.Tensor  # balanced subset of the test set for per-epoch robust accuracy
+    robust_y: torch.Tensor
+    clip: tuple[float, float] | None
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SratError(f"device {requested} requested but CUDA is not available here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SratError(f"{requested}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def load_device_data(config: RunConfig, resolved: Resolved, device: torch.device) -> DeviceData:
+    from pathlib import Path
+
+    splits = load_splits(
+        config.data.dataset,
+        Path(resolved.data_root),
+        download=config.data.download,
+        **config.data.options,
+    )
+    chosen = imbalanced_indices(splits.train_y, resolved.class_counts, seed=config.seed)
+    subset = balanced_subset_indices(splits.test_y, config.eval.robust_per_class, seed=0)
+    return DeviceData(
+        train_x=splits.train_x[chosen].to(device),
+        train_y=splits.train_y[chosen].to(device),
+        test_x=splits.test_x.to(device),
+        test_y=splits.test_y.to(device),
+        robust_x=splits.test_x[subset].to(device),
+        robust_y=splits.test_y[subset].to(device),
+        clip=splits.clip,
+    )
+
+
+def per_sample_loss(
+    config: RunConfig, margins: torch.Tensor | None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The prediction loss L of Eq. 5, unreduced."""
+    loss = config.spec.loss
+    if loss == "focal":
+        return lambda logits, y: focal_loss(logits, y, config.loss.focal_gamma)
+    if loss == "ldam":
+        assert margins is not None
+        return lambda logits, y: ldam_loss(logits, y, margins, config.loss.ldam_scale)
+    return lambda logits, y: F.cross_entropy(logits, y, reduction="none")
+
+
+def _augment(x: torch.Tensor, config: RunConfig, generator: torch.Generator) -> torch.Tensor:
+    mode = config.data.augment
+    if mode == "none" or x.dim() != 4:
+        return x
+    pad = config.data.pad if mode in {"crop", "crop_flip"} else 0
+    return random_crop_flip(x, pad=pad, flip=mode in {"flip", "crop_flip"}, generator=generator)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into RunInterrupted so the run records how it ended."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise RunInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """One run, from its run directory to its last metrics line."""
+
+    def __init__(self, run: RunDir, device: torch.device, on_event: EventHandler | None = None):
+        doc = run.config()
+        self.run = run
+        self.config = validate_config(doc["config"])
+        resolved = dict(doc["resolved"])
+        resolved["input_shape"] = tuple(resolved["input_shape"])
+        self.resolved = Resolved(**resolved)
+        self.device = device
+        self.on_event = on_event or (lambda _record: None)
+        self.spec = self.config.spec
+
+    # -- setup -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        config, resolved, device = self.config, self.resolved, self.device
+        self.data = load_device_data(config, resolved, device)
+        torch.manual_seed(config.seed)
+        self.model = build_model(
+            config.model.arch,
+            resolved.num_classes,
+            resolved.input_shape,
+            head=resolved.head,
+            cosine_scale=config.loss.ldam_scale,
+        ).to(device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=config.train.lr,
+            momentum=config.train.momentum,
+            weight_decay=config.train.weight_decay,
+        )
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        margins = resolved.ldam_margins
+        self.margins = torch.tensor(margins, device=device) if margins is not None else None
+        self.class_weights = torch.tensor(resolved.class_weights, device=device)
+        self.loss_fn = per_sample_loss(config, self.margins)
+        self.start_epoch = 0
+
+    def _checkpoint_state(self, epochs_done: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epochs_done,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.run.checkpoint_path, map_location=self.device)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.start_epoch = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise SratError(f"checkpoint {self.run.checkpoint_path} does not fit: {err}") from None
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        config, data, model = self.config, self.data, self.model
+        lr = learning_rate(epoch, config, self.resolved)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        class_w = self.class_weights if reweighting_active(epoch, self.resolved) else None
+        use_gair = gair_active(epoch, self.resolved)
+        lam = config.loss.sep_lambda if self.spec.separation else 0.0
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if config.train.precision == "bf16"
+            else nullcontext()
+        )
+        n = len(data.train_y)
+        order = torch.randperm(n, generator=self.generator, device=self.device)
+        sums = torch.zeros(4, device=self.device)  # loss, sep loss, adversarial hits, finite
+        model.train()
+        for batch in order.split(config.train.batch_size):
+            xb = to_inputs(_augment(data.train_x[batch], config, self.generator))
+            yb = data.train_y[batch]
+            kappa = None
+            if self.spec.adversarial and config.attack.steps > 0:
+                with attack_mode(model, config.attack.bn_mode), autocast:
+                    result = pgd_linf(
+                        model,
+                        xb,
+                        yb,
+                        eps=config.attack.eps,
+                        step_size=config.attack.step_size,
+                        steps=config.attack.steps,
+                        random_start=config.attack.random_start,
+                        generator=self.generator,
+                        clip=data.clip,
+                    )
+                xb, kappa = result.x_adv, result.kappa
+            with autocast:
+                features = model.features(xb)
+                logits = model.head(features)
+                per_sample = self.loss_fn(logits.float(), yb)
+                weights = class_w[yb] if class_w is not None else None
+                if use_gair and kappa is not None:
+                    geometry = gair_weights(
+                        kappa, config.attack.steps, config.gair.lam, config.gair.func
+                    )
+                    weights = geometry if weights is None else weights * geometry
+                loss = weighted_mean(per_sample, weights, config.loss.reduction)
+                sep = separation_loss(features.float(), yb, config.loss.sep_tau) if lam else None
+                total = loss + lam * sep if sep is not None else loss
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                sums[0] += total.detach() * len(yb)
+                if sep is not None:
+                    sums[1] += sep.detach() * len(yb)
+                sums[2] += (logits.argmax(1) == yb).sum()
+                sums[3] += (~torch.isfinite(total.detach())).float()
+        loss_sum, sep_sum, hits, non_finite = sums.tolist()
+        if non_finite or not math.isfinite(loss_sum):
+            raise SratError(
+                f"training loss became nan/inf in epoch {epoch + 1} (lr {lr:g}); "
+                "the run stopped: try a lower train.lr or check the data"
+            )
+        return {
+            "lr": lr,
+            "loss": loss_sum / n,
+            "sep_loss": sep_sum / n if lam else None,
+            "train_acc": 100.0 * hits / n,
+            "reweighting": class_w is not None,
+            "gair": use_gair,
+        }
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor, robust: bool) -> dict[str, Any]:
+        config, resolved = self.config, self.resolved
+        attack = None
+        if robust:
+            attack = AttackParams(config.eval.eps, config.eval.step_size, config.eval.steps)
+        correct = classwise_correct(
+            self.model,
+            x,
+            y,
+            resolved.num_classes,
+            batch_size=config.eval.batch_size,
+            attack=attack,
+            clip=self.data.clip,
+            seed=config.seed + 1,
+        )
+        total = class_totals(y, resolved.num_classes)
+        return {
+            "class": per_class_accuracy(correct, total),
+            **aggregate(correct, total, resolved.under_classes),
+            "n": sum(total),
+        }
+
+    def _columns(self, std: dict[str, Any], rob: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "std_overall": std["overall"],
+            "std_under": std["under"],
+            "std_class": std["class"],
+            "rob_overall": rob["overall"] if rob else None,
+            "rob_under": rob["under"] if rob else None,
+            "rob_class": rob["class"] if rob else None,
+            "rob_n": rob["n"] if rob else None,
+        }
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self.run.append_metrics(record)
+        self.on_event(record)
+
+    # -- the run -----------------------------------------------------------------------------
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        self._build()
+        if resume:
+            self._restore()
+            self._emit({"event": "resume", "from_epoch": self.start_epoch, "time": now_iso()})
+        epochs = self.config.train.epochs
+        data = self.data
+        for epoch in range(self.start_epoch, epochs):
+            started = time.perf_counter()
+            stats = self._train_epoch(epoch)
+            trained = time.perf_counter()
+            std = self._evaluate(data.test_x, data.test_y, robust=False)
+            rob = None
+            due = (epoch + 1) % self.config.eval.robust_every == 0 or epoch + 1 == epochs
+            if due and self.robust_eval_enabled:
+                rob = self._evaluate(data.robust_x, data.robust_y, robust=True)
+            done = time.perf_counter()
+            record = {
+                "event": "epoch",
+                "epoch": epoch + 1,
+                "epochs": epochs,
+                **stats,
+                **self._columns(std, rob),
+                "train_seconds": trained - started,
+                "eval_seconds": done - trained,
+                "time": now_iso(),
+            }
+            if (epoch + 1) % self.config.train.checkpoint_every == 0 or epoch + 1 == epochs:
+                save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epoch + 1))
+            self.run.write_state(epoch=epoch + 1, epochs=epochs)
+            self._emit(record)
+        final_std = self._evaluate(data.test_x, data.test_y, robust=False)
+        final_rob = None
+        if self.robust_eval_enabled:
+            final_rob = self._evaluate(data.test_x, data.test_y, robust=True)
+        final = {"event": "final", **self._columns(final_std, final_rob), "time": now_iso()}
+        self._emit(final)
+        return final
+
+    @property
+    def robust_eval_enabled(self) -> bool:
+        return self.config.eval.steps > 0 and self.config.eval.eps > 0
+
+
+def execute(
+    run: RunDir,
+    *,
+    device: str | None = None,
+    resume: bool = False,
+    on_event: EventHandler | None = None,
+) -> dict[str, Any]:
+    """Train a created run in this process, recording state and exit in its directory."""
+    config = validate_config(run.config()["config"])
+    torch_device = pick_device(device or config.device)
+    pid = os.getpid()
+    run.clear_exit()
+    run.write_state(
+        status="running",
+        pid=pid,
+        pid_start=psutil.Process(pid).create_time(),
+        host=socket.gethostname(),
+        device=str(torch_device),
+        started=now_iso(),
+    )
+    run.log(f"{'resumed' if resume else 'started'} on {torch_device} (pid {pid})")
+    try:
+        with _stop_on_signals():
+            final = Trainer(run, torch_device, on_event).train(resume=resume)
+    except RunInterrupted as stop:
+        run.write_state(status="killed")
+        run.write_exit({"status": "killed", "error": f"stopped by {stop}"})
+        run.log(f"killed by {stop}")
+        raise
+    except SratError as err:
+        run.write_state(status="failed")
+        run.write_exit({"status": "failed", "error": str(err)})
+        run.log(f"failed: {err}")
+        raise
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"
+        run.write_state(status="failed")
+        run.write_exit({"status": "failed", "error": message})
+        run.log(f"failed: {message}")
+        raise
+    run.write_state(status="finished")
+    run.write_exit({"status": "finished", "final": final})
+    run.log("finished")
+    return final
