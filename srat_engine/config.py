@@ -206,8 +206,9 @@ def _format_error(err: ValidationError) -> str:
     ):
         msg = "must be a finite number"
     given = first.get("input")
-    shown = "" if isinstance(given, dict) else f" (got {given!r})"
-    return f"invalid config: {loc}: {msg}{shown}"
+    shown = "" if isinstance(given, dict) or repr(given) in msg else f" (got {given!r})"
+    where = "" if loc == "config" else f"{loc}: "
+    return f"invalid config: {where}{msg}{shown}"
 
 
 def _section_fields(loc: tuple[Any, ...]) -> list[str]:

@@ -96,13 +96,16 @@ def load_preset(name: str) -> dict[str, Any]:
 def describe(name: str) -> str:
     """A preset's one-line description, from its own file or the nearest base that has one."""
     path = preset_path(name)
-    while True:
+    seen: set[Path] = set()
+    while path not in seen:
+        seen.add(path)
         raw = read_toml(path)
         if "description" in raw:
             return str(raw["description"])
         if "extends" not in raw:
             return ""
         path = preset_path(str(raw["extends"]))
+    raise SratError(f"preset inheritance loops at {path.stem} (from {name})")
 
 
 def expand_patterns(patterns: list[str]) -> list[str]:

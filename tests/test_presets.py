@@ -1,0 +1,320 @@
+"""Presets: the paper's grid (Tables 1-4), short names, digits presets, `extends`, patterns."""
+
+from __future__ import annotations
+
+import csv
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+import srat_engine.presets as presets_module
+from srat_engine.config import RunConfig, validate_config
+from srat_engine.errors import SratError
+from srat_engine.methods import METHODS, PAPER_METHODS
+from srat_engine.presets import (
+    describe,
+    expand_patterns,
+    list_presets,
+    load_preset,
+    preset_path,
+)
+from srat_engine.resolve import resolve
+
+REPO = Path(__file__).resolve().parent.parent
+PRESET_DIR = REPO / "presets"
+PAPER_CSV = REPO / "srat_engine" / "data" / "paper_results.csv"
+GRID_NAME = re.compile(r"(cifar10|svhn)-(exp|step)(\d+)-([a-z-]+)")
+
+
+def paper_rows() -> list[dict[str, str]]:
+    with PAPER_CSV.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def grid_name(row: dict[str, str]) -> str:
+    ratio = int(float(row["ratio"]))
+    return f"{row['dataset']}-{row['imbalance']}{ratio}-{row['method'].lower()}"
+
+
+@cache
+def preset_config(name: str) -> RunConfig:
+    return validate_config(load_preset(name))
+
+
+def write_preset(directory: Path, name: str, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def user_presets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An extra preset directory on SRAT_PRESETS, searched before the repository's."""
+    directory = tmp_path / "user-presets"
+    directory.mkdir()
+    monkeypatch.setenv("SRAT_PRESETS", str(directory))
+    return directory
+
+
+# --- the paper grid ------------------------------------------------------------------------
+
+
+def test_paper_results_cover_the_full_grid() -> None:
+    rows = paper_rows()
+    keys = {(r["dataset"], r["imbalance"], float(r["ratio"]), r["method"]) for r in rows}
+    assert len(rows) == len(keys) == 88
+    assert {r["method"] for r in rows} == set(PAPER_METHODS)
+    assert {(r["dataset"], r["imbalance"], int(float(r["ratio"]))) for r in rows} == {
+        (d, i, k) for d in ("cifar10", "svhn") for i in ("exp", "step") for k in (10, 100)
+    }
+
+
+def test_every_paper_row_has_exactly_one_grid_preset() -> None:
+    names = list_presets()
+    wanted = [grid_name(row) for row in paper_rows()]
+    missing = [name for name in wanted if name not in names]
+    assert missing == []
+    assert len(set(wanted)) == 88
+    # and no grid-shaped preset outside the paper's rows
+    grid_presets = {name for name in names if GRID_NAME.fullmatch(name)}
+    assert grid_presets == set(wanted)
+
+
+@pytest.mark.parametrize("row", paper_rows(), ids=grid_name)
+def test_grid_preset_matches_its_paper_row(row: dict[str, str]) -> None:
+    config = preset_config(grid_name(row))
+    assert config.data.dataset == row["dataset"]
+    assert config.data.imbalance == row["imbalance"]
+    assert config.data.ratio == float(row["ratio"])
+    assert config.method == row["method"]
+    # the paper's protocol (Section 5.1)
+    assert config.train.epochs == 200
+    assert config.train.lr == 0.1
+    assert config.train.lr_milestones == [160, 180]
+    assert config.train.reweight_epoch == 160
+    assert config.model.arch == "resnet18"
+    assert config.attack.steps == 10
+    assert config.attack.eps == pytest.approx(8 / 255, abs=1e-12)
+    assert config.eval.steps == 20
+    assert config.eval.eps == pytest.approx(8 / 255, abs=1e-12)
+    step = 1 / 255 if row["dataset"] == "svhn" else 2 / 255
+    assert config.attack.step_size == pytest.approx(step, abs=1e-12)
+    assert config.eval.step_size == pytest.approx(step, abs=1e-12)
+
+
+def test_no_two_grid_presets_share_a_cell() -> None:
+    cells: dict[tuple[str, str, float, str], list[str]] = {}
+    for name in list_presets():
+        if GRID_NAME.fullmatch(name):
+            c = preset_config(name)
+            key = (c.data.dataset, c.data.imbalance, c.data.ratio, c.method)
+            cells.setdefault(key, []).append(name)
+    assert len(cells) == 88
+    assert all(len(names) == 1 for names in cells.values()), cells
+
+
+# --- short names, demo, digits -------------------------------------------------------------
+
+
+def test_exp100_ldam_is_srat_ldam_on_cifar10() -> None:
+    config = preset_config("exp100-ldam")
+    assert config.method == "SRAT-LDAM"
+    assert config.data.dataset == "cifar10"
+    assert config.data.imbalance == "exp"
+    assert config.data.ratio == 100
+    assert config.train.epochs == 200
+
+
+@pytest.mark.parametrize("imbalance", ["exp10", "exp100", "step10", "step100"])
+@pytest.mark.parametrize("loss", ["ce", "focal", "ldam"])
+def test_short_names_are_srat_on_cifar10(imbalance: str, loss: str) -> None:
+    short = preset_config(f"{imbalance}-{loss}")
+    full = preset_config(f"cifar10-{imbalance}-srat-{loss}")
+    assert short.method == f"SRAT-{'Focal' if loss == 'focal' else loss.upper()}"
+    assert short.model_dump(exclude={"name"}) == full.model_dump(exclude={"name"})
+
+
+def test_demo_preset() -> None:
+    config = preset_config("demo")
+    assert config.data.dataset == "digits"
+    assert config.data.imbalance == "exp"
+    assert config.data.ratio == 10
+    assert config.method == "SRAT-LDAM"
+    assert config.model.arch == "small_cnn"
+    assert config.name == "demo"
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_digits_preset_for_every_method(method: str) -> None:
+    config = preset_config(f"digits-{method.lower()}")
+    assert config.method == method
+    assert config.data.dataset == "digits"
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in PRESET_DIR.glob("*.toml")), ids=lambda name: name
+)
+def test_every_preset_file_validates_and_resolves(name: str) -> None:
+    config = preset_config(name)
+    resolved = resolve(config)
+    assert resolved.train_size == sum(resolved.class_counts) > 0
+    assert len(resolved.class_weights) == resolved.num_classes
+
+
+def test_every_preset_file_is_listed_and_bases_are_hidden() -> None:
+    on_disk = {p.stem for p in PRESET_DIR.glob("*.toml")}
+    assert len(on_disk) == 118
+    visible, everything = list_presets(), list_presets(include_bases=True)
+    assert set(everything) == on_disk
+    assert set(visible) == {n for n in on_disk if not n.startswith("_")}
+    assert list(visible) == sorted(visible)
+
+
+@pytest.mark.parametrize("name", ["exp100-ldam", "demo", "svhn-step10-ce", "digits-gairat"])
+def test_listed_presets_have_a_description(name: str) -> None:
+    text = describe(name)
+    assert text
+    assert "\n" not in text
+
+
+# --- extends, loops, lookup ----------------------------------------------------------------
+
+
+def test_extends_merges_nested_tables(user_presets: Path) -> None:
+    write_preset(
+        user_presets,
+        "base-x",
+        'extends = "demo"\n[train]\nepochs = 5\nbatch_size = 7\n[loss]\nsep_tau = 0.2\n',
+    )
+    write_preset(user_presets, "child-x", 'extends = "base-x"\n[train]\nepochs = 3\n')
+    config = validate_config(load_preset("child-x"))
+    assert config.train.epochs == 3  # child wins
+    assert config.train.batch_size == 7  # from the middle of the chain
+    assert config.loss.sep_tau == 0.2
+    assert config.train.weight_decay == 2e-4  # from _digits, two levels up
+    assert config.data.dataset == "digits"  # from _digits
+    assert config.method == "SRAT-LDAM"  # from digits-srat-ldam
+    assert config.name == "child-x"
+
+
+def test_user_preset_shadows_repository_preset(user_presets: Path) -> None:
+    write_preset(user_presets, "demo", 'extends = "_digits"\nmethod = "CE"\n')
+    assert validate_config(load_preset("demo")).method == "CE"
+    assert preset_path("demo").parent == user_presets
+
+
+def test_home_presets_are_searched(srat_home: Path) -> None:
+    write_preset(srat_home / "presets", "mine", 'extends = "demo"\n[train]\nepochs = 2\n')
+    assert "mine" in list_presets()
+    assert validate_config(load_preset("mine")).train.epochs == 2
+
+
+def test_extends_loop_is_an_error(user_presets: Path) -> None:
+    write_preset(user_presets, "loop-a", 'extends = "loop-b"\n')
+    write_preset(user_presets, "loop-b", 'extends = "loop-a"\n')
+    with pytest.raises(SratError, match="loop") as caught:
+        load_preset("loop-a")
+    message = str(caught.value)
+    assert "loop-a" in message
+    assert "loop-b" in message
+    assert "\n" not in message
+
+
+def test_self_extends_is_an_error(user_presets: Path) -> None:
+    write_preset(user_presets, "selfish", 'extends = "selfish"\n')
+    with pytest.raises(SratError, match="loop"):
+        load_preset("selfish")
+
+
+def test_describe_terminates_on_a_loop(user_presets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_preset(user_presets, "loop-c", 'extends = "loop-d"\n')
+    write_preset(user_presets, "loop-d", 'extends = "loop-c"\n')
+    real_read = presets_module.read_toml
+    calls = 0
+
+    def guarded_read(path: Path) -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        if calls > 50:
+            raise RuntimeError("describe() is looping")
+        return real_read(path)
+
+    monkeypatch.setattr(presets_module, "read_toml", guarded_read)
+    try:
+        text = describe("loop-c")
+    except SratError as err:
+        assert "loop" in str(err)
+    else:
+        assert isinstance(text, str)
+
+
+def test_unknown_extends_target_is_an_error(user_presets: Path) -> None:
+    write_preset(user_presets, "orphan", 'extends = "no-such-base"\n')
+    with pytest.raises(SratError, match="no-such-base"):
+        load_preset("orphan")
+
+
+def test_non_string_extends_is_an_error(user_presets: Path) -> None:
+    write_preset(user_presets, "weird", "extends = 3\n")
+    with pytest.raises(SratError, match="extends"):
+        load_preset("weird")
+
+
+def test_invalid_toml_preset_is_one_line_error(user_presets: Path) -> None:
+    write_preset(user_presets, "broken", "[train\nepochs = \n")
+    with pytest.raises(SratError, match="not valid TOML") as caught:
+        load_preset("broken")
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_preset_suggests() -> None:
+    with pytest.raises(SratError) as caught:
+        load_preset("exp100-ldma")
+    message = str(caught.value)
+    assert "did you mean" in message
+    assert "exp100-ldam" in message
+    assert "\n" not in message
+
+
+def test_load_preset_returns_a_fresh_dict() -> None:
+    first = load_preset("demo")
+    first["train"]["epochs"] = 1
+    assert load_preset("demo")["train"]["epochs"] == 30
+
+
+# --- patterns -------------------------------------------------------------------------------
+
+
+def test_expand_exp100_pattern() -> None:
+    assert expand_patterns(["exp100-*"]) == ["exp100-ce", "exp100-focal", "exp100-ldam"]
+
+
+def test_expand_grid_pattern_and_plain_names() -> None:
+    names = expand_patterns(["svhn-step10-*"])
+    assert len(names) == 11
+    assert all(name.startswith("svhn-step10-") for name in names)
+    assert expand_patterns(["demo", "exp100-ldam", "demo"]) == ["demo", "exp100-ldam"]
+    assert expand_patterns(["exp100-ldam", "exp100-*"]) == [
+        "exp100-ldam",
+        "exp100-ce",
+        "exp100-focal",
+    ]
+
+
+def test_patterns_do_not_match_bases() -> None:
+    with pytest.raises(SratError):
+        expand_patterns(["_*"])
+
+
+@pytest.mark.parametrize("pattern", ["imagenet-*", "exp1000-?"])
+def test_unknown_pattern_is_an_error(pattern: str) -> None:
+    with pytest.raises(SratError, match="no preset matches"):
+        expand_patterns([pattern])
+
+
+def test_unknown_plain_name_in_patterns_is_an_error() -> None:
+    with pytest.raises(SratError, match="did you mean"):
+        expand_patterns(["exp100-ldm"])
