@@ -5,6 +5,7 @@
             log.txt        human-readable log
             state.json     status, pid, process start time, host, device, epoch
             exit.json      how the run ended (status, error, final metrics)
+            meta.json      tags and notes people add later
             checkpoints/   last.pt (atomic)
 Files, not pipes, so a run outlives the terminal that started it.
 """
@@ -103,6 +104,14 @@ class RunDir:
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics_path)
 
+    def meta(self) -> dict[str, Any]:
+        """Tags and notes: kept in the run directory so the index can be rebuilt from it."""
+        try:
+            meta = read_json(self.path / "meta.json")
+        except (FileNotFoundError, ValueError):
+            meta = {}
+        return {"tags": list(meta.get("tags", [])), "notes": list(meta.get("notes", []))}
+
     # writes
     def write_state(self, **fields: Any) -> dict[str, Any]:
         state = {**self.state(), **fields, "updated": now_iso()}
@@ -114,6 +123,9 @@ class RunDir:
 
     def clear_exit(self) -> None:
         (self.path / "exit.json").unlink(missing_ok=True)
+
+    def write_meta(self, tags: list[str], notes: list[str]) -> None:
+        atomic_write_json(self.path / "meta.json", {"tags": tags, "notes": notes})
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, record)
