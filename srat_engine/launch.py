@@ -10,6 +10,7 @@ from srat_engine.config import RunConfig, set_override, validate_config
 from srat_engine.errors import SratError
 from srat_engine.paths import runs_dir
 from srat_engine.presets import load_preset, load_raw
+from srat_engine.provenance import provenance
 from srat_engine.resolve import Resolved, resolve
 from srat_engine.rundir import RunDir, now_iso
 
@@ -27,6 +28,7 @@ class PreparedRun:
             "resolved": self.resolved.as_dict(),
             "source": self.source,
             "created": now_iso(),
+            "provenance": provenance(),
         }
 
 

@@ -6,6 +6,7 @@
             state.json     status, pid, process start time, host, device, epoch
             exit.json      how the run ended (status, error, final metrics)
             meta.json      tags and notes people add later
+            launch.json    how a detached run was launched: worker pid, devices, slots
             checkpoints/   last.pt (atomic)
 Files, not pipes, so a run outlives the terminal that started it.
 """
@@ -25,9 +26,13 @@ from srat_engine.fsutil import append_jsonl, atomic_write_json, read_json, read_
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
+def is_valid_run_id(run_id: str) -> bool:
+    return bool(_RUN_ID.fullmatch(run_id))
+
+
 def validate_run_id(run_id: str) -> str:
     """Reject anything that is not a plain lower-case path component (no `/`, `..`, spaces)."""
-    if not _RUN_ID.fullmatch(run_id):
+    if not is_valid_run_id(run_id):
         raise SratError(f"invalid run id {run_id!r}: use lower-case letters, digits, - and _")
     return run_id
 
@@ -89,11 +94,16 @@ class RunDir:
     def config(self) -> dict[str, Any]:
         return read_json(self.path / "config.json")
 
-    def state(self) -> dict[str, Any]:
+    def _read_object(self, name: str) -> dict[str, Any]:
+        """A JSON object file; missing, corrupt or wrongly shaped reads as empty."""
         try:
-            return read_json(self.path / "state.json")
+            data = read_json(self.path / name)
         except (FileNotFoundError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}
+
+    def state(self) -> dict[str, Any]:
+        return self._read_object("state.json")
 
     def exit_record(self) -> dict[str, Any] | None:
         try:
@@ -104,13 +114,20 @@ class RunDir:
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics_path)
 
+    def launch_record(self) -> dict[str, Any]:
+        return self._read_object("launch.json")
+
+    def write_launch_record(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "launch.json", record)
+
     def meta(self) -> dict[str, Any]:
         """Tags and notes: kept in the run directory so the index can be rebuilt from it."""
-        try:
-            meta = read_json(self.path / "meta.json")
-        except (FileNotFoundError, ValueError):
-            meta = {}
-        return {"tags": list(meta.get("tags", [])), "notes": list(meta.get("notes", []))}
+        meta = self._read_object("meta.json")
+        tags, notes = meta.get("tags", []), meta.get("notes", [])
+        return {
+            "tags": [str(t) for t in tags] if isinstance(tags, list) else [],
+            "notes": [str(n) for n in notes] if isinstance(notes, list) else [],
+        }
 
     # writes
     def write_state(self, **fields: Any) -> dict[str, Any]:

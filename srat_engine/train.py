@@ -184,6 +184,9 @@ class Trainer:
         }
 
     def _restore(self) -> None:
+        if not self.run.checkpoint_path.exists():
+            self.run.log("no checkpoint yet: starting from epoch 1")
+            return
         state = load_checkpoint(self.run.checkpoint_path, map_location=self.device)
         try:
             self.model.load_state_dict(state["model"])

@@ -1,0 +1,138 @@
+"""Device slots held by kernel file locks: a dead run can never keep a GPU blocked.
+
+Each slot is a file `<home>/slots/<device>-<k>.lock`; a run holds it with an exclusive
+`fcntl.flock` for as long as it trains. The kernel drops the lock when the holder's process
+dies, however it dies (kill -9 included), so there is nothing to clean up.
+
+Waiting runs are served first come, first served: a waiter also holds a lock on a ticket file
+`queue/<run id>` (run ids sort by creation time) that lists the slots it can use, and defers to
+every live older ticket that shares a slot with it. Tickets of dead waiters are recognised the
+same way: nobody holds their lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from srat_engine.paths import srat_home
+
+
+@dataclass(frozen=True)
+class Slot:
+    device: str  # what the run trains on: "cpu", "cuda:0", ...
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.device.replace(':', '')}-{self.index}"
+
+
+def slots_for(devices: list[str], per_device: int) -> list[Slot]:
+    return [Slot(device, k) for device in devices for k in range(per_device)]
+
+
+def slot_dir() -> Path:
+    return srat_home() / "slots"
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive lock on `path`, or None if someone else holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _release(fd: int) -> None:
+    with suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _older_live_waiters(queue: Path, run_id: str, wanted: set[str]) -> bool:
+    for ticket in sorted(queue.glob("*")):
+        if ticket.name >= run_id:
+            break
+        fd = _try_lock(ticket)
+        if fd is not None:  # its waiter is gone: the ticket is stale
+            _release(fd)
+            ticket.unlink(missing_ok=True)
+            continue
+        try:
+            theirs = set(json.loads(ticket.read_text() or "[]"))
+        except (OSError, ValueError):
+            theirs = wanted  # unreadable mid-write: assume it competes
+        if theirs & wanted:
+            return True
+    return False
+
+
+@contextmanager
+def hold_slot(
+    run_id: str,
+    candidates: list[Slot],
+    *,
+    poll_seconds: float = 0.5,
+    on_wait: Callable[[], None] | None = None,
+    root: Path | None = None,
+) -> Iterator[Slot]:
+    """Block until one of `candidates` is free, hold it for the body, release it after."""
+    base = root or slot_dir()
+    queue = base / "queue"
+    queue.mkdir(parents=True, exist_ok=True)
+    wanted = {slot.name for slot in candidates}
+    ticket = queue / run_id
+    ticket_fd = _try_lock(ticket)
+    if ticket_fd is None:
+        raise RuntimeError(f"run {run_id} is already waiting for a slot")
+    os.ftruncate(ticket_fd, 0)
+    os.write(ticket_fd, json.dumps(sorted(wanted)).encode())
+    held: tuple[Slot, int] | None = None
+    try:
+        while held is None:
+            if not _older_live_waiters(queue, run_id, wanted):
+                for slot in candidates:
+                    fd = _try_lock(base / f"{slot.name}.lock")
+                    if fd is not None:
+                        os.ftruncate(fd, 0)
+                        os.write(fd, run_id.encode())  # who holds it, for `srat` displays
+                        held = (slot, fd)
+                        break
+            if held is None:
+                if on_wait is not None:
+                    on_wait()
+                time.sleep(poll_seconds)
+        ticket.unlink(missing_ok=True)
+        _release(ticket_fd)
+        ticket_fd = -1
+        yield held[0]
+    finally:
+        if ticket_fd >= 0:
+            ticket.unlink(missing_ok=True)
+            _release(ticket_fd)
+        if held is not None:
+            _release(held[1])
+
+
+def slot_holders(root: Path | None = None) -> dict[str, str]:
+    """Slot name -> run id for every slot currently held (lock taken by a live process)."""
+    base = root or slot_dir()
+    holders: dict[str, str] = {}
+    for path in sorted(base.glob("*.lock")):
+        fd = _try_lock(path)
+        if fd is not None:
+            _release(fd)
+            continue
+        with suppress(OSError):
+            holders[path.stem] = path.read_text().strip()
+    return holders
