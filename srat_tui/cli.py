@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from srat_engine.errors import SratError
-from srat_engine.launch import PreparedRun, create_run, prepare
 from srat_engine.presets import describe, expand_patterns, list_presets, load_preset
 from srat_tui import render
+from srat_tui.runs_cli import runs_app
+
+if TYPE_CHECKING:  # torch loads with the engine's launch path: only `srat run` pays for it
+    from srat_engine.launch import PreparedRun
 
 app = typer.Typer(
     name="srat",
@@ -29,6 +32,7 @@ app = typer.Typer(
 )
 presets_app = typer.Typer(help="Named configurations (every cell of the paper's tables).")
 app.add_typer(presets_app, name="presets")
+app.add_typer(runs_app, name="runs")
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -60,6 +64,7 @@ def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
 
 
 def _run_foreground(prepared: PreparedRun, as_json: bool) -> int:
+    from srat_engine.launch import create_run
     from srat_engine.train import RunInterrupted, execute
 
     run = create_run(prepared)
@@ -117,8 +122,11 @@ def _run_foreground(prepared: PreparedRun, as_json: bool) -> int:
 
 @app.command()
 def run(
-    preset: Annotated[
-        str | None, typer.Option("--preset", "-p", help="preset name (see `srat presets ls`)")
+    presets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preset", "-p", help="preset name or pattern ('exp100-*'); repeat for a sweep"
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="a TOML config file")
@@ -130,20 +138,58 @@ def run(
     device: Annotated[
         str | None, typer.Option("--device", "-d", help="cpu | cuda | cuda:N (default: config)")
     ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="run in the background; print the run id and return")
+    ] = False,
+    gpus: Annotated[
+        str | None, typer.Option("--gpus", help="with --detach: 'all' or ids like 0,1,3")
+    ] = None,
+    per_gpu: Annotated[int, typer.Option("--per-gpu", help="runs per GPU at once")] = 1,
+    slots: Annotated[
+        int | None, typer.Option("--slots", help="with --device cpu: CPU runs at once")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="validate and print the resolved config, run nothing")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Run one configuration in the foreground, one line per epoch, then the results table."""
+    """Run configurations: in the foreground (one line per epoch), or detached and queued."""
+    from srat_engine.launch import create_run, prepare
+
     assignments = tuple(overrides or ())
     if device is not None:
         assignments = (*assignments, f'device="{device}"')
-    prepared = prepare(preset=preset, config_file=config, overrides=assignments)
+    if presets and config is not None:
+        raise SratError("give exactly one of --preset NAME or --config FILE")
+    names = expand_patterns(presets) if presets else []
+    if (gpus is not None or slots is not None) and not detach:
+        raise SratError("--gpus and --slots schedule detached runs: add --detach")
+    if len(names) > 1 and not (detach or dry_run):
+        raise SratError(f"{len(names)} presets match: add --detach to queue them all")
+    # validate every configuration before creating any run
+    if names:
+        prepared = [prepare(preset=n, overrides=assignments) for n in names]
+    else:
+        prepared = [prepare(config_file=config, overrides=assignments)]
     if dry_run:
-        _print_dry_run(prepared, as_json)
+        for item in prepared:
+            _print_dry_run(item, as_json)
         return
-    raise typer.Exit(_run_foreground(prepared, as_json))
+    if not detach:
+        raise typer.Exit(_run_foreground(prepared[0], as_json))
+    from srat_engine.supervisor import launch_detached, resolve_devices
+
+    devices, per_device = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)
+    launched = []
+    for item in prepared:
+        created = create_run(item)
+        pid = launch_detached(created, devices, per_device)
+        launched.append({"run_id": created.id, "source": item.source, "pid": pid})
+    if as_json:
+        typer.echo(json.dumps(launched))
+        return
+    for entry in launched:
+        typer.echo(f"{entry['run_id']}  {entry['source']}  queued (worker pid {entry['pid']})")
 
 
 @presets_app.command("ls")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from srat_engine.launch import PreparedRun
+if TYPE_CHECKING:
+    from srat_engine.launch import PreparedRun
 
 
 def _pct(value: float | None) -> str:
