@@ -13,6 +13,7 @@ Files, not pipes, so a run outlives the terminal that started it.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -119,6 +120,32 @@ class RunDir:
 
     def write_launch_record(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.path / "launch.json", record)
+
+    def metrics_since(self, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """Records appended after byte `offset`, and the offset to pass next time.
+
+        Only complete lines are consumed: a line still being written is left for the next
+        call, so a live reader never sees half a record (and never skips one).
+        """
+        try:
+            with self.metrics_path.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return [], offset
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return [], offset
+        complete = chunk[: end + 1]
+        records = []
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn line from a crash, followed by newer records
+            if isinstance(record, dict):
+                records.append(record)
+        return records, offset + len(complete)
 
     def meta(self) -> dict[str, Any]:
         """Tags and notes: kept in the run directory so the index can be rebuilt from it."""

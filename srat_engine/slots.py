@@ -7,7 +7,9 @@ dies, however it dies (kill -9 included), so there is nothing to clean up.
 Waiting runs are served first come, first served: a waiter also holds a lock on a ticket file
 `queue/<run id>` (run ids sort by creation time) that lists the slots it can use, and defers to
 every live older ticket that shares a slot with it. Tickets of dead waiters are recognised the
-same way: nobody holds their lock.
+same way: nobody holds their lock. A ticket is written and locked under a private name and
+only then renamed into the queue, so nobody ever sees one that is unlocked or half-written
+while its waiter lives.
 """
 
 from __future__ import annotations
@@ -59,22 +61,69 @@ def _release(fd: int) -> None:
     os.close(fd)
 
 
+def _is_locked(path: Path) -> bool:
+    """Whether a live process holds `path`'s lock (never creates the file)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _remove_if_stale(ticket: Path, fd: int) -> None:
+    """Unlink a ticket we hold the lock of, unless a new one has been renamed over it."""
+    with suppress(OSError):
+        if os.stat(ticket).st_ino == os.fstat(fd).st_ino:
+            ticket.unlink()
+
+
 def _older_live_waiters(queue: Path, run_id: str, wanted: set[str]) -> bool:
     for ticket in sorted(queue.glob("*")):
         if ticket.name >= run_id:
             break
-        fd = _try_lock(ticket)
-        if fd is not None:  # its waiter is gone: the ticket is stale
-            _release(fd)
-            ticket.unlink(missing_ok=True)
+        try:
+            fd = os.open(ticket, os.O_RDWR)
+        except FileNotFoundError:
             continue
         try:
-            theirs = set(json.loads(ticket.read_text() or "[]"))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # live waiter
+        else:  # its waiter is gone: the ticket is stale
+            _remove_if_stale(ticket, fd)
+            _release(fd)
+            continue
+        os.close(fd)
+        try:
+            theirs = set(json.loads(ticket.read_text()))
         except (OSError, ValueError):
-            theirs = wanted  # unreadable mid-write: assume it competes
+            theirs = wanted  # unreadable or empty while live: assume it competes
         if theirs & wanted:
             return True
     return False
+
+
+def _register_ticket(queue: Path, run_id: str, wanted: set[str]) -> int:
+    """Write and lock the ticket privately, then rename it into the queue; returns its fd."""
+    ticket = queue / run_id
+    if _is_locked(ticket):
+        raise RuntimeError(f"run {run_id} is already waiting for a slot")
+    private = queue.parent / "queue.new"
+    private.mkdir(parents=True, exist_ok=True)
+    draft = private / f"{run_id}.{os.getpid()}"
+    fd = _try_lock(draft)
+    if fd is None:  # another process of ours with the same pid cannot exist
+        raise RuntimeError(f"run {run_id} is already waiting for a slot")
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(sorted(wanted)).encode())
+    os.replace(draft, ticket)
+    return fd
 
 
 @contextmanager
@@ -92,11 +141,7 @@ def hold_slot(
     queue.mkdir(parents=True, exist_ok=True)
     wanted = {slot.name for slot in candidates}
     ticket = queue / run_id
-    ticket_fd = _try_lock(ticket)
-    if ticket_fd is None:
-        raise RuntimeError(f"run {run_id} is already waiting for a slot")
-    os.ftruncate(ticket_fd, 0)
-    os.write(ticket_fd, json.dumps(sorted(wanted)).encode())
+    ticket_fd = _register_ticket(queue, run_id, wanted)
     held: tuple[Slot, int] | None = None
     try:
         while held is None:
@@ -112,13 +157,13 @@ def hold_slot(
                 if on_wait is not None:
                     on_wait()
                 time.sleep(poll_seconds)
-        ticket.unlink(missing_ok=True)
+        _remove_if_stale(ticket, ticket_fd)
         _release(ticket_fd)
         ticket_fd = -1
         yield held[0]
     finally:
         if ticket_fd >= 0:
-            ticket.unlink(missing_ok=True)
+            _remove_if_stale(ticket, ticket_fd)
             _release(ticket_fd)
         if held is not None:
             _release(held[1])

@@ -169,11 +169,16 @@ def resume_run(run: RunDir, devices: list[str], per_device: int) -> int:
     return launch_detached(run, devices, per_device, resume=True)
 
 
-def remove_run(run: RunDir, *, purge: bool = False) -> Path | None:
-    """Move a run to <home>/trash (or delete it with purge) and drop it from the index."""
+def check_removable(run: RunDir) -> None:
+    """Refuse (SratError) to remove a run that is still queued or running."""
     status = reconcile(run)
     if status in ACTIVE:
         raise SratError(f"run {run.id} is {status}: kill it before removing it")
+
+
+def remove_run(run: RunDir, *, purge: bool = False) -> Path | None:
+    """Move a run to <home>/trash (or delete it with purge) and drop it from the index."""
+    check_removable(run)
     destination = None
     if purge:
         shutil.rmtree(run.path)

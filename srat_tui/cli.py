@@ -64,10 +64,12 @@ def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
 
 
 def _run_foreground(prepared: PreparedRun, as_json: bool) -> int:
+    from srat_engine.history import record_in_index
     from srat_engine.launch import create_run
     from srat_engine.train import RunInterrupted, execute
 
     run = create_run(prepared)
+    record_in_index(run)  # listed by `srat runs ls` and the TUI while it trains
     console = _stdout()
     epochs = prepared.config.train.epochs
     if as_json:
@@ -102,10 +104,13 @@ def _run_foreground(prepared: PreparedRun, as_json: bool) -> int:
     try:
         with progress:
             final = execute(run, on_event=on_event)
+        record_in_index(run)
     except RunInterrupted as stop:
+        record_in_index(run)
         _error_line(f"run {run.id} stopped by {stop}; resume it from its last checkpoint")
         return EXIT_INTERRUPTED
     except SratError as failure:
+        record_in_index(run)
         _error_line(f"error: run {run.id} failed: {failure}")
         return EXIT_FAILED
     if not as_json:

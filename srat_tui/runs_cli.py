@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,15 @@ from srat_engine.paths import runs_dir
 from srat_engine.rundir import RunDir, validate_run_id
 
 runs_app = typer.Typer(help="Run history: list, inspect, follow, kill, resume, compare, export.")
+
+
+@runs_app.callback()
+def _reconcile_on_start() -> None:
+    """Every `srat runs` command starts from true statuses: dead processes are found here."""
+    # a corrupt index must not block `srat runs reindex`, the command that repairs it
+    with suppress(SratError):
+        refreshed_records()
+
 
 LS_COLUMNS = (
     "id", "status", "method", "dataset", "imbalance", "epoch", "std_overall", "std_under",
@@ -183,6 +193,13 @@ def runs_show(
     exit_record = run.exit_record()
     if exit_record and exit_record.get("error"):
         console.print(f"error    {exit_record['error']}", markup=False)
+    if summary["status"] in ("failed", "dead"):
+        for path in (run.log_path, run.path / "output.log"):
+            if path.exists():
+                tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
+                console.rule(f"{path.name} (last {len(tail)} lines)")
+                for line in tail:
+                    console.print(line, markup=False)
     result = _latest_result(run)
     if result is not None:
         resolved = doc["resolved"]
@@ -282,9 +299,11 @@ def runs_rm(
     ] = False,
 ) -> None:
     """Move runs to <home>/trash (or delete them with --purge)."""
-    from srat_engine.supervisor import remove_run
+    from srat_engine.supervisor import check_removable, remove_run
 
-    runs = [open_run(run_id) for run_id in run_ids]  # all ids valid before anything moves
+    runs = [open_run(run_id) for run_id in run_ids]
+    for run in runs:  # every id valid and every run stopped before anything moves
+        check_removable(run)
     for run in runs:
         destination = remove_run(run, purge=purge)
         typer.echo(f"{run.id} {'deleted' if destination is None else f'moved to {destination}'}")

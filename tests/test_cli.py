@@ -5,53 +5,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import tomllib
+from cli_harness import Result, Srat, make_invoker
 from typer.testing import CliRunner
 
 from srat_engine.config import RunConfig, validate_config
 from srat_engine.errors import SratError
 from srat_engine.presets import list_presets, load_preset, preset_path
-from srat_tui.cli import app, main
+from srat_tui.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.splitlines()
-
-
-Srat = Callable[..., Result]
-
-
 @pytest.fixture
 def srat(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Srat:
-    """Run the console entry point `main()` in-process, as `srat ARGS...` would."""
-
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["srat", *args])
-        code: int
-        try:
-            main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return invoke
+    return make_invoker(capsys, monkeypatch)
 
 
 def run_dirs(home: Path) -> list[Path]:

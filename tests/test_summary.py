@@ -107,6 +107,24 @@ def test_torn_last_metrics_line_is_skipped(tmp_path: Path) -> None:
     assert (record["rob_overall"], record["rob_under"]) == (33.0, 23.0)
 
 
+def test_metrics_since_reads_only_complete_lines_and_resumes_at_the_offset(
+    tmp_path: Path,
+) -> None:
+    run = make_run(tmp_path)
+    assert run.metrics_since(0) == ([], 0)  # no file yet
+    run.append_metrics(epoch_record(1, 50.0, 30.0))
+    first, offset = run.metrics_since(0)
+    assert [r["epoch"] for r in first] == [1] and offset == run.metrics_path.stat().st_size
+    with run.metrics_path.open("a") as handle:  # a writer halfway through a line
+        handle.write('{"event": "epoch", "epoch": 2, "std_ov')
+    assert run.metrics_since(offset) == ([], offset)
+    with run.metrics_path.open("a") as handle:
+        handle.write('erall": 60.0}\n')
+    second, after = run.metrics_since(offset)
+    assert second == [{"event": "epoch", "epoch": 2, "std_overall": 60.0}]
+    assert after == run.metrics_path.stat().st_size
+
+
 def test_robust_columns_come_from_the_last_epoch_that_measured_them(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     run.append_metrics(epoch_record(1, 50.0, 30.0))
