@@ -1,0 +1,1 @@
+"""Analysis beside training: Section 3's theory, feature separability, t-SNE, sweeps."""
