@@ -25,6 +25,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
+from srat_engine.analysis.separability import feature_separability, penultimate_features
 from srat_engine.attacks import attack_mode, pgd_linf
 from srat_engine.checkpoint import load_checkpoint, save_checkpoint
 from srat_engine.config import RunConfig, validate_config
@@ -286,17 +287,25 @@ class Trainer:
             seed=config.seed + 1,
         )
         total = class_totals(y, resolved.num_classes)
-        return {
+        result = {
             "class": per_class_accuracy(correct, total),
             **aggregate(correct, total, resolved.under_classes),
             "n": sum(total),
         }
+        if not robust:
+            # penultimate-feature separability (analysis/separability.py) of the same test set:
+            # one extra forward pass, tracked per epoch beside the accuracies
+            features = penultimate_features(self.model, x, batch_size=config.eval.batch_size)
+            separability = feature_separability(features, y)
+            result["separability"] = separability if math.isfinite(separability) else None
+        return result
 
     def _columns(self, std: dict[str, Any], rob: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "std_overall": std["overall"],
             "std_under": std["under"],
             "std_class": std["class"],
+            "separability": std.get("separability"),
             "rob_overall": rob["overall"] if rob else None,
             "rob_under": rob["under"] if rob else None,
             "rob_class": rob["class"] if rob else None,
