@@ -53,6 +53,10 @@ _SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("SRAT-LDAM", "ldam", "drcb", separation=True, description="SRAT with LDAM"),
     MethodSpec("GAIRAT", "ce", "none", gair=True, description="geometry-aware instance weights"),
     MethodSpec("Natural", "ce", "none", adversarial=False, description="no attack, CE"),
+    # reweighted natural training, the natural arm of the paper's Figure 2 reweighting sweep
+    MethodSpec(
+        "Natural-CB", "ce", "cb", adversarial=False, description="no attack, CE, class weights"
+    ),
 )
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
@@ -77,7 +81,8 @@ SCHEMES: tuple[str, ...] = ("none", "cb", "drcb", "srat", "gairat", "natural")
 _BY_SCHEME: dict[tuple[str, str], str] = {}
 for _spec in _SPECS:
     if not _spec.adversarial:
-        _scheme = "natural"
+        # Natural-CB gets its own key: ("natural", "ce") stays plain natural training
+        _scheme = "natural" if _spec.reweight == "none" else f"natural-{_spec.reweight}"
     elif _spec.gair:
         _scheme = "gairat"
     elif _spec.separation:
