@@ -69,7 +69,7 @@ def synthetic_record(i: int, rng: random.Random) -> dict[str, Any]:
         "error": "training loss became nan/inf in epoch 12" if status == "failed" else None,
         "config_key": f"{rng.getrandbits(48):012x}",
     }
-    return {column: record[column] for column in summary_columns}
+    return {column: record.get(column) for column in summary_columns}  # newer fields: None
 
 
 def median_seconds(action: Callable[[], object], repeats: int) -> float:

@@ -24,6 +24,23 @@ def record_in_index(run: RunDir, index: RunIndex | None = None) -> None:
         run.log(f"run index not updated: {err}")
 
 
+def set_tag(
+    run: RunDir, tag: str, *, remove: bool = False, index: RunIndex | None = None
+) -> list[str]:
+    """Add (or remove) one tag in the run's meta.json and the index; returns the run's tags."""
+    tag = tag.strip()
+    if not tag or any(ch.isspace() for ch in tag):
+        raise SratError(f"a tag is one word (got {tag!r})")
+    meta = run.meta()
+    if remove:
+        tags = [t for t in meta["tags"] if t != tag]
+    else:
+        tags = list(dict.fromkeys([*meta["tags"], tag]))
+    run.write_meta(tags, meta["notes"])
+    record_in_index(run, index)
+    return tags
+
+
 def refreshed_records(
     index: RunIndex | None = None, root: Path | None = None
 ) -> list[dict[str, Any]]:

@@ -158,6 +158,14 @@ def kill_run(run: RunDir, *, grace_seconds: float = 10.0) -> str:
     return "killed"
 
 
+def previous_devices(run: RunDir) -> tuple[list[str], int]:
+    """Where a run was launched (devices, runs per device), else its configured device."""
+    launch = run.launch_record()
+    if launch.get("devices"):
+        return list(launch["devices"]), int(launch.get("per_device", 1))
+    return resolve_devices(device=run.config()["config"].get("device", "auto"))
+
+
 def resume_run(run: RunDir, devices: list[str], per_device: int) -> int:
     status = reconcile(run)
     if status == "finished":

@@ -1,0 +1,132 @@
+"""The compare screen: marked runs side by side, overlaid curves, and the export dialog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_runs import make_fake_run
+from rich.console import Console
+from rich.text import Text
+from textual.pilot import Pilot
+from textual.widgets import Input, RadioButton, Static
+from textual_plotext import PlotextPlot
+from tui_harness import pinned_context, scenario, wait_for
+
+from srat_engine.paper import paper_result
+from srat_tui.app import SratApp
+from srat_tui.context import AppContext
+from srat_tui.screens.compare import CompareScreen, ExportScreen, curve_of, default_export_path
+
+SIZE = (160, 48)
+
+
+@pytest.fixture(autouse=True)
+def no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from srat_tui.widgets import gpu_panel
+
+    monkeypatch.setattr(gpu_panel, "probe_gpus", lambda: None)
+
+
+@pytest.fixture
+def context(srat_home: Path) -> AppContext:
+    context = pinned_context(srat_home)
+    make_fake_run(context.runs_root, "run-ce", preset="digits-ce", status="finished",
+                  epochs_done=10, index=context.index)  # fmt: skip
+    make_fake_run(context.runs_root, "run-srat", status="finished", epochs_done=10,
+                  overrides=("loss.sep_lambda=0.5",), index=context.index)  # fmt: skip
+    return context
+
+
+def text(static: Static) -> str:
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(static.content)
+    return console.export_text()
+
+
+async def open_compare(pilot: Pilot[Any]) -> CompareScreen:
+    app = pilot.app
+    assert isinstance(app, SratApp)
+    await wait_for(pilot, lambda: app.runs_screen is not None and app.runs_screen.loaded, "runs")
+    await pilot.press("space", "space", "c")  # mark both rows, compare
+    await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), "the compare screen")
+    screen = app.screen
+    assert isinstance(screen, CompareScreen)
+    await wait_for(pilot, lambda: screen.loaded is not None, "the runs to load")
+    return screen
+
+
+@scenario
+async def test_marked_runs_side_by_side(context: AppContext) -> None:
+    async with SratApp(context).run_test(size=SIZE) as pilot:
+        screen = await open_compare(pilot)
+        assert sorted(screen.run_ids) == ["run-ce", "run-srat"]
+        diff = text(screen.query_one("#config-diff", Static))
+        # what differs is shown (method, lambda); what does not (the dataset) is not
+        assert "method" in diff and "sep_lambda" in diff and "CE" in diff
+        assert "data.dataset" not in diff
+        metrics = text(screen.query_one("#compare-metrics", Static))
+        for run_id in ("run-ce", "run-srat"):
+            assert run_id in metrics
+        assert "Std" in metrics or "std" in metrics
+
+        await pilot.press("a")  # every config key now, the dataset included
+        await wait_for(pilot, lambda: "data.dataset" in text(screen.query_one("#config-diff",
+                       Static)), "all keys")  # fmt: skip
+
+        plots = list(screen.query(PlotextPlot))
+        assert len(plots) == 2
+        for plot in plots:  # one line per run in each plot, named in the legend
+            drawn = plot.render()
+            shown = drawn.plain if isinstance(drawn, Text) else str(drawn)
+            assert "run-ce" in shown and "run-srat" in shown
+
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: pilot.app.screen is pilot.app.runs_screen, "back to runs")
+
+
+@scenario
+async def test_export_writes_the_paper_layout(srat_home: Path, tmp_path: Path) -> None:
+    context = pinned_context(srat_home)
+    for preset in ("cifar10-exp10-ce", "cifar10-exp10-srat-ldam"):  # cells of the paper's Table 1
+        make_fake_run(context.runs_root, preset, preset=preset, status="finished",
+                      epochs_done=10, index=context.index)  # fmt: skip
+    target = tmp_path / "table.md"
+    async with SratApp(context).run_test(size=SIZE) as pilot:
+        screen = await open_compare(pilot)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ExportScreen), "export dialog")
+        dialog = pilot.app.screen
+        md = next(b for b in dialog.query(RadioButton) if b.name == "md")
+        md.value = True
+        dialog.query_one("#export-paper").value = True  # type: ignore[attr-defined]
+        dialog.query_one("#export-path", Input).value = str(target)
+        await pilot.click("#export-ok")
+        await wait_for(pilot, target.exists, "the export file")
+        assert pilot.app.screen is screen
+    table = target.read_text()
+    assert "| Method |" in table and "Std overall" in table and "Rob under" in table
+    rows = [line for line in table.splitlines() if line.startswith("| CE") or "SRAT-LDAM" in line]
+    assert len(rows) >= 2
+    # the paper's numbers beside ours were asked for: its CE row for CIFAR-10 Exp-10
+    paper_ce = paper_result("cifar10", "exp", 10, "CE")
+    assert paper_ce is not None and f"{paper_ce['std_overall']:.2f}" in table
+
+
+def test_curve_keeps_the_later_record_of_a_repeated_epoch() -> None:
+    events = [
+        {"event": "epoch", "epoch": 1, "std_overall": 10.0, "rob_overall": 5.0},
+        {"event": "epoch", "epoch": 2, "std_overall": 20.0, "rob_overall": None},
+        {"event": "resume", "from_epoch": 1},
+        {"event": "epoch", "epoch": 2, "std_overall": 25.0, "rob_overall": 7.0},
+    ]
+    curve = curve_of("r", events)
+    assert curve.std == ((1, 10.0), (2, 25.0)) and curve.rob == ((1, 5.0), (2, 7.0))
+
+
+def test_default_export_path_stays_short(srat_home: Path) -> None:
+    ids = [f"run-{k}" for k in range(10)]
+    path = default_export_path(ids, "latex")
+    assert path.parent == srat_home / "exports" and path.suffix == ".tex"
+    assert path.name == "compare-run-0_run-1_run-2_run-3_and-6-more.tex"

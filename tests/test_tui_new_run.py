@@ -1,0 +1,332 @@
+"""The new-run form: engine validation inline, method composition, launching detached runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import Button, Input, Select, Static
+from tui_harness import scenario, wait_for
+
+from srat_engine.errors import SratError
+from srat_engine.index import default_index, run_dirs
+from srat_engine.launch import prepare
+from srat_engine.liveness import ACTIVE, reconcile
+from srat_engine.paths import runs_dir
+from srat_engine.rundir import RunDir
+from srat_engine.supervisor import kill_run
+from srat_tui.context import AppContext
+from srat_tui.screens.new_run import (
+    FormValues,
+    NewRunScreen,
+    form_overrides,
+    format_budget,
+    parse_devices,
+    parse_seeds,
+)
+
+FAST = "data.n_max=20 attack.steps=1 eval.steps=1 eval.robust_per_class=2"
+
+
+class Host(App[None]):
+    """The smallest app that shows a screen the way srat's app does: context on the app."""
+
+    def __init__(self, context: AppContext) -> None:
+        super().__init__()
+        self.context = context
+        self.result: list[str] | None = None
+
+    def on_mount(self) -> None:
+        def done(result: list[str] | None) -> None:
+            self.result = result
+
+        self.push_screen(NewRunScreen(), done)
+
+
+def make_context() -> AppContext:
+    fixed = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    return AppContext(runs_dir(), default_index(), lambda: fixed, 0.1)
+
+
+def text_of(static: Static) -> str:
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(static.content)
+    return console.export_text()
+
+
+def screen_of(app: App[None]) -> NewRunScreen:
+    screen = app.screen
+    assert isinstance(screen, NewRunScreen)
+    return screen
+
+
+async def settled(pilot: Pilot[None]) -> NewRunScreen:
+    """The screen once the current form has been checked."""
+    screen = screen_of(pilot.app)
+
+    def checked() -> bool:
+        v = screen.validation
+        return (
+            v is not None
+            and v.preset == screen.preset
+            and screen._base is not None
+            and v.values == screen.read_form()
+        )
+
+    await wait_for(pilot, checked)
+    return screen
+
+
+async def set_field(pilot: Pilot[None], field: str, value: str) -> NewRunScreen:
+    screen = screen_of(pilot.app)
+    widget = screen.query_one(f"#{field}")
+    if isinstance(widget, Select):
+        widget.value = value
+    else:
+        assert isinstance(widget, Input)
+        widget.value = value
+    return await settled(pilot)
+
+
+async def type_into(pilot: Pilot[None], field: str, text: str) -> NewRunScreen:
+    screen = screen_of(pilot.app)
+    widget = screen.query_one(f"#{field}", Input)
+    widget.value = ""
+    widget.focus()
+    await pilot.press(*text)
+    return await settled(pilot)
+
+
+@pytest.fixture
+def stop_runs() -> Iterator[None]:
+    """Kill whatever detached runs a test started, so no worker outlives it."""
+    yield
+    for path in run_dirs(runs_dir()):
+        run = RunDir(path)
+        if reconcile(run) in ACTIVE:
+            with suppress(SratError):
+                kill_run(run, grace_seconds=5)
+
+
+def engine_message(*overrides: str) -> str:
+    with pytest.raises(SratError) as err:
+        prepare(preset="demo", overrides=overrides)
+    return str(err.value)
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def test_parse_seeds_and_devices() -> None:
+    assert parse_seeds("0") == [0]
+    assert parse_seeds("0,1, 2") == [0, 1, 2]
+    assert parse_seeds("3-5 3") == [3, 4, 5]
+    for bad in ("", "x", "-1", "5-3"):
+        with pytest.raises(SratError, match="seeds"):
+            parse_seeds(bad)
+    assert parse_devices("cpu").device == "cpu"
+    assert parse_devices("cpu").slots == 1
+    assert parse_devices("0,1").gpus == "0,1"
+    assert parse_devices("all").gpus == "all"
+    assert parse_devices("cuda:1").config_device == "cuda:1"
+    assert parse_devices("auto") == parse_devices("")
+
+
+def test_overrides_only_for_changed_fields() -> None:
+    base = FormValues("digits", "exp", "10", "ldam", "srat", "1", "0.1", "30", "16/255", "auto")
+    assert form_overrides(base, base) == ()
+    edited = FormValues("digits", "exp", "50", "ce", "drcb", "1", "0.1", "30", "8/255", "cpu", "",
+                        "data.n_max=20 'train.lr_milestones=[1, 2]'")  # fmt: skip
+    assert form_overrides(edited, base) == (
+        "data.ratio=50",
+        "method=DRCB-CE",
+        "attack.eps=8/255",
+        "eval.eps=8/255",
+        'device="cpu"',
+        "data.n_max=20",
+        "train.lr_milestones=[1, 2]",
+    )
+    assert format_budget(8 / 255) == "8/255"
+    assert format_budget(0.1) == "0.1"
+
+
+# -- the screen ------------------------------------------------------------------------------
+
+
+@scenario
+async def test_default_preset_shows_counts_and_cost() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await settled(pilot)
+        assert screen.preset == "demo"
+        validation = screen.validation
+        assert validation is not None and validation.ok and validation.prepared is not None
+        resolved = validation.prepared.resolved
+        counts = text_of(screen.query_one("#newrun-counts", Static))
+        lines = [line for line in counts.splitlines() if "█" in line]
+        assert len(lines) == resolved.num_classes
+        for cls, line in enumerate(lines):
+            assert f" {resolved.class_counts[cls]:,}" in line
+            assert line.rstrip().endswith("*") == (cls in resolved.under_classes)
+        cost = text_of(screen.query_one("#newrun-cost", Static))
+        assert f"{resolved.train_size:,} training examples × 30 epochs" in cost
+        assert "× 11 forward-backward passes each (PGD-10" in cost
+        assert "SRAT-LDAM" in text_of(screen.query_one("#newrun-method", Static))
+        assert not screen.query_one("#launch", Button).disabled
+        assert screen.query_one("#scheme", Select).value == "srat"
+        assert screen.query_one("#eps", Input).value == "16/255"
+
+
+@scenario
+async def test_bad_ratio_and_nan_lambda_show_the_engine_message() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        await settled(pilot)
+        screen = await type_into(pilot, "ratio", "0.5")
+        error = screen.query_one("#newrun-error", Static)
+        assert error.display
+        assert text_of(error).strip() == engine_message("data.ratio=0.5")
+        assert screen.query_one("#launch", Button).disabled
+        assert not screen.query_one("#newrun-counts", Static).display
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.2)
+        assert app.screen is screen and run_dirs(runs_dir()) == []
+
+        screen = await type_into(pilot, "ratio", "10")
+        assert not error.display and not screen.query_one("#launch", Button).disabled
+
+        screen = await set_field(pilot, "sep_lambda", "nan")
+        assert text_of(error).strip() == engine_message("loss.sep_lambda=nan")
+        assert "must be a finite number" in text_of(error)
+        assert screen.query_one("#launch", Button).disabled
+
+        screen = await set_field(pilot, "sep_lambda", "1")
+        screen = await set_field(pilot, "seeds", "zero")
+        assert "seeds" in text_of(error) and screen.query_one("#launch", Button).disabled
+
+
+@scenario
+async def test_loss_and_scheme_compose_the_method() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        await settled(pilot)
+        screen = await set_field(pilot, "preset", "digits-ce")
+        assert screen.query_one("#scheme", Select).value == "none"
+        assert screen.query_one("#loss", Select).value == "ce"
+        method = screen.query_one("#newrun-method", Static)
+        assert "CE" in text_of(method).split()
+
+        screen = await set_field(pilot, "scheme", "srat")
+        assert "SRAT-CE" in text_of(method)
+        screen = await set_field(pilot, "loss", "ldam")
+        assert "SRAT-LDAM" in text_of(method)
+        assert screen.validation is not None and screen.validation.prepared is not None
+        assert screen.validation.prepared.config.method == "SRAT-LDAM"
+        assert screen.validation.prepared.resolved.ldam_margins is not None
+
+        screen = await set_field(pilot, "scheme", "gairat")
+        error = text_of(screen.query_one("#newrun-error", Static))
+        assert "no method for scheme 'gairat' with loss 'ldam'" in error
+        assert screen.query_one("#launch", Button).disabled
+
+        screen = await set_field(pilot, "loss", "ce")
+        assert "GAIRAT" in text_of(method)
+        cost = text_of(screen.query_one("#newrun-cost", Static))
+        assert "GAIR" in cost
+
+        screen = await set_field(pilot, "scheme", "natural")
+        cost = text_of(screen.query_one("#newrun-cost", Static))
+        assert "natural training, no attack" in cost
+
+
+async def fill_fast_run(pilot: Pilot[None], seeds: str) -> NewRunScreen:
+    await settled(pilot)
+    await set_field(pilot, "epochs", "1")
+    await set_field(pilot, "devices", "cpu")
+    await set_field(pilot, "seeds", seeds)
+    screen = await set_field(pilot, "extra", FAST)
+    validation = screen.validation
+    assert validation is not None and validation.ok, validation
+    return screen
+
+
+@scenario
+async def test_launch_creates_a_detached_run(stop_runs: None) -> None:
+    context = make_context()
+    app = Host(context)
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await fill_fast_run(pilot, "3")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.screen is not screen, timeout=30)
+        assert app.result is not None and len(app.result) == 1
+        (run_id,) = app.result
+    run_path = context.runs_root / run_id
+    assert [p.name for p in run_dirs(context.runs_root)] == [run_id]
+    config = RunDir(run_path).config()["config"]
+    assert config["seed"] == 3 and config["train"]["epochs"] == 1
+    assert config["device"] == "cpu" and config["data"]["n_max"] == 20
+    assert RunDir(run_path).launch_record()["devices"] == ["cpu"]
+    status = wait_status(run_path, {"running", "finished"}, timeout=40)
+    assert status in ("running", "finished")
+    record = context.index.get(run_id)
+    assert record is not None and record["seed"] == 3
+
+
+def wait_status(path: Path, wanted: set[str], timeout: float) -> str:
+    run = RunDir(path)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run.state().get("status", "")
+        if status in wanted:
+            return status
+        if status in ("failed", "dead") or time.monotonic() > deadline:
+            raise AssertionError(f"run status {status}: {(path / 'output.log').read_text()}")
+        time.sleep(0.1)
+
+
+@scenario
+async def test_two_seeds_launch_two_runs(stop_runs: None) -> None:
+    context = make_context()
+    app = Host(context)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await fill_fast_run(pilot, "0,1")
+        await pilot.click("#launch")
+        await wait_for(pilot, lambda: app.result is not None, timeout=30)
+    assert app.result is not None and len(app.result) == 2
+    seeds = sorted(RunDir(context.runs_root / r).config()["config"]["seed"] for r in app.result)
+    assert seeds == [0, 1]
+    for run_id in app.result:
+        assert context.index.get(run_id) is not None
+
+
+@scenario
+async def test_escape_goes_back_without_launching() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, NewRunScreen)
+        assert run_dirs(runs_dir()) == []
+
+
+@scenario
+async def test_in_srat_app() -> None:
+    module = pytest.importorskip("srat_tui.app")
+    app = module.SratApp(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
+        await pilot.pause(0.2)
+        app.open_new_run()
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        screen = await settled(pilot)
+        assert screen.validation is not None and screen.validation.ok
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunsScreen")

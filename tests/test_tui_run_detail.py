@@ -1,0 +1,442 @@
+"""The Run screen, driven with Pilot over fake run directories, and its pure series functions.
+
+Waiting is always a bounded loop of `pilot.pause()` on a condition: records arrive through a
+timer and a thread worker, and figures are built in threads, so there is no fixed number of
+frames to wait for. The suite has no asyncio plugin: each scenario runs under `asyncio.run`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_runs import CREATED, epoch_record, make_fake_run
+from rich.text import Text
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Log, Static, TabbedContent
+from tui_harness import scenario, wait_for
+
+from srat_engine.index import RunIndex
+from srat_engine.rundir import RunDir
+from srat_tui.context import AppContext
+from srat_tui.screens.run_detail import RunScreen, read_new_lines
+from srat_tui.widgets import curves
+from srat_tui.widgets.curves import (
+    CurvePlot,
+    Figure,
+    accuracy_figure,
+    build_figure,
+    class_series,
+    epoch_records,
+    frequency_groups,
+    group_series,
+    lr_figure,
+    summary_series,
+)
+
+NOW = datetime.fromisoformat(CREATED) + timedelta(minutes=3)
+SIZE = (100, 30)
+CIFAR100 = ("data.dataset=cifar100",)
+
+
+# -- harness ----------------------------------------------------------------------------------
+
+
+class RunApp(App[None]):
+    """The smallest host: an app with a `context` that opens one run."""
+
+    def __init__(self, context: AppContext, run_id: str) -> None:
+        super().__init__()
+        self.context = context
+        self.run_id = run_id
+
+    def on_mount(self) -> None:
+        self.push_screen(RunScreen(self.run_id))
+
+
+@pytest.fixture
+def context(srat_home: Path) -> AppContext:
+    return AppContext(
+        runs_root=srat_home / "runs",
+        index=RunIndex(srat_home / "index.json"),
+        now=lambda: NOW,
+        poll_seconds=0.05,
+    )
+
+
+def screen_of(pilot: Pilot[Any]) -> RunScreen:
+    screen = pilot.app.screen
+    assert isinstance(screen, RunScreen)
+    return screen
+
+
+async def opened(pilot: Pilot[Any], epochs: int | None = None) -> RunScreen:
+    """The run screen once its records are in and the open tab's plots are drawn."""
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen), "the run screen")
+    screen = screen_of(pilot)
+    await wait_for(pilot, lambda: bool(screen.config_doc), "the first poll")
+    if epochs is not None:
+        await wait_for(pilot, lambda: len(screen.rows) == epochs, f"{epochs} epochs")
+    await wait_for(pilot, screen.plots_current, "plots")
+    return screen
+
+
+def header(screen: RunScreen) -> str:
+    return str(screen.query_one("#run-header", Static).render())
+
+
+def shown(plot: CurvePlot) -> str:
+    rendered = plot.render()
+    assert isinstance(rendered, Text)
+    return rendered.plain
+
+
+def last_epoch(plot: CurvePlot) -> int:
+    return max(max(line.epochs) for line in plot.figure.lines if line.epochs)
+
+
+def cell(table: DataTable[Any], cls: int, column: str) -> str:
+    return str(table.get_cell(str(cls), column))
+
+
+# -- the screen -------------------------------------------------------------------------------
+
+
+@scenario
+async def test_opens_with_header_and_curves(context: AppContext) -> None:
+    make_fake_run(context.runs_root, "run-a", epochs_done=5, epochs=10)
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=5)
+        text = header(screen)
+        for part in ("run-a", "SRAT-LDAM", "digits exp K=10", "running", "epoch 5/10", "3m ago"):
+            assert part in text
+        record = epoch_record(5, 10, 10, screen.under)
+        assert f"std overall {record['std_overall']:.2f}" in text
+        assert f"under {record['rob_under']:.2f}" in text
+        std = screen.query_one("#std-plot", CurvePlot)
+        rob = screen.query_one("#rob-plot", CurvePlot)
+        # 10 classes: one line per class plus the emphasised overall and under lines
+        assert std.figure.kind == "std:classes"
+        assert len(std.figure.lines) == 12
+        assert [line.label for line in std.figure.lines if line.emphasis] == ["under", "overall"]
+        assert "standard accuracy" in shown(std)
+        assert "robust accuracy" in shown(rob)
+        assert not screen.query_one("#curves-empty").display
+
+
+@scenario
+async def test_new_epoch_appears_and_replots_only_on_change(context: AppContext) -> None:
+    run = make_fake_run(context.runs_root, "run-a", epochs_done=5, epochs=10)
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=5)
+        std = screen.query_one("#std-plot", CurvePlot)
+        builds, figure = std.stats.finished, std.figure
+        # polls that find nothing new leave the figure alone
+        polls = screen._cursor
+        for _ in range(10):
+            await pilot.pause(0.02)
+        assert std.figure is figure and std.stats.finished == builds
+        assert screen._cursor == polls
+
+        run.append_metrics(epoch_record(6, 10, 10, screen.under))
+        await wait_for(pilot, lambda: "epoch 6/10" in header(screen), "the epoch counter")
+        await wait_for(pilot, screen.plots_current, "the new figure")
+        assert last_epoch(std) == 6
+        assert std.stats.finished == builds + 1
+        assert len(screen.records) == 6
+
+
+@scenario
+async def test_classes_tab_steps_epochs(context: AppContext) -> None:
+    make_fake_run(context.runs_root, "run-a", epochs_done=5, epochs=10)
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=5)
+        await pilot.press("3")
+        assert screen.query_one(TabbedContent).active == "classes"
+        table = screen.query_one("#classes-table", DataTable)
+        caption = screen.query_one("#classes-caption", Static)
+        counts, under = screen.counts, screen.under
+        latest = epoch_record(5, 10, 10, under)
+        assert "epoch 5/10" in str(caption.render())
+        assert table.row_count == 10
+        for cls in range(10):
+            assert cell(table, cls, "count") == str(counts[cls])
+            assert cell(table, cls, "std") == f"{latest['std_class'][cls]:.2f}"
+            assert cell(table, cls, "rob") == f"{latest['rob_class'][cls]:.2f}"
+            assert (cell(table, cls, "under") == "under") == (cls in under)
+
+        await pilot.press("[")
+        earlier = epoch_record(4, 10, 10, under)
+        assert "epoch 4/10" in str(caption.render())
+        assert screen.class_epoch == 3
+        for cls in range(10):
+            assert cell(table, cls, "std") == f"{earlier['std_class'][cls]:.2f}"
+            assert cell(table, cls, "rob") == f"{earlier['rob_class'][cls]:.2f}"
+
+        await pilot.press("]")  # back on the newest epoch: follows new ones again
+        assert screen.class_epoch is None
+        assert "following latest" in str(caption.render())
+        for _ in range(10):
+            await pilot.press("[")
+        assert "epoch 1/10" in str(caption.render())  # clamped at the first epoch
+
+
+@scenario
+async def test_hundred_classes_group_view_then_per_class_off_thread(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_fake_run(context.runs_root, "run-c", overrides=CIFAR100, epochs_done=4, epochs=10)
+    gate = threading.Event()
+    build_threads: list[tuple[str, bool]] = []
+    real_build = curves.build_figure
+
+    def gated_build(figure: Figure, *args: Any, **kwargs: Any) -> Text:
+        build_threads.append((figure.kind, threading.current_thread() is threading.main_thread()))
+        if figure.kind.endswith(":classes"):
+            gate.wait(timeout=20)  # a per-class figure stays "slow" until the test says so
+        return real_build(figure, *args, **kwargs)
+
+    monkeypatch.setattr(curves, "build_figure", gated_build)
+    try:
+        async with RunApp(context, "run-c").run_test(size=SIZE) as pilot:
+            screen = await opened(pilot, epochs=4)
+            std = screen.query_one("#std-plot", CurvePlot)
+            assert screen.view == "groups"
+            assert std.figure.kind == "std:groups"
+            assert len(std.figure.lines) == 12  # 10 frequency groups + overall + under
+            assert "10 groups" in str(screen.query_one("#curves-legend", Static).render())
+
+            await pilot.press("p")
+            assert screen.view == "classes"
+            await wait_for(pilot, lambda: std.is_building, "the per-class build to start")
+            assert len(std.figure.lines) == 102
+            assert "building plot (100 lines)" in shown(std)
+            # the build is still running: the UI answers keys meanwhile
+            await pilot.press("2")
+            assert screen.query_one(TabbedContent).active == "loss"
+            await pilot.press("1")
+            assert screen.query_one(TabbedContent).active == "curves"
+            assert std.is_building and not std.is_current
+
+            gate.set()
+            await wait_for(pilot, screen.plots_current, "the per-class figure")
+            assert "per class" in shown(std)
+            await pilot.press("p")
+            assert screen.view == "groups"
+            await wait_for(pilot, screen.plots_current, "the group figure again")
+    finally:
+        gate.set()
+    assert build_threads and not any(on_main for _, on_main in build_threads)
+    assert {"std:classes", "rob:classes"} <= {kind for kind, _ in build_threads}
+
+
+@scenario
+async def test_run_without_metrics_shows_empty_state(context: AppContext) -> None:
+    run = make_fake_run(context.runs_root, "run-q", epochs_done=0, status="queued")
+    async with RunApp(context, "run-q").run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, epochs=0)
+        empty = screen.query_one("#curves-empty", Static)
+        assert empty.display
+        assert "No epochs recorded yet" in str(empty.render())
+        assert not screen.query_one("#curves-plots").display
+        assert "epoch 0/10" in header(screen) and "no metrics yet" in header(screen)
+        await pilot.press("3")
+        assert "No epochs recorded yet" in str(screen.query_one("#classes-caption").render())
+        await pilot.press("2")
+        assert "No epochs recorded yet" in shown(screen.query_one("#loss-plot", CurvePlot))
+        await pilot.press("[", "]", "p")  # nothing to step through: no crash
+
+        run.append_metrics(epoch_record(1, 10, 10, screen.under))
+        await pilot.press("1")
+        await wait_for(pilot, lambda: bool(screen.rows), "the first epoch")
+        await wait_for(pilot, screen.plots_current, "the first figure")
+        assert not empty.display
+
+
+@scenario
+async def test_torn_last_line_is_ignored(context: AppContext) -> None:
+    run = make_fake_run(context.runs_root, "run-a", epochs_done=5, epochs=10)
+    with run.metrics_path.open("a") as handle:
+        handle.write('{"event": "epoch", "epoch": 6, "std_cl')  # a crash mid-append
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=5)
+        assert "epoch 5/10" in header(screen)
+        run.append_metrics(epoch_record(6, 10, 10, screen.under))  # starts on a new line
+        await wait_for(pilot, lambda: "epoch 6/10" in header(screen), "the next record")
+        assert [row["epoch"] for row in screen.rows] == [1, 2, 3, 4, 5, 6]
+
+
+@scenario
+async def test_robust_columns_missing_on_some_epochs(context: AppContext) -> None:
+    run = make_fake_run(context.runs_root, "run-a", epochs_done=4, epochs=10)
+    under = RunDir.open(context.runs_root, "run-a").config()["resolved"]["under_classes"]
+    no_rob = {"rob_overall": None, "rob_under": None, "rob_class": None, "rob_n": None}
+    run.append_metrics({**epoch_record(5, 10, 10, under), **no_rob})
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=5)
+        assert "epoch 5/10" in header(screen)
+        assert "@4" in header(screen)  # robust columns from the last epoch that has them
+        rob = screen.query_one("#rob-plot", CurvePlot)
+        assert last_epoch(rob) == 4
+        await pilot.press("3")
+        assert cell(screen.query_one("#classes-table", DataTable), 0, "rob") == "-"
+
+
+@scenario
+async def test_log_tab_follows_log_files(context: AppContext) -> None:
+    run = make_fake_run(context.runs_root, "run-a", epochs_done=2, epochs=10)
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=2)
+        await pilot.press("4")
+        log = screen.query_one("#log-txt", Log)
+        output = screen.query_one("#output-log", Log)
+        assert any("fake run for interface tests" in line for line in log.lines)
+        assert not output.display
+        run.log("epoch 3 done")
+        (run.path / "output.log").write_text("worker started\n")
+        await wait_for(pilot, lambda: any("epoch 3 done" in ln for ln in log.lines), "log.txt")
+        await wait_for(pilot, lambda: output.display and bool(output.lines), "output.log")
+        assert output.lines[-1] == "worker started"
+
+
+@scenario
+async def test_config_tab_and_back(context: AppContext) -> None:
+    make_fake_run(context.runs_root, "run-a", epochs_done=2, epochs=10)
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=2)
+        await pilot.press("5")
+        tree = screen.query_one("#config-tree")
+        labels = [str(node.label) for node in tree.root.children]  # type: ignore[attr-defined]
+        assert labels[:2] == ["config", "resolved"]
+        await pilot.press("b")
+        assert not isinstance(pilot.app.screen, RunScreen)
+        pilot.app.push_screen(RunScreen("run-a"))
+        await opened(pilot)
+        await pilot.press("escape")
+        assert not isinstance(pilot.app.screen, RunScreen)
+
+
+@scenario
+async def test_missing_run_says_so(context: AppContext) -> None:
+    async with RunApp(context, "nope").run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen), "the screen")
+        screen = screen_of(pilot)
+        await wait_for(pilot, lambda: screen.error is not None, "the error")
+        assert "no run 'nope'" in header(screen)
+        assert "no run 'nope'" in str(screen.query_one("#curves-empty", Static).render())
+
+
+@scenario
+async def test_through_srat_app(context: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    app_module = pytest.importorskip("srat_tui.app")
+    gpu_panel = pytest.importorskip("srat_tui.widgets.gpu_panel")
+    monkeypatch.setattr(gpu_panel, "probe_gpus", lambda: None)
+    make_fake_run(context.runs_root, "run-a", epochs_done=3, epochs=10, index=context.index)
+    app = app_module.SratApp(context)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        before = type(app.screen)
+        app.open_run("run-a")
+        screen = await opened(pilot, epochs=3)
+        assert "epoch 3/10" in header(screen)
+        await pilot.press("escape")
+        assert type(app.screen) is before
+
+
+# -- pure functions ---------------------------------------------------------------------------
+
+
+def rows(epochs: int = 3, classes: int = 4) -> list[dict[str, Any]]:
+    return [epoch_record(e, 10, classes, [classes - 1]) for e in range(1, epochs + 1)]
+
+
+def test_epoch_records_keep_the_latest_of_each_epoch_in_order() -> None:
+    first, second, third = rows(3)
+    redone = {**second, "loss": 0.123}
+    records = [first, second, third, {"event": "resume", "from_epoch": 1}, redone]
+    records.append({"event": "final", "std_overall": 1.0})
+    assert [r["epoch"] for r in epoch_records(records)] == [1, 2, 3]
+    assert epoch_records(records)[1]["loss"] == 0.123
+
+
+def test_summary_and_class_series_skip_epochs_without_values() -> None:
+    data = rows(3)
+    data[1] = {**data[1], "rob_overall": None, "rob_under": None, "rob_class": None}
+    summary = summary_series(data, "rob")
+    assert summary["overall"] == ([1, 3], [data[0]["rob_overall"], data[2]["rob_overall"]])
+    per_class = class_series(data, "rob", ["a", "b", "c", "d"])
+    assert list(per_class) == ["a", "b", "c", "d"]
+    assert per_class["c"] == ([1, 3], [data[0]["rob_class"][2], data[2]["rob_class"][2]])
+
+
+def test_frequency_groups_order_by_count_and_split_evenly() -> None:
+    counts = [5, 50, 20, 20, 1, 7, 9]
+    groups = frequency_groups(counts, 3)
+    assert groups == [[1, 2, 3], [6, 5], [0, 4]]
+    assert frequency_groups(list(range(100, 0, -1)), 10) == [
+        list(range(g * 10, g * 10 + 10)) for g in range(10)
+    ]
+    assert frequency_groups([3, 2], 10) == [[0], [1]]  # fewer classes than groups
+
+
+def test_group_series_are_means_over_each_group() -> None:
+    data = [
+        {"event": "epoch", "epoch": 1, "std_class": [10.0, 20.0, 30.0, 40.0]},
+        {"event": "epoch", "epoch": 2, "std_class": [50.0, None, 70.0, 80.0]},
+        {"event": "epoch", "epoch": 3, "std_class": None},
+    ]
+    series = group_series(data, "std", [[0, 1], [2, 3]], [4, 3, 2, 1])
+    assert series == {"G1 n4-3": ([1, 2], [15.0, 50.0]), "G2 n2-1": ([1, 2], [35.0, 75.0])}
+
+
+def test_accuracy_figure_views() -> None:
+    counts = list(range(100, 0, -1))
+    data = rows(2, classes=100)
+    groups = accuracy_figure(data, "std", view="groups", counts=counts)
+    per_class = accuracy_figure(data, "std", view="classes", counts=counts)
+    assert len(groups.lines) == 12 and len(per_class.lines) == 102
+    assert groups != per_class and groups.kind != per_class.kind
+    assert accuracy_figure(data, "std", view="groups", counts=counts) == groups
+    assert not accuracy_figure([], "rob", view="groups", counts=counts).has_data
+
+
+def test_build_figure_draws_text_of_the_requested_size() -> None:
+    figure = accuracy_figure(rows(5), "std", view="classes", counts=[4, 3, 2, 1])
+    text = build_figure(figure, 60, 15, "default")
+    lines = text.plain.splitlines()
+    assert len(lines) == 15 and max(len(line) for line in lines) <= 60
+    assert "standard accuracy" in text.plain
+
+
+def test_lr_figure_uses_log_axis_only_across_decades() -> None:
+    data = rows(3)
+    assert not lr_figure(data).log_y  # constant lr
+    data[2] = {**data[2], "lr": 0.001}
+    assert lr_figure(data).log_y
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "log.txt"
+    path.write_text("".join(f"line {i}\n" for i in range(100)))
+    yield path
+
+
+def test_read_new_lines_tails_then_follows(log_file: Path) -> None:
+    lines, _ = read_new_lines(log_file, -1, tail_bytes=32)  # "line 96\n" ... exactly
+    assert lines == ["line 96", "line 97", "line 98", "line 99"]
+    lines, offset = read_new_lines(log_file, -1, tail_bytes=30)
+    assert lines == ["line 97", "line 98", "line 99"]  # the partial "ne 96" is dropped
+    with log_file.open("a") as handle:
+        handle.write("line 100\nline 1")  # the last line is still being written
+    lines, offset = read_new_lines(log_file, offset, tail_bytes=30)
+    assert lines == ["line 100"]
+    assert read_new_lines(log_file, offset) == ([], offset)
+    log_file.write_text("fresh\n")  # truncated (rotated): start again from the top
+    assert read_new_lines(log_file, offset)[0] == ["fresh"]
+    assert read_new_lines(log_file.with_name("missing.log"), -1) == (None, -1)

@@ -1,0 +1,434 @@
+"""The runs screen, driven with Pilot over fake run directories in the test's SRAT_HOME.
+
+Waiting is always a bounded loop of `pilot.pause()` on a condition: the table is filled by a
+thread worker, so there is no fixed number of frames to wait for. The suite has no asyncio
+plugin, so each scenario is a coroutine that `@scenario` runs with `asyncio.run`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from fake_runs import epoch_record, make_fake_run
+from textual.command import CommandList, CommandPalette
+from textual.pilot import Pilot
+from tui_harness import scenario, wait_for
+
+from srat_engine.fsutil import atomic_write_json
+from srat_engine.index import RunIndex
+from srat_engine.rundir import RunDir
+from srat_tui.app import SratApp
+from srat_tui.context import AppContext
+from srat_tui.screens.help import HelpScreen
+from srat_tui.screens.runs import RunsScreen, RunsTable
+from srat_tui.widgets.confirm import ConfirmModal, TextPromptModal
+
+NOW = datetime(2026, 11, 21, 14, 0, tzinfo=timezone.utc)
+SIZE = (160, 40)
+
+
+@pytest.fixture(autouse=True)
+def no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same screen on a GPU box as on a laptop: the GPU panel finds no GPU."""
+    gpu_panel = pytest.importorskip("srat_tui.widgets.gpu_panel")
+    monkeypatch.setattr(gpu_panel, "probe_gpus", lambda: None)
+
+
+@pytest.fixture
+def context(srat_home: Path) -> AppContext:
+    return AppContext(
+        runs_root=srat_home / "runs",
+        index=RunIndex(srat_home / "index.json"),
+        now=lambda: NOW,
+        poll_seconds=0.1,
+    )
+
+
+@pytest.fixture
+def three_runs(context: AppContext) -> dict[str, RunDir]:
+    """run-a running (newest), run-b finished (oldest), run-c failed before any metrics."""
+    root, index = context.runs_root, context.index
+    return {
+        "run-a": make_fake_run(
+            root, "run-a", status="running", index=index, created="2026-11-21T12:00:00+00:00"
+        ),
+        "run-b": make_fake_run(
+            root,
+            "run-b",
+            preset="digits-ce",
+            status="finished",
+            epochs_done=10,
+            index=index,
+            created="2026-11-19T12:00:00+00:00",
+        ),
+        "run-c": make_fake_run(
+            root,
+            "run-c",
+            preset="digits-gairat",
+            status="failed",
+            epochs_done=0,
+            index=index,
+            created="2026-11-20T12:00:00+00:00",
+        ),
+    }
+
+
+def runs_screen(app: SratApp) -> RunsScreen:
+    screen = app.runs_screen
+    assert screen is not None
+    return screen
+
+
+async def loaded(pilot: Pilot[Any]) -> RunsScreen:
+    app = pilot.app
+    assert isinstance(app, SratApp)
+    await wait_for(pilot, lambda: app.runs_screen is not None and app.runs_screen.loaded, "runs")
+    return runs_screen(app)
+
+
+def order(screen: RunsScreen) -> list[str]:
+    return [str(row.key.value) for row in screen.table.ordered_rows]
+
+
+def cell(screen: RunsScreen, run_id: str, column: str) -> str:
+    return str(screen.table.get_cell(run_id, column))
+
+
+def record_notifications(app: SratApp) -> list[tuple[str, str]]:
+    notes: list[tuple[str, str]] = []
+    original = app.notify
+
+    def notify(message: str, **kwargs: Any) -> None:
+        notes.append((message, str(kwargs.get("severity", "information"))))
+        original(message, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return notes
+
+
+async def put_cursor_on(pilot: Pilot[Any], screen: RunsScreen, run_id: str) -> None:
+    screen.table.move_cursor(row=order(screen).index(run_id))
+    await pilot.pause()
+    assert screen.cursor_run_id() == run_id
+
+
+@scenario
+async def test_table_shows_every_run(context: AppContext, three_runs: dict[str, RunDir]) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        assert sorted(order(screen)) == ["run-a", "run-b", "run-c"]
+        labels = [str(column.label).rstrip(" ▲▼") for column in screen.table.ordered_columns]
+        assert labels == [
+            "", "id", "status", "method", "imb", "epoch",
+            "std", "std:u", "rob", "rob:u", "dataset", "device", "age",
+        ]  # fmt: skip
+        assert cell(screen, "run-a", "status") == "running"
+        assert cell(screen, "run-a", "method") == "SRAT-LDAM"
+        assert cell(screen, "run-a", "dataset") == "digits"
+        assert cell(screen, "run-a", "epoch") == "5/10"
+        record = context.index.get("run-a")
+        assert record is not None
+        for column in ("std_overall", "std_under", "rob_overall", "rob_under"):
+            assert cell(screen, "run-a", column) == f"{record[column]:.2f}"
+        assert cell(screen, "run-a", "imbalance") == f"{record['imbalance']}{record['ratio']:g}"
+        assert cell(screen, "run-a", "device") == "cpu"
+        assert cell(screen, "run-a", "age") == "2h"
+        assert cell(screen, "run-b", "status") == "finished"
+        assert cell(screen, "run-b", "epoch") == "10/10"
+        assert cell(screen, "run-b", "age") == "2d"
+        assert cell(screen, "run-c", "std_overall") == "-"  # no metrics yet
+        assert cell(screen, "run-c", "rob_under") == "-"
+        assert cell(screen, "run-c", "epoch") == "0/10"
+
+
+@scenario
+async def test_filter_narrows_rows_as_you_type(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("slash")
+        assert screen.query_one("#filter").has_focus
+        await pilot.press(*"GAIR")  # method, case-insensitive
+        assert order(screen) == ["run-c"]
+        await pilot.press(*["backspace"] * 4, *"fini")  # status
+        assert order(screen) == ["run-b"]
+        await pilot.press(*["backspace"] * 4, *"run-")  # id
+        assert sorted(order(screen)) == ["run-a", "run-b", "run-c"]
+        await pilot.press("x")
+        assert order(screen) == []
+        await pilot.press("escape")  # back to the table, filter kept
+        assert screen.table.has_focus and order(screen) == []
+        await pilot.press("escape")  # clears the filter
+        assert sorted(order(screen)) == ["run-a", "run-b", "run-c"]
+
+
+@scenario
+async def test_sort_keys_and_header_clicks_reorder(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        assert order(screen) == ["run-a", "run-c", "run-b"]  # default: newest first
+        await pilot.press("s")
+        assert screen.sort_column == "id"
+        assert order(screen) == ["run-a", "run-b", "run-c"]
+        assert str(screen.table.columns[next(iter(screen.table.columns))].label) == ""
+        await pilot.press("S")
+        assert order(screen) == ["run-c", "run-b", "run-a"]
+        assert any(str(c.label) == "id ▼" for c in screen.table.ordered_columns)
+
+        # a click on the "std" header sorts by it, best first; runs without a value stay last
+        table = screen.table
+        columns = table.ordered_columns
+        index = [column.key.value for column in columns].index("std_overall")
+        x = sum(column.get_render_width(table) for column in columns[:index]) + 2
+        await pilot.click(RunsTable, offset=(x, 0))
+        await wait_for(pilot, lambda: screen.sort_column == "std_overall", "header sort")
+        assert screen.sort_reverse
+        a, b = (float(cell(screen, r, "std_overall")) for r in ("run-a", "run-b"))
+        best_first = ["run-a", "run-b"] if a > b else ["run-b", "run-a"]
+        assert order(screen) == [*best_first, "run-c"]
+        await pilot.click(RunsTable, offset=(x, 0))  # again: reversed
+        await wait_for(pilot, lambda: not screen.sort_reverse, "reverse header sort")
+        assert order(screen) == [*reversed(best_first), "run-c"]
+
+
+@scenario
+async def test_marks_and_compare(context: AppContext, three_runs: dict[str, RunDir]) -> None:
+    compare = pytest.importorskip("srat_tui.screens.compare")
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        notes = record_notifications(app)
+        await pilot.press("s")  # by id: run-a, run-b, run-c
+        await pilot.press("space")  # marks run-a, cursor moves to run-b
+        assert screen.marked == {"run-a"}
+        assert cell(screen, "run-a", "mark") == "●"
+        assert screen.cursor_run_id() == "run-b"
+        await pilot.press("c")
+        assert notes and notes[-1][1] == "warning"  # one mark is not a comparison
+        assert app.screen is screen
+        await pilot.press("down", "space")  # marks run-c
+        assert screen.marked == {"run-a", "run-c"}
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, compare.CompareScreen), "compare")
+        assert app.screen.run_ids == ["run-a", "run-c"]
+
+
+@scenario
+async def test_kill_asks_first_and_n_cancels(
+    context: AppContext, three_runs: dict[str, RunDir], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import srat_engine.supervisor as supervisor
+
+    def must_not_kill(*args: object, **kwargs: object) -> str:
+        # run-a's pid is this test process: a kill here would end the test run
+        raise AssertionError("kill_run called although the kill was cancelled")
+
+    monkeypatch.setattr(supervisor, "kill_run", must_not_kill)
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await put_cursor_on(pilot, screen, "run-a")
+        await pilot.press("k")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
+        assert "run-a" in app.screen.message
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen is screen, "modal closed")
+        assert RunDir(three_runs["run-a"].path).state()["status"] == "running"
+        assert cell(screen, "run-a", "status") == "running"
+
+
+@pytest.fixture
+def detached_sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A real process in its own session, as a detached worker is."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@scenario
+async def test_confirmed_kill_stops_the_process_and_shows_killed(
+    context: AppContext, detached_sleeper: subprocess.Popen[bytes]
+) -> None:
+    run = make_fake_run(context.runs_root, "run-live", status="running", index=context.index)
+    state = run.state()
+    state.update(
+        pid=detached_sleeper.pid, pid_start=psutil.Process(detached_sleeper.pid).create_time()
+    )
+    atomic_write_json(run.path / "state.json", state)
+
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        assert cell(screen, "run-live", "status") == "running"
+        await pilot.press("k")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: cell(screen, "run-live", "status") == "killed", "killed")
+        assert detached_sleeper.wait(timeout=10) == -signal.SIGTERM
+        assert run.state()["status"] == "killed"
+
+
+@scenario
+async def test_help_lists_every_binding(context: AppContext, three_runs: dict[str, RunDir]) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
+        help_screen = app.screen
+        assert isinstance(help_screen, HelpScreen)
+        listed = {key: action for key, action, _ in help_screen.rows}
+        for key in ("space", "c", "n", "k", "r", "t", "d", "/", "s", "S", "g", "?", "q", "^p"):
+            assert key in listed, key
+        assert listed["k"] == "Kill" and listed["?"] == "Help" and listed["^p"] == "Commands"
+        assert any(action == "Open" for action in listed.values())  # enter on the table
+        await pilot.press("q")  # closes help, does not quit
+        await wait_for(pilot, lambda: app.screen is screen, "help closed")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help again")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen, "help closed by escape")
+
+
+@scenario
+async def test_command_palette_offers_the_app_commands(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        notes = record_notifications(app)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
+
+        def prompts() -> list[str]:
+            commands = app.screen.query_one(CommandList)
+            return [
+                str(commands.get_option_at_index(i).prompt) for i in range(commands.option_count)
+            ]
+
+        await pilot.press(*"open run-b")
+        await wait_for(pilot, lambda: any("Open run run-b" in p for p in prompts()), "open hit")
+        await pilot.press(*["backspace"] * 10, *"refresh")
+        await wait_for(pilot, lambda: any("Refresh" in p for p in prompts()), "refresh hit")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: ("refreshing runs", "information") in notes, "refresh ran")
+
+
+@scenario
+async def test_new_metrics_and_new_runs_show_up_live(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await put_cursor_on(pilot, screen, "run-b")
+
+        run = three_runs["run-a"]
+        resolved = run.config()["resolved"]
+        run.append_metrics(
+            epoch_record(6, 10, len(resolved["class_counts"]), resolved["under_classes"])
+        )
+        await wait_for(pilot, lambda: cell(screen, "run-a", "epoch") == "6/10", "epoch 6")
+
+        make_fake_run(
+            context.runs_root, "run-d", index=context.index, created="2026-11-21T13:00:00+00:00"
+        )
+        await wait_for(pilot, lambda: "run-d" in order(screen), "the new run")
+        assert order(screen)[0] == "run-d"  # newest first
+        assert screen.cursor_run_id() == "run-b"  # the cursor stayed on its run
+
+
+@scenario
+async def test_an_idle_refresh_touches_no_cell(
+    context: AppContext, three_runs: dict[str, RunDir], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        calls: list[str] = []
+        table = screen.table
+        for name in ("update_cell", "add_row", "remove_row", "clear", "sort"):
+            original = getattr(table, name)
+
+            def spy(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+                calls.append(_name)
+                return _original(*args, **kw)
+
+            monkeypatch.setattr(table, name, spy)
+        start = screen.refresh_count
+        await wait_for(pilot, lambda: screen.refresh_count >= start + 3, "three refreshes")
+        assert calls == []
+
+
+@scenario
+async def test_engine_errors_are_notified_not_raised(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        notes = record_notifications(app)
+        await put_cursor_on(pilot, screen, "run-a")
+        await pilot.press("r")  # running: the engine refuses
+        await wait_for(pilot, lambda: any(s == "error" for _, s in notes), "resume error")
+        assert any("kill it first" in message for message, _ in notes)
+        notes.clear()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any(s == "error" for _, s in notes), "delete error")
+        assert three_runs["run-a"].path.is_dir()
+        assert app.screen is screen
+        notes.clear()
+        await put_cursor_on(pilot, screen, "run-b")
+        await pilot.press("k")  # finished: nothing to kill, no modal
+        await pilot.pause()
+        assert app.screen is screen and "nothing to kill" in notes[-1][0]
+
+
+@scenario
+async def test_tag_and_delete(context: AppContext, three_runs: dict[str, RunDir]) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await put_cursor_on(pilot, screen, "run-b")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPromptModal), "tag prompt")
+        await pilot.press(*"best", "enter")
+        await wait_for(pilot, lambda: three_runs["run-b"].meta()["tags"] == ["best"], "tagged")
+        await pilot.press("slash", *"best")
+        await wait_for(pilot, lambda: order(screen) == ["run-b"], "filter by tag")
+        await pilot.press("escape", "escape")
+
+        await put_cursor_on(pilot, screen, "run-b")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "run-b" not in order(screen), "row removed")
+        assert not three_runs["run-b"].path.exists()
+        assert (context.runs_root.parent / "trash" / "run-b" / "config.json").is_file()
+        assert context.index.get("run-b") is None
