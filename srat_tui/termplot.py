@@ -21,6 +21,7 @@ PALETTE: tuple[str, ...] = (
 )  # fmt: skip
 
 
+CLASS_MARKS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MARKERS: tuple[str, ...] = ("o", "x", "+", "*", "#", "@", "%", "&")
 
 
@@ -97,7 +98,9 @@ def scatter_classes(
         xs = [p[0] for p, y in zip(points, labels, strict=True) if y == cls]
         ys = [p[1] for p, y in zip(points, labels, strict=True) if y == cls]
         if xs:
-            plt.scatter(xs, ys, label=name, color=PALETTE[cls % len(PALETTE)], marker="dot")
+            # piped output has no colours: the class's index character tells classes apart
+            marker = "dot" if sys.stdout.isatty() else CLASS_MARKS[cls % len(CLASS_MARKS)]
+            plt.scatter(xs, ys, label=name, color=PALETTE[cls % len(PALETTE)], marker=marker)
     plt.title(title)
     return _built(plt)
 

@@ -1,0 +1,293 @@
+"""Feature separability, t-SNE of a run, sweeps (planning and queueing), sweep/Figure 1 plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from cli_harness import Srat, make_invoker
+
+from srat_engine.analysis.separability import feature_separability
+from srat_engine.analysis.sweeps import plan_sweep, sweep_tag
+from srat_engine.errors import SratError
+from srat_engine.fsutil import atomic_write_json
+from srat_engine.launch import create_run, prepare
+from srat_engine.paths import runs_dir, srat_home
+from srat_engine.rundir import RunDir
+from srat_engine.train import execute
+
+TINY = (
+    "train.epochs=2",
+    "data.n_max=20",
+    "attack.steps=1",
+    "eval.steps=1",
+    "eval.robust_per_class=2",
+    "eval.batch_size=500",
+    "device=cpu",
+)
+
+
+@pytest.fixture
+def srat(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Srat:
+    return make_invoker(capsys, monkeypatch)
+
+
+# --- separability ---------------------------------------------------------------------------
+
+
+def test_separability_two_classes_by_hand() -> None:
+    # centroids (0.5, 0.5) and (-0.5, -0.5): W = sqrt(0.5), B = sqrt(2), B / W = 2
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert feature_separability(features, labels) == pytest.approx(2.0)
+    # normalised first: scaling single examples changes nothing
+    scaled = features * torch.tensor([[3.0], [0.5], [7.0], [2.0]])
+    assert feature_separability(scaled, labels) == pytest.approx(2.0)
+
+
+def test_separability_three_classes_by_hand() -> None:
+    # class 2 is one point at (1, 0): within distances sqrt(.5), sqrt(.5), 0 -> W = 2 sqrt(.5)/3;
+    # centroid gaps sqrt(2), sqrt(.5), sqrt(2.5) -> B / W = (2 + 1 + sqrt 5) / 2
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [2.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    assert feature_separability(features, labels) == pytest.approx((3 + math.sqrt(5)) / 2)
+
+
+def test_separability_edge_cases() -> None:
+    on_centroids = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    assert feature_separability(on_centroids, torch.tensor([0, 0, 1])) == math.inf
+    with pytest.raises(ValueError, match="two classes"):
+        feature_separability(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[N, D\]"):
+        feature_separability(torch.randn(4), torch.zeros(4, dtype=torch.long))
+
+
+def test_separability_orders_mixtures_by_their_separation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(200)
+    centres = torch.eye(4, 16) * 5
+    noise = torch.randn(800, 16, generator=gen)
+    values = [feature_separability(centres[labels] * scale + noise, labels) for scale in (0, 1, 4)]
+    assert values[0] < values[1] < values[2]
+    assert values[0] < 0.2  # no signal: centroids differ by sampling noise only
+
+
+# --- a tiny trained run ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-epoch digits run (template home, copied per test)."""
+    home = tmp_path_factory.mktemp("analysis-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SRAT_HOME", str(home))
+        run = create_run(prepare(preset="digits-ce", overrides=TINY), root=home / "runs")
+        execute(run)
+    return run.path
+
+
+@pytest.fixture
+def run(trained: Path, srat_home: Path) -> RunDir:
+    import shutil
+
+    target = srat_home / "runs" / trained.name
+    shutil.copytree(trained, target)
+    return RunDir(target)
+
+
+def test_separability_is_recorded_every_epoch(run: RunDir) -> None:
+    records = run.metrics()
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert len(epochs) == 2
+    for record in [*epochs, records[-1]]:
+        assert isinstance(record["separability"], float) and record["separability"] > 0
+
+
+def test_tsne_writes_a_png_and_draws_every_class(run: RunDir, srat: Srat, tmp_path: Path) -> None:
+    out = tmp_path / "pictures" / "t.png"
+    result = srat("tsne", run.id, "--n-per-class", "6", "--out", str(out))
+    assert result.code == 0, result.err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    names = run.config()["resolved"]["class_names"]
+    plot = result.out.split("separability (between")[0]
+    assert "┌" in plot and "└" in plot  # plotext's frame
+    for name in names:  # the legend names every class
+        assert f" {name}" in plot
+    assert f"saved {out}" in result.out
+
+
+def test_tsne_json_default_png_in_the_run(run: RunDir, srat: Srat) -> None:
+    result = srat("tsne", run.id, "-n", "4", "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert Path(doc["png"]) == run.path / "tsne.png" and (run.path / "tsne.png").is_file()
+    assert len(doc["points"]) == len(doc["labels"]) == 40  # 4 per class, 10 classes
+    assert sorted(set(doc["labels"])) == list(range(10))
+    assert all(len(p) == 2 and all(math.isfinite(v) for v in p) for p in doc["points"])
+    assert doc["epoch"] == 2 and doc["separability"] > 0
+
+
+def test_tsne_of_a_run_without_checkpoint(srat: Srat) -> None:
+    created = create_run(prepare(preset="digits-ce", overrides=TINY))
+    result = srat("tsne", created.id)
+    assert result.code == 2 and "no checkpoint" in result.err
+
+
+def test_curves_show_separability(run: RunDir, srat: Srat) -> None:
+    result = srat("curves", run.id)
+    assert result.code == 0, result.err
+    assert "feature separability" in result.out and "std_overall" in result.out
+
+
+# --- sweep planning -------------------------------------------------------------------------
+
+
+def _weights(point: Any) -> list[float]:
+    (assignment,) = [o for o in point.overrides if o.startswith("loss.class_weights=")]
+    return json.loads(assignment.split("=", 1)[1])
+
+
+def test_reweight_plan_for_an_unweighted_adversarial_method() -> None:
+    points = plan_sweep(
+        "reweight", [1, 10, 200], method="CE", num_classes=4, under_classes=[2, 3],
+        natural_too=True,
+    )  # fmt: skip
+    assert [(p.arm, p.value) for p in points] == [
+        ("adversarial", 1.0), ("adversarial", 10.0), ("adversarial", 200.0),
+        ("natural", 1.0), ("natural", 10.0), ("natural", 200.0),
+    ]  # fmt: skip
+    methods = [p.overrides[0] for p in points]
+    assert methods == ["method=CB-Reweight"] * 3 + ["method=Natural-CB"] * 3
+    assert [_weights(p) for p in points[:3]] == [
+        [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 10.0, 10.0], [1.0, 1.0, 200.0, 200.0],
+    ]  # fmt: skip
+    assert [_weights(p) for p in points[3:]] == [_weights(p) for p in points[:3]]
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("SRAT-LDAM", "SRAT-LDAM"), ("DRCB-Focal", "DRCB-Focal"), ("LDAM", "CB-LDAM"),
+     ("Focal", "CB-Focal"), ("Natural", "CB-Reweight")],
+)  # fmt: skip
+def test_reweight_plan_keeps_a_reweighting_method(method: str, expected: str) -> None:
+    (point,) = plan_sweep("reweight", [5], method=method, num_classes=2, under_classes=[1])
+    assert point.overrides == (f"method={expected}", "loss.class_weights=[1.0, 5.0]")
+
+
+def test_lambda_plan() -> None:
+    points = plan_sweep("lambda", [0, 0.5, 8], method="SRAT-CE", num_classes=10, under_classes=[])
+    assert [p.overrides for p in points] == [
+        ("loss.sep_lambda=0.0",), ("loss.sep_lambda=0.5",), ("loss.sep_lambda=8.0",),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "values", "method", "natural_too", "message"),
+    [
+        ("lambda", [1], "CE", False, "SRAT"),
+        ("lambda", [1], "SRAT-CE", True, "--natural-too"),
+        ("reweight", [1], "GAIRAT", False, "GAIRAT"),
+        ("reweight", [1, 1], "CE", False, "repeat"),
+        ("reweight", [-1], "CE", False, ">= 0"),
+        ("reweight", [], "CE", False, "at least one"),
+        ("grid", [1], "CE", False, "unknown sweep kind"),
+    ],
+)
+def test_bad_sweeps_are_refused(
+    kind: str, values: list[float], method: str, natural_too: bool, message: str
+) -> None:
+    with pytest.raises(SratError, match=message):
+        plan_sweep(
+            kind, values, method=method, num_classes=10, under_classes=[5],
+            natural_too=natural_too,
+        )  # fmt: skip
+
+
+# --- queueing a sweep for real --------------------------------------------------------------
+
+
+def test_reweight_sweep_queues_tagged_runs_with_the_planned_configs(srat: Srat) -> None:
+    from srat_engine.slots import hold_slot, slots_for
+    from srat_engine.supervisor import kill_run
+
+    sets = [f"--set={o}" for o in TINY if not o.startswith("device")]
+    # the CPU slot is held so the workers only queue: nothing trains
+    with hold_slot("0-test", slots_for(["cpu"], 1), poll_seconds=0.05):
+        result = srat(
+            "sweep", "reweight", "--preset", "digits-ce", "--weights", "7", "--natural-too",
+            *sets, "--device", "cpu", "--json",
+        )  # fmt: skip
+        assert result.code == 0, result.err
+        doc = json.loads(result.out)
+        runs = [RunDir.open(runs_dir(), e["run_id"]) for e in doc["runs"]]
+        try:
+            assert [e["arm"] for e in doc["runs"]] == ["adversarial", "natural"]
+            for run, method in zip(runs, ("CB-Reweight", "Natural-CB"), strict=True):
+                config = run.config()
+                assert config["config"]["method"] == method
+                # digits Exp-10: classes 5-9 are the under-represented half
+                assert config["resolved"]["under_classes"] == [5, 6, 7, 8, 9]
+                assert config["resolved"]["class_weights"] == [1.0] * 5 + [7.0] * 5
+                assert config["config"]["train"]["epochs"] == 2
+                assert run.meta()["tags"] == [sweep_tag(doc["sweep_id"])]
+                assert run.state()["status"] == "queued"
+            manifest = json.loads((srat_home() / "sweeps" / f"{doc['sweep_id']}.json").read_text())
+            assert [r["run_id"] for r in manifest["runs"]] == [r.id for r in runs]
+            assert manifest["kind"] == "reweight" and manifest["preset"] == "digits-ce"
+        finally:
+            for run in runs:
+                kill_run(run, grace_seconds=5)
+    assert all(run.state()["status"] == "killed" for run in runs)
+
+
+def test_sweep_dry_run_creates_nothing(srat: Srat, srat_home: Path) -> None:
+    result = srat("sweep", "lambda", "--preset", "digits-srat-ce", "--lambdas", "0,2", "--dry-run")
+    assert result.code == 0, result.err
+    assert "loss.sep_lambda=0.0" in result.out and "loss.sep_lambda=2.0" in result.out
+    assert list(srat_home.iterdir()) == []
+
+
+# --- plots of finished runs (synthetic metrics) ----------------------------------------------
+
+
+def _finished(method: str, std: list[float], rob: list[float]) -> RunDir:
+    run = create_run(prepare(preset="digits-ce", overrides=(f"method={method}",)))
+    run.append_metrics({"event": "final", "std_class": std, "rob_class": rob})
+    return run
+
+
+def test_sweep_plot_draws_each_arm(srat: Srat) -> None:
+    under = [5, 6, 7, 8, 9]
+    entries = []
+    for arm, method in (("adversarial", "CE"), ("natural", "Natural")):
+        for value in (1.0, 10.0):
+            std = [90.0 if c not in under else 10.0 * value for c in range(10)]
+            run = _finished(method, std, [s / 2 for s in std])
+            entries.append({"run_id": run.id, "arm": arm, "value": value})
+    manifest = {"sweep_id": "reweight-t", "kind": "reweight", "preset": "digits-ce",
+                "overrides": [], "runs": entries}  # fmt: skip
+    atomic_write_json(srat_home() / "sweeps" / "reweight-t.json", manifest)
+    result = srat("sweep", "plot", "reweight-t")
+    assert result.code == 0, result.err
+    assert (
+        "sweep reweight-t: adversarial" in result.out and "sweep reweight-t: natural" in result.out
+    )
+    assert "std under-represented" in result.out and "rob well-represented" in result.out
+    doc = json.loads(srat("sweep", "plot", "reweight-t", "--json").out)
+    assert [r["std_class"][9] for r in doc["runs"]] == [10.0, 100.0, 10.0, 100.0]
+    assert srat("sweep", "plot", "nope").code == 2
+
+
+def test_figure1_bars(srat: Srat) -> None:
+    natural = _finished("Natural", [80.0] * 10, [5.0] * 10)
+    adversarial = _finished("CE", [60.0] * 10, [30.0] * 10)
+    result = srat("figure1", natural.id, adversarial.id)
+    assert result.code == 0, result.err
+    for label in ("natural std", "natural rob", "adversarial std", "adversarial rob"):
+        assert label in result.out
+    doc = json.loads(srat("figure1", natural.id, adversarial.id, "--json").out)
+    assert doc["bars"]["adversarial rob"] == [30.0] * 10
