@@ -41,6 +41,7 @@ def epoch_record(epoch: int, epochs: int, num_classes: int, under: list[int]) ->
         "loss": round(2.3 * (1 - 0.7 * progress), 4),
         "sep_loss": None,
         "train_acc": round(90 * progress, 2),
+        "separability": round(1 + 2 * progress, 4),
         "reweighting": epoch > 0.8 * epochs,
         "gair": False,
         "std_overall": mean(std, everyone),

@@ -36,6 +36,7 @@ from srat_tui.widgets.curves import (
     frequency_groups,
     group_series,
     lr_figure,
+    separability_figure,
     summary_series,
 )
 
@@ -411,6 +412,14 @@ def test_build_figure_draws_text_of_the_requested_size() -> None:
     lines = text.plain.splitlines()
     assert len(lines) == 15 and max(len(line) for line in lines) <= 60
     assert "standard accuracy" in text.plain
+
+
+def test_separability_figure_follows_the_epoch_records() -> None:
+    data = rows(3)
+    data[1] = {**data[1], "separability": None}  # an epoch recorded before the field existed
+    (line,) = separability_figure(data).lines
+    assert list(line.epochs) == [1, 3]
+    assert list(line.values) == [data[0]["separability"], data[2]["separability"]]
 
 
 def test_lr_figure_uses_log_axis_only_across_decades() -> None:

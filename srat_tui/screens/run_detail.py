@@ -40,6 +40,7 @@ from srat_tui.widgets.curves import (
     legend,
     loss_figure,
     lr_figure,
+    separability_figure,
 )
 
 if TYPE_CHECKING:
@@ -281,6 +282,7 @@ class RunScreen(Screen[None]):
                 yield Static("", id="curves-legend")
             with TabPane("2 Loss", id="loss"), Horizontal(classes="plots"):
                 yield CurvePlot(id="loss-plot")
+                yield CurvePlot(id="sep-plot")
                 yield CurvePlot(id="lr-plot")
             with TabPane("3 Classes", id="classes"):
                 yield Static("", id="classes-caption")
@@ -419,6 +421,7 @@ class RunScreen(Screen[None]):
 
     def _update_loss(self) -> None:
         self.query_one("#loss-plot", CurvePlot).show(loss_figure(self.rows))
+        self.query_one("#sep-plot", CurvePlot).show(separability_figure(self.rows))
         self.query_one("#lr-plot", CurvePlot).show(lr_figure(self.rows))
 
     def _update_header(self) -> None:

@@ -239,6 +239,13 @@ def loss_figure(rows: Sequence[Record]) -> Figure:
     return Figure("loss", "training loss", tuple(lines), legend=len(lines) > 1)
 
 
+def separability_figure(rows: Sequence[Record]) -> Figure:
+    """Feature separability per epoch, as the engine records it (its definition lives in
+    `srat_engine.analysis.separability`): higher means classes sit further apart."""
+    line = _line("separability", scalar_series(rows, "separability"), HEAD, emphasis=True)
+    return Figure("separability", "feature separability (between / within)", (line,), legend=False)
+
+
 def lr_figure(rows: Sequence[Record]) -> Figure:
     points = scalar_series(rows, "lr")
     # step schedules span decades: a log axis shows each step. Not for zero, nor for a
