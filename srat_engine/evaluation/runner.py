@@ -1,0 +1,305 @@
+"""`evaluate_run`: robust accuracy of a run's last checkpoint under PGD-20, CW-l_inf or AutoAttack.
+
+Everything is checked before anything is computed (attack name, subset size, run status,
+checkpoint), and eval.json is written once, at the end: a failed or interrupted evaluation
+leaves the run directory as it was. The model is evaluated in fp32 (TF32 matmuls off too: the
+reduced mantissa weakens input gradients, as fp16 does) and in eval mode (BatchNorm running
+statistics), on a fixed class-balanced subset of the test set.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from srat_engine import __version__
+from srat_engine.attacks import attack_mode, pgd_linf
+from srat_engine.checkpoint import load_checkpoint
+from srat_engine.config import RunConfig, validate_config
+from srat_engine.data import balanced_subset_indices, load_splits
+from srat_engine.errors import SratError
+from srat_engine.evaluate import to_inputs
+from srat_engine.evaluation.autoattack import (
+    AA_ORDER,
+    autoattack_linf,
+    require_autoattack,
+    standard_settings,
+)
+from srat_engine.evaluation.cw import CW_KAPPA, cw_loss
+from srat_engine.evaluation.masking import MASKING_THRESHOLD, masking_record
+from srat_engine.evaluation.store import check_request, store_result
+from srat_engine.liveness import ACTIVE, reconcile
+from srat_engine.metrics import aggregate, per_class_accuracy
+from srat_engine.models import SratModel, build_model
+from srat_engine.rundir import RunDir, now_iso
+
+# The class-balanced test subset uses the seed of training's per-epoch robust subset, so
+# `--n` equal to eval.robust_per_class evaluates exactly the examples training tracked.
+SUBSET_SEED = 0
+
+# correct-per-example on one batch of [0, 1] inputs
+BatchAttack = Callable[[Tensor, Tensor, torch.Generator], Tensor]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_evaluable(run: RunDir) -> str:
+    """The run's status, if its checkpoint may be evaluated now; else SratError."""
+    status = reconcile(run)
+    if status in ACTIVE:
+        raise SratError(
+            f"run {run.id} is {status}: evaluate it when it has finished (or kill it first)"
+        )
+    if not run.checkpoint_path.is_file():
+        raise SratError(f"run {run.id} has no checkpoint to evaluate ({run.checkpoint_path})")
+    return status
+
+
+@contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Full fp32 matmuls and convolutions for the duration (TF32 off), restored afterwards."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def restore_model(
+    run: RunDir, config: RunConfig, resolved: dict[str, Any], device: torch.device
+) -> tuple[SratModel, int | None]:
+    """The run's model as `Trainer._build` makes it, with the checkpoint's weights (loaded
+    with weights_only=True); returns the model in fp32 eval mode and the checkpoint's epoch."""
+    state = load_checkpoint(run.checkpoint_path, map_location=device)
+    model = build_model(
+        config.model.arch,
+        int(resolved["num_classes"]),
+        tuple(resolved["input_shape"]),
+        head=str(resolved["head"]),
+        cosine_scale=config.loss.ldam_scale,
+    ).to(device)
+    weights = state["model"]
+    if not isinstance(weights, dict):
+        raise SratError(f"checkpoint {run.checkpoint_path} holds no model state dict")
+    # a model saved from torch.compile carries an `_orig_mod.` prefix on every key
+    weights = {str(k).removeprefix("_orig_mod."): v for k, v in weights.items()}
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, ValueError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise SratError(
+            f"checkpoint {run.checkpoint_path} does not fit the run: {reason}"
+        ) from None
+    epoch = state.get("epoch")
+    return model.float().eval(), int(epoch) if isinstance(epoch, int) else None
+
+
+def _correct(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    batch_size: int,
+    attack: BatchAttack | None,
+    seed: int,
+) -> Tensor:
+    """Correct predictions per class, clean (attack None) or on the attack's output."""
+    correct = torch.zeros(num_classes, dtype=torch.long, device=y.device)
+    generator = torch.Generator(device=y.device).manual_seed(seed)
+    for start in range(0, len(y), batch_size):
+        xb = to_inputs(x[start : start + batch_size])
+        yb = y[start : start + batch_size]
+        if attack is None:
+            with torch.no_grad():
+                hits = model(xb).argmax(dim=1) == yb
+        else:
+            hits = attack(xb, yb, generator)
+        correct += torch.bincount(yb[hits], minlength=num_classes)
+    return correct.cpu()
+
+
+def _pgd_attack(
+    model: nn.Module, config: RunConfig, clip: Any, loss_fn: LossFn | None = None
+) -> BatchAttack:
+    """The engine's PGD with the run's eval budget; loss_fn None is its cross-entropy
+    (PGD-20), `cw_loss` makes it CW-l_inf."""
+
+    def run(xb: Tensor, yb: Tensor, generator: torch.Generator) -> Tensor:
+        with attack_mode(model, "eval"):
+            x_adv = pgd_linf(
+                model,
+                xb,
+                yb,
+                eps=config.eval.eps,
+                step_size=config.eval.step_size,
+                steps=config.eval.steps,
+                random_start=True,
+                loss_fn=loss_fn,
+                generator=generator,
+                clip=clip,
+            ).x_adv
+        with torch.no_grad():
+            return model(x_adv).argmax(dim=1) == yb
+
+    return run
+
+
+class _AutoAttack:
+    """A BatchAttack that also sums which attack of the ensemble broke each example."""
+
+    def __init__(self, model: nn.Module, eps: float, num_classes: int, seed: int) -> None:
+        self.model, self.eps, self.num_classes, self.seed = model, eps, num_classes, seed
+        self.broken_by = dict.fromkeys(AA_ORDER, 0)
+
+    def __call__(self, xb: Tensor, yb: Tensor, _generator: torch.Generator) -> Tensor:
+        result = autoattack_linf(
+            self.model, xb, yb, eps=self.eps, num_classes=self.num_classes, seed=self.seed
+        )
+        for name, count in result.broken_by.items():
+            self.broken_by[name] += count
+        return result.robust
+
+
+def _scores(correct: Tensor, total: list[int], under: list[int]) -> dict[str, Any]:
+    counts = correct.tolist()
+    return {"class": per_class_accuracy(counts, total), **aggregate(counts, total, under)}
+
+
+def _params(attack: str, config: RunConfig, num_classes: int) -> dict[str, Any]:
+    if attack == "autoattack":
+        return {"eps": config.eval.eps, **standard_settings(num_classes)}
+    params = {
+        "eps": config.eval.eps,
+        "step_size": config.eval.step_size,
+        "steps": config.eval.steps,
+        "random_start": True,
+        "norm": "Linf",
+        "loss": "ce" if attack == "pgd20" else "cw",
+    }
+    if attack == "cw":
+        params["kappa"] = CW_KAPPA
+    return params
+
+
+def _versions() -> dict[str, str]:
+    versions = {
+        "srat": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    try:
+        from srat_engine.evaluation.autoattack import torchattacks_version
+
+        versions["torchattacks"] = torchattacks_version()
+    except ImportError:
+        pass  # only AutoAttack needs it; PGD-20 and CW still run
+    return versions
+
+
+def evaluate_run(
+    run: RunDir, attack: str, n_per_class: int | None, device: str = "auto"
+) -> dict[str, Any]:
+    """Robust accuracy of `run`'s last checkpoint under `attack`, stored in its eval.json.
+
+    attack: pgd20 | cw | autoattack. n_per_class: examples per class of the class-balanced
+    test subset (None: the whole test set). device: auto | cpu | cuda | cuda:N. Returns the
+    stored entry: per-class ("class"), "overall" and "under" robust accuracy in percent, the
+    clean accuracy on the same examples, the attack's parameters and provenance; for
+    autoattack also PGD-20 on the same examples, the masking verdict and which attack of the
+    ensemble broke how many examples.
+    """
+    from srat_engine.train import pick_device  # deferred: train imports most of the engine
+
+    check_request(attack, n_per_class)
+    status = check_evaluable(run)
+    doc = run.config()
+    config = validate_config(doc["config"])
+    resolved = doc["resolved"]
+    num_classes = int(resolved["num_classes"])
+    under = [int(c) for c in resolved["under_classes"]]
+    torch_device = pick_device(device)
+    splits = load_splits(
+        config.data.dataset,
+        Path(resolved["data_root"]),
+        download=config.data.download,
+        **config.data.options,
+    )
+    if attack == "autoattack":
+        if splits.clip != (0.0, 1.0):
+            raise SratError(
+                f"AutoAttack needs images in [0, 1]; {config.data.dataset} inputs are "
+                "unbounded vectors: use --attack pgd20 or cw"
+            )
+        require_autoattack(num_classes, splits.test_x.dim())
+    model, epoch = restore_model(run, config, resolved, torch_device)
+
+    per_class = n_per_class if n_per_class is not None else len(splits.test_y)
+    subset = balanced_subset_indices(splits.test_y, per_class, seed=SUBSET_SEED)
+    x = splits.test_x[subset].to(torch_device)
+    y = splits.test_y[subset].to(torch_device)
+    total = torch.bincount(y.cpu(), minlength=num_classes).tolist()
+    batch_size = config.eval.batch_size
+    # seed + 1: the seed of training's own robust evaluation, so pgd20 on the whole test set
+    # reproduces the run's final robust accuracy
+    seed = config.seed + 1
+
+    started = time.perf_counter()
+
+    def correct(attack_fn: BatchAttack | None) -> Tensor:
+        return _correct(model, x, y, num_classes, batch_size, attack_fn, seed)
+
+    extra: dict[str, Any] = {}
+    with strict_fp32():
+        clean = correct(None)
+        if attack == "autoattack":
+            ensemble = _AutoAttack(model, config.eval.eps, num_classes, seed)
+            robust = correct(ensemble)
+            # PGD-20 on the same examples: the masking flag compares like with like
+            pgd = _scores(correct(_pgd_attack(model, config, splits.clip)), total, under)
+            aa_overall = _scores(robust, total, under)["overall"]
+            extra = {
+                "broken_by": ensemble.broken_by,
+                "pgd20": {**pgd, "params": _params("pgd20", config, num_classes)},
+                "masking": masking_record(pgd["overall"], aa_overall, MASKING_THRESHOLD),
+            }
+        else:
+            loss_fn = cw_loss if attack == "cw" else None
+            robust = correct(_pgd_attack(model, config, splits.clip, loss_fn))
+    seconds = time.perf_counter() - started
+
+    clean_scores = _scores(clean, total, under)
+    result: dict[str, Any] = {
+        "attack": attack,
+        **_scores(robust, total, under),
+        "clean_overall": clean_scores["overall"],
+        "clean_under": clean_scores["under"],
+        "clean_class": clean_scores["class"],
+        **extra,
+        "params": _params(attack, config, num_classes),
+        "n": len(y),
+        "n_per_class": n_per_class,
+        "class_n": total,
+        "under_classes": under,
+        "subset_seed": SUBSET_SEED,
+        "seed": seed,
+        "checkpoint_epoch": epoch,
+        "run_status": status,
+        "precision": "fp32",
+        "device": str(torch_device),
+        "seconds": round(seconds, 3),
+        "time": now_iso(),
+        "versions": _versions(),
+    }
+    store_result(run, attack, result)
+    run.log(f"eval {attack}: robust {result['overall']:.2f} / under {result['under']:.2f} "
+            f"on {result['n']} test examples")  # fmt: skip
+    return result
