@@ -10,6 +10,7 @@ import hashlib
 import json
 from typing import Any
 
+from srat_engine.evaluation.store import eval_summary, read_eval
 from srat_engine.rundir import RunDir
 
 # Display order for tables: what a person scans first, then provenance, then bookkeeping.
@@ -28,6 +29,10 @@ summary_columns: tuple[str, ...] = (
     "std_under",
     "rob_overall",
     "rob_under",
+    "aa_overall",
+    "aa_under",
+    "aa_n",
+    "masking",
     "final",
     "tags",
     "notes",
@@ -152,6 +157,8 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
         "pid_start": state.get("pid_start"),
         "error": exit_record.get("error") or config_error,
         **metrics,
+        # `srat eval` results (eval.json): AutoAttack accuracy and the gradient-masking verdict
+        **eval_summary(read_eval(run)),
         "final": final,
         "tags": meta["tags"],
         "notes": meta["notes"],
