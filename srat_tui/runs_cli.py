@@ -31,7 +31,7 @@ def _reconcile_on_start() -> None:
 
 LS_COLUMNS = (
     "id", "status", "method", "dataset", "imbalance", "epoch", "std_overall", "std_under",
-    "rob_overall", "rob_under", "device", "age",
+    "rob_overall", "rob_under", "aa_overall", "device", "age",
 )  # fmt: skip
 
 
@@ -68,6 +68,9 @@ def _cell(record: dict[str, Any], column: str) -> str:
         return f"{record.get('epoch', 0)}/{record.get('epochs', '?')}"
     if column == "age":
         return _age(record.get("created"))
+    if column == "aa_overall" and record.get("masking") is True:
+        # `srat eval --attack autoattack` suspects gradient masking: PGD-20 is not to be trusted
+        return f"{record['aa_overall']:.2f}!"
     value = record.get(column)
     if isinstance(value, float):
         return f"{value:.2f}"
@@ -139,7 +142,7 @@ def runs_ls(
 
 
 LS_HEADERS = {"std_overall": "std", "std_under": "std:u", "rob_overall": "rob",
-              "rob_under": "rob:u", "imbalance": "imb"}  # fmt: skip
+              "rob_under": "rob:u", "aa_overall": "aa", "imbalance": "imb"}  # fmt: skip
 
 
 def format_rows(records: list[dict[str, Any]]) -> str:
@@ -147,7 +150,7 @@ def format_rows(records: list[dict[str, Any]]) -> str:
     rows = [[LS_HEADERS.get(c, c) for c in LS_COLUMNS]]
     rows.extend([_cell(record, c) for c in LS_COLUMNS] for record in records)
     widths = [max(len(row[k]) for row in rows) for k in range(len(LS_COLUMNS))]
-    right = [c.startswith(("std", "rob", "epoch")) for c in LS_COLUMNS]
+    right = [c.startswith(("std", "rob", "aa_", "epoch")) for c in LS_COLUMNS]
     return "\n".join(
         "  ".join(
             cell.rjust(width) if is_right else cell.ljust(width)
@@ -163,16 +166,23 @@ def runs_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Status, provenance, schedule and results of one run."""
+    from srat_engine.evaluation import read_eval
     from srat_engine.liveness import reconcile
     from srat_engine.summary import summarize_run
     from srat_tui import render
+    from srat_tui.eval_render import eval_renderables
 
     run = open_run(run_id)
     reconcile(run)
     summary = summarize_run(run)
     doc = run.config()
+    evaluations = read_eval(run)
     if as_json:
-        typer.echo(json.dumps({"summary": summary, "config": doc, "exit": run.exit_record()}))
+        typer.echo(
+            json.dumps(
+                {"summary": summary, "config": doc, "exit": run.exit_record(), "eval": evaluations}
+            )
+        )
         return
     console = _console()
     console.print(f"[bold]{run.id}[/bold]  {summary['status']}  {run.path}")
@@ -213,6 +223,10 @@ def runs_show(
                 resolved["under_classes"],
             )
         )
+    resolved = doc.get("resolved", {})
+    names, under = resolved.get("class_names", []), resolved.get("under_classes", [])
+    for renderable in eval_renderables(evaluations, names, under):
+        console.print(renderable)
 
 
 def _latest_result(run: RunDir) -> dict[str, Any] | None:
@@ -351,23 +365,48 @@ def runs_reindex() -> None:
     typer.echo(f"indexed {count} runs from {runs_dir()}")
 
 
+_ATTACK_HELP = "robust columns from `srat eval` results: pgd20 | cw | autoattack"
+
+
+def _robust_source(attack: str | None, flagged: set[str]) -> Any:
+    """The tables' RobustSource; SratError for an unknown attack name."""
+    from srat_engine.evaluation import ATTACK_TITLES, check_request
+    from srat_tui.tables import RobustSource
+
+    if attack is not None:
+        check_request(attack, None)
+    return RobustSource(ATTACK_TITLES[attack] if attack else None, frozenset(flagged))
+
+
 @runs_app.command("compare")
 def runs_compare(
     run_ids: Annotated[list[str], typer.Argument(help="two or more run ids")],
     only_changed: Annotated[
         bool, typer.Option("--only-changed/--all", help="config keys that differ, or all")
     ] = True,
+    attack: Annotated[
+        str | None, typer.Option("--attack", help=_ATTACK_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """Config diff, the four columns and per-class accuracy of runs side by side."""
+    from srat_engine.evaluation import eval_summary, read_eval, with_eval_robust
     from srat_engine.report import pick_metrics
     from srat_tui.tables import CompareRun, compare_renderables
 
+    robust = _robust_source(attack, set())
     if len(run_ids) < 2:
         raise SratError("compare needs at least two run ids")
     runs = [open_run(run_id) for run_id in run_ids]
-    items = [CompareRun(run.id, run.config(), pick_metrics(run.metrics())) for run in runs]
+    items = []
+    for run in runs:
+        metrics, results = pick_metrics(run.metrics()), read_eval(run)
+        if attack and metrics is not None:
+            metrics = with_eval_robust(metrics, results, attack)
+        elif results and metrics is not None:
+            metrics = {**(metrics or {}), "masking": eval_summary(results)["masking"]}
+        items.append(CompareRun(run.id, run.config(), metrics))
     console = _console()
-    for renderable in compare_renderables(items, only_changed=only_changed):
+    for renderable in compare_renderables(items, only_changed=only_changed, robust=robust):
         console.print(renderable)
 
 
@@ -382,13 +421,18 @@ def runs_export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write to a file instead of stdout")
     ] = None,
+    attack: Annotated[
+        str | None, typer.Option("--attack", help=_ATTACK_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """Results in the paper's table layout (mean ± std over seeds of one configuration)."""
+    from srat_engine.evaluation import read_eval, with_eval_robust
     from srat_engine.report import group_seeds, paper_table
     from srat_tui.tables import format_export
 
     if fmt not in ("csv", "md", "markdown", "latex", "tex", "json"):
         raise SratError(f"unknown export format {fmt!r}: use csv, md, latex or json")
+    _robust_source(attack, set())  # an unknown attack fails before anything is read
     records = select_records(None, filters or [], None)
     if run_ids:
         wanted = {validate_run_id(r) for r in run_ids}
@@ -396,11 +440,15 @@ def runs_export(
         if missing:
             raise SratError(f"no run {sorted(missing)[0]!r} in the index")
         records = [r for r in records if r["id"] in wanted]
+    if attack:
+        root = runs_dir()
+        records = [with_eval_robust(r, read_eval(RunDir(root / r["id"])), attack) for r in records]
+    robust = _robust_source(attack, {r["id"] for r in records if r.get("masking") is True})
     groups = group_seeds(records)
     if groups.skipped:
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"
         typer.echo(note, err=True)
-    text = format_export(paper_table(groups, with_paper=paper), fmt)
+    text = format_export(paper_table(groups, with_paper=paper), fmt, robust=robust)
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,19 +70,64 @@ def cell_text(
 # -- export ----------------------------------------------------------------------------------
 
 
-def format_export(blocks: Sequence[TableBlock], fmt: str, digits: int = 2) -> str:
+@dataclass(frozen=True)
+class RobustSource:
+    """Where the robust columns come from, for headers and marks.
+
+    attack: None for the training-time PGD-20 columns, else the title of the `srat eval`
+    attack whose stored results replaced them ("AutoAttack"). flagged: ids of runs whose
+    AutoAttack evaluation suspects gradient masking; cells holding one get MASK_MARK.
+    """
+
+    attack: str | None = None
+    flagged: frozenset[str] = frozenset()
+
+    def title(self, column: str) -> str:
+        title = COLUMN_TITLES[column]
+        return f"{title} [{self.attack}]" if self.attack and column.startswith("rob") else title
+
+    def marked(self, run_ids: Collection[str], column: str) -> bool:
+        return column.startswith("rob") and any(r in self.flagged for r in run_ids)
+
+
+MASK_MARK = "(!)"
+MASK_NOTE = (
+    "gradient masking suspected: AutoAttack more than 10 points below PGD-20 "
+    "(srat eval --attack autoattack)"
+)
+
+
+def format_export(
+    blocks: Sequence[TableBlock], fmt: str, digits: int = 2, robust: RobustSource | None = None
+) -> str:
     """The blocks as csv | md | latex | json text. digits: decimals in md and latex (csv and
-    json keep full precision for further processing). Unknown fmt -> ValueError."""
+    json keep full precision for further processing). robust: the robust columns' source and
+    the runs to mark for gradient masking (csv/json get extra fields, md/latex a mark and a
+    note). Unknown fmt -> ValueError."""
     key = fmt.strip().lower()
+    robust = robust or RobustSource()
     if key == "csv":
-        return _export_csv(blocks)
+        return _export_csv(blocks, robust)
     if key in ("md", "markdown"):
-        return _export_md(blocks, digits)
+        return _export_md(blocks, digits, robust)
     if key in ("latex", "tex"):
-        return _export_latex(blocks, digits)
+        return _export_latex(blocks, digits, robust)
     if key == "json":
-        return json.dumps([block.to_dict() for block in blocks], indent=2) + "\n"
+        return json.dumps([_json_block(block, robust) for block in blocks], indent=2) + "\n"
     raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
+
+
+def _block_flagged(block: TableBlock, robust: RobustSource) -> list[str]:
+    ids = {r for row in block.rows for cell in row.cells.values() for r in cell.run_ids}
+    return sorted(ids & robust.flagged)
+
+
+def _json_block(block: TableBlock, robust: RobustSource) -> dict[str, Any]:
+    data = block.to_dict()
+    if robust.attack or robust.flagged:
+        data["robust_attack"] = robust.attack or "PGD-20 (training)"
+        data["masking_suspected_runs"] = _block_flagged(block, robust)
+    return data
 
 
 def _csv_number(value: float | None) -> str:
@@ -90,13 +135,16 @@ def _csv_number(value: float | None) -> str:
     return "" if value is None else repr(round(value, 6))
 
 
-def _export_csv(blocks: Sequence[TableBlock]) -> str:
+def _export_csv(blocks: Sequence[TableBlock], robust: RobustSource) -> str:
     with_paper = any(block.with_paper for block in blocks)
+    extra = bool(robust.attack or robust.flagged)
     header = ["dataset", "imbalance", "ratio", "method", "label", "config_key", "n", "seeds"]
     for column in COLUMNS:
         header += [column, f"{column}_std"]
     if with_paper:
         header += [f"paper_{column}" for column in COLUMNS]
+    if extra:
+        header += ["robust_attack", "masking_suspected"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -125,6 +173,9 @@ def _export_csv(blocks: Sequence[TableBlock]) -> str:
                 if with_paper:
                     paper = cell.paper or {}
                     line += [_csv_number(paper.get(column)) for column in COLUMNS]
+                if extra:
+                    flagged = sum(r in robust.flagged for r in cell.run_ids)
+                    line += [robust.attack or "PGD-20 (training)", str(flagged)]
                 writer.writerow(line)
     return out.getvalue()
 
@@ -133,12 +184,12 @@ def _md_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
-def _export_md(blocks: Sequence[TableBlock], digits: int) -> str:
+def _export_md(blocks: Sequence[TableBlock], digits: int, robust: RobustSource) -> str:
     parts: list[str] = []
     for block in blocks:
         header = ["Method"]
         for ratio in block.ratios:
-            header += [f"K={format_ratio(ratio)} {COLUMN_TITLES[c]}" for c in COLUMNS]
+            header += [f"K={format_ratio(ratio)} {robust.title(c)}" for c in COLUMNS]
         lines = [
             f"### {_md_escape(block_title(block))}",
             "",
@@ -154,10 +205,13 @@ def _export_md(blocks: Sequence[TableBlock], digits: int) -> str:
                         cells.append("-")
                         continue
                     paper = (cell.paper or {}).get(column)
-                    cells.append(
-                        cell_text(cell.values.get(column), paper, block.with_paper, digits)
-                    )
+                    text = cell_text(cell.values.get(column), paper, block.with_paper, digits)
+                    mark = f" {MASK_MARK}" if robust.marked(cell.run_ids, column) else ""
+                    cells.append(text + mark)
             lines.append("| " + " | ".join(cells) + " |")
+        flagged = _block_flagged(block, robust)
+        if flagged:
+            lines += ["", f"{MASK_MARK} {MASK_NOTE}: {', '.join(flagged)}"]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -183,7 +237,7 @@ def latex_escape(text: str) -> str:
     return "{}" + escaped if escaped.startswith("[") else escaped
 
 
-def _export_latex(blocks: Sequence[TableBlock], digits: int) -> str:
+def _export_latex(blocks: Sequence[TableBlock], digits: int, robust: RobustSource) -> str:
     parts: list[str] = []
     for block in blocks:
         k = len(block.ratios)
@@ -200,7 +254,8 @@ def _export_latex(blocks: Sequence[TableBlock], digits: int) -> str:
             bar = "|" if i < k - 1 else ""
             ratio_heads.append(f"\\multicolumn{{4}}{{c{bar}}}{{{format_ratio(ratio)}}}")
             acc_heads.append("\\multicolumn{2}{c}{Standard Accuracy}")
-            acc_heads.append(f"\\multicolumn{{2}}{{c{bar}}}{{Robust Accuracy}}")
+            rob_head = f"Robust Accuracy [{robust.attack}]" if robust.attack else "Robust Accuracy"
+            acc_heads.append(f"\\multicolumn{{2}}{{c{bar}}}{{{latex_escape(rob_head)}}}")
         lines.append(" & " + " & ".join(ratio_heads) + " \\\\")
         lines.append(" & " + " & ".join(acc_heads) + " \\\\")
         lines.append("Method & " + " & ".join(["Overall & Under & Overall & Under"] * k) + " \\\\")
@@ -217,9 +272,14 @@ def _export_latex(blocks: Sequence[TableBlock], digits: int) -> str:
                     text = cell_text(
                         cell.values.get(column), paper, block.with_paper, digits, pm=" $\\pm$ "
                     )
+                    if robust.marked(cell.run_ids, column):
+                        text += "$^\\dagger$"
                     cells.append(text)
             lines.append(" & ".join(cells) + " \\\\")
         lines += ["\\hline", "\\end{tabular}"]
+        flagged = _block_flagged(block, robust)
+        if flagged:
+            lines.append(f"% $\\dagger$ {MASK_NOTE}: {latex_escape(', '.join(flagged))}")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -289,8 +349,22 @@ def _source(metrics: Mapping[str, Any] | None) -> str:
     return f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}"
 
 
-def metrics_table(runs: Sequence[CompareRun], digits: int = 2) -> Table:
-    """One row per run: the paper's four columns, and whether they are final numbers."""
+def _masking(metrics: Mapping[str, Any] | None) -> Text:
+    suspected = (metrics or {}).get("masking")
+    if suspected is True:
+        return Text("SUSPECTED", style="bold red")
+    return Text("no" if suspected is False else "-")
+
+
+def metrics_table(
+    runs: Sequence[CompareRun], digits: int = 2, robust: RobustSource | None = None
+) -> Table:
+    """One row per run: the paper's four columns, and whether they are final numbers.
+
+    A "masking" column (the AutoAttack gradient-masking verdict) appears when any run's
+    metrics carry a "masking" value; robust.attack names the source of the robust columns."""
+    robust = robust or RobustSource()
+    with_masking = any((run.metrics or {}).get("masking") is not None for run in runs)
     table = Table(title="Accuracy (%)", title_justify="left")
     table.add_column("run")
     table.add_column("method")
@@ -298,7 +372,9 @@ def metrics_table(runs: Sequence[CompareRun], digits: int = 2) -> Table:
     table.add_column("seed", justify="right")
     table.add_column("from")
     for column in COLUMNS:
-        table.add_column(COLUMN_TITLES[column], justify="right")
+        table.add_column(robust.title(column), justify="right")
+    if with_masking:
+        table.add_column("masking")
     for run in runs:
         config = run.doc.get("config", {})
         data = config.get("data", {})
@@ -307,18 +383,23 @@ def metrics_table(runs: Sequence[CompareRun], digits: int = 2) -> Table:
         if ratio is not None and data.get("imbalance") != "none":
             where += f" K={format_ratio(float(ratio))}"
         metrics = run.metrics or {}
-        table.add_row(
+        cells = [
             Text(run.run_id),
             Text(str(config.get("method", "?"))),
             Text(where),
             Text(str(config.get("seed", "-"))),
             Text(_source(run.metrics)),
             *(Text(_num(metrics.get(column), digits)) for column in COLUMNS),
-        )
+        ]
+        if with_masking:
+            cells.append(_masking(metrics))
+        table.add_row(*cells)
     return table
 
 
-def class_table(runs: Sequence[CompareRun], digits: int = 2) -> Table:
+def class_table(
+    runs: Sequence[CompareRun], digits: int = 2, robust: RobustSource | None = None
+) -> Table:
     """Rows = classes, two columns per run (standard, robust per-class accuracy). Classes the
     run treats as under-represented carry "*": on the name when all runs agree, else on the
     value of each run that does."""
@@ -335,7 +416,8 @@ def class_table(runs: Sequence[CompareRun], digits: int = 2) -> Table:
     table.add_column("class")
     for run in runs:
         table.add_column(f"{run.run_id} std", justify="right")
-        table.add_column(f"{run.run_id} rob", justify="right")
+        rob = f"rob [{robust.attack}]" if robust and robust.attack else "rob"
+        table.add_column(f"{run.run_id} {rob}", justify="right")
     for cls in range(num_classes):
         names: list[str] = []
         for run_names in names_per_run:
@@ -358,15 +440,18 @@ def class_table(runs: Sequence[CompareRun], digits: int = 2) -> Table:
 
 
 def compare_renderables(
-    runs: Sequence[CompareRun], only_changed: bool = True, digits: int = 2
+    runs: Sequence[CompareRun],
+    only_changed: bool = True,
+    digits: int = 2,
+    robust: RobustSource | None = None,
 ) -> list[RenderableType]:
     """What `srat runs compare` prints, in order: the config diff (all keys when not
     only_changed), the four columns per run, and per-class accuracy (left out when no run has
-    metrics)."""
+    metrics). robust: set when the robust columns come from a stored `srat eval` attack."""
     out: list[RenderableType] = [
         config_diff_table(runs, only_changed),
-        metrics_table(runs, digits),
+        metrics_table(runs, digits, robust),
     ]
     if any(run.metrics and run.metrics.get("std_class") for run in runs):
-        out.append(class_table(runs, digits))
+        out.append(class_table(runs, digits, robust))
     return out
