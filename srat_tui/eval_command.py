@@ -79,6 +79,8 @@ def register(app: typer.Typer) -> None:
             return
         resolved = doc.get("resolved", {})
         console = Console(highlight=False, soft_wrap=True)
+        if not console.is_terminal:  # piped or logged: whole rows, as `srat runs` prints them
+            console = Console(highlight=False, soft_wrap=True, width=240)
         title = f"{ATTACK_TITLES[attack]} on run {run.id} ({doc.get('config', {}).get('method')})"
         for renderable in eval_renderables(
             _reference_entries(attack, result),

@@ -61,12 +61,17 @@ def _budget(entry: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _when(iso: Any) -> str:
+    # "2026-11-22T03:03:23+00:00" -> "2026-11-22 03:03" (UTC, as every srat timestamp)
+    return str(iso)[:16].replace("T", " ") if iso else "-"
+
+
 def summary_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table:
     """One row per stored attack: overall/under robust accuracy, clean accuracy on the same
     examples, how many, which checkpoint, the masking verdict."""
     table = Table(title=title, title_justify="left")
     for header in ("attack", "Rob overall", "Rob under", "Clean overall", "n", "epoch",
-                   "budget", "masking", "when"):  # fmt: skip
+                   "budget", "masking", "when (UTC)"):  # fmt: skip
         justify = "right" if header in ("Rob overall", "Rob under", "Clean overall", "n") else None
         table.add_column(header, justify=justify or "left")
     for attack in ordered(results):
@@ -80,7 +85,7 @@ def summary_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table
             str(entry.get("checkpoint_epoch", "-")),
             _budget(entry),
             masking_cell(entry) if attack == "autoattack" else Text("-"),
-            str(entry.get("time", "-")),
+            _when(entry.get("time")),
         )
     return table
 

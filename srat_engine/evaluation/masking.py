@@ -7,11 +7,11 @@ nearby. AutoAttack (Croce & Hein, ICML 2020) is built to see through this: APGD 
 size, APGD-T uses the scale-invariant targeted DLR loss, FAB-T finds minimal perturbations from
 a linearisation, and Square needs no gradient at all.
 
-The threshold. Croce & Hein evaluated more than 50 published defenses with AutoAttack; for
-sound adversarial training (Madry et al., TRADES and their successors) the robust accuracy
-AutoAttack measures is typically 1-3 points below the PGD numbers the papers reported, which
-is the strength gap between a 20-step fixed-step PGD and a tuned ensemble. The cases the paper
-singles out as broken defenses lost more than 10 points. So:
+The threshold. Croce & Hein evaluated more than 50 published models with AutoAttack; for
+sound adversarial training (Madry et al., TRADES) the robust accuracy AutoAttack measures is
+a few points (about 1-4) below the PGD numbers the papers reported, the strength gap between a
+fixed-step PGD and a tuned ensemble. Their abstract: lower than reported "often by more than
+10%", which is where they identified broken defenses. So:
 
     suspected  <=>  rob_PGD-20 - rob_AA > threshold,   threshold = 10 percentage points,
 
