@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from srat_engine.errors import SratError
-from srat_engine.history import record_in_index, refreshed_records
+from srat_engine.history import record_in_index, refreshed_records, set_tag
 from srat_engine.index import default_index, reindex
 from srat_engine.paths import runs_dir
 from srat_engine.rundir import RunDir, validate_run_id
@@ -289,15 +289,12 @@ def runs_resume(
     per_gpu: Annotated[int, typer.Option("--per-gpu", help="runs per GPU at once")] = 1,
 ) -> None:
     """Continue a failed, killed or dead run from its last checkpoint, detached."""
-    from srat_engine.supervisor import resolve_devices, resume_run
+    from srat_engine.supervisor import previous_devices, resolve_devices, resume_run
 
     run = open_run(run_id)
-    launch = run.launch_record()
-    if gpus is None and device is None and launch.get("devices"):
-        devices, per_device = launch["devices"], int(launch.get("per_device", 1))
+    if gpus is None and device is None:
+        devices, per_device = previous_devices(run)
     else:
-        if device is None and gpus is None:
-            device = run.config()["config"].get("device", "auto")
         devices, per_device = resolve_devices(
             gpus=gpus, device=device, slots=slots, per_gpu=per_gpu
         )
@@ -331,15 +328,7 @@ def runs_tag(
 ) -> None:
     """Add (or --remove) a tag."""
     run = open_run(run_id)
-    tag = tag.strip()
-    if not tag or any(ch.isspace() for ch in tag):
-        raise SratError(f"a tag is one word (got {tag!r})")
-    meta = run.meta()
-    tags = (
-        [t for t in meta["tags"] if t != tag] if remove else [*dict.fromkeys([*meta["tags"], tag])]
-    )
-    run.write_meta(tags, meta["notes"])
-    record_in_index(run)
+    tags = set_tag(run, tag, remove=remove)
     typer.echo(f"{run.id} tags: {', '.join(tags) or '-'}")
 
 

@@ -39,7 +39,7 @@ def binding_rows(screen: Screen[object]) -> list[tuple[str, str, str]]:
 
 
 def _where(node: DOMNode, screen: Screen[object]) -> str:
-    """"app", the screen in words ("runs screen", "new run screen"), or the widget's class."""
+    """ "app", the screen in words ("runs screen", "new run screen"), or the widget's class."""
     if node is screen.app:
         return "app"
     name = type(node).__name__
