@@ -29,7 +29,7 @@ from srat_engine.rundir import RunDir
 from srat_tui.app import SratApp
 from srat_tui.context import AppContext
 from srat_tui.screens.help import HelpScreen
-from srat_tui.screens.runs import RunsScreen, RunsTable
+from srat_tui.screens.runs import RunsScreen, RunsTable, format_cell
 from srat_tui.widgets.confirm import ConfirmModal, TextPromptModal
 
 NOW = datetime(2026, 11, 21, 14, 0, tzinfo=timezone.utc)
@@ -130,7 +130,7 @@ async def test_table_shows_every_run(context: AppContext, three_runs: dict[str, 
         labels = [str(column.label).rstrip(" ▲▼") for column in screen.table.ordered_columns]
         assert labels == [
             "", "id", "status", "method", "imb", "epoch",
-            "std", "std:u", "rob", "rob:u", "dataset", "device", "age",
+            "std", "std:u", "rob", "rob:u", "aa", "dataset", "device", "age",
         ]  # fmt: skip
         assert cell(screen, "run-a", "status") == "running"
         assert cell(screen, "run-a", "method") == "SRAT-LDAM"
@@ -149,6 +149,14 @@ async def test_table_shows_every_run(context: AppContext, three_runs: dict[str, 
         assert cell(screen, "run-c", "std_overall") == "-"  # no metrics yet
         assert cell(screen, "run-c", "rob_under") == "-"
         assert cell(screen, "run-c", "epoch") == "0/10"
+        assert cell(screen, "run-a", "aa_overall") == "-"  # never evaluated with AutoAttack
+
+
+def test_autoattack_cell_marks_suspected_gradient_masking() -> None:
+    now = datetime(2026, 11, 21, tzinfo=timezone.utc)
+    assert format_cell({"aa_overall": 41.5, "masking": False}, "aa_overall", now) == "41.50"
+    assert format_cell({"aa_overall": 12.0, "masking": True}, "aa_overall", now) == "12.00!"
+    assert format_cell({"aa_overall": None, "masking": None}, "aa_overall", now) == "-"
 
 
 @scenario

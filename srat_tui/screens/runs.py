@@ -58,6 +58,8 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("std_under", "std:u", right=True),
     ColumnSpec("rob_overall", "rob", right=True),
     ColumnSpec("rob_under", "rob:u", right=True),
+    # `srat eval --attack autoattack`: robust accuracy under AutoAttack; "!" = masking suspected
+    ColumnSpec("aa_overall", "aa", right=True),
     ColumnSpec("dataset", "dataset"),
     ColumnSpec("device", "device"),
     ColumnSpec("age", "age", right=True),
@@ -66,7 +68,7 @@ DATA_COLUMNS: tuple[ColumnSpec, ...] = COLUMNS[1:]
 SORTABLE: tuple[str, ...] = tuple(spec.key for spec in DATA_COLUMNS)
 METRICS = ("std_overall", "std_under", "rob_overall", "rob_under")
 # Columns a person reads best-first: choosing one sorts it descending (S flips it).
-DESCENDING_FIRST = (*METRICS, "epoch")
+DESCENDING_FIRST = (*METRICS, "aa_overall", "epoch")
 MARK = "●"
 STATUS_STYLES = {
     "running": "bold green",
@@ -112,6 +114,8 @@ def format_cell(record: dict[str, Any], column: str, now: datetime) -> str:
     if column == "age":
         return format_age(record.get("created"), now)
     value = record.get(column)
+    if column == "aa_overall" and isinstance(value, (int, float)):
+        return f"{value:.2f}" + ("!" if record.get("masking") is True else "")
     if column in METRICS:
         return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
     return "-" if value in (None, "") else str(value)
