@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from srat_engine.models.base import SratModel
+from srat_engine.models.pool import GlobalAvgPool2d
 
 
 class PreActBlock(nn.Module):
@@ -52,7 +53,7 @@ class PreActResNet18(SratModel):
             in_planes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.bn = nn.BatchNorm2d(512)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
 
     def features(self, x: Tensor) -> Tensor:
         out = self.conv1(x)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from srat_engine.models.base import SratModel
+from srat_engine.models.pool import GlobalAvgPool2d
 
 
 class BasicBlock(nn.Module):
@@ -51,7 +52,7 @@ class ResNet18(SratModel):
             )
             in_planes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
 
     def features(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from srat_engine.models.base import SratModel
+from srat_engine.models.pool import GlobalAvgPool2d
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -33,7 +34,7 @@ class SmallCNN(SratModel):
             nn.MaxPool2d(2),
             _conv_bn_relu(16, 32),
             _conv_bn_relu(32, 64),
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool2d(),
         )
 
     def features(self, x: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from srat_engine.models.base import SratModel
+from srat_engine.models.pool import GlobalAvgPool2d
 
 
 class WideBasicBlock(nn.Module):
@@ -69,7 +70,7 @@ class WideResNet(SratModel):
         self.block2 = _stage(n, widths[1], widths[2], 2, drop_rate)
         self.block3 = _stage(n, widths[2], widths[3], 2, drop_rate)
         self.bn = nn.BatchNorm2d(widths[3])
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
         self._init_weights()
 
     def _init_weights(self) -> None:
