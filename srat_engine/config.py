@@ -42,6 +42,16 @@ Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+
+
+def _compile_mode(value: Any) -> Any:
+    """`train.compile=true` / `false` mean torch.compile's default mode / no compilation."""
+    if isinstance(value, bool):
+        return "default" if value else "off"
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -81,7 +91,24 @@ class TrainConfig(_Section):
     reference_epochs: Annotated[int, Field(ge=1)] = Field(
         200, description="milestones, reweight_epoch and gair.begin_epoch are on this scale"
     )
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="autocast dtype of training attacks and updates (evaluation is always "
+        "fp32); auto = bf16 on CUDA GPUs that support it, fp32 elsewhere",
+    )
+    compile: Annotated[CompileMode, BeforeValidator(_compile_mode)] = Field(
+        "off",
+        description="torch.compile the training forward passes: off | default | "
+        "reduce-overhead (CUDA graphs) | max-autotune; true = default",
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="NHWC memory format for conv nets; auto = on for CUDA and CPU"
+    )
+    fold_bn: bool = Field(
+        True,
+        description="training attacks with BN in eval mode run on a view of the model with "
+        "each BN folded into its convolution (same function, fewer passes)",
+    )
     checkpoint_every: Annotated[int, Field(ge=1)] = 1
 
 

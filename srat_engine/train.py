@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from srat_engine.analysis.separability import feature_separability, penultimate_features
-from srat_engine.attacks import attack_mode, pgd_linf
+from srat_engine.attacks import PGDResult, attack_mode, pgd_linf
 from srat_engine.checkpoint import load_checkpoint, save_checkpoint
 from srat_engine.config import RunConfig, validate_config
 from srat_engine.data import balanced_subset_indices, imbalanced_indices, load_splits
@@ -41,7 +41,8 @@ from srat_engine.losses import (
     weighted_mean,
 )
 from srat_engine.metrics import aggregate, per_class_accuracy
-from srat_engine.models import build_model
+from srat_engine.models import SratModel, build_model
+from srat_engine.models.fold import BatchNormFoldedView
 from srat_engine.resolve import Resolved
 from srat_engine.rundir import RunDir, now_iso
 from srat_engine.schedule import gair_active, learning_rate, reweighting_active
@@ -118,6 +119,164 @@ def _augment(x: torch.Tensor, config: RunConfig, generator: torch.Generator) -> 
     return random_crop_flip(x, pad=pad, flip=mode in {"flip", "crop_flip"}, generator=generator)
 
 
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """The autocast dtype name actually used: ``auto`` is bf16 on CUDA GPUs with bf16 support.
+
+    bf16 keeps fp32's exponent range, so the attack's input gradients do not underflow to zero
+    the way fp16's can (sign(0) = 0 would weaken the attack); see README "Performance" for the
+    recorded bf16-vs-fp32 robust accuracy check. Evaluation never autocasts.
+    """
+    if requested != "auto":
+        return requested
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def resolve_channels_last(requested: str, device: torch.device, model: torch.nn.Module) -> bool:
+    """NHWC for 2-d conv nets: cuDNN's tensor-core kernels want it on CUDA, and oneDNN on CPU
+    ran the ResNet-18 and small-CNN PGD-AT steps faster with it (README "Performance");
+    ``auto`` leaves other devices (mps) and models without Conv2d alone."""
+    convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if requested == "off" or not convolutional:
+        return False
+    return requested == "on" or device.type in {"cuda", "cpu"}
+
+
+class TrainStep:
+    """One mini-batch of Algorithm 1 on device-resident data: augment, attack, update.
+
+    Built once per run; the epoch loop passes the epoch's class weights, GAIR switch and
+    separation weight lambda. Every quantity is accumulated into a device tensor, so a step
+    never waits for the device (no ``.item()``, no data-dependent Python branch). The fast-path
+    choices here change speed, not the maths: the attack takes input-only gradients with
+    frozen parameters (``pgd_linf`` + ``attack_mode``), bf16 autocast when configured,
+    channels_last memory format, and optional ``torch.compile`` of the two forward passes.
+    """
+
+    def __init__(
+        self,
+        model: SratModel,
+        optimizer: torch.optim.Optimizer,
+        config: RunConfig,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        *,
+        generator: torch.Generator,
+        clip: tuple[float, float] | None,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.config = config
+        self.loss_fn = loss_fn
+        self.generator = generator
+        self.clip = clip
+        self.device = device
+        self.adversarial = config.spec.adversarial and config.attack.steps > 0
+        self.precision = resolve_precision(config.train.precision, device)
+        self.channels_last = resolve_channels_last(config.train.channels_last, device, model)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            # input shapes are fixed within a run: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = True
+        self.folded: BatchNormFoldedView | None = None
+        if self.adversarial and config.train.fold_bn and config.attack.bn_mode == "eval":
+            view = BatchNormFoldedView(model)
+            self.folded = view if view.folded else None
+        self.attack_forward: torch.nn.Module = self.folded or model
+        self.update_forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+        self.update_forward = self._features_and_logits
+        mode = config.train.compile
+        if mode != "off":
+            # the model itself stays uncompiled, so checkpoints keep their plain keys; the
+            # attack's graphs see frozen parameters and need no weight gradients
+            self.attack_forward = torch.compile(
+                self.attack_forward, mode=None if mode == "default" else mode
+            )
+            self.update_forward = torch.compile(
+                self._features_and_logits, mode=None if mode == "default" else mode
+            )
+
+    def _features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.features(x)
+        return features, self.model.head(features)
+
+    def autocast(self) -> Any:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw (uint8) batch -> augmented float inputs in the step's memory format."""
+        xb = to_inputs(_augment(x, self.config, self.generator))
+        if self.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb
+
+    def attack(self, xb: torch.Tensor, y: torch.Tensor) -> PGDResult:
+        """The training attack (Algorithm 1, line 5) on augmented float inputs ``xb``."""
+        config = self.config
+        if self.folded is not None:
+            self.folded.refresh()  # the last update moved weights and BN statistics
+        with attack_mode(self.model, config.attack.bn_mode), self.autocast():
+            return pgd_linf(
+                self.attack_forward,
+                xb,
+                y,
+                eps=config.attack.eps,
+                step_size=config.attack.step_size,
+                steps=config.attack.steps,
+                random_start=config.attack.random_start,
+                generator=self.generator,
+                clip=self.clip,
+            )
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        class_w: torch.Tensor | None = None,
+        use_gair: bool = False,
+        lam: float = 0.0,
+        sums: torch.Tensor | None = None,
+    ) -> None:
+        """Train on raw batch ``x`` (uint8 images or float vectors) with labels ``y``.
+
+        ``sums`` (4 floats on the device), when given, accumulates the batch's total loss x N,
+        separation loss x N, adversarial hits and a non-finite-loss flag.
+        """
+        config = self.config
+        xb = self.inputs(x)
+        kappa = None
+        if self.adversarial:
+            result = self.attack(xb, y)
+            xb, kappa = result.x_adv, result.kappa
+        with self.autocast():
+            features, logits = self.update_forward(xb)
+            per_sample = self.loss_fn(logits.float(), y)
+            weights = class_w[y] if class_w is not None else None
+            if use_gair and kappa is not None:
+                geometry = gair_weights(
+                    kappa, config.attack.steps, config.gair.lam, config.gair.func
+                )
+                weights = geometry if weights is None else weights * geometry
+            loss = weighted_mean(per_sample, weights, config.loss.reduction)
+            sep = separation_loss(features.float(), y, config.loss.sep_tau) if lam else None
+            total = loss + lam * sep if sep is not None else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        if sums is not None:
+            with torch.no_grad():
+                sums[0] += total.detach() * len(y)
+                if sep is not None:
+                    sums[1] += sep.detach() * len(y)
+                sums[2] += (logits.argmax(1) == y).sum()
+                sums[3] += (~torch.isfinite(total.detach())).float()
+
+
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
     """Turn SIGTERM/SIGINT into RunInterrupted so the run records how it ended."""
@@ -173,6 +332,20 @@ class Trainer:
         self.margins = torch.tensor(margins, device=device) if margins is not None else None
         self.class_weights = torch.tensor(resolved.class_weights, device=device)
         self.loss_fn = per_sample_loss(config, self.margins)
+        self.step = TrainStep(
+            self.model,
+            self.optimizer,
+            config,
+            self.loss_fn,
+            generator=self.generator,
+            clip=self.data.clip,
+            device=device,
+        )
+        self.run.log(
+            f"fast path: {self.step.precision} training attacks and updates (evaluation fp32), "
+            f"channels_last {'on' if self.step.channels_last else 'off'}, "
+            f"compile {config.train.compile}"
+        )
         self.start_epoch = 0
 
     def _checkpoint_state(self, epochs_done: int) -> dict[str, Any]:
@@ -207,55 +380,19 @@ class Trainer:
         class_w = self.class_weights if reweighting_active(epoch, self.resolved) else None
         use_gair = gair_active(epoch, self.resolved)
         lam = config.loss.sep_lambda if self.spec.separation else 0.0
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if config.train.precision == "bf16"
-            else nullcontext()
-        )
         n = len(data.train_y)
         order = torch.randperm(n, generator=self.generator, device=self.device)
         sums = torch.zeros(4, device=self.device)  # loss, sep loss, adversarial hits, finite
         model.train()
         for batch in order.split(config.train.batch_size):
-            xb = to_inputs(_augment(data.train_x[batch], config, self.generator))
-            yb = data.train_y[batch]
-            kappa = None
-            if self.spec.adversarial and config.attack.steps > 0:
-                with attack_mode(model, config.attack.bn_mode), autocast:
-                    result = pgd_linf(
-                        model,
-                        xb,
-                        yb,
-                        eps=config.attack.eps,
-                        step_size=config.attack.step_size,
-                        steps=config.attack.steps,
-                        random_start=config.attack.random_start,
-                        generator=self.generator,
-                        clip=data.clip,
-                    )
-                xb, kappa = result.x_adv, result.kappa
-            with autocast:
-                features = model.features(xb)
-                logits = model.head(features)
-                per_sample = self.loss_fn(logits.float(), yb)
-                weights = class_w[yb] if class_w is not None else None
-                if use_gair and kappa is not None:
-                    geometry = gair_weights(
-                        kappa, config.attack.steps, config.gair.lam, config.gair.func
-                    )
-                    weights = geometry if weights is None else weights * geometry
-                loss = weighted_mean(per_sample, weights, config.loss.reduction)
-                sep = separation_loss(features.float(), yb, config.loss.sep_tau) if lam else None
-                total = loss + lam * sep if sep is not None else loss
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            self.optimizer.step()
-            with torch.no_grad():
-                sums[0] += total.detach() * len(yb)
-                if sep is not None:
-                    sums[1] += sep.detach() * len(yb)
-                sums[2] += (logits.argmax(1) == yb).sum()
-                sums[3] += (~torch.isfinite(total.detach())).float()
+            self.step(
+                data.train_x[batch],
+                data.train_y[batch],
+                class_w=class_w,
+                use_gair=use_gair,
+                lam=lam,
+                sums=sums,
+            )
         loss_sum, sep_sum, hits, non_finite = sums.tolist()
         if non_finite or not math.isfinite(loss_sum):
             raise SratError(
