@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from srat_engine.errors import SratError
 from srat_engine.presets import describe, expand_patterns, list_presets, load_preset
-from srat_tui import analysis_commands, eval_command, render, tui_command
+from srat_tui import analysis_commands, bench_command, eval_command, render, tui_command
 from srat_tui.runs_cli import runs_app
 
 if TYPE_CHECKING:  # torch loads with the engine's launch path: only `srat run` pays for it
@@ -35,6 +35,7 @@ app.add_typer(presets_app, name="presets")
 app.add_typer(runs_app, name="runs")
 # commands that live in their own modules register themselves here (one line each)
 tui_command.register(app)
+bench_command.register(app)
 eval_command.register(app)
 analysis_commands.register(app)
 
