@@ -344,7 +344,8 @@ class Trainer:
         self.run.log(
             f"fast path: {self.step.precision} training attacks and updates (evaluation fp32), "
             f"channels_last {'on' if self.step.channels_last else 'off'}, "
-            f"compile {config.train.compile}"
+            f"{self.step.folded.folded if self.step.folded else 0} BatchNorm(s) folded into the "
+            f"attack's convolutions, compile {config.train.compile}"
         )
         self.start_epoch = 0
 
