@@ -24,6 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+bench: $(STAMP)  # engine vs public-code training step, then the TUI's responsiveness
+	$(VENV)/bin/srat bench --model small
+	$(PY) benchmarks/bench_tui.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check srat_engine srat_tui tests benchmarks
 	$(VENV)/bin/ruff format --check srat_engine srat_tui tests benchmarks
