@@ -37,8 +37,13 @@ def classwise_correct(
     attack: AttackParams | None = None,
     clip: tuple[float, float] | None = (0.0, 1.0),
     seed: int = 0,
+    features_into: list[torch.Tensor] | None = None,
 ) -> list[int]:
-    """Correct predictions per class, clean or under PGD; one host sync at the end."""
+    """Correct predictions per class, clean or under PGD; one host sync at the end.
+
+    With `features_into`, the penultimate features of the evaluated inputs are appended to it
+    from the same forward pass (`head(features(x))` is the model's forward by construction).
+    """
     was_training = model.training
     model.eval()
     correct = torch.zeros(num_classes, dtype=torch.long, device=y.device)
@@ -61,7 +66,13 @@ def classwise_correct(
                         clip=clip,
                     ).x_adv
             with torch.no_grad():
-                hits = model(xb).argmax(dim=1) == yb
+                if features_into is None:
+                    logits = model(xb)
+                else:
+                    features = model.features(xb)
+                    features_into.append(features.float())
+                    logits = model.head(features)
+                hits = logits.argmax(dim=1) == yb
             correct += torch.bincount(yb[hits], minlength=num_classes)
     finally:
         model.train(was_training)

@@ -25,7 +25,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from srat_engine.analysis.separability import feature_separability, penultimate_features
+from srat_engine.analysis.separability import feature_separability
 from srat_engine.attacks import PGDResult, attack_mode, pgd_linf
 from srat_engine.checkpoint import load_checkpoint, save_checkpoint
 from srat_engine.config import RunConfig, validate_config
@@ -414,6 +414,8 @@ class Trainer:
         attack = None
         if robust:
             attack = AttackParams(config.eval.eps, config.eval.step_size, config.eval.steps)
+        # the clean pass also yields the penultimate features for separability: no extra pass
+        features: list[torch.Tensor] | None = None if robust else []
         correct = classwise_correct(
             self.model,
             x,
@@ -423,6 +425,7 @@ class Trainer:
             attack=attack,
             clip=self.data.clip,
             seed=config.seed + 1,
+            features_into=features,
         )
         total = class_totals(y, resolved.num_classes)
         result = {
@@ -430,11 +433,10 @@ class Trainer:
             **aggregate(correct, total, resolved.under_classes),
             "n": sum(total),
         }
-        if not robust:
-            # penultimate-feature separability (analysis/separability.py) of the same test set:
-            # one extra forward pass, tracked per epoch beside the accuracies
-            features = penultimate_features(self.model, x, batch_size=config.eval.batch_size)
-            separability = feature_separability(features, y)
+        if features is not None:
+            # penultimate-feature separability (analysis/separability.py) of the same test set,
+            # tracked per epoch beside the accuracies
+            separability = feature_separability(torch.cat(features), y)
             result["separability"] = separability if math.isfinite(separability) else None
         return result
 
