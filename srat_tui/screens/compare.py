@@ -37,6 +37,7 @@ from srat_engine.report import group_seeds, paper_table, pick_metrics
 from srat_engine.rundir import RunDir
 from srat_engine.summary import summarize_run
 from srat_tui.tables import EXPORT_FORMATS, CompareRun, compare_renderables, format_export
+from srat_tui.widgets.curves import epoch_records, scalar_series
 
 EXTENSIONS: dict[str, str] = {"csv": "csv", "md": "md", "latex": "tex", "json": "json"}
 # Long id lists would make file names the file system refuses (255 bytes).
@@ -76,18 +77,14 @@ class ExportRequest:
 
 
 def curve_of(run_id: str, events: list[dict[str, Any]]) -> Curve:
-    # A resumed run may repeat epochs: the later record of an epoch is the one that stands.
-    std: dict[int, float] = {}
-    rob: dict[int, float] = {}
-    for event in events:
-        if event.get("event") != "epoch" or not isinstance(event.get("epoch"), int):
-            continue
-        epoch = int(event["epoch"])
-        if event.get("std_overall") is not None:
-            std[epoch] = float(event["std_overall"])
-        if event.get("rob_overall") is not None:
-            rob[epoch] = float(event["rob_overall"])
-    return Curve(run_id, tuple(sorted(std.items())), tuple(sorted(rob.items())))
+    """A run's overall accuracy curves, read the way the run screen reads them (a resumed
+    run's repeated epochs: the later record stands)."""
+    rows = epoch_records(events)
+
+    def pairs(name: str) -> tuple[tuple[int, float], ...]:
+        return tuple(zip(*scalar_series(rows, name), strict=True))
+
+    return Curve(run_id, pairs("std_overall"), pairs("rob_overall"))
 
 
 def load_runs(runs_root: Path, run_ids: list[str]) -> Loaded:
