@@ -19,9 +19,8 @@ from rich.text import Text
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static, TabbedContent
-from tui_harness import scenario, wait_for
+from tui_harness import pinned_context, scenario, wait_for
 
-from srat_engine.index import RunIndex
 from srat_engine.rundir import RunDir
 from srat_tui.context import AppContext
 from srat_tui.screens.run_detail import RunScreen, read_new_lines
@@ -62,12 +61,7 @@ class RunApp(App[None]):
 
 @pytest.fixture
 def context(srat_home: Path) -> AppContext:
-    return AppContext(
-        runs_root=srat_home / "runs",
-        index=RunIndex(srat_home / "index.json"),
-        now=lambda: NOW,
-        poll_seconds=0.05,
-    )
+    return pinned_context(srat_home, poll_seconds=0.05, now=NOW)
 
 
 def screen_of(pilot: Pilot[Any]) -> RunScreen:

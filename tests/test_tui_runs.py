@@ -21,10 +21,9 @@ import pytest
 from fake_runs import epoch_record, make_fake_run
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
-from tui_harness import scenario, wait_for
+from tui_harness import pinned_context, scenario, wait_for
 
 from srat_engine.fsutil import atomic_write_json
-from srat_engine.index import RunIndex
 from srat_engine.rundir import RunDir
 from srat_tui.app import SratApp
 from srat_tui.context import AppContext
@@ -32,7 +31,6 @@ from srat_tui.screens.help import HelpScreen
 from srat_tui.screens.runs import RunsScreen, RunsTable, format_cell
 from srat_tui.widgets.confirm import ConfirmModal, TextPromptModal
 
-NOW = datetime(2026, 11, 21, 14, 0, tzinfo=timezone.utc)
 SIZE = (160, 40)
 
 
@@ -45,12 +43,7 @@ def no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def context(srat_home: Path) -> AppContext:
-    return AppContext(
-        runs_root=srat_home / "runs",
-        index=RunIndex(srat_home / "index.json"),
-        now=lambda: NOW,
-        poll_seconds=0.1,
-    )
+    return pinned_context(srat_home, poll_seconds=0.1)
 
 
 @pytest.fixture
