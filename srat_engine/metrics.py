@@ -14,6 +14,20 @@ def per_class_accuracy(correct: Sequence[int], total: Sequence[int]) -> list[flo
     return [100.0 * c / t if t else 0.0 for c, t in zip(correct, total, strict=True)]
 
 
+def class_group_mean(
+    per_class: Sequence[float | None] | None, classes: Sequence[int]
+) -> float | None:
+    """Mean of per-class accuracies over `classes` (classes without a value left out).
+
+    On a balanced test set this is the group's pooled accuracy. None when no class of the
+    group has a value.
+    """
+    if per_class is None:
+        return None
+    present = [per_class[c] for c in classes if c < len(per_class) and per_class[c] is not None]
+    return sum(present) / len(present) if present else None  # type: ignore[arg-type]
+
+
 def aggregate(
     correct: Sequence[int], total: Sequence[int], under_classes: Sequence[int]
 ) -> dict[str, float]:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from srat_engine.errors import SratError
+from srat_engine.metrics import class_group_mean
 from srat_tui.termplot import Series, line_plot, parse_numbers
 
 sweep_app = typer.Typer(help="Sweeps of a reweighting weight or lambda (paper Figures 2, 5, 6).")
@@ -136,12 +137,6 @@ def sweep_lambda(
     )
 
 
-def _group_mean(values: list[float] | None, classes: list[int]) -> float | None:
-    if values is None or not classes:
-        return None
-    return sum(values[c] for c in classes) / len(classes)
-
-
 def _class_info(manifest: dict[str, Any]) -> tuple[list[str], list[int]]:
     """Class names and under-represented classes, from the sweep's first readable run."""
     from srat_engine.paths import runs_dir
@@ -199,7 +194,7 @@ def sweep_plot(
         else:
             for label, group in (("well-represented", well), ("under-represented", under)):
                 for m in ("std", "rob"):
-                    ys = [_group_mean(getattr(p, f"{m}_class"), group) for p in done]
+                    ys = [class_group_mean(getattr(p, f"{m}_class"), group) for p in done]
                     if all(y is not None for y in ys) and group:
                         series.append(Series(f"{m} {label}", xs, [float(y) for y in ys]))
         typer.echo(

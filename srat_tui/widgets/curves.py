@@ -25,6 +25,8 @@ from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
+from srat_engine.metrics import class_group_mean
+
 Record = dict[str, Any]
 Points = tuple[list[int], list[float]]
 Series = dict[str, Points]
@@ -137,12 +139,10 @@ def group_series(
         epochs, means = [], []
         for row in rows:
             values = row.get(f"{key}_class")
-            if not isinstance(values, list):
-                continue
-            present = [values[c] for c in group if c < len(values) and values[c] is not None]
-            if present:
+            mean = class_group_mean(values, group) if isinstance(values, list) else None
+            if mean is not None:
                 epochs.append(row["epoch"])
-                means.append(sum(present) / len(present))
+                means.append(mean)
         series[group_label(group, counts, number)] = (epochs, means)
     return series
 
