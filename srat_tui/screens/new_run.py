@@ -29,8 +29,6 @@ from textual.worker import Worker, WorkerState
 
 from srat_engine.config import DataConfig, RunConfig
 from srat_engine.errors import SratError
-from srat_engine.history import record_in_index
-from srat_engine.index import default_index
 from srat_engine.launch import PreparedRun, create_run, prepare
 from srat_engine.methods import SCHEMES, LossName, compose_method
 from srat_engine.presets import describe, list_presets
@@ -258,12 +256,9 @@ def launch_runs(validation: Validation, preset: str, context: AppContext) -> lis
         for seed in validation.seeds
     ]
     launched: list[str] = []
-    own_index = context.index.path != default_index().path
     for item in prepared:
         run = create_run(item, context.runs_root)
         launch_detached(run, list(validation.devices), validation.per_device)
-        if own_index:  # launch_detached records in the home's index only
-            record_in_index(run, context.index)
         launched.append(run.id)
     return launched
 

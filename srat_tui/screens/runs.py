@@ -618,13 +618,8 @@ class RunsScreen(Screen[None]):
     def _delete(self, ids: list[str]) -> None:
         from srat_engine.supervisor import remove_run
 
-        index = self.context.index
-
         def delete(run: RunDir) -> str:
-            destination = remove_run(run)
-            # remove_run drops the run from the default index; the app's may be another
-            index.remove(run.id)
-            return f"{run.id} moved to {destination}"
+            return f"{run.id} moved to {remove_run(run)}"
 
         self._each(ids, delete)
 
