@@ -22,11 +22,16 @@ runs_app = typer.Typer(help="Run history: list, inspect, follow, kill, resume, c
 
 
 @runs_app.callback()
-def _reconcile_on_start() -> None:
-    """Every `srat runs` command starts from true statuses: dead processes are found here."""
+def _reconcile_on_start(ctx: typer.Context) -> None:
+    """Every `srat runs` command starts from true statuses: dead processes are found here.
+
+    The reconciled records are kept on the context, so listing commands do not read and
+    reconcile the index a second time.
+    """
+    ctx.obj = None
     # a corrupt index must not block `srat runs reindex`, the command that repairs it
     with suppress(SratError):
-        refreshed_records()
+        ctx.obj = refreshed_records()
 
 
 LS_COLUMNS = (
@@ -89,11 +94,16 @@ def _matches(record: dict[str, Any], key: str, wanted: str) -> bool:
     return str(value).lower() == wanted.lower()
 
 
+def _reconciled(ctx: typer.Context) -> list[dict[str, Any]]:
+    """The records the callback reconciled (read again only if it could not: a corrupt index
+    then raises its one-line error here)."""
+    return ctx.obj if isinstance(ctx.obj, list) else refreshed_records()
+
+
 def select_records(
-    status: str | None, filters: list[str], sort: str | None
+    records: list[dict[str, Any]], status: str | None, filters: list[str], sort: str | None
 ) -> list[dict[str, Any]]:
-    """Index records (live statuses reconciled), filtered `key=value` and sorted by a column."""
-    records = refreshed_records()
+    """Index records filtered by status and `key=value`, sorted by a column."""
     if status:
         records = [r for r in records if r.get("status") == status]
     for item in filters:
@@ -118,6 +128,7 @@ def select_records(
 
 @runs_app.command("ls")
 def runs_ls(
+    ctx: typer.Context,
     status: Annotated[
         str | None, typer.Option("--status", help="only runs with this status")
     ] = None,
@@ -131,7 +142,7 @@ def runs_ls(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every run with status, progress and the paper's four columns."""
-    records = select_records(status, filters or [], sort)
+    records = select_records(_reconciled(ctx), status, filters or [], sort)
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
@@ -401,6 +412,7 @@ def runs_compare(
 
 @runs_app.command("export")
 def runs_export(
+    ctx: typer.Context,
     run_ids: Annotated[list[str] | None, typer.Argument(help="run ids (default: all)")] = None,
     filters: Annotated[
         list[str] | None, typer.Option("--filter", "-f", help="key=value, as in `runs ls`")
@@ -422,7 +434,7 @@ def runs_export(
     if fmt not in ("csv", "md", "markdown", "latex", "tex", "json"):
         raise SratError(f"unknown export format {fmt!r}: use csv, md, latex or json")
     _robust_source(attack, set())  # an unknown attack fails before anything is read
-    records = select_records(None, filters or [], None)
+    records = select_records(_reconciled(ctx), None, filters or [], None)
     if run_ids:
         wanted = {validate_run_id(r) for r in run_ids}
         missing = wanted - {r["id"] for r in records}
