@@ -44,9 +44,12 @@ def slot_dir() -> Path:
     return srat_home() / "slots"
 
 
-def _try_lock(path: Path) -> int | None:
-    """An fd holding an exclusive lock on `path`, or None if someone else holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _try_lock(path: Path, *, create: bool = True) -> int | None:
+    """An fd holding an exclusive lock on `path`, or None if someone else holds it.
+
+    With `create=False` a missing file raises FileNotFoundError instead of being created.
+    """
+    fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -64,15 +67,12 @@ def _release(fd: int) -> None:
 def _is_locked(path: Path) -> bool:
     """Whether a live process holds `path`'s lock (never creates the file)."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = _try_lock(path, create=False)
     except FileNotFoundError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if fd is None:
         return True
-    finally:
-        os.close(fd)
+    _release(fd)
     return False
 
 
@@ -88,18 +88,13 @@ def _older_live_waiters(queue: Path, run_id: str, wanted: set[str]) -> bool:
         if ticket.name >= run_id:
             break
         try:
-            fd = os.open(ticket, os.O_RDWR)
+            fd = _try_lock(ticket, create=False)
         except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pass  # live waiter
-        else:  # its waiter is gone: the ticket is stale
+            continue  # its waiter got its slot meanwhile
+        if fd is not None:  # its waiter is gone: the ticket is stale
             _remove_if_stale(ticket, fd)
             _release(fd)
             continue
-        os.close(fd)
         try:
             theirs = set(json.loads(ticket.read_text()))
         except (OSError, ValueError):
