@@ -38,8 +38,9 @@ def classwise_correct(
     clip: tuple[float, float] | None = (0.0, 1.0),
     seed: int = 0,
     features_into: list[torch.Tensor] | None = None,
-) -> list[int]:
-    """Correct predictions per class, clean or under PGD; one host sync at the end.
+) -> torch.Tensor:
+    """Correct predictions per class as a device tensor, clean or under PGD, without waiting
+    for the device: the caller's ``.tolist()`` is the evaluation's one host sync.
 
     With `features_into`, the penultimate features of the evaluated inputs are appended to it
     from the same forward pass (`head(features(x))` is the model's forward by construction).
@@ -73,10 +74,12 @@ def classwise_correct(
                     features_into.append(features.float())
                     logits = model.head(features)
                 hits = logits.argmax(dim=1) == yb
-            correct += torch.bincount(yb[hits], minlength=num_classes)
+            # index_add_ rather than bincount(yb[hits]): boolean indexing has a data-dependent
+            # size, which makes every batch wait for the device
+            correct.index_add_(0, yb, hits.long())
     finally:
         model.train(was_training)
-    return correct.tolist()
+    return correct
 
 
 def class_totals(y: torch.Tensor, num_classes: int) -> list[int]:

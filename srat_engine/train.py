@@ -426,7 +426,7 @@ class Trainer:
             clip=self.data.clip,
             seed=config.seed + 1,
             features_into=features,
-        )
+        ).tolist()
         total = class_totals(y, resolved.num_classes)
         result = {
             "class": per_class_accuracy(correct, total),

@@ -231,3 +231,38 @@ def test_cuda_step_never_syncs_with_the_host() -> None:
         step(x, y, sums=sums)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_evaluation_waits_for_the_device_only_at_the_end() -> None:
+    from srat_engine.evaluate import AttackParams
+
+    device = torch.device("cuda")
+    model = build_model("small_cnn", 10, (3, 32, 32)).to(device)
+    x = torch.randint(0, 256, (3 * BATCH, 3, 32, 32), dtype=torch.uint8, device=device)
+    y = torch.randint(0, 10, (3 * BATCH,), device=device)
+    attack = AttackParams(EPS, STEP_SIZE, 2)
+    classwise_correct(model, x, y, 10, batch_size=BATCH, attack=attack)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for robust in (None, attack):
+            correct = classwise_correct(model, x, y, 10, batch_size=BATCH, attack=robust)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert int(correct.sum()) <= len(y)
+
+
+def test_evaluation_counts_hits_per_class_by_hand() -> None:
+    """A model that always answers class 2: every example of class 2 is right, others wrong."""
+
+    class AlwaysTwo(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(len(x), 4)
+            logits[:, 2] = 1.0
+            return logits + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    y = torch.tensor([2, 0, 2, 3, 2, 1, 0])
+    x = torch.zeros(len(y), 3, dtype=torch.uint8)
+    correct = classwise_correct(AlwaysTwo(), x, y, 4, batch_size=3, attack=None)
+    assert correct.tolist() == [0, 0, 3, 0]
