@@ -57,7 +57,9 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: Literal["cifar10", "cifar100", "svhn", "digits", "gaussian", "folder"] = "cifar10"
+    dataset: Literal["cifar10", "cifar100", "svhn", "digits", "gaussian", "synthetic", "folder"] = (
+        "cifar10"
+    )
     root: str = Field("", description="data directory; empty = <srat home>/data")
     download: bool = False
     imbalance: Literal["none", "step", "exp"] = "exp"

@@ -34,6 +34,7 @@ _DATASET_TITLES: dict[str, str] = {
     "svhn": "SVHN",
     "digits": "Digits",
     "gaussian": "Gaussian mixture",
+    "synthetic": "Synthetic",
 }
 
 

@@ -318,3 +318,14 @@ def test_unknown_pattern_is_an_error(pattern: str) -> None:
 def test_unknown_plain_name_in_patterns_is_an_error() -> None:
     with pytest.raises(SratError, match="did you mean"):
         expand_patterns(["exp100-ldm"])
+
+
+def test_synthetic_stand_in_keeps_a_cifar_presets_class_counts() -> None:
+    """`--set data.dataset=synthetic` times a CIFAR-10 preset offline with its exact counts."""
+    real = validate_config(load_preset("cifar10-exp100-ce"))
+    raw = load_preset("cifar10-exp100-ce")
+    raw["data"]["dataset"] = "synthetic"
+    stand_in = validate_config(raw)
+    counts = resolve(stand_in).class_counts
+    assert counts == resolve(real).class_counts
+    assert sum(counts) == 12406  # the paper's CIFAR-10 Exp-100 training set

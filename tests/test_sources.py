@@ -372,6 +372,36 @@ def test_gaussian_bad_options(tmp_path: pathlib.Path, bad: dict) -> None:
         load_splits("gaussian", tmp_path, **bad)
 
 
+# ----------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_defaults_are_cifar10_shaped(tmp_path: pathlib.Path) -> None:
+    s = load_splits("synthetic", tmp_path, train_per_class=20, test_per_class=7)
+    assert s.train_x.shape == (200, 3, 32, 32) and s.train_x.dtype == torch.uint8
+    assert s.test_x.shape == (70, 3, 32, 32)
+    assert torch.bincount(s.train_y).tolist() == [20] * 10
+    assert torch.bincount(s.test_y).tolist() == [7] * 10
+    assert s.clip == (0.0, 1.0) and s.classes == [str(c) for c in range(10)]
+    # uniform over 0..255: both ends occur and the mean sits near 127.5
+    assert int(s.train_x.min()) == 0 and int(s.train_x.max()) == 255
+    assert abs(float(s.train_x.float().mean()) - 127.5) < 2.0
+
+
+def test_synthetic_options_and_seed(tmp_path: pathlib.Path) -> None:
+    opts = {"classes": 3, "channels": 1, "size": 5, "train_per_class": 4, "test_per_class": 2}
+    a = load_splits("synthetic", tmp_path, seed=1, **opts)
+    b = load_splits("synthetic", tmp_path, seed=1, **opts)
+    c = load_splits("synthetic", tmp_path, seed=2, **opts)
+    assert a.train_x.shape == (12, 1, 5, 5) and a.num_classes == 3
+    assert torch.equal(a.train_x, b.train_x) and not torch.equal(a.train_x, c.train_x)
+
+
+@pytest.mark.parametrize("bad", [{"classes": 1}, {"size": 0}, {"colour": 3}])
+def test_synthetic_bad_options(tmp_path: pathlib.Path, bad: dict) -> None:
+    with pytest.raises(SratError):
+        load_splits("synthetic", tmp_path, **bad)
+
+
 # ----------------------------------------------------------------------------- folder
 
 

@@ -56,6 +56,11 @@ def dataset_info(name: str, options: dict[str, float | int | str], root: Path) -
         dim = int(options.get("d", 2))
         per_class = int(options.get("train_per_class", 5000))
         return DatasetInfo("gaussian", 2, (dim,), (per_class, per_class), ("+1", "-1"))
+    if name == "synthetic":
+        classes = int(options.get("classes", 10))
+        channels, size = int(options.get("channels", 3)), int(options.get("size", 32))
+        per_class = int(options.get("train_per_class", 5000))
+        return DatasetInfo("synthetic", classes, (channels, size, size), (per_class,) * classes)
     if name == "folder":
         return _folder_info(root, options)
     raise SratError(f"unknown dataset {name!r}")

@@ -362,6 +362,42 @@ def _gaussian(options: dict[str, Any]) -> Splits:
     return Splits(train_x, train_y, test_x, test_y, classes=["+1", "-1"], clip=None)
 
 
+def _synthetic(options: dict[str, Any]) -> Splits:
+    """Uniformly random uint8 images with balanced labels, shaped like CIFAR-10 by default.
+
+    Nothing in it can be learnt; it exists so a CIFAR preset's exact shapes and class counts
+    (and so its cost per epoch) can be run and timed where the real data is not at hand:
+    ``srat run --preset cifar10-exp100-ce --set data.dataset=synthetic``.
+    """
+    defaults = {
+        "classes": 10,
+        "channels": 3,
+        "size": 32,
+        "train_per_class": 5000,
+        "test_per_class": 1000,
+        "seed": 0,
+    }
+    opts = _options("synthetic", options, defaults)
+    classes = _int_option("synthetic", "classes", opts["classes"], 2)
+    channels = _int_option("synthetic", "channels", opts["channels"], 1)
+    size = _int_option("synthetic", "size", opts["size"], 1)
+    n_train = _int_option("synthetic", "train_per_class", opts["train_per_class"], 1)
+    n_test = _int_option("synthetic", "test_per_class", opts["test_per_class"], 1)
+    seed = _int_option("synthetic", "seed", opts["seed"], 0)
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randint(
+            0, 256, (classes * per_class, channels, size, size), generator=gen, dtype=torch.uint8
+        )
+        return x, torch.arange(classes).repeat_interleave(per_class)
+
+    train_x, train_y = draw(n_train)
+    test_x, test_y = draw(n_test)
+    names = [str(c) for c in range(classes)]
+    return Splits(train_x, train_y, test_x, test_y, classes=names, clip=_IMAGE_CLIP)
+
+
 # --------------------------------------------------------------------------- image folder
 
 
@@ -428,14 +464,16 @@ def _folder(root: pathlib.Path, options: dict[str, Any]) -> Splits:
 
 # --------------------------------------------------------------------------- entry point
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "svhn", "digits", "gaussian", "folder")
+DATASETS: tuple[str, ...] = (
+    "cifar10", "cifar100", "svhn", "digits", "gaussian", "synthetic", "folder",
+)  # fmt: skip
 
 
 def load_splits(name: str, root: pathlib.Path, *, download: bool = False, **options: Any) -> Splits:
     """Load dataset ``name`` as whole-split tensors.
 
     ``root`` is the data directory for cifar10/cifar100/svhn (torchvision's layout), the
-    user's image folder for ``folder``, and unused by ``digits`` and ``gaussian``.
+    user's image folder for ``folder``, and unused by ``digits``, ``gaussian`` and ``synthetic``.
     """
     root = pathlib.Path(os.path.expanduser(str(root)))
     if name in ("cifar10", "cifar100", "svhn"):
@@ -447,6 +485,8 @@ def load_splits(name: str, root: pathlib.Path, *, download: bool = False, **opti
         return _digits(options)
     if name == "gaussian":
         return _gaussian(options)
+    if name == "synthetic":
+        return _synthetic(options)
     if name == "folder":
         return _folder(root, options)
     raise SratError(f"unknown dataset {name!r}: known datasets are {', '.join(DATASETS)}")
