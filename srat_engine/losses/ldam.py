@@ -34,6 +34,8 @@ def ldam_loss(logits: Tensor, target: Tensor, margins: Tensor, scale: float) -> 
     LDAM-DRW's CE(s * (cos θ - m_y * onehot(y)), y) with s = ``scale``.
     """
     margins = margins.to(device=logits.device, dtype=logits.dtype)
-    onehot = F.one_hot(target, num_classes=logits.shape[1]).to(logits.dtype)
+    # a comparison rather than F.one_hot, whose range check may read the labels on the host
+    classes = torch.arange(logits.shape[1], device=logits.device)
+    onehot = (target.unsqueeze(1) == classes).to(logits.dtype)
     shifted = logits - scale * margins[target].unsqueeze(1) * onehot
     return F.cross_entropy(shifted, target, reduction="none")
