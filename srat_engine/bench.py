@@ -42,7 +42,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from srat_engine.config import RunConfig, set_override, validate_config
 from srat_engine.errors import SratError
 from srat_engine.models import SratModel, build_model
-from srat_engine.train import TrainStep, per_sample_loss, pick_device
+from srat_engine.step_graph import GraphedTrainStep
+from srat_engine.train import TrainStep, graphed_step, per_sample_loss, pick_device
 
 # `srat bench --model` names -> architectures (the full names are accepted too)
 BENCH_MODELS: dict[str, str] = {
@@ -86,6 +87,8 @@ class BenchResult:
     engine_channels_last: bool
     engine_compile: str
     engine_fold_bn: int  # BatchNorms folded into convolutions for the attack (0 = off)
+    engine_cuda_graphs: bool  # steps after warm-up replayed as one CUDA graph each
+    engine_graph_failure: str | None  # why capture failed (the engine then ran eagerly)
     overrides: list[str]
     loader_workers: int
     threads: int
@@ -392,8 +395,12 @@ def run_benchmark(
     flops = forward_flops(engine_model, INPUT_SHAPE)
     fwd_equivalents = 2 * steps + 3
 
+    # CUDA graphs: their eager warm-up steps and the capture step are warm-up too
+    graphed = config.train.cuda_graphs and dev.type == "cuda" and config.train.compile == "off"
+    engine_warmup = warmup + (GraphedTrainStep.WARMUP + 1 if graphed else 0)
+
     # the data: enough distinct images for every step of the run, as uint8
-    total_steps = warmup + repeats * iters
+    total_steps = engine_warmup + repeats * iters
     n = batch * total_steps
     data_gen = torch.Generator().manual_seed(seed)
     x_cpu = torch.randint(0, 256, (n, *INPUT_SHAPE), generator=data_gen, dtype=torch.uint8)
@@ -410,13 +417,14 @@ def run_benchmark(
         clip=(0.0, 1.0),
         device=dev,
     )
+    engine_call = graphed_step(engine_step)
     x_dev, y_dev = x_cpu.to(dev), y_cpu.to(dev)
     order = torch.randperm(n, generator=generator, device=dev).split(batch)
     engine_batches = iter(order)
 
     def engine_iter() -> None:
         idx = next(engine_batches)
-        engine_step(x_dev[idx], y_dev[idx])
+        engine_call(x_dev[idx], y_dev[idx])
 
     # reference path: CPU DataLoader with PIL transforms, host-to-device copy per batch
     torch.manual_seed(seed)
@@ -434,8 +442,9 @@ def run_benchmark(
         reference_step(ref_model, ref_optimizer, xb, yb, steps=steps)
 
     engine_model.train()
-    for _ in range(warmup):
+    for _ in range(engine_warmup):
         engine_iter()
+    for _ in range(warmup):
         reference_iter()
     _sync(dev)
 
@@ -487,6 +496,10 @@ def run_benchmark(
         engine_channels_last=engine_step.channels_last,
         engine_compile=config.train.compile,
         engine_fold_bn=engine_step.folded.folded if engine_step.folded is not None else 0,
+        engine_cuda_graphs=isinstance(engine_call, GraphedTrainStep) and engine_call.captured > 0,
+        engine_graph_failure=engine_call.failed
+        if isinstance(engine_call, GraphedTrainStep)
+        else None,
         overrides=list(overrides),
         loader_workers=workers,
         threads=torch.get_num_threads(),

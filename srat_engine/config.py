@@ -111,6 +111,11 @@ class TrainConfig(_Section):
         description="training attacks with BN in eval mode run on a view of the model with "
         "each BN folded into its convolution (same function, fewer passes)",
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="on CUDA (with compile off), replay each training step as one CUDA graph "
+        "after a few eager warm-up steps (same kernels, far fewer launches)",
+    )
     checkpoint_every: Annotated[int, Field(ge=1)] = 1
 
 

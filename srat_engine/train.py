@@ -46,6 +46,7 @@ from srat_engine.models.fold import BatchNormFoldedView
 from srat_engine.resolve import Resolved
 from srat_engine.rundir import RunDir, now_iso
 from srat_engine.schedule import gair_active, learning_rate, reweighting_active
+from srat_engine.step_graph import GraphedTrainStep
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -204,7 +205,9 @@ class TrainStep:
 
     def autocast(self) -> Any:
         if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            # no cast cache: a CUDA graph capture cannot hold one (the casts are re-done per
+            # forward, a few MB each, against a step of hundreds of MB)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
         return nullcontext()
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,6 +280,17 @@ class TrainStep:
                 sums[3] += (~torch.isfinite(total.detach())).float()
 
 
+def graphed_step(
+    step: TrainStep, on_fallback: Callable[[str], None] | None = None
+) -> TrainStep | GraphedTrainStep:
+    """``step`` replayed as CUDA graphs where ``train.cuda_graphs`` asks for it and it applies:
+    a CUDA device, and no torch.compile (whose reduce-overhead mode makes graphs of its own)."""
+    train = step.config.train
+    if train.cuda_graphs and step.device.type == "cuda" and train.compile == "off":
+        return GraphedTrainStep(step, on_fallback=on_fallback)
+    return step
+
+
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
     """Turn SIGTERM/SIGINT into RunInterrupted so the run records how it ended."""
@@ -332,7 +346,7 @@ class Trainer:
         self.margins = torch.tensor(margins, device=device) if margins is not None else None
         self.class_weights = torch.tensor(resolved.class_weights, device=device)
         self.loss_fn = per_sample_loss(config, self.margins)
-        self.step = TrainStep(
+        step = TrainStep(
             self.model,
             self.optimizer,
             config,
@@ -341,11 +355,13 @@ class Trainer:
             clip=self.data.clip,
             device=device,
         )
+        self.step = graphed_step(step, on_fallback=self.run.log)
         self.run.log(
-            f"fast path: {self.step.precision} training attacks and updates (evaluation fp32), "
-            f"channels_last {'on' if self.step.channels_last else 'off'}, "
-            f"{self.step.folded.folded if self.step.folded else 0} BatchNorm(s) folded into the "
-            f"attack's convolutions, compile {config.train.compile}"
+            f"fast path: {step.precision} training attacks and updates (evaluation fp32), "
+            f"channels_last {'on' if step.channels_last else 'off'}, "
+            f"{step.folded.folded if step.folded else 0} BatchNorm(s) folded into the "
+            f"attack's convolutions, compile {config.train.compile}, CUDA graphs "
+            f"{'on' if isinstance(self.step, GraphedTrainStep) else 'off'}"
         )
         self.start_epoch = 0
 

@@ -25,7 +25,9 @@ def _lines(result: BenchResult) -> list[str]:
         f"model FLOPs per training example = {result.fwd_equivalents} forwards",
         f"engine    : {result.engine_precision}, channels_last "
         f"{'on' if result.engine_channels_last else 'off'}, {folded}, "
-        f"compile {result.engine_compile}, input-only attack gradients, data on the device",
+        f"compile {result.engine_compile}, CUDA graphs "
+        f"{'on' if result.engine_cuda_graphs else 'off'}, input-only attack gradients, "
+        "data on the device",
         f"reference : fp32, DataLoader ({result.loader_workers} workers) + CPU "
         "RandomCrop/Flip, loss.backward() in the attack, eager",
         "",
@@ -39,6 +41,8 @@ def _lines(result: BenchResult) -> list[str]:
             f"{shown:>16} {path.peak_memory_mb:9.0f}"
         )
     rows += ["", f"engine / reference = {result.ratio:.2f}x", f"peak memory: {result.memory_kind}"]
+    if result.engine_graph_failure:
+        rows.append(f"CUDA graph capture failed, engine ran eagerly: {result.engine_graph_failure}")
     return rows
 
 
