@@ -37,11 +37,16 @@ def read_json(path: Path) -> Any:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Every complete JSON object line; a torn or corrupt line (a crash mid-append) is skipped."""
-    records: list[dict[str, Any]] = []
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return records
+        return []
+    return parse_jsonl(text)
+
+
+def parse_jsonl(text: str) -> list[dict[str, Any]]:
+    """The JSON object lines of ``text``; anything else (blank, torn, not an object) is skipped."""
+    records: list[dict[str, Any]] = []
     for line in text.splitlines():
         line = line.strip()
         if not line:

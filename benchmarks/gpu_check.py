@@ -1,0 +1,199 @@
+"""The GPU measurements of the fast path, in one pass (about 4 minutes on one H200).
+
+    python benchmarks/gpu_check.py --out DIR [--device cuda] [--precisions fp32,bf16]
+
+(with srat installed, e.g. by `make install`, or with `PYTHONPATH=.` from the repository root)
+
+Everything goes through the `srat` command line, as a user would run it, in a temporary
+SRAT_HOME; CIFAR-10 itself is not needed (``data.dataset=synthetic`` has its exact shapes and
+Exp-100 class counts). It writes DIR/summary.json (the figures below) and DIR/log.txt (every
+command and its output), and prints the summary:
+
+1. the CUDA-only tests (no host sync inside a training step or an evaluation; CUDA-graph
+   replays train exactly like eager steps);
+2. ``srat bench`` for ResNet-18 and the small CNN at batch 128 (engine vs reference step);
+3. one CIFAR-10 Exp-100 epoch (12,406 examples, PGD-10, ResNet-18, batch 128) of
+   ``cifar10-exp100-ce`` and ``cifar10-exp100-srat-ldam``: epochs 2-3 of a 3-epoch run, so the
+   first epoch's cuDNN autotuning is left out (it is reported too);
+4. bf16 against fp32 training on the device: ``digits-srat-ldam`` for seeds 0-2 in each
+   precision, final PGD-20 robust accuracy (the runs go in parallel; the GPU has room).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from srat_engine.fsutil import parse_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+SRAT = [sys.executable, "-m", "srat_tui.cli"]
+EPOCH_PRESETS = ("cifar10-exp100-ce", "cifar10-exp100-srat-ldam")
+SEEDS = (0, 1, 2)
+
+
+class Log:
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("w", encoding="utf-8")
+
+    def write(self, text: str) -> None:
+        self.file.write(text + "\n")
+        self.file.flush()
+        print(text, flush=True)
+
+
+def run(log: Log, args: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """One command, its output logged; a hung or failed step does not stop the others."""
+    log.write(f"$ {' '.join(args)}")
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        code, out, err = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as expired:
+        code = 124
+        out = expired.stdout or "" if isinstance(expired.stdout, str) else ""
+        err = f"timed out after {timeout:.0f} s"
+    log.write(out.rstrip())
+    if err.strip():
+        log.write(err.rstrip()[-4000:])
+    log.write(f"[exit {code}, {time.perf_counter() - started:.1f} s]")
+    return code, out
+
+
+def bench(log: Log, env: dict[str, str], model: str, device: str, *extra: str) -> dict[str, Any]:
+    args = [*SRAT, "bench", "--model", model, "--batch", "128", "--device", device, "--json"]
+    code, out = run(log, [*args, *extra], env, timeout=300)
+    if code != 0:
+        return {"error": f"exit {code}"}
+    result = json.loads(out)
+    return {
+        "command": f"srat bench --model {model} --batch 128 --device {device} {' '.join(extra)}",
+        "ratio": round(result["ratio"], 2),
+        "engine_images_per_s": round(result["engine"]["images_per_s"], 1),
+        "reference_images_per_s": round(result["reference"]["images_per_s"], 1),
+        "engine_tflops": round(result["engine"]["tflops"], 1),
+        "reference_tflops": round(result["reference"]["tflops"], 1),
+        "engine_peak_mb": round(result["engine"]["peak_memory_mb"]),
+        "reference_peak_mb": round(result["reference"]["peak_memory_mb"]),
+        "engine_precision": result["engine_precision"],
+    }
+
+
+def epoch_time(log: Log, env: dict[str, str], preset: str, device: str, *extra: str) -> Any:
+    sets = ["data.dataset=synthetic", "train.epochs=3", *extra]
+    args = [*SRAT, "run", "--preset", preset, "--device", device, "--json"]
+    for assignment in sets:
+        args += ["--set", assignment]
+    code, out = run(log, args, env, timeout=400)
+    epochs = [r for r in parse_jsonl(out) if r.get("event") == "epoch"]
+    if code != 0 or len(epochs) < 3:
+        return {"error": f"exit {code}, {len(epochs)} epochs"}
+    steady = [r["train_seconds"] for r in epochs[1:]]
+    created = next(r for r in parse_jsonl(out) if r.get("event") == "created")
+    config = json.loads((Path(created["path"]) / "config.json").read_text())
+    examples = sum(config["resolved"]["class_counts"])
+    run_log = (Path(created["path"]) / "log.txt").read_text()
+    fast_path = [
+        line for line in run_log.splitlines() if "fast path" in line or "CUDA graph" in line
+    ]
+    return {
+        "command": f"srat run --preset {preset} --device {device} "
+        + " ".join(f"--set {s}" for s in sets),
+        "train_seconds_epoch1": round(epochs[0]["train_seconds"], 2),
+        "train_seconds_epochs2_3": [round(s, 2) for s in steady],
+        "train_seconds": round(statistics.mean(steady), 2),
+        "examples": examples,
+        "images_per_s": round(examples / statistics.mean(steady), 1),
+        "eval_seconds_epochs2_3": [round(r["eval_seconds"], 2) for r in epochs[1:]],
+        "fast_path": fast_path,
+    }
+
+
+def precision_check(
+    log: Log, env: dict[str, str], device: str, precisions: list[str]
+) -> dict[str, Any]:
+    jobs = {}
+    for precision in precisions:
+        for seed in SEEDS:
+            args = [*SRAT, "run", "--preset", "digits-srat-ldam", "--device", device, "--json"]
+            args += ["--set", f"seed={seed}", "--set", f"train.precision={precision}"]
+            log.write(f"$ {' '.join(args)} &")
+            jobs[(precision, seed)] = subprocess.Popen(
+                args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+    robust: dict[str, list[float]] = {precision: [] for precision in precisions}
+    for (precision, seed), job in jobs.items():
+        out, err = job.communicate(timeout=400)
+        finals = [r for r in parse_jsonl(out) if r.get("event") == "final"]
+        log.write(f"[{precision} seed {seed}: exit {job.returncode}] {err.strip()[-2000:]}")
+        if finals:
+            log.write(json.dumps(finals[-1]))
+            robust[precision].append(finals[-1]["rob_overall"])
+    summary: dict[str, Any] = {
+        "command": "srat run --preset digits-srat-ldam --device cuda "
+        "--set seed=S --set train.precision=P   (S = 0, 1, 2)",
+    }
+    for precision, values in robust.items():
+        summary[precision] = values
+        if len(values) >= 2:
+            summary[f"{precision}_mean_sd"] = [
+                round(statistics.mean(values), 2),
+                round(statistics.stdev(values), 2),
+            ]
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--precisions", default="fp32,bf16", help="for the digits runs")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = Log(args.out / "log.txt")
+    env = {**os.environ, "SRAT_HOME": tempfile.mkdtemp(prefix="srat-gpu-check-")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    summary: dict[str, Any] = {}
+
+    def save() -> None:
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    code, out = run(
+        log,
+        [
+            sys.executable,
+            "-c",
+            "import torch; print(torch.__version__, torch.version.cuda, "
+            "torch.cuda.get_device_name())",
+        ],
+        env,
+        timeout=60,
+    )
+    summary["torch"] = out.strip()
+    tests = ["tests/test_fast_path.py", "tests/test_step_graph.py", "-k", "cuda"]
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+    code, out = run(log, pytest, env, timeout=180)
+    summary["cuda_tests"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
+    save()
+    summary["bench_resnet18"] = bench(log, env, "resnet18", args.device)
+    summary["bench_small"] = bench(log, env, "small", args.device)
+    save()
+    summary["epoch"] = {p: epoch_time(log, env, p, args.device) for p in EPOCH_PRESETS}
+    save()
+    summary["bf16_vs_fp32"] = precision_check(log, env, args.device, args.precisions.split(","))
+    save()
+    log.write(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
