@@ -95,11 +95,12 @@ def epoch_time(log: Log, env: dict[str, str], preset: str, device: str, *extra: 
     for assignment in sets:
         args += ["--set", assignment]
     code, out = run(log, args, env, timeout=400)
-    epochs = [r for r in parse_jsonl(out) if r.get("event") == "epoch"]
+    records = parse_jsonl(out)
+    epochs = [r for r in records if r.get("event") == "epoch"]
     if code != 0 or len(epochs) < 3:
         return {"error": f"exit {code}, {len(epochs)} epochs"}
     steady = [r["train_seconds"] for r in epochs[1:]]
-    created = next(r for r in parse_jsonl(out) if r.get("event") == "created")
+    created = next(r for r in records if r.get("event") == "created")
     config = json.loads((Path(created["path"]) / "config.json").read_text())
     examples = sum(config["resolved"]["class_counts"])
     run_log = (Path(created["path"]) / "log.txt").read_text()

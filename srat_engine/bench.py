@@ -395,17 +395,6 @@ def run_benchmark(
     flops = forward_flops(engine_model, INPUT_SHAPE)
     fwd_equivalents = 2 * steps + 3
 
-    # CUDA graphs: their eager warm-up steps and the capture step are warm-up too
-    graphed = config.train.cuda_graphs and dev.type == "cuda" and config.train.compile == "off"
-    engine_warmup = warmup + (GraphedTrainStep.WARMUP + 1 if graphed else 0)
-
-    # the data: enough distinct images for every step of the run, as uint8
-    total_steps = engine_warmup + repeats * iters
-    n = batch * total_steps
-    data_gen = torch.Generator().manual_seed(seed)
-    x_cpu = torch.randint(0, 256, (n, *INPUT_SHAPE), generator=data_gen, dtype=torch.uint8)
-    y_cpu = torch.randint(0, NUM_CLASSES, (n,), generator=data_gen)
-
     # engine path: device-resident uint8, batches drawn by a device permutation
     generator = torch.Generator(device=dev).manual_seed(seed)
     engine_step = TrainStep(
@@ -418,6 +407,16 @@ def run_benchmark(
         device=dev,
     )
     engine_call = graphed_step(engine_step)
+    graphs = engine_call if isinstance(engine_call, GraphedTrainStep) else None
+    # CUDA graphs: their eager warm-up steps and the capture step are warm-up too
+    engine_warmup = warmup + (graphs.warmup + 1 if graphs is not None else 0)
+
+    # the data: enough distinct images for every step of the run, as uint8
+    total_steps = engine_warmup + repeats * iters
+    n = batch * total_steps
+    data_gen = torch.Generator().manual_seed(seed)
+    x_cpu = torch.randint(0, 256, (n, *INPUT_SHAPE), generator=data_gen, dtype=torch.uint8)
+    y_cpu = torch.randint(0, NUM_CLASSES, (n,), generator=data_gen)
     x_dev, y_dev = x_cpu.to(dev), y_cpu.to(dev)
     order = torch.randperm(n, generator=generator, device=dev).split(batch)
     engine_batches = iter(order)
@@ -496,10 +495,8 @@ def run_benchmark(
         engine_channels_last=engine_step.channels_last,
         engine_compile=config.train.compile,
         engine_fold_bn=engine_step.folded.folded if engine_step.folded is not None else 0,
-        engine_cuda_graphs=isinstance(engine_call, GraphedTrainStep) and engine_call.captured > 0,
-        engine_graph_failure=engine_call.failed
-        if isinstance(engine_call, GraphedTrainStep)
-        else None,
+        engine_cuda_graphs=graphs is not None and graphs.captured > 0,
+        engine_graph_failure=graphs.failed if graphs is not None else None,
         overrides=list(overrides),
         loader_workers=workers,
         threads=torch.get_num_threads(),

@@ -47,13 +47,11 @@ class GraphedTrainStep:
     capture failed (the step then stays eager for the rest of the run).
     """
 
-    WARMUP = 3  # eager steps per key before its capture
-
     def __init__(
         self,
         step: TrainStep,
         *,
-        warmup: int = WARMUP,
+        warmup: int = 3,  # eager steps per key before its capture
         keep: int = 4,
         on_fallback: Callable[[str], None] | None = None,
     ) -> None:
@@ -61,12 +59,16 @@ class GraphedTrainStep:
         self.on_fallback = on_fallback
         self.warmup = warmup
         self.keep = keep  # graphs kept at once (full batch, last partial batch, lr changes)
-        self.enabled = step.device.type == "cuda"
         self.captured = 0
         self.failed: str | None = None
         self._eager_runs: dict[Hashable, int] = {}
         self._graphs: OrderedDict[Hashable, _Captured] = OrderedDict()
         self._side_stream: torch.cuda.Stream | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Graphs are made and replayed: on CUDA, until a capture has failed."""
+        return self.step.device.type == "cuda" and self.failed is None
 
     def _key(
         self, x: torch.Tensor, class_w: torch.Tensor | None, use_gair: bool, lam: float
@@ -84,8 +86,11 @@ class GraphedTrainStep:
         lam: float = 0.0,
         sums: torch.Tensor | None = None,
     ) -> None:
-        if not self.enabled:
+        def eager() -> None:
             self.step(x, y, class_w=class_w, use_gair=use_gair, lam=lam, sums=sums)
+
+        if not self.enabled:
+            eager()
             return
         key = self._key(x, class_w, use_gair, lam)
         captured = self._graphs.get(key)
@@ -93,11 +98,11 @@ class GraphedTrainStep:
             runs = self._eager_runs.get(key, 0)
             if runs < self.warmup:
                 self._eager_runs[key] = runs + 1
-                self._run_on_side_stream(x, y, class_w, use_gair, lam, sums)
+                self._on_side_stream(eager)
                 return
             captured = self._capture(key, x, y, class_w, use_gair, lam)
             if captured is None:  # capture failed: this run stays eager
-                self.step(x, y, class_w=class_w, use_gair=use_gair, lam=lam, sums=sums)
+                eager()
                 return
         self._graphs.move_to_end(key)
         captured.x.copy_(x)
@@ -108,15 +113,7 @@ class GraphedTrainStep:
         if sums is not None:
             sums += captured.sums
 
-    def _run_on_side_stream(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        class_w: torch.Tensor | None,
-        use_gair: bool,
-        lam: float,
-        sums: torch.Tensor | None,
-    ) -> None:
+    def _on_side_stream(self, run: Callable[[], None]) -> None:
         # lazily created handles and workspaces must belong to a stream other than the
         # default one before a capture (torch.cuda.graph's documented warm-up)
         if self._side_stream is None:
@@ -124,7 +121,7 @@ class GraphedTrainStep:
         current = torch.cuda.current_stream(self.step.device)
         self._side_stream.wait_stream(current)
         with torch.cuda.stream(self._side_stream):
-            self.step(x, y, class_w=class_w, use_gair=use_gair, lam=lam, sums=sums)
+            run()
         current.wait_stream(self._side_stream)
 
     def _capture(
@@ -165,7 +162,6 @@ class GraphedTrainStep:
                 )
         except Exception as err:  # capture is an optimisation: any failure means eager steps
             self.failed = f"{type(err).__name__}: {err}"
-            self.enabled = False
             torch.cuda.synchronize(device)
             if self.on_fallback is not None:
                 self.on_fallback(
