@@ -1,6 +1,7 @@
 """The GPU measurements of the fast path, in one pass (about 4 minutes on one H200).
 
     python benchmarks/gpu_check.py --out DIR [--device cuda] [--precisions fp32,bf16]
+        [--compile default] [--sections tests,bench,compile,epoch,precision]
 
 (with srat installed, e.g. by `make install`, or with `PYTHONPATH=.` from the repository root)
 
@@ -11,7 +12,9 @@ command and its output), and prints the summary:
 
 1. the CUDA-only tests (no host sync inside a training step or an evaluation; CUDA-graph
    replays train exactly like eager steps);
-2. ``srat bench`` for ResNet-18 and the small CNN at batch 128 (engine vs reference step);
+2. ``srat bench`` for ResNet-18 and the small CNN at batch 128 (engine vs reference step),
+   and (section ``compile``) ResNet-18 again with ``train.compile`` set to each ``--compile``
+   mode: inductor's fused kernels inside the captured step;
 3. one CIFAR-10 Exp-100 epoch (12,406 examples, PGD-10, ResNet-18, batch 128) of
    ``cifar10-exp100-ce`` and ``cifar10-exp100-srat-ldam``: epochs 2-3 of a 3-epoch run, so the
    first epoch's cuDNN autotuning is left out (it is reported too);
@@ -38,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 SRAT = [sys.executable, "-m", "srat_tui.cli"]
 EPOCH_PRESETS = ("cifar10-exp100-ce", "cifar10-exp100-srat-ldam")
 SEEDS = (0, 1, 2)
+SECTIONS = ("tests", "bench", "compile", "epoch", "precision")
 
 
 class Log:
@@ -70,9 +74,11 @@ def run(log: Log, args: list[str], env: dict[str, str], timeout: float) -> tuple
     return code, out
 
 
-def bench(log: Log, env: dict[str, str], model: str, device: str, *extra: str) -> dict[str, Any]:
+def bench(
+    log: Log, env: dict[str, str], model: str, device: str, *extra: str, timeout: float = 300
+) -> dict[str, Any]:
     args = [*SRAT, "bench", "--model", model, "--batch", "128", "--device", device, "--json"]
-    code, out = run(log, [*args, *extra], env, timeout=300)
+    code, out = run(log, [*args, *extra], env, timeout=timeout)
     if code != 0:
         return {"error": f"exit {code}"}
     result = json.loads(out)
@@ -86,6 +92,9 @@ def bench(log: Log, env: dict[str, str], model: str, device: str, *extra: str) -
         "engine_peak_mb": round(result["engine"]["peak_memory_mb"]),
         "reference_peak_mb": round(result["reference"]["peak_memory_mb"]),
         "engine_precision": result["engine_precision"],
+        "engine_compile": result["engine_compile"],
+        "engine_cuda_graphs": result["engine_cuda_graphs"],
+        "engine_graph_failure": result["engine_graph_failure"],
     }
 
 
@@ -159,7 +168,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--precisions", default="fp32,bf16", help="for the digits runs")
+    parser.add_argument(
+        "--compile", default="default", help="train.compile modes for the compile section"
+    )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"which parts to run, comma-separated: {', '.join(SECTIONS)}",
+    )
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    if not sections <= set(SECTIONS):
+        parser.error(f"--sections: unknown {', '.join(sorted(sections - set(SECTIONS)))}")
     args.out.mkdir(parents=True, exist_ok=True)
     log = Log(args.out / "log.txt")
     env = {**os.environ, "SRAT_HOME": tempfile.mkdtemp(prefix="srat-gpu-check-")}
@@ -181,18 +201,29 @@ def main() -> None:
         timeout=60,
     )
     summary["torch"] = out.strip()
-    tests = ["tests/test_fast_path.py", "tests/test_step_graph.py", "-k", "cuda"]
-    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
-    code, out = run(log, pytest, env, timeout=180)
-    summary["cuda_tests"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
-    save()
-    summary["bench_resnet18"] = bench(log, env, "resnet18", args.device)
-    summary["bench_small"] = bench(log, env, "small", args.device)
-    save()
-    summary["epoch"] = {p: epoch_time(log, env, p, args.device) for p in EPOCH_PRESETS}
-    save()
-    summary["bf16_vs_fp32"] = precision_check(log, env, args.device, args.precisions.split(","))
-    save()
+    if "tests" in sections:
+        tests = ["tests/test_fast_path.py", "tests/test_step_graph.py", "-k", "cuda"]
+        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+        code, out = run(log, pytest, env, timeout=300)
+        summary["cuda_tests"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
+        save()
+    if "bench" in sections:
+        summary["bench_resnet18"] = bench(log, env, "resnet18", args.device)
+        summary["bench_small"] = bench(log, env, "small", args.device)
+        save()
+    if "compile" in sections:
+        for mode in args.compile.split(","):
+            summary[f"bench_resnet18_compile_{mode}"] = bench(
+                log, env, "resnet18", args.device, "--set", f"train.compile={mode}", timeout=600
+            )
+            save()
+    if "epoch" in sections:
+        summary["epoch"] = {p: epoch_time(log, env, p, args.device) for p in EPOCH_PRESETS}
+        save()
+    if "precision" in sections:
+        precisions = args.precisions.split(",")
+        summary["bf16_vs_fp32"] = precision_check(log, env, args.device, precisions)
+        save()
     log.write(json.dumps(summary, indent=2))
 
 

@@ -42,7 +42,9 @@ Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+CompileMode = Literal[
+    "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+]
 
 
 def _compile_mode(value: Any) -> Any:
@@ -101,7 +103,8 @@ class TrainConfig(_Section):
     compile: Annotated[CompileMode, BeforeValidator(_compile_mode)] = Field(
         "off",
         description="torch.compile the training forward passes: off | default | "
-        "reduce-overhead (CUDA graphs) | max-autotune; true = default",
+        "reduce-overhead | max-autotune | max-autotune-no-cudagraphs; true = default "
+        "(reduce-overhead and max-autotune make CUDA graphs of their own)",
     )
     channels_last: Literal["auto", "on", "off"] = Field(
         "auto", description="NHWC memory format for conv nets; auto = on for CUDA and CPU"
@@ -113,8 +116,9 @@ class TrainConfig(_Section):
     )
     cuda_graphs: bool = Field(
         True,
-        description="on CUDA (with compile off), replay each training step as one CUDA graph "
-        "after a few eager warm-up steps (same kernels, far fewer launches)",
+        description="on CUDA, replay each training step as one CUDA graph after a few "
+        "warm-up steps (same kernels, far fewer launches); not with a compile mode that "
+        "makes graphs of its own",
     )
     checkpoint_every: Annotated[int, Field(ge=1)] = 1
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from srat_engine.analysis.separability import feature_separability
 from srat_engine.attacks import PGDResult, attack_mode, pgd_linf
 from srat_engine.checkpoint import load_checkpoint, save_checkpoint
-from srat_engine.config import RunConfig, validate_config
+from srat_engine.config import RunConfig, TrainConfig, validate_config
 from srat_engine.data import balanced_subset_indices, imbalanced_indices, load_splits
 from srat_engine.data.augment import random_crop_flip
 from srat_engine.errors import SratError
@@ -280,13 +280,27 @@ class TrainStep:
                 sums[3] += (~torch.isfinite(total.detach())).float()
 
 
+# torch.compile modes that capture CUDA graphs themselves (cudagraph trees); a whole-step
+# capture around them would nest one capture in another
+COMPILE_MODES_WITH_OWN_GRAPHS = frozenset({"reduce-overhead", "max-autotune"})
+
+
+def uses_cuda_graphs(train: TrainConfig, device: torch.device) -> bool:
+    """Whether training steps are replayed as CUDA graphs: ``train.cuda_graphs`` asks for it,
+    the device is CUDA, and the compile mode (if any) makes no graphs of its own. Compiled
+    kernels (``default``, ``max-autotune-no-cudagraphs``) are captured like eager ones."""
+    return (
+        train.cuda_graphs
+        and device.type == "cuda"
+        and train.compile not in COMPILE_MODES_WITH_OWN_GRAPHS
+    )
+
+
 def graphed_step(
     step: TrainStep, on_fallback: Callable[[str], None] | None = None
 ) -> TrainStep | GraphedTrainStep:
-    """``step`` replayed as CUDA graphs where ``train.cuda_graphs`` asks for it and it applies:
-    a CUDA device, and no torch.compile (whose reduce-overhead mode makes graphs of its own)."""
-    train = step.config.train
-    if train.cuda_graphs and step.device.type == "cuda" and train.compile == "off":
+    """``step`` replayed as CUDA graphs where :func:`uses_cuda_graphs` says so."""
+    if uses_cuda_graphs(step.config.train, step.device):
         return GraphedTrainStep(step, on_fallback=on_fallback)
     return step
 

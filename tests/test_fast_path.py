@@ -182,6 +182,8 @@ def test_precision_and_fast_path_fields_are_validated() -> None:
     assert bench_config("small_cnn", 8, 2).train.precision == "auto"
     assert bench_config("small_cnn", 8, 2, ("train.compile=true",)).train.compile == "default"
     assert bench_config("small_cnn", 8, 2, ("train.compile=false",)).train.compile == "off"
+    no_graphs = ("train.compile=max-autotune-no-cudagraphs",)
+    assert bench_config("small_cnn", 8, 2, no_graphs).train.compile == no_graphs[0].split("=")[1]
     for bad in ("train.precision=fp16", "train.compile=fast", "train.channels_last=maybe"):
         with pytest.raises(SratError, match=bad.split("=")[0]):
             bench_config("small_cnn", 8, 2, (bad,))

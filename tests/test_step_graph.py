@@ -13,7 +13,7 @@ import torch
 
 from srat_engine.bench import bench_config, build_pair
 from srat_engine.step_graph import GraphedTrainStep
-from srat_engine.train import TrainStep, graphed_step, per_sample_loss
+from srat_engine.train import TrainStep, graphed_step, per_sample_loss, uses_cuda_graphs
 
 BATCH, STEPS = 8, 3
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -63,15 +63,42 @@ def test_cuda_graphs_field_defaults_on_and_can_be_turned_off() -> None:
     assert bench_config("small_cnn", 8, 2, ("train.cuda_graphs=false",)).train.cuda_graphs is False
 
 
+@pytest.mark.parametrize(
+    "compile_mode, device, expected",
+    [
+        ("off", "cuda", True),
+        ("default", "cuda", True),  # inductor's kernels are captured like eager ones
+        ("max-autotune-no-cudagraphs", "cuda", True),
+        ("reduce-overhead", "cuda", False),  # these two capture graphs themselves
+        ("max-autotune", "cuda", False),
+        ("off", "cpu", False),
+        ("default", "cpu", False),
+    ],
+)
+def test_which_runs_replay_cuda_graphs(compile_mode: str, device: str, expected: bool) -> None:
+    train = bench_config("small_cnn", 8, 2, (f"train.compile={compile_mode}",)).train
+    assert uses_cuda_graphs(train, torch.device(device)) is expected
+    switched_off = bench_config(
+        "small_cnn", 8, 2, (f"train.compile={compile_mode}", "train.cuda_graphs=false")
+    ).train
+    assert uses_cuda_graphs(switched_off, torch.device(device)) is False
+
+
 @CUDA
 @pytest.mark.parametrize(
     "overrides, weighted",
-    [(("train.precision=fp32",), False), (("train.precision=bf16",), True)],
+    [
+        (("train.precision=fp32",), False),
+        (("train.precision=bf16",), True),
+        # inductor kernels inside the captured step (both sides compiled: same kernels)
+        (("train.precision=bf16", "train.compile=default"), True),
+    ],
 )
 def test_cuda_graph_replays_train_exactly_like_the_eager_step(
     overrides: tuple[str, ...], weighted: bool
 ) -> None:
     device = torch.device("cuda")
+    torch._dynamo.reset()
     torch.backends.cudnn.deterministic = True  # same kernels both ways, so bitwise comparable
     try:
         eager = _step(device, overrides)
