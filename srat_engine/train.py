@@ -191,12 +191,15 @@ class TrainStep:
         mode = config.train.compile
         if mode != "off":
             # the model itself stays uncompiled, so checkpoints keep their plain keys; the
-            # attack's graphs see frozen parameters and need no weight gradients
+            # attack's graphs see frozen parameters and need no weight gradients. A run has two
+            # batch shapes at most (full, last partial): static kernels for each, never
+            # dynamic-shape ones
+            inductor_mode = None if mode == "default" else mode
             self.attack_forward = torch.compile(
-                self.attack_forward, mode=None if mode == "default" else mode
+                self.attack_forward, mode=inductor_mode, dynamic=False
             )
             self.update_forward = torch.compile(
-                self._features_and_logits, mode=None if mode == "default" else mode
+                self._features_and_logits, mode=inductor_mode, dynamic=False
             )
 
     def _features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

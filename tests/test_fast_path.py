@@ -10,6 +10,7 @@ crop/flip itself is covered by tests/test_augment.py; here only its use by the s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -189,16 +190,24 @@ def test_precision_and_fast_path_fields_are_validated() -> None:
             bench_config("small_cnn", 8, 2, (bad,))
 
 
-def test_compiled_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    """train.compile wires torch.compile around the attack view and the update forward; the
-    eager backend runs dynamo's capture without a C++ toolchain and must change nothing."""
+def _compile_with_eager_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile as the engine calls it, on dynamo's eager backend: dynamo's capture,
+    guards and recompiles without inductor's code generation (no C++ toolchain needed)."""
     import srat_engine.train as train_module
 
     real = torch.compile
-    monkeypatch.setattr(
-        train_module.torch, "compile", lambda fn, mode=None: real(fn, backend="eager")
-    )
+
+    def eager_backend(fn: Any, *, mode: str | None, dynamic: bool) -> Any:
+        return real(fn, backend="eager", dynamic=dynamic)
+
+    monkeypatch.setattr(train_module.torch, "compile", eager_backend)
     torch._dynamo.reset()
+
+
+def test_compiled_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.compile wires torch.compile around the attack view and the update forward; the
+    eager backend runs dynamo's capture without a C++ toolchain and must change nothing."""
+    _compile_with_eager_backend(monkeypatch)
     eager, *_, x, y = _setup()
     compiled, *_ = _setup(("train.compile=true",))
     assert compiled.attack_forward is not compiled.folded
@@ -207,6 +216,22 @@ def test_compiled_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     compiled_state = compiled.model.state_dict()
     for name, value in eager.model.state_dict().items():
         assert torch.allclose(value, compiled_state[name], atol=1e-6), name
+
+
+def test_compiled_step_compiles_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first step, nothing a run varies (lr, class weights, lambda, GAIR, the folded
+    weights the attack refreshes each step) makes dynamo compile again: a recompile costs
+    seconds per step, and inside a CUDA graph capture it would fail the capture."""
+    _compile_with_eager_backend(monkeypatch)
+    step, *_, x, y = _setup(("train.compile=true",))
+    step(x, y)  # compiles the attack's forward and the update's forward
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    class_w = torch.linspace(0.5, 2.0, 10)
+    for lr, weights, lam, gair in [(0.1, None, 0.0, False), (0.01, class_w, 0.5, True)]:
+        for group in step.optimizer.param_groups:
+            group["lr"] = lr
+        step(x, y, class_w=weights, lam=lam, use_gair=gair)
+    torch._dynamo.reset()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
