@@ -272,6 +272,25 @@ def build_pair(
     return model, reference, sgd
 
 
+def bench_engine_step(
+    model: SratModel,
+    sgd: Callable[[nn.Module], torch.optim.Optimizer],
+    config: RunConfig,
+    generator: torch.Generator,
+) -> TrainStep:
+    """The engine's training step as ``srat bench`` times it: ``config``'s loss without LDAM
+    margins, inputs clipped to [0, 1], on the device of ``generator``."""
+    return TrainStep(
+        model,
+        sgd(model),
+        config,
+        per_sample_loss(config, None),
+        generator=generator,
+        clip=(0.0, 1.0),
+        device=generator.device,
+    )
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -397,15 +416,7 @@ def run_benchmark(
 
     # engine path: device-resident uint8, batches drawn by a device permutation
     generator = torch.Generator(device=dev).manual_seed(seed)
-    engine_step = TrainStep(
-        engine_model,
-        sgd(engine_model),
-        config,
-        per_sample_loss(config, None),
-        generator=generator,
-        clip=(0.0, 1.0),
-        device=dev,
-    )
+    engine_step = bench_engine_step(engine_model, sgd, config, generator)
     engine_call = graphed_step(engine_step)
     graphs = engine_call if isinstance(engine_call, GraphedTrainStep) else None
     # CUDA graphs: their eager warm-up steps and the capture step are warm-up too

@@ -21,6 +21,7 @@ from srat_engine.bench import (
     PAD,
     STEP_SIZE,
     bench_config,
+    bench_engine_step,
     build_pair,
     reference_attack,
     reference_step,
@@ -31,7 +32,7 @@ from srat_engine.evaluate import classwise_correct, to_inputs
 from srat_engine.models import build_model
 from srat_engine.models.fold import BatchNormFoldedView
 from srat_engine.models.pool import GlobalAvgPool2d
-from srat_engine.train import TrainStep, per_sample_loss, resolve_precision
+from srat_engine.train import TrainStep, resolve_precision
 
 CPU = torch.device("cpu")
 BATCH, STEPS = 8, 10
@@ -49,15 +50,7 @@ def _setup(
         model.train()(warm)
         reference.train()(warm)
     config = bench_config(arch, BATCH, STEPS, overrides)
-    step = TrainStep(
-        model,
-        sgd(model),
-        config,
-        per_sample_loss(config, None),
-        generator=torch.Generator().manual_seed(2),
-        clip=(0.0, 1.0),
-        device=CPU,
-    )
+    step = bench_engine_step(model, sgd, config, torch.Generator().manual_seed(2))
     x = torch.randint(0, 256, (BATCH, 3, 32, 32), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 10, (BATCH,), generator=g)
     return step, reference, sgd(reference), x, y
@@ -236,18 +229,10 @@ def test_compiled_step_compiles_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_step_never_syncs_with_the_host() -> None:
-    model, _, sgd = build_pair("small_cnn", torch.device("cuda"), seed=0)
-    config = bench_config("small_cnn", BATCH, STEPS)
     device = torch.device("cuda")
-    step = TrainStep(
-        model,
-        sgd(model),
-        config,
-        per_sample_loss(config, None),
-        generator=torch.Generator(device=device).manual_seed(0),
-        clip=(0.0, 1.0),
-        device=device,
-    )
+    model, _, sgd = build_pair("small_cnn", device, seed=0)
+    config = bench_config("small_cnn", BATCH, STEPS)
+    step = bench_engine_step(model, sgd, config, torch.Generator(device=device).manual_seed(0))
     x = torch.randint(0, 256, (BATCH, 3, 32, 32), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (BATCH,), device=device)
     sums = torch.zeros(4, device=device)

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from srat_engine.bench import bench_config, build_pair
+from srat_engine.bench import bench_config, bench_engine_step, build_pair
 from srat_engine.step_graph import GraphedTrainStep
-from srat_engine.train import TrainStep, graphed_step, per_sample_loss, uses_cuda_graphs
+from srat_engine.train import TrainStep, graphed_step, uses_cuda_graphs
 
 BATCH, STEPS = 8, 3
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -22,15 +22,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def _step(device: torch.device, overrides: Sequence[str] = ()) -> TrainStep:
     model, _, sgd = build_pair("small_cnn", device, seed=0)
     config = bench_config("small_cnn", BATCH, STEPS, overrides)
-    return TrainStep(
-        model,
-        sgd(model),
-        config,
-        per_sample_loss(config, None),
-        generator=torch.Generator(device=device).manual_seed(3),
-        clip=(0.0, 1.0),
-        device=device,
-    )
+    return bench_engine_step(model, sgd, config, torch.Generator(device=device).manual_seed(3))
 
 
 def _batches(device: torch.device, count: int, n: int = BATCH) -> list[tuple[torch.Tensor, ...]]:
