@@ -24,8 +24,8 @@ from typing import Any
 # Runnable from a checkout without installing srat.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from srat_engine.index import RunIndex
-from srat_engine.summary import summary_columns
+from srat_engine.runs.index import RunIndex
+from srat_engine.runs.summary import summary_columns
 
 METHODS = ("CE", "Focal", "LDAM", "CB-CE", "DRCB-LDAM", "SRAT-CE", "SRAT-LDAM", "GAIRAT")
 DATASETS = (("cifar10", "resnet18"), ("cifar100", "resnet18"), ("svhn", "preact_resnet18"))

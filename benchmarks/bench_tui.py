@@ -43,7 +43,7 @@ def _median_ms(samples: list[float]) -> str:
 def _fill_index(home: Path, runs: int) -> None:
     from bench_runs_ls import synthetic_record
 
-    from srat_engine.index import RunIndex
+    from srat_engine.runs.index import RunIndex
 
     rng = random.Random(0)
     records = [synthetic_record(i, rng) for i in range(runs)]
@@ -62,7 +62,7 @@ def _first_frame_child() -> None:
     started = psutil.Process().create_time()
     from tui_harness import pinned_context
 
-    from srat_tui.app import SratApp
+    from srat_tui.tui.app import SratApp
 
     async def main() -> float:
         app = SratApp(pinned_context(Path(os.environ["SRAT_HOME"])))
@@ -104,8 +104,8 @@ async def run_screen(home: Path, classes: int, epochs: int, repeats: int) -> dic
     from fake_runs import epoch_record, make_fake_run
     from tui_harness import pinned_context
 
-    from srat_tui.app import SratApp
-    from srat_tui.screens.run_detail import RunScreen
+    from srat_tui.tui.app import SratApp
+    from srat_tui.tui.screens.run_detail import RunScreen
 
     context = pinned_context(home, poll_seconds=0.05)
     overrides = ("data.dataset=cifar100",) if classes == 100 else ()
@@ -152,9 +152,9 @@ async def run_screen(home: Path, classes: int, epochs: int, repeats: int) -> dic
 async def runs_screen(home: Path, repeats: int) -> dict[str, list[float]]:
     from tui_harness import pinned_context
 
-    from srat_engine.history import refreshed_records
-    from srat_tui.app import SratApp
-    from srat_tui.screens.runs import build_rows
+    from srat_engine.runs.sync import refreshed_records
+    from srat_tui.tui.app import SratApp
+    from srat_tui.tui.screens.runs import build_rows
 
     context = pinned_context(home, poll_seconds=3600.0)
     timings: dict[str, list[float]] = {"refresh": [], "sync_idle": [], "sync_one": []}

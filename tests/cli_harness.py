@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from srat_tui.cli import main
+from srat_tui.cli.app import main
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from typing import Any
 
 import psutil
 
+from srat_engine.config.prepare import prepare
 from srat_engine.fsutil import atomic_write_json
-from srat_engine.history import record_in_index
-from srat_engine.index import RunIndex
-from srat_engine.launch import prepare
-from srat_engine.rundir import RunDir
+from srat_engine.runs.index import RunIndex
+from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.sync import record_in_index
 
 CREATED = "2026-11-20T12:00:00+00:00"
 

@@ -13,12 +13,12 @@ from cli_harness import Srat, make_invoker
 
 from srat_engine.analysis.separability import feature_separability
 from srat_engine.analysis.sweeps import plan_sweep, sweep_tag
+from srat_engine.config.prepare import create_run, prepare
 from srat_engine.errors import SratError
 from srat_engine.fsutil import atomic_write_json
-from srat_engine.launch import create_run, prepare
 from srat_engine.paths import runs_dir, srat_home
-from srat_engine.rundir import RunDir
-from srat_engine.train import execute
+from srat_engine.runs.rundir import RunDir
+from srat_engine.training.trainer import execute
 
 TINY = (
     "train.epochs=2",
@@ -211,8 +211,8 @@ def test_bad_sweeps_are_refused(
 
 
 def test_reweight_sweep_queues_tagged_runs_with_the_planned_configs(srat: Srat) -> None:
-    from srat_engine.slots import hold_slot, slots_for
-    from srat_engine.supervisor import kill_run
+    from srat_engine.jobs.slots import hold_slot, slots_for
+    from srat_engine.jobs.supervisor import kill_run
 
     sets = [f"--set={o}" for o in TINY if not o.startswith("device")]
     # the CPU slot is held so the workers only queue: nothing trains

@@ -1,4 +1,4 @@
-"""`srat bench` and `srat_engine.bench`: the report's arithmetic and the CLI contract.
+"""`srat bench` and `srat_engine.bench.benchmark`: the report's arithmetic and the CLI contract.
 
 No test asserts a timing: only that the numbers exist, are positive and add up.
 """
@@ -12,7 +12,7 @@ import pytest
 import torch
 from cli_harness import Srat, make_invoker
 
-from srat_engine.bench import INPUT_SHAPE, forward_flops, run_benchmark
+from srat_engine.bench.benchmark import INPUT_SHAPE, forward_flops, run_benchmark
 from srat_engine.models import build_model
 from srat_engine.models import forward_flops as hook_flops
 

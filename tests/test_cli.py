@@ -12,10 +12,10 @@ import tomllib
 from cli_harness import Result, Srat, make_invoker
 from typer.testing import CliRunner
 
-from srat_engine.config import RunConfig, validate_config
+from srat_engine.config.presets import list_presets, load_preset, preset_path
+from srat_engine.config.schema import RunConfig, validate_config
 from srat_engine.errors import SratError
-from srat_engine.presets import list_presets, load_preset, preset_path
-from srat_tui.cli import app
+from srat_tui.cli.app import app
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from srat_engine.config import RunConfig, scaled_epoch, set_override, validate_config
+from srat_engine.config.methods import METHODS
+from srat_engine.config.resolve import resolve
+from srat_engine.config.schema import RunConfig, scaled_epoch, set_override, validate_config
 from srat_engine.errors import SratError
-from srat_engine.methods import METHODS
-from srat_engine.resolve import resolve
 
 CIFAR10_EXP100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 LDAM_METHODS = sorted(name for name, spec in METHODS.items() if spec.loss == "ldam")

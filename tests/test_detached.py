@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from srat_engine.history import refreshed_records
-from srat_engine.launch import create_run, prepare
+from srat_engine.config.prepare import create_run, prepare
+from srat_engine.jobs.supervisor import kill_run, launch_detached, resume_run
 from srat_engine.paths import runs_dir
-from srat_engine.rundir import RunDir
-from srat_engine.supervisor import kill_run, launch_detached, resume_run
-from srat_engine.train import execute
+from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.sync import refreshed_records
+from srat_engine.training.trainer import execute
 
 TINY = (
     "data.n_max=40",

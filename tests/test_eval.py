@@ -23,23 +23,19 @@ import torch
 from cli_harness import Srat, make_invoker
 from test_runs_cli import assert_unchanged, assert_user_error, snapshot
 
+from srat_engine.config.prepare import create_run, prepare
 from srat_engine.errors import SratError
-from srat_engine.evaluation import (
-    MASKING_THRESHOLD,
-    evaluate_run,
-    gradient_masking_suspected,
-    read_eval,
-    store_result,
-)
 from srat_engine.evaluation.autoattack import AA_ORDER
 from srat_engine.evaluation.cw import cw_loss, cw_margin
-from srat_engine.history import record_in_index
-from srat_engine.index import default_index
-from srat_engine.launch import create_run, prepare
+from srat_engine.evaluation.masking import MASKING_THRESHOLD, gradient_masking_suspected
+from srat_engine.evaluation.runner import evaluate_run
 from srat_engine.paths import runs_dir
-from srat_engine.rundir import RunDir
-from srat_engine.summary import summarize_run
-from srat_engine.train import execute
+from srat_engine.runs.evaluations import read_eval, store_result
+from srat_engine.runs.index import default_index
+from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.summary import summarize_run
+from srat_engine.runs.sync import record_in_index
+from srat_engine.training.trainer import execute
 
 # Adversarial training long enough that robust accuracy sits well between 0 and clean
 # accuracy (about 75% clean, 50% PGD-20 at eps 16/255), short enough for a few CPU seconds.

@@ -2,7 +2,8 @@
 
 The engine step (`TrainStep`: device-side crop/flip, input-only attack gradients with frozen
 parameters, BN folded into the convolutions for the eval-mode attack, channels_last) and the
-reference step (`srat_engine.bench`: `loss.backward()` through the whole model, NCHW, fp32) are
+reference step (`srat_engine.bench.benchmark`: `loss.backward()` through the whole model, NCHW,
+fp32) are
 fed the same images, crops and random start, then compared. Per-sample independence of the
 crop/flip itself is covered by tests/test_augment.py; here only its use by the step is checked.
 """
@@ -16,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from srat_engine.bench import (
+from srat_engine.bench.benchmark import (
     EPS,
     PAD,
     STEP_SIZE,
@@ -27,12 +28,13 @@ from srat_engine.bench import (
     reference_step,
 )
 from srat_engine.data import random_crop_flip
+from srat_engine.data.resident import to_inputs
 from srat_engine.errors import SratError
-from srat_engine.evaluate import classwise_correct, to_inputs
+from srat_engine.evaluation.classwise import classwise_correct
 from srat_engine.models import build_model
 from srat_engine.models.fold import BatchNormFoldedView
 from srat_engine.models.pool import GlobalAvgPool2d
-from srat_engine.train import TrainStep, resolve_precision
+from srat_engine.training.step import TrainStep, resolve_precision
 
 CPU = torch.device("cpu")
 BATCH, STEPS = 8, 10
@@ -186,7 +188,7 @@ def test_precision_and_fast_path_fields_are_validated() -> None:
 def _compile_with_eager_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.compile as the engine calls it, on dynamo's eager backend: dynamo's capture,
     guards and recompiles without inductor's code generation (no C++ toolchain needed)."""
-    import srat_engine.train as train_module
+    import srat_engine.training.trainer as train_module
 
     real = torch.compile
 
@@ -247,7 +249,7 @@ def test_cuda_step_never_syncs_with_the_host() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_evaluation_waits_for_the_device_only_at_the_end() -> None:
-    from srat_engine.evaluate import AttackParams
+    from srat_engine.evaluation.classwise import AttackParams
 
     device = torch.device("cuda")
     model = build_model("small_cnn", 10, (3, 32, 32)).to(device)

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from srat_engine.config import RunConfig
+from srat_engine.config.schema import RunConfig
 from srat_engine.errors import SratError
-from srat_engine.index import RunIndex, default_index, reindex
-from srat_engine.rundir import RunDir
+from srat_engine.runs.index import RunIndex, default_index, reindex
+from srat_engine.runs.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -159,7 +159,7 @@ def test_threads_sharing_one_index_object(tmp_path: Path) -> None:
 _WRITER = """
 import os, sys, time
 from pathlib import Path
-from srat_engine.index import RunIndex
+from srat_engine.runs.index import RunIndex
 path, side_path, prefix, pause_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 replace, calls = os.replace, [0]
 def parking_replace(src, dst):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from srat_engine.metrics import aggregate, class_group_mean, per_class_accuracy
+from srat_engine.evaluation.metrics import aggregate, class_group_mean, per_class_accuracy
 
 
 def test_overall_and_under_pool_over_examples() -> None:

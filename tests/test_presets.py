@@ -9,22 +9,22 @@ from pathlib import Path
 
 import pytest
 
-import srat_engine.presets as presets_module
-from srat_engine.config import RunConfig, validate_config
-from srat_engine.errors import SratError
-from srat_engine.methods import METHODS, PAPER_METHODS
-from srat_engine.presets import (
+import srat_engine.config.presets as presets_module
+from srat_engine.config.methods import METHODS, PAPER_METHODS
+from srat_engine.config.presets import (
     describe,
     expand_patterns,
     list_presets,
     load_preset,
     preset_path,
 )
-from srat_engine.resolve import resolve
+from srat_engine.config.resolve import resolve
+from srat_engine.config.schema import RunConfig, validate_config
+from srat_engine.errors import SratError
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO / "presets"
-PAPER_CSV = REPO / "srat_engine" / "data" / "paper_results.csv"
+PAPER_CSV = REPO / "srat_engine" / "reporting" / "paper_results.csv"
 GRID_NAME = re.compile(r"(cifar10|svhn)-(exp|step)(\d+)-([a-z-]+)")
 
 

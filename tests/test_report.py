@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from srat_engine.methods import PAPER_METHODS
-from srat_engine.paper import paper_result, paper_results
-from srat_engine.report import (
+from srat_engine.config.methods import PAPER_METHODS
+from srat_engine.reporting.paper import paper_result, paper_results
+from srat_engine.reporting.report import (
     Stat,
     config_diff,
     flatten,
@@ -60,7 +60,7 @@ def record(
 
 
 def test_paper_result_cells_match_the_csv() -> None:
-    # Read off srat_engine/data/paper_results.csv by hand.
+    # Read off srat_engine/reporting/paper_results.csv by hand.
     assert paper_result("cifar10", "step", 100, "SRAT-LDAM") == {
         "std_overall": 63.13,
         "std_under": 52.73,

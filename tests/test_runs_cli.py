@@ -24,16 +24,16 @@ import torch
 from cli_harness import Result, Srat, make_invoker
 from typer.testing import CliRunner
 
+from srat_engine.config.prepare import create_run, prepare
 from srat_engine.errors import SratError
 from srat_engine.fsutil import read_jsonl
-from srat_engine.history import record_in_index
-from srat_engine.index import default_index
-from srat_engine.launch import create_run, prepare
 from srat_engine.paths import runs_dir
-from srat_engine.rundir import RunDir
-from srat_engine.summary import summarize_run
-from srat_engine.train import execute
-from srat_tui.cli import app
+from srat_engine.runs.index import default_index
+from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.summary import summarize_run
+from srat_engine.runs.sync import record_in_index
+from srat_engine.training.trainer import execute
+from srat_tui.cli.app import app
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = (
@@ -603,7 +603,7 @@ def test_foreground_run_is_listed(srat: Srat, srat_home: Path) -> None:
 
 def test_kill_a_queued_detached_run(home: Home, srat: Srat) -> None:
     """A real worker queued behind a slot this test holds: kill stops it and records why."""
-    from srat_engine.slots import hold_slot, slots_for
+    from srat_engine.jobs.slots import hold_slot, slots_for
 
     with hold_slot("0-test", slots_for(["cpu"], 1), poll_seconds=0.05):
         out = cli("run", "--preset", "digits-ce", *(f"--set={o}" for o in TINY), "--detach")
@@ -633,7 +633,7 @@ def test_kill_a_queued_detached_run(home: Home, srat: Srat) -> None:
 
 
 def test_resolve_devices_cpu() -> None:
-    from srat_engine.supervisor import resolve_devices
+    from srat_engine.jobs.supervisor import resolve_devices
 
     assert resolve_devices(device="cpu", slots=3) == (["cpu"], 3)
     assert resolve_devices(device="cpu") == (["cpu"], 1)
@@ -646,7 +646,7 @@ def test_resolve_devices_cpu() -> None:
 
 
 def test_resolve_devices_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    import srat_engine.supervisor as supervisor
+    import srat_engine.jobs.supervisor as supervisor
 
     monkeypatch.setattr(supervisor, "_cuda_count", lambda: 0)
     assert supervisor.resolve_devices() == (["cpu"], 1)
@@ -658,7 +658,7 @@ def test_resolve_devices_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_resolve_devices_gpu_lists(monkeypatch: pytest.MonkeyPatch) -> None:
-    import srat_engine.supervisor as supervisor
+    import srat_engine.jobs.supervisor as supervisor
 
     monkeypatch.setattr(supervisor, "_cuda_count", lambda: 2)
     resolve = supervisor.resolve_devices

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from srat_engine.slots import Slot, hold_slot, slot_holders, slots_for
+from srat_engine.jobs.slots import Slot, hold_slot, slot_holders, slots_for
 
 POLL = 0.05
 CTX = mp.get_context("fork")

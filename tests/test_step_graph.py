@@ -1,4 +1,4 @@
-"""CUDA-graph replay of training steps (srat_engine/step_graph.py) against the eager step.
+"""CUDA-graph replay of training steps (srat_engine/training/graphs.py) against the eager step.
 
 The equivalence tests need a CUDA device (they run on the GPU machine, never in CI); the
 pass-through behaviour off CUDA is checked everywhere.
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from srat_engine.bench import bench_config, bench_engine_step, build_pair
-from srat_engine.step_graph import GraphedTrainStep
-from srat_engine.train import TrainStep, graphed_step, uses_cuda_graphs
+from srat_engine.bench.benchmark import bench_config, bench_engine_step, build_pair
+from srat_engine.training.graphs import GraphedTrainStep, graphed_step, uses_cuda_graphs
+from srat_engine.training.step import TrainStep
 
 BATCH, STEPS = 8, 3
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

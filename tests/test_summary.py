@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from srat_engine.config import RunConfig
-from srat_engine.rundir import RunDir
-from srat_engine.summary import config_key, summarize_run, summary_columns
+from srat_engine.config.schema import RunConfig
+from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.summary import config_key, summarize_run, summary_columns
 
 
 def make_run(root: Path, run_id: str = "run-a", **config: Any) -> RunDir:
@@ -45,8 +45,8 @@ def test_columns_are_the_record_fields_in_display_order(tmp_path: Path) -> None:
 
 
 def test_real_finished_digits_run(tmp_path: Path) -> None:
-    from srat_engine.launch import create_run, prepare
-    from srat_engine.train import execute
+    from srat_engine.config.prepare import create_run, prepare
+    from srat_engine.training.trainer import execute
 
     overrides = (
         "method=SRAT-CE",

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from srat_engine.report import Stat, TableBlock, group_seeds, paper_table
-from srat_tui.tables import (
+from srat_engine.reporting.report import Stat, TableBlock, group_seeds, paper_table
+from srat_tui.render.compare import (
     CompareRun,
     cell_text,
     compare_renderables,

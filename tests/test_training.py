@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
+from srat_engine.config.methods import METHODS
+from srat_engine.config.prepare import create_run, prepare
 from srat_engine.errors import SratError
-from srat_engine.launch import create_run, prepare
-from srat_engine.methods import METHODS
-from srat_engine.rundir import RunDir
-from srat_engine.train import RunInterrupted, execute
+from srat_engine.runs.rundir import RunDir
+from srat_engine.training.trainer import RunInterrupted, execute
 
 # Small enough for a 2-core CI box: ~200 training digits, PGD-2, 4 epochs.
 TINY = (
@@ -105,7 +105,7 @@ def test_resume_gives_the_same_final_metrics(tmp_path: Path, method: str) -> Non
 def test_nan_loss_stops_the_run_with_a_clear_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import srat_engine.train as train_module
+    import srat_engine.training.trainer as train_module
 
     def poisoned(config: Any, margins: Any) -> Any:
         return lambda logits, y: logits.sum(dim=1) * math.nan

@@ -14,17 +14,17 @@ from textual.widgets import Input, RadioButton, Static
 from textual_plotext import PlotextPlot
 from tui_harness import pinned_context, scenario, wait_for
 
-from srat_engine.paper import paper_result
-from srat_tui.app import SratApp
-from srat_tui.context import AppContext
-from srat_tui.screens.compare import CompareScreen, ExportScreen, curve_of, default_export_path
+from srat_engine.reporting.paper import paper_result
+from srat_tui.tui.app import SratApp
+from srat_tui.tui.context import AppContext
+from srat_tui.tui.screens.compare import CompareScreen, ExportScreen, curve_of, default_export_path
 
 SIZE = (160, 48)
 
 
 @pytest.fixture(autouse=True)
 def no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    from srat_tui.widgets import gpu_panel
+    from srat_tui.tui.widgets import gpu_panel
 
     monkeypatch.setattr(gpu_panel, "probe_gpus", lambda: None)
 

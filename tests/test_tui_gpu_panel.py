@@ -10,9 +10,9 @@ from rich.console import Console
 from tui_harness import pinned_context, scenario, wait_for
 
 from srat_engine.fsutil import atomic_write_json
-from srat_tui.app import SratApp
-from srat_tui.widgets import gpu_panel
-from srat_tui.widgets.gpu_panel import GpuInfo, GpuPanel, cuda_device
+from srat_tui.tui.app import SratApp
+from srat_tui.tui.widgets import gpu_panel
+from srat_tui.tui.widgets.gpu_panel import GpuInfo, GpuPanel, cuda_device
 
 GIB = 1024**3
 TWO_GPUS = [

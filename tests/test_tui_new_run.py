@@ -15,15 +15,15 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static
 from tui_harness import scenario, wait_for
 
+from srat_engine.config.prepare import prepare
 from srat_engine.errors import SratError
-from srat_engine.index import default_index, run_dirs
-from srat_engine.launch import prepare
-from srat_engine.liveness import ACTIVE, reconcile
+from srat_engine.jobs.supervisor import kill_run
 from srat_engine.paths import runs_dir
-from srat_engine.rundir import RunDir
-from srat_engine.supervisor import kill_run
-from srat_tui.context import AppContext
-from srat_tui.screens.new_run import (
+from srat_engine.runs.index import default_index, run_dirs
+from srat_engine.runs.liveness import ACTIVE, reconcile
+from srat_engine.runs.rundir import RunDir
+from srat_tui.tui.context import AppContext
+from srat_tui.tui.screens.new_run import (
     FormValues,
     NewRunScreen,
     form_overrides,
@@ -319,7 +319,7 @@ async def test_escape_goes_back_without_launching() -> None:
 
 @scenario
 async def test_in_srat_app() -> None:
-    module = pytest.importorskip("srat_tui.app")
+    module = pytest.importorskip("srat_tui.tui.app")
     app = module.SratApp(make_context())
     async with app.run_test(size=(120, 50)) as pilot:
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RunsScreen")

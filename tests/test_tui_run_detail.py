@@ -21,11 +21,11 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static, TabbedContent
 from tui_harness import pinned_context, scenario, wait_for
 
-from srat_engine.rundir import RunDir
-from srat_tui.context import AppContext
-from srat_tui.screens.run_detail import RunScreen, read_new_lines
-from srat_tui.widgets import curves
-from srat_tui.widgets.curves import (
+from srat_engine.runs.rundir import RunDir
+from srat_tui.tui.context import AppContext
+from srat_tui.tui.screens.run_detail import RunScreen, read_new_lines
+from srat_tui.tui.widgets import curves
+from srat_tui.tui.widgets.curves import (
     CurvePlot,
     Figure,
     accuracy_figure,
@@ -328,8 +328,8 @@ async def test_missing_run_says_so(context: AppContext) -> None:
 
 @scenario
 async def test_through_srat_app(context: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    app_module = pytest.importorskip("srat_tui.app")
-    gpu_panel = pytest.importorskip("srat_tui.widgets.gpu_panel")
+    app_module = pytest.importorskip("srat_tui.tui.app")
+    gpu_panel = pytest.importorskip("srat_tui.tui.widgets.gpu_panel")
     monkeypatch.setattr(gpu_panel, "probe_gpus", lambda: None)
     make_fake_run(context.runs_root, "run-a", epochs_done=3, epochs=10, index=context.index)
     app = app_module.SratApp(context)

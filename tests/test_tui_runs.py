@@ -24,12 +24,12 @@ from textual.pilot import Pilot
 from tui_harness import pinned_context, scenario, wait_for
 
 from srat_engine.fsutil import atomic_write_json
-from srat_engine.rundir import RunDir
-from srat_tui.app import SratApp
-from srat_tui.context import AppContext
-from srat_tui.screens.help import HelpScreen
-from srat_tui.screens.runs import RunsScreen, RunsTable, format_cell
-from srat_tui.widgets.confirm import ConfirmModal, TextPromptModal
+from srat_engine.runs.rundir import RunDir
+from srat_tui.tui.app import SratApp
+from srat_tui.tui.context import AppContext
+from srat_tui.tui.screens.help import HelpScreen
+from srat_tui.tui.screens.runs import RunsScreen, RunsTable, format_cell
+from srat_tui.tui.widgets.confirm import ConfirmModal, TextPromptModal
 
 SIZE = (160, 40)
 
@@ -37,7 +37,7 @@ SIZE = (160, 40)
 @pytest.fixture(autouse=True)
 def no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same screen on a GPU box as on a laptop: the GPU panel finds no GPU."""
-    gpu_panel = pytest.importorskip("srat_tui.widgets.gpu_panel")
+    gpu_panel = pytest.importorskip("srat_tui.tui.widgets.gpu_panel")
     monkeypatch.setattr(gpu_panel, "probe_gpus", lambda: None)
 
 
@@ -209,7 +209,7 @@ async def test_sort_keys_and_header_clicks_reorder(
 
 @scenario
 async def test_marks_and_compare(context: AppContext, three_runs: dict[str, RunDir]) -> None:
-    compare = pytest.importorskip("srat_tui.screens.compare")
+    compare = pytest.importorskip("srat_tui.tui.screens.compare")
     app = SratApp(context)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
@@ -233,7 +233,7 @@ async def test_marks_and_compare(context: AppContext, three_runs: dict[str, RunD
 async def test_kill_asks_first_and_n_cancels(
     context: AppContext, three_runs: dict[str, RunDir], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import srat_engine.supervisor as supervisor
+    import srat_engine.jobs.supervisor as supervisor
 
     def must_not_kill(*args: object, **kwargs: object) -> str:
         # run-a's pid is this test process: a kill here would end the test run

@@ -17,12 +17,12 @@ from fake_runs import make_fake_run
 from textual.pilot import Pilot
 from tui_harness import pinned_context, wait_for
 
-from srat_tui.app import SratApp
-from srat_tui.screens.compare import CompareScreen
-from srat_tui.screens.help import HelpScreen
-from srat_tui.screens.new_run import NewRunScreen
-from srat_tui.screens.run_detail import RunScreen
-from srat_tui.widgets import gpu_panel
+from srat_tui.tui.app import SratApp
+from srat_tui.tui.screens.compare import CompareScreen
+from srat_tui.tui.screens.help import HelpScreen
+from srat_tui.tui.screens.new_run import NewRunScreen
+from srat_tui.tui.screens.run_detail import RunScreen
+from srat_tui.tui.widgets import gpu_panel
 
 SIZES = [(80, 24), (160, 48)]
 

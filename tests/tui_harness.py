@@ -16,8 +16,8 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from srat_engine.index import RunIndex
-from srat_tui.context import AppContext
+from srat_engine.runs.index import RunIndex
+from srat_tui.tui.context import AppContext
 
 NOW = datetime(2026, 11, 21, 14, 0, tzinfo=timezone.utc)
 

@@ -61,7 +61,7 @@ def penultimate_features(model: SratModel, x: Tensor, *, batch_size: int) -> Ten
     Inputs as stored (uint8 images or float vectors) are converted like the evaluation does.
     The model's train/eval mode is restored afterwards.
     """
-    from srat_engine.evaluate import to_inputs
+    from srat_engine.data.resident import to_inputs
 
     was_training = model.training
     model.eval()

@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from srat_engine.config.methods import compose_method, get_method
 from srat_engine.errors import SratError
 from srat_engine.fsutil import atomic_write_json, read_json
-from srat_engine.methods import compose_method, get_method
 from srat_engine.paths import srat_home
-from srat_engine.rundir import is_valid_run_id
+from srat_engine.runs.rundir import is_valid_run_id
 
 SweepKind = Literal["reweight", "lambda"]
 KINDS: tuple[str, ...] = ("reweight", "lambda")
@@ -158,7 +158,7 @@ def prepare_sweep(
     natural_too: bool = False,
 ) -> PlannedSweep:
     """Plan and validate every run of the sweep; creates nothing."""
-    from srat_engine.launch import prepare
+    from srat_engine.config.prepare import prepare
 
     base = prepare(preset=preset, overrides=overrides)
     points = plan_sweep(
@@ -177,8 +177,8 @@ def launch_sweep(
     planned: PlannedSweep, devices: list[str], per_device: int
 ) -> list[dict[str, Any]]:
     """Create, tag and launch (detached) every run; write the manifest; return its entries."""
-    from srat_engine.launch import create_run
-    from srat_engine.supervisor import launch_detached
+    from srat_engine.config.prepare import create_run
+    from srat_engine.jobs.supervisor import launch_detached
 
     tag = sweep_tag(planned.sweep_id)
     entries: list[dict[str, Any]] = []
@@ -234,9 +234,9 @@ class SweepCurvePoint:
 
 def sweep_results(sweep_id: str) -> tuple[dict[str, Any], list[SweepCurvePoint]]:
     """The manifest and, per run, its latest class-wise accuracies (final, else last epoch)."""
-    from srat_engine.liveness import reconcile
     from srat_engine.paths import runs_dir
-    from srat_engine.rundir import RunDir
+    from srat_engine.runs.liveness import reconcile
+    from srat_engine.runs.rundir import RunDir
 
     manifest = read_manifest(sweep_id)
     points = []

@@ -21,11 +21,10 @@ from torch import Tensor, nn
 
 from srat_engine import __version__
 from srat_engine.attacks import attack_mode, pgd_linf
-from srat_engine.checkpoint import load_checkpoint
-from srat_engine.config import RunConfig, validate_config
+from srat_engine.config.schema import RunConfig, validate_config
 from srat_engine.data import balanced_subset_indices, load_splits
+from srat_engine.data.resident import to_inputs
 from srat_engine.errors import SratError
-from srat_engine.evaluate import to_inputs
 from srat_engine.evaluation.autoattack import (
     AA_ORDER,
     autoattack_linf,
@@ -34,11 +33,12 @@ from srat_engine.evaluation.autoattack import (
 )
 from srat_engine.evaluation.cw import CW_KAPPA, cw_loss
 from srat_engine.evaluation.masking import MASKING_THRESHOLD, masking_record
-from srat_engine.evaluation.store import check_request, store_result
-from srat_engine.liveness import ACTIVE, reconcile
-from srat_engine.metrics import aggregate, per_class_accuracy
+from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
 from srat_engine.models import SratModel, build_model
-from srat_engine.rundir import RunDir, now_iso
+from srat_engine.runs.evaluations import check_request, store_result
+from srat_engine.runs.liveness import ACTIVE, reconcile
+from srat_engine.runs.rundir import RunDir, now_iso
+from srat_engine.training.checkpoint import load_checkpoint
 
 # The class-balanced test subset uses the seed of training's per-epoch robust subset, so
 # `--n` equal to eval.robust_per_class evaluates exactly the examples training tracked.
@@ -217,7 +217,9 @@ def evaluate_run(
     autoattack also PGD-20 on the same examples, the masking verdict and which attack of the
     ensemble broke how many examples.
     """
-    from srat_engine.train import pick_device  # deferred: train imports most of the engine
+    from srat_engine.training.device import (
+        pick_device,  # deferred: train imports most of the engine
+    )
 
     check_request(attack, n_per_class)
     status = check_evaluable(run)

@@ -1,0 +1,1 @@
+"""`srat bench`: the engine's training step against the common public-code step."""

@@ -1,0 +1,53 @@
+"""From a preset or config file to a created run directory (config flows one way)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from srat_engine.config.presets import load_preset, load_raw
+from srat_engine.config.resolve import Resolved, resolve
+from srat_engine.config.schema import RunConfig, set_override, validate_config
+from srat_engine.errors import SratError
+from srat_engine.paths import runs_dir
+from srat_engine.runs.provenance import provenance
+from srat_engine.runs.rundir import RunDir, now_iso
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    config: RunConfig
+    resolved: Resolved
+    source: str  # the preset name or config file it came from
+
+    def document(self) -> dict[str, Any]:
+        """What config.json records: the validated config and everything derived from it."""
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "resolved": self.resolved.as_dict(),
+            "source": self.source,
+            "created": now_iso(),
+            "provenance": provenance(),
+        }
+
+
+def prepare(
+    *, preset: str | None = None, config_file: Path | None = None, overrides: tuple[str, ...] = ()
+) -> PreparedRun:
+    """Load, override, validate and resolve; touches no data, no GPU, no run directory."""
+    if (preset is None) == (config_file is None):
+        raise SratError("give exactly one of --preset NAME or --config FILE")
+    if preset is not None:
+        raw, source = load_preset(preset), preset
+    else:
+        assert config_file is not None
+        raw, source = load_raw(config_file), str(config_file)
+    for assignment in overrides:
+        set_override(raw, assignment)
+    config = validate_config(raw)
+    return PreparedRun(config, resolve(config), source)
+
+
+def create_run(prepared: PreparedRun, root: Path | None = None) -> RunDir:
+    return RunDir.create(root or runs_dir(), prepared.document())

@@ -1,0 +1,124 @@
+"""Everything a run derives from its config before it touches data: the `resolved` block.
+
+Per-class train counts, the under-represented classes, class weights, LDAM margins and the
+epoch schedule scaled to the run's length. `srat run --dry-run` prints exactly this, and
+`config.json` records it, so a reader never has to re-derive what a run trained with.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from srat_engine import __version__
+from srat_engine.config.schema import RunConfig, scaled_epoch
+from srat_engine.data.catalog import dataset_info
+from srat_engine.data.imbalance import class_counts, under_represented_classes
+from srat_engine.errors import SratError
+from srat_engine.losses import class_balanced_weights, ldam_margins
+from srat_engine.paths import data_dir
+
+
+@dataclass(frozen=True)
+class Resolved:
+    method: dict[str, Any]
+    data_root: str
+    num_classes: int
+    class_names: list[str]
+    input_shape: tuple[int, ...]
+    class_counts: list[int]
+    train_size: int
+    under_classes: list[int]
+    class_weights: list[float]  # applied from `reweight_epoch` (drcb) or epoch 0 (cb)
+    ldam_margins: list[float] | None
+    head: str
+    lr_milestones: list[int]
+    reweight_epoch: int | None
+    gair_begin_epoch: int | None
+    versions: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def data_root(config: RunConfig) -> Path:
+    if config.data.root:
+        return Path(config.data.root).expanduser()
+    if config.data.dataset == "folder":
+        raise SratError("data.root must name your image folder when data.dataset = 'folder'")
+    return data_dir()
+
+
+def _versions() -> dict[str, str]:
+    import torch  # deferred: resolving a config should not pay torch's import when unused
+
+    versions = {
+        "srat": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if "torchvision" in sys.modules:
+        versions["torchvision"] = sys.modules["torchvision"].__version__
+    return versions
+
+
+def resolve(config: RunConfig) -> Resolved:
+    """Derive the resolved block; raises SratError for configs that cannot run."""
+    spec = config.spec
+    root = data_root(config)
+    info = dataset_info(config.data.dataset, config.data.options, root)
+    available = info.train_class_sizes
+    n_max = config.data.n_max or min(available)
+    counts = class_counts(config.data.imbalance, config.data.ratio, n_max, info.num_classes)
+    for cls, (want, have) in enumerate(zip(counts, available, strict=True)):
+        if want > have:
+            raise SratError(
+                f"data.n_max={n_max} asks {want} examples of class {cls}, "
+                f"but {config.data.dataset} has only {have}"
+            )
+    if config.loss.class_weights and spec.reweight == "none":
+        raise SratError(
+            f"loss.class_weights has no effect with {spec.name} (no reweighting): "
+            "use CB-Reweight or a DRCB/SRAT method"
+        )
+    if config.loss.class_weights:
+        if len(config.loss.class_weights) != info.num_classes:
+            raise SratError(
+                f"loss.class_weights has {len(config.loss.class_weights)} entries, "
+                f"{config.data.dataset} has {info.num_classes} classes"
+            )
+        weights = [float(w) for w in config.loss.class_weights]
+    elif spec.reweight != "none":
+        weights = class_balanced_weights(counts, config.loss.cb_beta).tolist()
+    else:
+        weights = [1.0] * info.num_classes
+    margins = None
+    if spec.loss == "ldam":
+        margins = ldam_margins(counts, config.loss.ldam_max_margin).tolist()
+    head = config.head()
+    if config.model.arch == "linear" and len(info.input_shape) != 1:
+        raise SratError("model.arch 'linear' takes vectors (data.dataset = 'gaussian')")
+    if config.model.arch != "linear" and len(info.input_shape) == 1:
+        raise SratError(f"{config.data.dataset} gives vectors: use model.arch = 'linear'")
+    return Resolved(
+        method=spec.as_dict(),
+        data_root=str(root),
+        num_classes=info.num_classes,
+        class_names=info.names(),
+        input_shape=info.input_shape,
+        class_counts=counts,
+        train_size=sum(counts),
+        under_classes=under_represented_classes(counts),
+        class_weights=weights,
+        ldam_margins=margins,
+        head=head,
+        lr_milestones=[scaled_epoch(m, config) for m in config.train.lr_milestones],
+        reweight_epoch=scaled_epoch(config.train.reweight_epoch, config)
+        if spec.reweight == "drcb"
+        else (0 if spec.reweight == "cb" else None),
+        gair_begin_epoch=scaled_epoch(config.gair.begin_epoch, config) if spec.gair else None,
+        versions=_versions(),
+    )

@@ -1,0 +1,1 @@
+"""Job control: detached workers, device slots, and how runs are launched and stopped."""

@@ -1,0 +1,201 @@
+"""Launch, kill, resume and remove runs: the verbs the CLI and the TUI share.
+
+A detached run is a `srat_engine.jobs.worker` process in its own session (start_new_session), so
+closing the terminal or losing SSH does not reach it; it waits as `queued` for a device slot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from srat_engine.errors import SratError
+from srat_engine.paths import srat_home
+from srat_engine.runs.index import default_index
+from srat_engine.runs.liveness import ACTIVE, process_alive, reconcile
+from srat_engine.runs.rundir import RunDir, now_iso
+from srat_engine.runs.sync import record_in_index
+
+RESUMABLE = ("failed", "killed", "dead")
+
+
+def resolve_devices(
+    *,
+    gpus: str | None = None,
+    device: str | None = None,
+    slots: int | None = None,
+    per_gpu: int = 1,
+) -> tuple[list[str], int]:
+    """The devices a detached run may use and how many runs each takes at once.
+
+    `gpus` "all" or "0,1,3"; else `device` (cpu, cuda, cuda:N; cpu takes `slots` runs at
+    once); else every visible GPU, or the CPU with one slot when there is none.
+    """
+    if per_gpu < 1 or (slots is not None and slots < 1):
+        raise SratError("--per-gpu and --slots must be at least 1")
+    if gpus is not None:
+        available = _cuda_count()
+        if available == 0:
+            raise SratError("--gpus given but no CUDA GPU is visible here")
+        if gpus.strip().lower() == "all":
+            return [f"cuda:{k}" for k in range(available)], per_gpu
+        try:
+            ids = [int(part) for part in gpus.split(",") if part.strip()]
+        except ValueError:
+            raise SratError(f"--gpus expects 'all' or ids like 0,1,3 (got {gpus!r})") from None
+        bad = [k for k in ids if not 0 <= k < available]
+        if not ids or bad:
+            raise SratError(f"--gpus {gpus}: visible GPUs are 0..{available - 1}")
+        return [f"cuda:{k}" for k in dict.fromkeys(ids)], per_gpu
+    if device in (None, "auto"):
+        count = _cuda_count()
+        if count:
+            return [f"cuda:{k}" for k in range(count)], per_gpu
+        return ["cpu"], slots or 1
+    if device == "cpu":
+        return ["cpu"], slots or 1
+    if device == "cuda":
+        device = "cuda:0"
+    if device.startswith("cuda:") and device[5:].isdigit():
+        if int(device[5:]) >= _cuda_count():
+            raise SratError(f"{device} is not a visible CUDA device")
+        return [device], per_gpu
+    raise SratError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def launch_detached(
+    run: RunDir, devices: list[str], per_device: int, *, resume: bool = False
+) -> int:
+    """Start the run's worker in a new session and return its pid at once."""
+    run.clear_exit()
+    run.write_state(status="queued", queued=now_iso())
+    command = [
+        sys.executable,
+        "-m",
+        "srat_engine.jobs.worker",
+        str(run.path),
+        "--devices",
+        ",".join(devices),
+        "--per-device",
+        str(per_device),
+    ]
+    if resume:
+        command.append("--resume")
+    env = {**os.environ, "SRAT_HOME": str(srat_home())}
+    with (run.path / "output.log").open("ab") as output:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+            cwd=run.path,
+        )
+    try:
+        pid_start = psutil.Process(process.pid).create_time()
+    except psutil.NoSuchProcess:
+        pid_start = None
+    run.write_launch_record(
+        {
+            "pid": process.pid,
+            "pid_start": pid_start,
+            "host": socket.gethostname(),
+            "devices": devices,
+            "per_device": per_device,
+            "resume": resume,
+            "launched": now_iso(),
+        }
+    )
+    run.log(f"launched worker pid {process.pid} on {','.join(devices)} x{per_device}")
+    record_in_index(run)
+    return process.pid
+
+
+def _live_pid(run: RunDir) -> int | None:
+    state = run.state()
+    for record in (state, run.launch_record()):
+        pid, start = record.get("pid"), record.get("pid_start")
+        if process_alive(pid, start):
+            return int(pid)
+    return None
+
+
+def kill_run(run: RunDir, *, grace_seconds: float = 10.0) -> str:
+    """SIGTERM the run's whole process group, SIGKILL after the grace period."""
+    status = reconcile(run)
+    pid = _live_pid(run) if status in ACTIVE else None
+    if pid is None:
+        raise SratError(f"run {run.id} is not running (status {status})")
+    # the worker leads its own session, so its process group is its pid
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and _live_pid(run) is not None:
+        time.sleep(0.1)
+    if _live_pid(run) is not None:
+        os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    if run.exit_record() is None:
+        run.write_exit({"status": "killed", "error": "killed by srat runs kill"})
+    run.write_state(status="killed")
+    run.log("killed by srat runs kill")
+    record_in_index(run)
+    return "killed"
+
+
+def previous_devices(run: RunDir) -> tuple[list[str], int]:
+    """Where a run was launched (devices, runs per device), else its configured device."""
+    launch = run.launch_record()
+    if launch.get("devices"):
+        return list(launch["devices"]), int(launch.get("per_device", 1))
+    return resolve_devices(device=run.config()["config"].get("device", "auto"))
+
+
+def resume_run(run: RunDir, devices: list[str], per_device: int) -> int:
+    status = reconcile(run)
+    if status == "finished":
+        raise SratError(f"run {run.id} has finished: nothing to resume")
+    if status in ACTIVE:
+        raise SratError(f"run {run.id} is {status}: kill it first to restart it")
+    if status not in RESUMABLE:
+        raise SratError(f"run {run.id} is {status}: only failed, killed or dead runs resume")
+    return launch_detached(run, devices, per_device, resume=True)
+
+
+def check_removable(run: RunDir) -> None:
+    """Refuse (SratError) to remove a run that is still queued or running."""
+    status = reconcile(run)
+    if status in ACTIVE:
+        raise SratError(f"run {run.id} is {status}: kill it before removing it")
+
+
+def remove_run(run: RunDir, *, purge: bool = False) -> Path | None:
+    """Move a run to <home>/trash (or delete it with purge) and drop it from the index."""
+    check_removable(run)
+    destination = None
+    if purge:
+        shutil.rmtree(run.path)
+    else:
+        trash = srat_home() / "trash"
+        trash.mkdir(parents=True, exist_ok=True)
+        destination = trash / run.id
+        if destination.exists():
+            destination = trash / f"{run.id}-{int(time.time())}"
+        run.path.rename(destination)
+    default_index().remove(run.id)
+    return destination

@@ -1,0 +1,1 @@
+"""Results as the paper's tables: seed groups, the paper's own numbers, exports."""

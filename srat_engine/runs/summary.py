@@ -1,0 +1,167 @@
+"""One run's index record, derived only from its run directory (so the index can be rebuilt).
+
+Everything here tolerates a run directory in any state a crash or a person can leave it in:
+no state.json, a corrupt state.json or meta.json, no metrics yet, a torn last metrics line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from srat_engine.runs.evaluations import eval_summary, read_eval
+from srat_engine.runs.rundir import RunDir
+
+# Display order for tables: what a person scans first, then provenance, then bookkeeping.
+summary_columns: tuple[str, ...] = (
+    "id",
+    "status",
+    "method",
+    "dataset",
+    "imbalance",
+    "ratio",
+    "arch",
+    "seed",
+    "epoch",
+    "epochs",
+    "std_overall",
+    "std_under",
+    "rob_overall",
+    "rob_under",
+    "aa_overall",
+    "aa_under",
+    "aa_n",
+    "masking",
+    "final",
+    "tags",
+    "notes",
+    "source",
+    "created",
+    "updated",
+    "device",
+    "host",
+    "pid",
+    "pid_start",
+    "error",
+    "config_key",
+)
+
+METRIC_COLUMNS: tuple[str, ...] = ("std_overall", "std_under", "rob_overall", "rob_under")
+
+# Fields that never change what a run computes (beyond its seed) or only name it, so runs
+# differing in them belong to one group for mean ± std over seeds.
+_KEY_EXCLUDED = ("seed", "name", "device")
+# Nested fields of the same kind: where data live, bookkeeping cadence, evaluation batching
+# (evaluation is per-sample, BatchNorm in eval mode), the per-epoch robust-subset cadence.
+_KEY_EXCLUDED_NESTED = {
+    "data": ("root", "download"),
+    "train": ("checkpoint_every",),
+    "eval": ("batch_size", "robust_every"),
+}
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """Short stable hash of the config fields that decide a run's results, seed excluded."""
+    rest = {k: v for k, v in config.items() if k not in _KEY_EXCLUDED}
+    for section, fields in _KEY_EXCLUDED_NESTED.items():
+        if isinstance(rest.get(section), dict):
+            rest[section] = {k: v for k, v in rest[section].items() if k not in fields}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    # Valid JSON of the wrong shape (a list, a number) is as useless as invalid JSON.
+    return value if isinstance(value, dict) else {}
+
+
+def _metric_columns(records: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """The run's metrics: its final evaluation if it has one, else the latest per column.
+
+    Per column because robust accuracy may be measured only every N epochs: the latest
+    epoch then has standard accuracy and no robust accuracy, and the robust columns come from
+    the last epoch that measured them. A final record followed by more epochs (a run trained
+    further) is stale.
+    """
+    final: dict[str, Any] | None = None
+    latest: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS)
+    for record in records:
+        event = record.get("event")
+        if event == "final":
+            final = record
+        elif event in {"epoch", "resume"}:
+            final = None
+            for column in METRIC_COLUMNS:
+                if record.get(column) is not None:
+                    latest[column] = record[column]
+    if final is not None:
+        return {column: final.get(column) for column in METRIC_COLUMNS}, True
+    return latest, False
+
+
+def _last_epoch(records: list[dict[str, Any]]) -> int:
+    # The last in file order, not the max: after a resume that re-runs epochs it is progress.
+    for record in reversed(records):
+        if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
+            return int(record["epoch"])
+    return 0
+
+
+def _meta(run: RunDir) -> dict[str, Any]:
+    try:
+        return run.meta()
+    except (AttributeError, TypeError):
+        # meta.json that is valid JSON but not an object (RunDir.meta assumes a dict)
+        return {"tags": [], "notes": []}
+
+
+def summarize_run(run: RunDir) -> dict[str, Any]:
+    """The index record of one run, read from its directory only."""
+    config_error: str | None = None
+    try:
+        doc = _as_dict(run.config())
+    except (OSError, ValueError) as err:
+        # A record with what is known beats a run missing from `srat runs ls`.
+        doc, config_error = {}, f"config.json is unreadable: {err}"
+    config = _as_dict(doc.get("config"))
+    data = _as_dict(config.get("data"))
+    model = _as_dict(config.get("model"))
+    train = _as_dict(config.get("train"))
+
+    state = _as_dict(run.state())
+    exit_record = _as_dict(run.exit_record())
+    status = state.get("status") or exit_record.get("status") or "unknown"
+
+    records = run.metrics()
+    metrics, final = _metric_columns(records)
+    meta = _meta(run)
+
+    record: dict[str, Any] = {
+        "id": run.id,
+        "status": status,
+        "method": config.get("method"),
+        "dataset": data.get("dataset"),
+        "imbalance": data.get("imbalance"),
+        "ratio": data.get("ratio"),
+        "arch": model.get("arch"),
+        "seed": config.get("seed"),
+        "epochs": train.get("epochs"),
+        "epoch": _last_epoch(records),
+        "source": doc.get("source"),
+        "created": doc.get("created"),
+        "updated": state.get("updated"),
+        "device": state.get("device"),
+        "host": state.get("host"),
+        "pid": state.get("pid"),
+        "pid_start": state.get("pid_start"),
+        "error": exit_record.get("error") or config_error,
+        **metrics,
+        # `srat eval` results (eval.json): AutoAttack accuracy and the gradient-masking verdict
+        **eval_summary(read_eval(run)),
+        "final": final,
+        "tags": meta["tags"],
+        "notes": meta["notes"],
+        "config_key": config_key(config) if config else None,
+    }
+    return {column: record[column] for column in summary_columns}

@@ -1,0 +1,317 @@
+"""The training loop: SRAT's Algorithm 1, which every method of the paper specialises.
+
+Per mini-batch: generate PGD adversarial examples (Line 5/14), then minimise
+    (1/N) sum_i w_i L(f(x'_i), y_i) + lambda * L_sep(x')            (Eq. 7)
+with w_i = 1 before the reweighting epoch T_d and class-balanced weights from T_d on (DRCB,
+SRAT), from epoch 0 (CB), or GAIRAT's geometry weights; lambda = 0 for non-SRAT methods and no
+attack for natural training. Data stay on the device as uint8; crop/flip is drawn per sample
+there; the only host syncs are once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psutil
+import torch
+
+from srat_engine.analysis.separability import feature_separability
+from srat_engine.config.resolve import Resolved
+from srat_engine.config.schema import validate_config
+from srat_engine.data.resident import load_device_data
+from srat_engine.errors import SratError
+from srat_engine.evaluation.classwise import AttackParams, class_totals, classwise_correct
+from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
+from srat_engine.models import build_model
+from srat_engine.runs.rundir import RunDir, now_iso
+from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
+from srat_engine.training.device import pick_device
+from srat_engine.training.graphs import GraphedTrainStep, graphed_step
+from srat_engine.training.schedule import gair_active, learning_rate, reweighting_active
+from srat_engine.training.step import TrainStep, per_sample_loss
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+class RunInterrupted(Exception):
+    """SIGTERM/SIGINT reached a running run: it stops and records `killed`."""
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into RunInterrupted so the run records how it ended."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise RunInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """One run, from its run directory to its last metrics line."""
+
+    def __init__(self, run: RunDir, device: torch.device, on_event: EventHandler | None = None):
+        doc = run.config()
+        self.run = run
+        self.config = validate_config(doc["config"])
+        resolved = dict(doc["resolved"])
+        resolved["input_shape"] = tuple(resolved["input_shape"])
+        self.resolved = Resolved(**resolved)
+        self.device = device
+        self.on_event = on_event or (lambda _record: None)
+        self.spec = self.config.spec
+
+    # -- setup -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        config, resolved, device = self.config, self.resolved, self.device
+        self.data = load_device_data(config, resolved, device)
+        torch.manual_seed(config.seed)
+        self.model = build_model(
+            config.model.arch,
+            resolved.num_classes,
+            resolved.input_shape,
+            head=resolved.head,
+            cosine_scale=config.loss.ldam_scale,
+        ).to(device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=config.train.lr,
+            momentum=config.train.momentum,
+            weight_decay=config.train.weight_decay,
+        )
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        margins = resolved.ldam_margins
+        self.margins = torch.tensor(margins, device=device) if margins is not None else None
+        self.class_weights = torch.tensor(resolved.class_weights, device=device)
+        self.loss_fn = per_sample_loss(config, self.margins)
+        step = TrainStep(
+            self.model,
+            self.optimizer,
+            config,
+            self.loss_fn,
+            generator=self.generator,
+            clip=self.data.clip,
+            device=device,
+        )
+        self.step = graphed_step(step, on_fallback=self.run.log)
+        self.run.log(
+            f"fast path: {step.precision} training attacks and updates (evaluation fp32), "
+            f"channels_last {'on' if step.channels_last else 'off'}, "
+            f"{step.folded.folded if step.folded else 0} BatchNorm(s) folded into the "
+            f"attack's convolutions, compile {config.train.compile}, CUDA graphs "
+            f"{'on' if isinstance(self.step, GraphedTrainStep) else 'off'}"
+        )
+        self.start_epoch = 0
+
+    def _checkpoint_state(self, epochs_done: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epochs_done,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _restore(self) -> None:
+        if not self.run.checkpoint_path.exists():
+            self.run.log("no checkpoint yet: starting from epoch 1")
+            return
+        state = load_checkpoint(self.run.checkpoint_path, map_location=self.device)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.start_epoch = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise SratError(f"checkpoint {self.run.checkpoint_path} does not fit: {err}") from None
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        config, data, model = self.config, self.data, self.model
+        lr = learning_rate(epoch, config, self.resolved)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        class_w = self.class_weights if reweighting_active(epoch, self.resolved) else None
+        use_gair = gair_active(epoch, self.resolved)
+        lam = config.loss.sep_lambda if self.spec.separation else 0.0
+        n = len(data.train_y)
+        order = torch.randperm(n, generator=self.generator, device=self.device)
+        sums = torch.zeros(4, device=self.device)  # loss, sep loss, adversarial hits, finite
+        model.train()
+        for batch in order.split(config.train.batch_size):
+            self.step(
+                data.train_x[batch],
+                data.train_y[batch],
+                class_w=class_w,
+                use_gair=use_gair,
+                lam=lam,
+                sums=sums,
+            )
+        loss_sum, sep_sum, hits, non_finite = sums.tolist()
+        if non_finite or not math.isfinite(loss_sum):
+            raise SratError(
+                f"training loss became nan/inf in epoch {epoch + 1} (lr {lr:g}); "
+                "the run stopped: try a lower train.lr or check the data"
+            )
+        return {
+            "lr": lr,
+            "loss": loss_sum / n,
+            "sep_loss": sep_sum / n if lam else None,
+            "train_acc": 100.0 * hits / n,
+            "reweighting": class_w is not None,
+            "gair": use_gair,
+        }
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor, robust: bool) -> dict[str, Any]:
+        config, resolved = self.config, self.resolved
+        attack = None
+        if robust:
+            attack = AttackParams(config.eval.eps, config.eval.step_size, config.eval.steps)
+        # the clean pass also yields the penultimate features for separability: no extra pass
+        features: list[torch.Tensor] | None = None if robust else []
+        correct = classwise_correct(
+            self.model,
+            x,
+            y,
+            resolved.num_classes,
+            batch_size=config.eval.batch_size,
+            attack=attack,
+            clip=self.data.clip,
+            seed=config.seed + 1,
+            features_into=features,
+        ).tolist()
+        total = class_totals(y, resolved.num_classes)
+        result = {
+            "class": per_class_accuracy(correct, total),
+            **aggregate(correct, total, resolved.under_classes),
+            "n": sum(total),
+        }
+        if features is not None:
+            # penultimate-feature separability (analysis/separability.py) of the same test set,
+            # tracked per epoch beside the accuracies
+            separability = feature_separability(torch.cat(features), y)
+            result["separability"] = separability if math.isfinite(separability) else None
+        return result
+
+    def _columns(self, std: dict[str, Any], rob: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "std_overall": std["overall"],
+            "std_under": std["under"],
+            "std_class": std["class"],
+            "separability": std.get("separability"),
+            "rob_overall": rob["overall"] if rob else None,
+            "rob_under": rob["under"] if rob else None,
+            "rob_class": rob["class"] if rob else None,
+            "rob_n": rob["n"] if rob else None,
+        }
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self.run.append_metrics(record)
+        self.on_event(record)
+
+    # -- the run -----------------------------------------------------------------------------
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        self._build()
+        if resume:
+            self._restore()
+            self._emit({"event": "resume", "from_epoch": self.start_epoch, "time": now_iso()})
+        epochs = self.config.train.epochs
+        data = self.data
+        for epoch in range(self.start_epoch, epochs):
+            started = time.perf_counter()
+            stats = self._train_epoch(epoch)
+            trained = time.perf_counter()
+            std = self._evaluate(data.test_x, data.test_y, robust=False)
+            rob = None
+            due = (epoch + 1) % self.config.eval.robust_every == 0 or epoch + 1 == epochs
+            if due and self.robust_eval_enabled:
+                rob = self._evaluate(data.robust_x, data.robust_y, robust=True)
+            done = time.perf_counter()
+            record = {
+                "event": "epoch",
+                "epoch": epoch + 1,
+                "epochs": epochs,
+                **stats,
+                **self._columns(std, rob),
+                "train_seconds": trained - started,
+                "eval_seconds": done - trained,
+                "time": now_iso(),
+            }
+            if (epoch + 1) % self.config.train.checkpoint_every == 0 or epoch + 1 == epochs:
+                save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epoch + 1))
+            self.run.write_state(epoch=epoch + 1, epochs=epochs)
+            self._emit(record)
+        final_std = self._evaluate(data.test_x, data.test_y, robust=False)
+        final_rob = None
+        if self.robust_eval_enabled:
+            final_rob = self._evaluate(data.test_x, data.test_y, robust=True)
+        final = {"event": "final", **self._columns(final_std, final_rob), "time": now_iso()}
+        self._emit(final)
+        return final
+
+    @property
+    def robust_eval_enabled(self) -> bool:
+        return self.config.eval.steps > 0 and self.config.eval.eps > 0
+
+
+def execute(
+    run: RunDir,
+    *,
+    device: str | None = None,
+    resume: bool = False,
+    on_event: EventHandler | None = None,
+) -> dict[str, Any]:
+    """Train a created run in this process, recording state and exit in its directory."""
+    config = validate_config(run.config()["config"])
+    torch_device = pick_device(device or config.device)
+    pid = os.getpid()
+    run.clear_exit()
+    run.write_state(
+        status="running",
+        pid=pid,
+        pid_start=psutil.Process(pid).create_time(),
+        host=socket.gethostname(),
+        device=str(torch_device),
+        started=now_iso(),
+    )
+    run.log(f"{'resumed' if resume else 'started'} on {torch_device} (pid {pid})")
+    try:
+        with _stop_on_signals():
+            final = Trainer(run, torch_device, on_event).train(resume=resume)
+    except RunInterrupted as stop:
+        run.write_state(status="killed")
+        run.write_exit({"status": "killed", "error": f"stopped by {stop}"})
+        run.log(f"killed by {stop}")
+        raise
+    except SratError as err:
+        run.write_state(status="failed")
+        run.write_exit({"status": "failed", "error": str(err)})
+        run.log(f"failed: {err}")
+        raise
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"
+        run.write_state(status="failed")
+        run.write_exit({"status": "failed", "error": message})
+        run.log(f"failed: {message}")
+        raise
+    run.write_state(status="finished")
+    run.write_exit({"status": "finished", "final": final})
+    run.log("finished")
+    return final

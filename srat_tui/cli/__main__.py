@@ -1,0 +1,3 @@
+from srat_tui.cli.app import main
+
+main()

@@ -1,0 +1,115 @@
+"""Analysis commands: `srat theory`, `srat tsne`, `srat curves`, `srat figure1`, `srat sweep`.
+
+Registered on the main app with `register(app)`; the numbers come from
+`srat_engine.analysis`, this module only draws them (plotext in the terminal, a PNG for t-SNE).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from srat_engine.errors import SratError
+from srat_tui.cli import theory as theory_command
+from srat_tui.cli.sweep import sweep_app
+from srat_tui.render.termplot import Series, grouped_bars, line_plot, scatter_classes
+
+
+def _open(run_id: str) -> Any:
+    from srat_engine.paths import runs_dir
+    from srat_engine.runs.rundir import RunDir, validate_run_id
+
+    return RunDir.open(runs_dir(), validate_run_id(run_id))
+
+
+def tsne(
+    run_id: Annotated[str, typer.Argument(help="run id")],
+    n_per_class: Annotated[
+        int, typer.Option("--n-per-class", "-n", help="balanced test examples per class")
+    ] = 100,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="PNG path (default: <run>/tsne.png)")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", "-d", help="cpu | cuda | cuda:N")] = "cpu",
+    seed: Annotated[int, typer.Option("--seed", help="t-SNE random_state")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="points and labels as JSON")] = False,
+) -> None:
+    """t-SNE of the penultimate features of a balanced test sample (paper Figures 3 and 4)."""
+    from srat_engine.analysis.tsne import run_tsne, save_png
+
+    run = _open(run_id)
+    result = run_tsne(run, n_per_class=n_per_class, device=device, seed=seed)
+    method = run.config()["resolved"]["method"]["name"]
+    epoch = f"epoch {result.epoch}" if result.epoch is not None else "last checkpoint"
+    title = f"t-SNE, {method}, run {run.id} ({epoch}), separability {result.separability:.3f}"
+    png = save_png(result, out or run.path / "tsne.png", title)
+    if as_json:
+        typer.echo(json.dumps({**result.as_dict(), "png": str(png)}))
+        return
+    points = [(float(a), float(b)) for a, b in result.points]
+    typer.echo(scatter_classes(points, result.labels.tolist(), result.class_names, title=title))
+    typer.echo(f"separability (between/within, normalised features): {result.separability:.4f}")
+    typer.echo(f"saved {png}")
+
+
+def curves(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+    """Accuracy and feature separability per epoch of one run."""
+    run = _open(run_id)
+    epochs = [r for r in run.metrics() if r.get("event") == "epoch"]
+    if not epochs:
+        raise SratError(f"run {run.id} has no finished epoch yet")
+    accuracy = []
+    for key in ("std_overall", "std_under", "rob_overall", "rob_under"):
+        pts = [(float(r["epoch"]), float(r[key])) for r in epochs if r.get(key) is not None]
+        if pts:
+            accuracy.append(Series(key, [p[0] for p in pts], [p[1] for p in pts]))
+    typer.echo(line_plot(accuracy, title=f"run {run.id}", xlabel="epoch", ylabel="accuracy %"))
+    sep = [(float(r["epoch"]), r.get("separability")) for r in epochs]
+    sep_points = [(e, float(s)) for e, s in sep if s is not None]
+    if not sep_points:
+        typer.echo("no separability recorded (runs trained before it was tracked)")
+        return
+    series = [Series("separability", [p[0] for p in sep_points], [p[1] for p in sep_points])]
+    title = "feature separability: between / within class distance, normalised features"
+    typer.echo(line_plot(series, title=title, xlabel="epoch", ylabel="B / W", height=14))
+
+
+def figure1(
+    natural_run: Annotated[str, typer.Argument(help="the naturally trained run")],
+    adversarial_run: Annotated[str, typer.Argument(help="the adversarially trained run")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Class-wise standard and robust accuracy, natural vs adversarial (paper Figure 1)."""
+    from srat_engine.analysis.sweeps import latest_classwise
+
+    bars: dict[str, list[float]] = {}
+    names: list[str] = []
+    for label, run_id in (("natural", natural_run), ("adversarial", adversarial_run)):
+        run = _open(run_id)
+        latest = latest_classwise(run.metrics())
+        if latest.get("std_class") is None:
+            raise SratError(f"run {run.id} has no class-wise accuracy yet")
+        run_names = [str(n) for n in run.config()["resolved"]["class_names"]]
+        if names and run_names != names:
+            raise SratError(f"runs {natural_run} and {adversarial_run} have different classes")
+        names = run_names
+        bars[f"{label} std"] = [float(v) for v in latest["std_class"]]
+        if latest.get("rob_class") is not None:
+            bars[f"{label} rob"] = [float(v) for v in latest["rob_class"]]
+    if as_json:
+        typer.echo(json.dumps({"classes": names, "bars": bars}, indent=2))
+        return
+    title = "class-wise accuracy (%): natural vs adversarial training"
+    typer.echo(grouped_bars(names, bars, title=title, ylabel="accuracy %"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add every analysis command to the `srat` Typer app."""
+    theory_command.register(app)
+    app.command("tsne")(tsne)
+    app.command("curves")(curves)
+    app.command("figure1")(figure1)
+    app.add_typer(sweep_app, name="sweep")

@@ -1,0 +1,91 @@
+"""`srat eval RUN`: robust accuracy of a finished run under PGD-20, CW-l_inf or AutoAttack.
+
+Results go to the run's eval.json (one entry per attack, earlier attacks kept) and its index
+record; `srat runs show/compare/export` read them from there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from srat_engine.runs.evaluations import ATTACK_TITLES, check_request
+
+
+def _reference_entries(attack: str, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The result to print, plus for AutoAttack the PGD-20 run on the same examples."""
+    entries = {attack: result}
+    reference = result.get("pgd20")
+    if attack == "autoattack" and isinstance(reference, dict):
+        shared = {k: result.get(k) for k in ("n", "class_n", "clean_overall", "clean_class",
+                                              "checkpoint_epoch", "time")}  # fmt: skip
+        entries = {"pgd20": {**shared, **reference, "attack": "pgd20"}, **entries}
+    return entries
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `eval` command to the `srat` Typer app."""
+
+    @app.command("eval")
+    def eval_(
+        run_id: Annotated[str, typer.Argument(help="run id")],
+        attack: Annotated[
+            str, typer.Option("--attack", "-a", help="pgd20 | cw | autoattack")
+        ] = "pgd20",
+        n: Annotated[
+            int | None,
+            typer.Option("--n", help="test examples per class (default: the whole test set)"),
+        ] = None,
+        device: Annotated[
+            str | None,
+            typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N (default: config)"),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="the stored result as JSON")] = False,
+    ) -> None:
+        """Robust accuracy of a finished run's checkpoint, per class, into its eval.json.
+
+        pgd20: the run's own evaluation PGD. cw: PGD on the Carlini-Wagner margin loss.
+
+        autoattack: APGD-CE, APGD-T, FAB-T, Square (standard), plus PGD-20 on the same
+        examples and the gradient-masking check. All in fp32, BatchNorm in eval mode.
+        """
+        check_request(attack, n)  # before torch loads: a typo costs nothing
+        from srat_engine.evaluation.runner import check_evaluable, evaluate_run
+        from srat_engine.paths import runs_dir
+        from srat_engine.runs.rundir import RunDir, validate_run_id
+        from srat_engine.runs.sync import record_in_index
+        from srat_tui.render.evaluations import eval_renderables
+
+        run = RunDir.open(runs_dir(), validate_run_id(run_id))
+        doc = run.config()
+        chosen = device or str(doc.get("config", {}).get("device", "auto"))
+        check_evaluable(run)  # a running or untrained run fails before the progress line
+        if not as_json:
+            size = f"{n} per class" if n is not None else "the whole test set"
+            print(
+                f"evaluating {run.id}: {ATTACK_TITLES[attack]} on {size}, device {chosen}",
+                file=sys.stderr,
+                flush=True,
+            )
+        result = evaluate_run(run, attack, n, chosen)
+        record_in_index(run)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        resolved = doc.get("resolved", {})
+        console = Console(highlight=False, soft_wrap=True)
+        if not console.is_terminal:  # piped or logged: whole rows, as `srat runs` prints them
+            console = Console(highlight=False, soft_wrap=True, width=240)
+        title = f"{ATTACK_TITLES[attack]} on run {run.id} ({doc.get('config', {}).get('method')})"
+        for renderable in eval_renderables(
+            _reference_entries(attack, result),
+            resolved.get("class_names", []),
+            resolved.get("under_classes", []),
+            title=title,
+        ):
+            console.print(renderable)
+        console.print(f"stored in {run.path / 'eval.json'} ({result['seconds']:.1f} s)")

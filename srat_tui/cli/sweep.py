@@ -1,0 +1,226 @@
+"""`srat sweep reweight|lambda|plot|ls`: queue a sweep as detached runs and plot it class-wise."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from srat_engine.errors import SratError
+from srat_engine.evaluation.metrics import class_group_mean
+from srat_tui.render.termplot import Series, line_plot, parse_numbers
+
+sweep_app = typer.Typer(help="Sweeps of a reweighting weight or lambda (paper Figures 2, 5, 6).")
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override a field of the preset for every run"),
+]
+Device = Annotated[str | None, typer.Option("--device", "-d", help="cpu | cuda | cuda:N")]
+Gpus = Annotated[str | None, typer.Option("--gpus", help="'all' or ids like 0,1,3")]
+PerGpu = Annotated[int, typer.Option("--per-gpu", help="runs per GPU at once")]
+Slots = Annotated[int | None, typer.Option("--slots", help="with --device cpu: runs at once")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="print the planned runs, create nothing")]
+AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _queue(
+    kind: str,
+    values: list[float],
+    *,
+    preset: str,
+    overrides: list[str] | None,
+    natural_too: bool,
+    device: str | None,
+    gpus: str | None,
+    per_gpu: int,
+    slots: int | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    from srat_engine.analysis.sweeps import launch_sweep, prepare_sweep, sweep_tag
+
+    assignments = tuple(overrides or ())
+    if device is not None:
+        assignments = (*assignments, f'device="{device}"')
+    planned = prepare_sweep(
+        kind, values, preset=preset, overrides=assignments, natural_too=natural_too
+    )
+    if dry_run:
+        rows = [
+            {"arm": p.arm, "value": p.value, "overrides": list(p.overrides)} for p in planned.points
+        ]
+        if as_json:
+            typer.echo(json.dumps({"kind": kind, "preset": preset, "runs": rows}, indent=2))
+            return
+        typer.echo(f"{kind} sweep of {preset}: {len(rows)} runs (dry run: nothing was created)")
+        for row in rows:
+            typer.echo(f"  {row['arm']:<11} {row['value']:<8g} {' '.join(row['overrides'])}")
+        return
+    from srat_engine.jobs.supervisor import resolve_devices
+
+    devices, per_device = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)
+    entries = launch_sweep(planned, devices, per_device)
+    if as_json:
+        typer.echo(json.dumps({"sweep_id": planned.sweep_id, "runs": entries}))
+        return
+    typer.echo(f"sweep {planned.sweep_id}: {len(entries)} runs queued, tagged "
+               f"{sweep_tag(planned.sweep_id)}")  # fmt: skip
+    for entry in entries:
+        typer.echo(f"  {entry['run_id']}  {entry['arm']:<11} {entry['value']:g}")
+    typer.echo(f"follow: srat runs ls -f tag={sweep_tag(planned.sweep_id)}; "
+               f"plot: srat sweep plot {planned.sweep_id}")  # fmt: skip
+
+
+@sweep_app.command("reweight")
+def sweep_reweight(
+    preset: Annotated[str, typer.Option("--preset", "-p", help="the base configuration")],
+    weights: Annotated[
+        str,
+        typer.Option("--weights", help="weights of the under-represented classes, e.g. 1,10,50"),
+    ],
+    natural_too: Annotated[
+        bool, typer.Option("--natural-too", help="also a natural-training arm (Natural-CB)")
+    ] = False,
+    overrides: Overrides = None,
+    device: Device = None,
+    gpus: Gpus = None,
+    per_gpu: PerGpu = 1,
+    slots: Slots = None,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    """Queue one run per weight of the under-represented classes (others keep weight 1)."""
+    _queue(
+        "reweight",
+        parse_numbers(weights, "--weights"),
+        preset=preset,
+        overrides=overrides,
+        natural_too=natural_too,
+        device=device,
+        gpus=gpus,
+        per_gpu=per_gpu,
+        slots=slots,
+        dry_run=dry_run,
+        as_json=as_json,
+    )
+
+
+@sweep_app.command("lambda")
+def sweep_lambda(
+    preset: Annotated[str, typer.Option("--preset", "-p", help="an SRAT configuration")],
+    lambdas: Annotated[str, typer.Option("--lambdas", help="values of lambda, e.g. 0,0.5,1,2")],
+    overrides: Overrides = None,
+    device: Device = None,
+    gpus: Gpus = None,
+    per_gpu: PerGpu = 1,
+    slots: Slots = None,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    """Queue one run per lambda (the separation loss weight of Eq. 7)."""
+    _queue(
+        "lambda",
+        parse_numbers(lambdas, "--lambdas"),
+        preset=preset,
+        overrides=overrides,
+        natural_too=False,
+        device=device,
+        gpus=gpus,
+        per_gpu=per_gpu,
+        slots=slots,
+        dry_run=dry_run,
+        as_json=as_json,
+    )
+
+
+def _class_info(manifest: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """Class names and under-represented classes, from the sweep's first readable run."""
+    from srat_engine.paths import runs_dir
+    from srat_engine.runs.rundir import RunDir
+
+    for entry in manifest["runs"]:
+        try:
+            resolved = RunDir.open(runs_dir(), str(entry["run_id"])).config()["resolved"]
+        except (SratError, OSError, KeyError, ValueError):
+            continue
+        return [str(n) for n in resolved["class_names"]], list(resolved["under_classes"])
+    raise SratError(f"no run of sweep {manifest['sweep_id']} can be read")
+
+
+@sweep_app.command("plot")
+def sweep_plot(
+    sweep_id: Annotated[str, typer.Argument(help="the sweep id printed when it was queued")],
+    per_class: Annotated[
+        bool, typer.Option("--per-class", help="one line per class, not group means")
+    ] = False,
+    metric: Annotated[str, typer.Option("--metric", help="std or rob")] = "std",
+    as_json: AsJson = False,
+) -> None:
+    """Class-wise accuracy against the swept value, one plot per arm (natural, adversarial)."""
+    from srat_engine.analysis.sweeps import sweep_results
+
+    if metric not in ("std", "rob"):
+        raise SratError(f"--metric is std or rob (got {metric!r})")
+    manifest, points = sweep_results(sweep_id)
+    names, under = _class_info(manifest)
+    well = [c for c in range(len(names)) if c not in under]
+    if as_json:
+        rows = [asdict(p) for p in points]
+        doc = {"manifest": manifest, "class_names": names, "under_classes": under, "runs": rows}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    xlabel = (
+        "weight of the under-represented classes" if manifest["kind"] == "reweight" else "lambda"
+    )
+    for arm in dict.fromkeys(p.arm for p in points):
+        mine = sorted((p for p in points if p.arm == arm), key=lambda p: p.value)
+        done = [p for p in mine if getattr(p, f"{metric}_class") is not None]
+        waiting = [f"{p.run_id} ({p.status})" for p in mine if p not in done]
+        if waiting:
+            console.print(f"{arm}: no class-wise {metric} accuracy yet: {', '.join(waiting)}")
+        if not done:
+            continue
+        xs = [p.value for p in done]
+        series = []
+        if per_class:
+            for c, name in enumerate(names):
+                ys = [getattr(p, f"{metric}_class")[c] for p in done]
+                series.append(Series(f"{name}{' (under)' if c in under else ''}", xs, ys))
+        else:
+            for label, group in (("well-represented", well), ("under-represented", under)):
+                for m in ("std", "rob"):
+                    ys = [class_group_mean(getattr(p, f"{m}_class"), group) for p in done]
+                    if all(y is not None for y in ys) and group:
+                        series.append(Series(f"{m} {label}", xs, [float(y) for y in ys]))
+        typer.echo(
+            line_plot(
+                series,
+                title=f"sweep {manifest['sweep_id']}: {arm} ({manifest['preset']})",
+                xlabel=xlabel,
+                ylabel="accuracy %",
+            )
+        )
+        for p in done:
+            std_cells = " ".join(f"{v:5.1f}" for v in (p.std_class or []))
+            console.print(f"  {p.value:<8g} {p.run_id}  std {std_cells}", markup=False)
+
+
+@sweep_app.command("ls")
+def sweep_ls(as_json: AsJson = False) -> None:
+    """The sweeps of this srat home, newest last."""
+    from srat_engine.analysis.sweeps import read_manifest, sweeps_dir
+
+    folder = sweeps_dir()
+    ids = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+    docs = [read_manifest(i) for i in ids]
+    if as_json:
+        typer.echo(json.dumps(docs, indent=2))
+        return
+    for doc in docs:
+        values = ", ".join(f"{r['arm'][:3]} {r['value']:g}" for r in doc["runs"])
+        typer.echo(f"{doc['sweep_id']}  {doc['preset']}  {len(doc['runs'])} runs: {values}")

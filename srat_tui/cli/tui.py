@@ -1,0 +1,17 @@
+"""`srat tui`: the Textual app from the main command line (same as `srat-tui`)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `tui` command to the `srat` Typer app."""
+
+    @app.command("tui")
+    def tui() -> None:
+        """Launch, watch and compare runs in the terminal (the runs of $SRAT_HOME)."""
+        # imported here: `srat run` and friends never pay for loading Textual
+        from srat_tui.tui.app import main
+
+        main()

@@ -1,0 +1,1 @@
+"""What the CLI prints: Rich tables, plain columns and terminal plots (formatting only)."""

@@ -1,0 +1,152 @@
+"""Rich renderables for stored robustness evaluations (eval.json): `srat eval`, `runs show`.
+
+Formatting only; the numbers come from `srat_engine.evaluation`. The gradient-masking verdict
+is printed in bold red next to any AutoAttack number it concerns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from srat_engine.runs.evaluations import ATTACK_TITLES, ATTACKS
+
+MASKING_STYLE = "bold red"
+
+
+def _pct(value: Any) -> str:
+    return (
+        f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+    )
+
+
+def masking_text(entry: Mapping[str, Any]) -> Text | None:
+    """The masking verdict of an AutoAttack entry as one line (None for other attacks)."""
+    masking = entry.get("masking")
+    if not isinstance(masking, Mapping) or not isinstance(masking.get("suspected"), bool):
+        return None
+    numbers = (
+        f"PGD-20 {_pct(masking.get('pgd20_overall'))} vs AutoAttack "
+        f"{_pct(masking.get('autoattack_overall'))} on the same examples, gap "
+        f"{_pct(masking.get('gap'))} points, threshold {masking.get('threshold', '?')}"
+    )
+    if masking["suspected"]:
+        return Text(f"gradient masking suspected: {numbers}", style=MASKING_STYLE)
+    return Text(f"no sign of gradient masking: {numbers}")
+
+
+def masking_cell(entry: Mapping[str, Any] | None) -> Text:
+    """'SUSPECTED' (highlighted), 'no', or '-' when the run has no AutoAttack result."""
+    masking = (entry or {}).get("masking")
+    suspected = masking.get("suspected") if isinstance(masking, Mapping) else None
+    if suspected is True:
+        return Text("SUSPECTED", style=MASKING_STYLE)
+    return Text("no" if suspected is False else "-")
+
+
+def _budget(entry: Mapping[str, Any]) -> str:
+    params = entry.get("params") or {}
+    eps = params.get("eps")
+    parts = [f"eps {eps * 255:.4g}/255" if isinstance(eps, (int, float)) else "eps ?"]
+    if entry.get("attack") == "autoattack":
+        parts.append(f"{params.get('version', 'standard')}, {params.get('package', '?')}")
+    else:
+        parts.append(
+            f"{params.get('steps', '?')} steps of {params.get('step_size', 0) * 255:.4g}/255"
+        )
+    return ", ".join(parts)
+
+
+def _when(iso: Any) -> str:
+    # "2026-11-22T03:03:23+00:00" -> "2026-11-22 03:03" (UTC, as every srat timestamp)
+    return str(iso)[:16].replace("T", " ") if iso else "-"
+
+
+def summary_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table:
+    """One row per stored attack: overall/under robust accuracy, clean accuracy on the same
+    examples, how many, which checkpoint, the masking verdict."""
+    table = Table(title=title, title_justify="left")
+    for header in ("attack", "Rob overall", "Rob under", "Clean overall", "n", "epoch",
+                   "budget", "masking", "when (UTC)"):  # fmt: skip
+        justify = "right" if header in ("Rob overall", "Rob under", "Clean overall", "n") else None
+        table.add_column(header, justify=justify or "left")
+    for attack in ordered(results):
+        entry = results[attack]
+        table.add_row(
+            ATTACK_TITLES.get(attack, attack),
+            _pct(entry.get("overall")),
+            _pct(entry.get("under")),
+            _pct(entry.get("clean_overall")),
+            str(entry.get("n", "-")),
+            str(entry.get("checkpoint_epoch", "-")),
+            _budget(entry),
+            masking_cell(entry) if attack == "autoattack" else Text("-"),
+            _when(entry.get("time")),
+        )
+    return table
+
+
+def class_table(
+    results: Mapping[str, Mapping[str, Any]], class_names: Sequence[str], under: Sequence[int]
+) -> Table:
+    """Rows = classes: examples evaluated, clean accuracy, robust accuracy per stored attack.
+
+    When the attacks ran on different subsets (different `--n`), the per-class n and clean
+    columns would belong to one of them only: they are left out and each attack's header
+    says its n instead."""
+    attacks = ordered(results)
+    shared = len({results[a].get("n") for a in attacks}) <= 1
+    table = Table(title="Per class robust accuracy (%)", title_justify="left")
+    table.add_column("class")
+    if shared:
+        table.add_column("n", justify="right")
+        table.add_column("clean", justify="right")
+    for attack in attacks:
+        title = ATTACK_TITLES.get(attack, attack)
+        if not shared:
+            title += f" (n={results[attack].get('n', '?')})"
+        table.add_column(title, justify="right")
+    first = results[attacks[0]] if attacks else {}
+    sizes = [len(class_names), *(len(results[a].get("class") or []) for a in attacks)]
+    for cls in range(max(sizes)):
+        name = str(class_names[cls]) if cls < len(class_names) else str(cls)
+        row = [name + (" *" if cls in under else "")]
+        if shared:
+            row += [_at(first.get("class_n"), cls, str), _at(first.get("clean_class"), cls, _pct)]
+        row.extend(_at(results[a].get("class"), cls, _pct) for a in attacks)
+        table.add_row(*row)
+    table.caption = "* under-represented"
+    return table
+
+
+def _at(values: Any, index: int, fmt: Any) -> str:
+    if isinstance(values, list) and index < len(values):
+        return fmt(values[index])
+    return "-"
+
+
+def ordered(results: Mapping[str, Any]) -> list[str]:
+    """Known attacks in their fixed order, anything else after them."""
+    return [a for a in ATTACKS if a in results] + sorted(a for a in results if a not in ATTACKS)
+
+
+def eval_renderables(
+    results: Mapping[str, Mapping[str, Any]],
+    class_names: Sequence[str],
+    under: Sequence[int],
+    title: str = "Robustness evaluation (eval.json)",
+) -> list[RenderableType]:
+    """What `srat runs show` and `srat eval` print: the summary, the masking line, per class."""
+    if not results:
+        return []
+    out: list[RenderableType] = [summary_table(results, title)]
+    aa = results.get("autoattack")
+    line = masking_text(aa) if aa else None
+    if line is not None:
+        out.append(line)
+    out.append(class_table(results, class_names, under))
+    return out

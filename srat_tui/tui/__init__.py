@@ -1,0 +1,1 @@
+"""`srat-tui`: the Textual app, its screens, widgets and messages."""

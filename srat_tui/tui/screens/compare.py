@@ -1,0 +1,284 @@
+"""Runs side by side: the config keys that differ, the paper's four columns, per-class accuracy,
+overlaid accuracy curves, and an export of the comparison in the paper's table layout.
+
+Everything shown comes from the run directories through the same functions as
+`srat runs compare` and `srat runs export`; the screen only lays it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive, var
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    Button,
+    Checkbox,
+    Footer,
+    Header,
+    Input,
+    Label,
+    RadioButton,
+    RadioSet,
+    Static,
+)
+from textual.worker import Worker, WorkerState
+from textual_plotext import PlotextPlot
+
+from srat_engine.errors import SratError
+from srat_engine.paths import srat_home
+from srat_engine.reporting.report import group_seeds, paper_table, pick_metrics
+from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.summary import summarize_run
+from srat_tui.render.compare import EXPORT_FORMATS, CompareRun, compare_renderables, format_export
+from srat_tui.tui.widgets.curves import epoch_records, scalar_series
+
+EXTENSIONS: dict[str, str] = {"csv": "csv", "md": "md", "latex": "tex", "json": "json"}
+# Long id lists would make file names the file system refuses (255 bytes).
+_MAX_IDS_IN_NAME = 4
+
+
+def default_export_path(run_ids: list[str], fmt: str) -> Path:
+    """<SRAT_HOME>/exports/compare-<id>_<id>.<ext>."""
+    shown = run_ids[:_MAX_IDS_IN_NAME]
+    name = "_".join(shown)
+    if len(run_ids) > len(shown):
+        name += f"_and-{len(run_ids) - len(shown)}-more"
+    return srat_home() / "exports" / f"compare-{name}.{EXTENSIONS[fmt]}"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's overall accuracy per epoch; robust accuracy may skip epochs (robust_every)."""
+
+    run_id: str
+    std: tuple[tuple[int, float], ...]
+    rob: tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    runs: tuple[CompareRun, ...]
+    curves: tuple[Curve, ...]
+    errors: tuple[str, ...]  # one line per run that could not be read
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    fmt: str
+    with_paper: bool
+    path: Path
+
+
+def curve_of(run_id: str, events: list[dict[str, Any]]) -> Curve:
+    """A run's overall accuracy curves, read the way the run screen reads them (a resumed
+    run's repeated epochs: the later record stands)."""
+    rows = epoch_records(events)
+
+    def pairs(name: str) -> tuple[tuple[int, float], ...]:
+        return tuple(zip(*scalar_series(rows, name), strict=True))
+
+    return Curve(run_id, pairs("std_overall"), pairs("rob_overall"))
+
+
+def load_runs(runs_root: Path, run_ids: list[str]) -> Loaded:
+    runs: list[CompareRun] = []
+    curves: list[Curve] = []
+    errors: list[str] = []
+    for run_id in run_ids:
+        try:
+            run = RunDir.open(runs_root, run_id)
+            doc = run.config()
+            events = run.metrics()
+        except (SratError, OSError, ValueError) as err:
+            errors.append(f"{run_id}: {err}")
+            continue
+        runs.append(CompareRun(run.id, doc, pick_metrics(events)))
+        curves.append(curve_of(run.id, events))
+    return Loaded(tuple(runs), tuple(curves), tuple(errors))
+
+
+def write_export(runs_root: Path, run_ids: list[str], request: ExportRequest) -> tuple[Path, int]:
+    """Write the comparison in the paper's layout; returns the path and how many runs were left
+    out for lack of final metrics."""
+    records = [summarize_run(RunDir.open(runs_root, run_id)) for run_id in run_ids]
+    groups = group_seeds(records)
+    text = format_export(paper_table(groups, with_paper=request.with_paper), request.fmt)
+    path = request.path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path.resolve(), len(groups.skipped)
+
+
+class ExportScreen(ModalScreen[ExportRequest | None]):
+    """Format, paper numbers or not, and where to write."""
+
+    CSS_PATH = "compare.tcss"
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, run_ids: list[str]) -> None:
+        super().__init__()
+        self.run_ids = run_ids
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="export-dialog") as dialog:
+            dialog.border_title = f"Export {len(self.run_ids)} runs"
+            with RadioSet(id="export-format"):
+                for index, fmt in enumerate(EXPORT_FORMATS):
+                    yield RadioButton(fmt, value=index == 0, name=fmt)
+            yield Checkbox("with paper numbers", id="export-paper")
+            yield Label("file (empty: the default below)")
+            yield Input(placeholder=str(self._default(EXPORT_FORMATS[0])), id="export-path")
+            with Horizontal(id="export-buttons"):
+                yield Button("Export", variant="primary", id="export-ok")
+                yield Button("Cancel", id="export-cancel")
+
+    def _default(self, fmt: str) -> Path:
+        return default_export_path(self.run_ids, fmt)
+
+    @property
+    def fmt(self) -> str:
+        pressed = self.query_one(RadioSet).pressed_button
+        return pressed.name if pressed is not None and pressed.name else EXPORT_FORMATS[0]
+
+    @on(RadioSet.Changed)
+    def _format_changed(self) -> None:
+        self.query_one("#export-path", Input).placeholder = str(self._default(self.fmt))
+
+    @on(Button.Pressed, "#export-ok")
+    @on(Input.Submitted, "#export-path")
+    def action_export(self) -> None:
+        typed = self.query_one("#export-path", Input).value.strip()
+        path = Path(typed) if typed else self._default(self.fmt)
+        with_paper = self.query_one(Checkbox).value
+        self.dismiss(ExportRequest(self.fmt, with_paper, path))
+
+    @on(Button.Pressed, "#export-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CompareScreen(Screen[None]):
+    """Two or more runs side by side."""
+
+    CSS_PATH = "compare.tcss"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("a", "toggle_all", "All keys"),
+        Binding("e", "export", "Export"),
+        Binding("r", "reload", "Reload"),
+    ]
+
+    show_all: reactive[bool] = reactive(False)
+    loaded: var[Loaded | None] = var(None)
+
+    def __init__(self, run_ids: list[str]) -> None:
+        super().__init__()
+        self.run_ids = list(run_ids)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="compare-body"):
+            yield Static("loading runs…", id="compare-errors")
+            yield Static(id="config-diff")
+            yield Static(id="compare-metrics")
+            with Horizontal(id="curves"):
+                yield PlotextPlot(id="std-plot")
+                yield PlotextPlot(id="rob-plot")
+            yield Static(id="per-class")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Compare"
+        self.sub_title = " vs ".join(self.run_ids)
+        self.action_reload()
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def action_reload(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, group="compare-load")
+    def _load(self) -> Loaded:
+        return load_runs(self.app.context.runs_root, self.run_ids)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "compare-load" and event.state == WorkerState.SUCCESS:
+            self.loaded = worker.result
+        elif worker.group == "compare-export":
+            if event.state == WorkerState.SUCCESS:
+                path, skipped = worker.result
+                self.notify(f"exported to {path}", title="Export")
+                if skipped:
+                    self.notify(
+                        f"{skipped} run(s) without final metrics left out",
+                        severity="warning",
+                        title="Export",
+                    )
+            elif event.state == WorkerState.ERROR:
+                self.notify(str(worker.error), severity="error", title="Export failed")
+
+    def watch_loaded(self, loaded: Loaded | None) -> None:
+        if loaded is None:
+            return
+        errors = self.query_one("#compare-errors", Static)
+        errors.update("\n".join(loaded.errors))
+        errors.display = bool(loaded.errors)
+        self._show_tables()
+        self._plot(self.query_one("#std-plot", PlotextPlot), "Standard accuracy (%)", "std")
+        self._plot(self.query_one("#rob-plot", PlotextPlot), "Robust accuracy (%)", "rob")
+
+    def watch_show_all(self) -> None:
+        self._show_tables()
+
+    def _show_tables(self) -> None:
+        if self.loaded is None:
+            return
+        renderables = compare_renderables(list(self.loaded.runs), only_changed=not self.show_all)
+        config, metrics, *rest = renderables
+        self.query_one("#config-diff", Static).update(config)
+        self.query_one("#compare-metrics", Static).update(metrics)
+        per_class = self.query_one("#per-class", Static)
+        per_class.update(rest[0] if rest else "")
+        per_class.display = bool(rest)
+
+    def _plot(self, widget: PlotextPlot, title: str, which: str) -> None:
+        plt = widget.plt
+        plt.clear_data()
+        plt.title(title)
+        plt.xlabel("epoch")
+        assert self.loaded is not None
+        for curve in self.loaded.curves:
+            points = curve.std if which == "std" else curve.rob
+            if points:
+                epochs, values = zip(*points, strict=True)
+                plt.plot(list(epochs), list(values), label=curve.run_id, marker="braille")
+        widget.refresh()
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_toggle_all(self) -> None:
+        self.show_all = not self.show_all
+
+    def action_export(self) -> None:
+        def chosen(request: ExportRequest | None) -> None:
+            if request is not None:
+                self._export(request)
+
+        self.app.push_screen(ExportScreen(self.run_ids), chosen)
+
+    @work(thread=True, group="compare-export")
+    def _export(self, request: ExportRequest) -> tuple[Path, int]:
+        return write_export(self.app.context.runs_root, self.run_ids, request)

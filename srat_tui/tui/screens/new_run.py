@@ -1,0 +1,670 @@
+"""Launch runs from a form: a preset to start from, the fields people change most, and a live
+check of the result through the engine (the same `prepare` as `srat run`).
+
+Every edit is validated off the UI thread; the engine's one-line message shows under the form
+and Launch stays disabled until the config is valid. Counts, the method and the cost come from
+the engine's resolved config, never from the form.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from fractions import Fraction
+from typing import ClassVar, get_args
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive, var
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+from textual.worker import Worker, WorkerState
+
+from srat_engine.config.methods import SCHEMES, LossName, compose_method
+from srat_engine.config.prepare import PreparedRun, create_run, prepare
+from srat_engine.config.presets import describe, list_presets
+from srat_engine.config.schema import DataConfig, RunConfig
+from srat_engine.errors import SratError
+from srat_engine.jobs.supervisor import launch_detached, resolve_devices
+from srat_tui.tui.context import AppContext
+
+DEFAULT_PRESET = "demo"
+LOSSES: tuple[str, ...] = get_args(LossName)
+DATASETS: tuple[str, ...] = get_args(DataConfig.model_fields["dataset"].annotation)
+IMBALANCES: tuple[str, ...] = get_args(DataConfig.model_fields["imbalance"].annotation)
+_BAR_WIDTH = 30
+
+
+def _method_parts() -> dict[str, tuple[str, str]]:
+    """Method name -> (scheme, loss), inverted from the engine's own composition table."""
+    parts: dict[str, tuple[str, str]] = {}
+    for scheme in SCHEMES:
+        for loss in LOSSES:
+            try:
+                parts[compose_method(scheme, loss)] = (scheme, loss)
+            except SratError:
+                continue  # e.g. gairat exists with CE only
+    return parts
+
+
+METHOD_PARTS = _method_parts()
+
+
+@dataclass(frozen=True)
+class FormValues:
+    """The form as typed: strings, parsed only by the engine (and seeds/devices here)."""
+
+    dataset: str = ""
+    imbalance: str = ""
+    ratio: str = ""
+    loss: str = ""
+    scheme: str = ""
+    sep_lambda: str = ""
+    sep_tau: str = ""
+    epochs: str = ""
+    eps: str = ""
+    devices: str = ""
+    seeds: str = ""
+    extra: str = ""
+
+
+def format_budget(value: float) -> str:
+    """8/255 as papers write it when the value is one, else the plain number."""
+    fraction = Fraction(value).limit_denominator(255)
+    if fraction.denominator == 255 and abs(float(fraction) - value) < 1e-12:
+        return f"{fraction.numerator}/255"
+    return f"{value:g}"
+
+
+def form_values(config: RunConfig) -> FormValues:
+    """What the form shows for a validated config (a preset before any edit)."""
+    scheme, loss = METHOD_PARTS.get(config.method, ("", ""))
+    return FormValues(
+        dataset=config.data.dataset,
+        imbalance=config.data.imbalance,
+        ratio=f"{config.data.ratio:g}",
+        loss=loss,
+        scheme=scheme,
+        sep_lambda=f"{config.loss.sep_lambda:g}",
+        sep_tau=f"{config.loss.sep_tau:g}",
+        epochs=str(config.train.epochs),
+        eps=format_budget(config.attack.eps),
+        devices=config.device,
+        seeds=str(config.seed),
+        extra="",
+    )
+
+
+_SEED_RANGE = re.compile(r"(\d+)-(\d+)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """ "0", "0,1,2", "0 1 2" or "0-2"; duplicates dropped, order kept."""
+    seeds: list[int] = []
+    for token in re.split(r"[,\s]+", text.strip()):
+        if not token:
+            continue
+        span = _SEED_RANGE.fullmatch(token)
+        if span:
+            first, last = int(span.group(1)), int(span.group(2))
+            if last < first:
+                raise SratError(f"seeds: range {token!r} runs backwards")
+            seeds.extend(range(first, last + 1))
+        elif token.isdigit():
+            seeds.append(int(token))
+        else:
+            raise SratError(f"seeds: expected integers ≥ 0 like 0 or 0,1,2 (got {token!r})")
+    if not seeds:
+        raise SratError("seeds: give at least one seed, e.g. 0 or 0,1,2")
+    return list(dict.fromkeys(seeds))
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """How the devices field maps onto `resolve_devices` and the config's `device`."""
+
+    gpus: str | None = None
+    device: str | None = None
+    slots: int | None = None
+    config_device: str | None = None  # a `device=` override, as `srat run --device` adds
+
+
+def parse_devices(text: str) -> DeviceChoice:
+    """auto | cpu | cuda | cuda:N | all | GPU ids like 0,1."""
+    value = text.strip().lower()
+    if value in ("", "auto"):
+        return DeviceChoice()
+    if value == "cpu":
+        return DeviceChoice(device="cpu", slots=1, config_device="cpu")
+    if value == "cuda" or value.startswith("cuda:"):
+        return DeviceChoice(device=value, config_device=value)
+    return DeviceChoice(gpus=value)
+
+
+def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
+    """`--set` assignments for the fields that differ from the preset, then the extra ones.
+
+    Only changed fields become overrides, so a preset whose evaluation budget differs from its
+    training budget keeps it unless eps is edited. Raises SratError for input the engine cannot
+    even be asked about (a scheme/loss pair with no method, unbalanced quotes).
+    """
+    out: list[str] = []
+
+    def changed(name: str) -> bool:
+        return getattr(values, name).strip() != getattr(base, name).strip()
+
+    if changed("dataset"):
+        out.append(f"data.dataset={values.dataset}")
+    if changed("imbalance"):
+        out.append(f"data.imbalance={values.imbalance}")
+    if changed("ratio"):
+        out.append(f"data.ratio={values.ratio.strip()}")
+    if changed("scheme") or changed("loss"):
+        out.append(f"method={compose_method(values.scheme, values.loss)}")
+    if changed("sep_lambda"):
+        out.append(f"loss.sep_lambda={values.sep_lambda.strip()}")
+    if changed("sep_tau"):
+        out.append(f"loss.sep_tau={values.sep_tau.strip()}")
+    if changed("epochs"):
+        out.append(f"train.epochs={values.epochs.strip()}")
+    if changed("eps"):
+        # one budget for training and evaluation, as in the paper's protocol
+        out.append(f"attack.eps={values.eps.strip()}")
+        out.append(f"eval.eps={values.eps.strip()}")
+    config_device = parse_devices(values.devices).config_device
+    if config_device is not None and config_device != base.devices.strip().lower():
+        out.append(f'device="{config_device}"')
+    try:
+        extra = shlex.split(values.extra)
+    except ValueError as err:
+        raise SratError(f"extra overrides: {err}") from None
+    for assignment in extra:
+        if "=" not in assignment:
+            raise SratError(f"extra overrides: expected section.key=value (got {assignment!r})")
+        out.append(assignment)
+    return tuple(out)
+
+
+def seed_override(seed: int) -> str:
+    return f"seed={seed}"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One check of the form through the engine; `error` set means Launch is off."""
+
+    generation: int
+    preset: str | None
+    values: FormValues
+    overrides: tuple[str, ...] = ()
+    prepared: PreparedRun | None = None
+    seeds: tuple[int, ...] = ()
+    devices: tuple[str, ...] = ()
+    per_device: int = 1
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.prepared is not None
+
+
+def check_form(generation: int, preset: str, values: FormValues, base: FormValues) -> Validation:
+    """Everything Launch needs, or the first problem as one line. Never raises."""
+    result = Validation(generation, preset, values)
+    try:
+        overrides = form_overrides(values, base)
+        result = replace(result, overrides=overrides)
+        seed_error: str | None = None
+        try:
+            seeds = parse_seeds(values.seeds)
+        except SratError as err:
+            seed_error, seeds = str(err), []
+        first = [seed_override(seeds[0])] if seeds and values.seeds != base.seeds else []
+        # the config is checked even when the seeds are not, so its message comes first
+        prepared = prepare(preset=preset, overrides=(*overrides, *first))
+        if seed_error is not None:
+            return replace(result, error=seed_error)
+        choice = parse_devices(values.devices)
+        devices, per_device = resolve_devices(
+            gpus=choice.gpus, device=choice.device, slots=choice.slots
+        )
+    except SratError as err:
+        return replace(result, error=str(err))
+    except Exception as err:  # a form must never take the app down
+        return replace(result, error=f"{type(err).__name__}: {err}")
+    return replace(
+        result,
+        prepared=prepared,
+        seeds=tuple(seeds),
+        devices=tuple(devices),
+        per_device=per_device,
+    )
+
+
+def launch_runs(validation: Validation, preset: str, context: AppContext) -> list[str]:
+    """Create and start one detached run per seed; every seed is validated before any run
+    directory is created, as `srat run --detach` does."""
+    prepared = [
+        prepare(preset=preset, overrides=(*validation.overrides, seed_override(seed)))
+        for seed in validation.seeds
+    ]
+    launched: list[str] = []
+    for item in prepared:
+        run = create_run(item, context.runs_root)
+        launch_detached(run, list(validation.devices), validation.per_device)
+        launched.append(run.id)
+    return launched
+
+
+def command_line(preset: str, validation: Validation) -> str:
+    """The `srat run` that launches the same runs, for notes and scripts."""
+    parts = ["srat", "run", "--preset", preset]
+    for assignment in validation.overrides:
+        parts += ["--set", assignment]
+    if validation.seeds:
+        parts += ["--set", seed_override(validation.seeds[0])]
+    parts.append("--detach")
+    choice = parse_devices(validation.values.devices)
+    if choice.gpus is not None:
+        parts += ["--gpus", choice.gpus]
+    elif choice.device is not None:
+        parts += ["--device", choice.device]
+    text = shlex.join(parts)
+    if len(validation.seeds) > 1:
+        text += f"   (once per seed: {', '.join(map(str, validation.seeds))})"
+    return text
+
+
+# -- renderables -------------------------------------------------------------------------------
+
+
+def counts_chart(prepared: PreparedRun) -> RenderableType:
+    """Per-class train counts as horizontal bars; under-represented classes marked."""
+    resolved = prepared.resolved
+    data = prepared.config.data
+    counts = resolved.class_counts
+    largest = max(counts) if counts else 0
+    under = set(resolved.under_classes)
+    table = Table.grid(padding=(0, 1))
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    for cls, (name, count) in enumerate(zip(resolved.class_names, counts, strict=True)):
+        width = round(count * _BAR_WIDTH / largest) if largest else 0
+        style = "dark_orange" if cls in under else "dodger_blue2"
+        bar = Text("█" * max(width, 1 if count else 0), style=style)
+        mark = Text("*", style="bold dark_orange") if cls in under else ""
+        table.add_row(name, bar, f"{count:,}", mark)
+    ratio = "" if data.imbalance == "none" else f" K={data.ratio:g}"
+    title = Text.assemble(
+        ("train examples per class", "bold"), f"  {data.dataset} {data.imbalance}{ratio}"
+    )
+    caption = Text("* under-represented (the least frequent half)", style="dim")
+    return Group(title, table, caption)
+
+
+def cost_lines(validation: Validation) -> RenderableType:
+    """Training cost from resolved values: examples x epochs, x (steps + 1) passes when
+    adversarial, x seeds."""
+    assert validation.prepared is not None
+    config, resolved = validation.prepared.config, validation.prepared.resolved
+    examples, epochs = resolved.train_size, config.train.epochs
+    total = examples * epochs
+    lines = [
+        Text.assemble(
+            ("cost  ", "bold"),
+            f"{examples:,} training examples × {epochs} epochs = {total:,} example-epochs",
+        )
+    ]
+    if resolved.method.get("adversarial", True):
+        steps = config.attack.steps
+        total *= steps + 1
+        lines.append(
+            Text(
+                f"      × {steps + 1} forward-backward passes each (PGD-{steps} + the update) "
+                f"= {total:,} passes"
+            )
+        )
+    else:
+        lines.append(Text("      × 1 forward-backward pass each (natural training, no attack)"))
+    seeds = len(validation.seeds)
+    if seeds > 1:
+        lines.append(Text(f"      × {seeds} seeds = {total * seeds:,} passes in all"))
+    lines.append(Text(""))
+    lines.extend(schedule_lines(validation.prepared))
+    return Group(*lines)
+
+
+def schedule_lines(prepared: PreparedRun) -> list[Text]:
+    """When the learning rate drops and reweighting starts, as the engine scaled them."""
+    config, resolved = prepared.config, prepared.resolved
+    milestones = ", ".join(str(m) for m in resolved.lr_milestones) or "never"
+    lines = [
+        Text.assemble(
+            ("model ", "bold"),
+            f"{config.model.arch}, {resolved.head} head, ",
+            f"batch {config.train.batch_size}, lr {config.train.lr:g}",
+        ),
+        Text.assemble(
+            ("lr    ", "bold"),
+            f"×{config.train.lr_gamma:g} at epochs {milestones}",
+        ),
+    ]
+    # 1-based epochs, as `srat run --dry-run` prints them
+    if resolved.reweight_epoch is not None:
+        lines.append(
+            Text.assemble(
+                ("weights ", "bold"), f"class-balanced from epoch {resolved.reweight_epoch + 1}"
+            )
+        )
+    if resolved.gair_begin_epoch is not None:
+        lines.append(
+            Text.assemble(("GAIR  ", "bold"), f"from epoch {resolved.gair_begin_epoch + 1}")
+        )
+    return lines
+
+
+def method_line(prepared: PreparedRun) -> Text:
+    spec = prepared.resolved.method
+    text = Text.assemble(("method  ", "bold"), (str(spec["name"]), "bold green"))
+    if spec.get("description"):
+        text.append(f"  {spec['description']}", style="dim")
+    return text
+
+
+# -- the screen --------------------------------------------------------------------------------
+
+
+class NewRunScreen(Screen[list[str] | None]):
+    """A form that launches detached runs; dismisses with the new run ids."""
+
+    CSS_PATH = "new_run.tcss"
+
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"),
+        (120, "-wide"),
+    ]
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "launch", "Launch", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    validation: var[Validation | None] = var(None, init=False)
+    launching: reactive[bool] = reactive(False, init=False)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._generation = 0
+        self._base: FormValues | None = None
+        self._preset_error: str | None = None
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        presets = list(list_presets())
+        initial = DEFAULT_PRESET if DEFAULT_PRESET in presets else (presets[0] if presets else None)
+        self._initial_preset = initial
+        yield Header()
+        with VerticalScroll(id="newrun-body"):
+            with Grid(id="newrun-form"):
+                yield Label("preset")
+                yield Select(
+                    [(name, name) for name in presets],
+                    value=initial if initial is not None else Select.NULL,
+                    allow_blank=initial is None,
+                    compact=True,
+                    id="preset",
+                    classes="-wide-field",
+                )
+                yield from self._select("dataset", DATASETS)
+                yield from self._select("imbalance", IMBALANCES)
+                yield from self._input("ratio", "ratio K", "≥ 1, e.g. 10 or 100")
+                yield from self._input("epochs", "epochs", "e.g. 200")
+                yield from self._select("loss", LOSSES)
+                yield from self._select("scheme", SCHEMES)
+                yield from self._input("sep_lambda", "lambda", "loss.sep_lambda, ≥ 0")
+                yield from self._input("sep_tau", "tau", "loss.sep_tau, > 0")
+                yield from self._input("eps", "eps", "e.g. 8/255 (attack and eval)")
+                yield from self._input("seeds", "seeds", "0 or 0,1,2 (one run each)")
+                yield from self._input(
+                    "devices", "device(s)", "auto, cpu, cuda:N, all or GPU ids 0,1"
+                )
+                yield Label("", classes="-spacer")
+                yield Static("", classes="-spacer")
+                yield from self._input(
+                    "extra",
+                    "extra overrides",
+                    "section.key=value …  e.g. data.n_max=20 attack.steps=1",
+                    wide=True,
+                )
+            yield Static(id="preset-description")
+            yield Static(id="newrun-error")
+            yield Static(id="newrun-method")
+            with Vertical(id="newrun-preview"):
+                yield Static(id="newrun-counts")
+                yield Static(id="newrun-cost")
+            yield Static(id="newrun-command")
+            with Horizontal(id="newrun-buttons"):
+                yield Button("Launch", variant="primary", id="launch", disabled=True)
+                yield Button("Cancel", id="cancel")
+        yield Footer()
+
+    def _select(self, field: str, options: Sequence[str]) -> ComposeResult:
+        yield Label(field)
+        yield Select(
+            [(option, option) for option in options], allow_blank=False, compact=True, id=field
+        )
+
+    def _input(self, field: str, label: str, placeholder: str, wide: bool = False) -> ComposeResult:
+        yield Label(label)
+        yield Input(
+            placeholder=placeholder,
+            compact=True,
+            id=field,
+            classes="-wide-field" if wide else None,
+        )
+
+    def on_mount(self) -> None:
+        self.title = "New run"
+        if self._initial_preset is not None:
+            self._load_preset(self._initial_preset)
+        else:
+            self._preset_error = "no presets found (see `srat presets ls`)"
+            self._request_validation()
+
+    # -- reading and filling the form ----------------------------------------------------------
+
+    @property
+    def preset(self) -> str | None:
+        value = self.query_one("#preset", Select).value
+        return value if isinstance(value, str) else None
+
+    def read_form(self) -> FormValues:
+        values: dict[str, str] = {}
+        for item in fields(FormValues):
+            widget = self.query_one(f"#{item.name}")
+            if isinstance(widget, Select):
+                values[item.name] = widget.value if isinstance(widget.value, str) else ""
+            else:
+                assert isinstance(widget, Input)
+                values[item.name] = widget.value
+        return FormValues(**values)
+
+    def fill_form(self, values: FormValues) -> None:
+        # one validation after filling, not one per field
+        with self.prevent(Input.Changed, Select.Changed):
+            for item in fields(FormValues):
+                widget = self.query_one(f"#{item.name}")
+                value = getattr(values, item.name)
+                if isinstance(widget, Select):
+                    if value:
+                        widget.value = value
+                else:
+                    assert isinstance(widget, Input)
+                    widget.value = value
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _load_preset(self, name: str) -> None:
+        self.run_worker(
+            lambda: self._read_preset(name),
+            thread=True,
+            exclusive=True,
+            group="newrun-preset",
+            exit_on_error=False,
+        )
+
+    @staticmethod
+    def _read_preset(name: str) -> tuple[str, FormValues | None, str, str | None]:
+        try:
+            prepared = prepare(preset=name)
+            return name, form_values(prepared.config), describe(name), None
+        except SratError as err:
+            return name, None, "", str(err)
+        except Exception as err:
+            return name, None, "", f"{type(err).__name__}: {err}"
+
+    def _request_validation(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        preset, base = self.preset, self._base
+        values = self.read_form()
+        if preset is None or base is None:
+            error = self._preset_error or "choose a preset to start from"
+            self.validation = Validation(generation, preset, values, error=error)
+            return
+        self.run_worker(
+            lambda: check_form(generation, preset, values, base),
+            thread=True,
+            exclusive=True,
+            group="newrun-validate",
+            exit_on_error=False,
+        )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "newrun-preset" and event.state == WorkerState.SUCCESS:
+            name, base, description, error = worker.result
+            if name != self.preset:
+                return  # the preset changed again while this one loaded
+            self._preset_error = error
+            self._base = base
+            self.query_one("#preset-description", Static).update(description)
+            if base is not None:
+                self.fill_form(base)
+            self._request_validation()
+        elif worker.group == "newrun-validate" and event.state == WorkerState.SUCCESS:
+            result: Validation = worker.result
+            if result.generation == self._generation:
+                self.validation = result
+        elif worker.group == "newrun-launch":
+            if event.state == WorkerState.SUCCESS:
+                run_ids: list[str] = worker.result
+                self.notify(f"launched {', '.join(run_ids)}", title="New run")
+                self.launching = False
+                self.dismiss(run_ids)
+            elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
+                self.launching = False
+                error = worker.error
+                message = str(error) if isinstance(error, SratError) else repr(error)
+                self.query_one("#newrun-error", Static).update(f"launch failed: {message}")
+                self.notify(message, severity="error", title="Launch failed")
+
+    # -- events --------------------------------------------------------------------------------
+
+    @on(Select.Changed)
+    def _select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "preset":
+            self._base = None
+            if isinstance(event.value, str):
+                self._load_preset(event.value)
+            return
+        self._request_validation()
+
+    @on(Input.Changed)
+    def _input_changed(self) -> None:
+        self._request_validation()
+
+    @on(Input.Submitted)
+    def _input_submitted(self) -> None:
+        # Enter moves on, as in most forms; launching stays an explicit ctrl+s or button press
+        self.focus_next()
+
+    @on(Button.Pressed, "#launch")
+    def _launch_pressed(self) -> None:
+        self.action_launch()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _can_launch(self) -> bool:
+        return self.validation is not None and self.validation.ok and not self.launching
+
+    def watch_validation(self, validation: Validation | None) -> None:
+        error = self.query_one("#newrun-error", Static)
+        method = self.query_one("#newrun-method", Static)
+        counts = self.query_one("#newrun-counts", Static)
+        cost = self.query_one("#newrun-cost", Static)
+        command = self.query_one("#newrun-command", Static)
+        ok = validation is not None and validation.ok
+        message = validation.error if validation is not None else None
+        error.update(message or "")
+        error.display = message is not None
+        for widget in (method, counts, cost, command):
+            widget.display = ok
+        if ok:
+            assert validation is not None and validation.prepared is not None
+            preset = self.preset or ""
+            method.update(method_line(validation.prepared))
+            counts.update(counts_chart(validation.prepared))
+            cost.update(cost_lines(validation))
+            command.update(Text(command_line(preset, validation)))
+        self._sync_launch()
+
+    def watch_launching(self) -> None:
+        self._sync_launch()
+
+    def _sync_launch(self) -> None:
+        button = self.query_one("#launch", Button)
+        button.disabled = not self._can_launch()
+        button.label = "Launching…" if self.launching else "Launch"
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "launch" and not self._can_launch():
+            return None  # shown, but greyed out
+        return True
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def action_launch(self) -> None:
+        validation, preset = self.validation, self.preset
+        if not self._can_launch() or validation is None or preset is None:
+            return
+        if validation.values != self.read_form():
+            return  # an edit is still being checked
+        self.launching = True
+        context = self.app.context
+        self.run_worker(
+            lambda: launch_runs(validation, preset, context),
+            thread=True,
+            exclusive=True,
+            group="newrun-launch",
+            exit_on_error=False,
+        )
+
+    def action_cancel(self) -> None:
+        if not self.launching:
+            self.dismiss(None)
