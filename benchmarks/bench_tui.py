@@ -102,7 +102,7 @@ async def _until(pilot: Any, condition: Callable[[], bool], timeout: float = 30.
 
 async def run_screen(home: Path, classes: int, epochs: int, repeats: int) -> dict[str, list[float]]:
     from fake_runs import epoch_record, make_fake_run
-    from tui_harness import pinned_context
+    from tui_harness import pinned_context, settle
 
     from srat_tui.tui.app import SratApp
     from srat_tui.tui.screens.run_detail import RunScreen
@@ -121,7 +121,8 @@ async def run_screen(home: Path, classes: int, epochs: int, repeats: int) -> dic
         await _until(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
         assert isinstance(screen, RunScreen)
-        await _until(pilot, lambda: len(screen.rows) == epochs and screen.plots_current())
+        await _until(pilot, lambda: len(screen.rows) == epochs)
+        await settle(pilot, timeout=30.0, frame=0.002)  # and the plots built from them
         for _ in range(repeats):  # a full repaint: every widget's render cache dropped
             for widget in screen.walk_children(with_self=True):
                 widget.refresh()  # drops its line caches: the next frame renders it again
@@ -141,7 +142,8 @@ async def run_screen(home: Path, classes: int, epochs: int, repeats: int) -> dic
             record = epoch_record(epoch, total, resolved["num_classes"], resolved["under_classes"])
             appended = time.perf_counter()
             run.append_metrics(record)
-            await _until(pilot, lambda e=epoch: len(screen.rows) == e and screen.plots_current())
+            await _until(pilot, lambda e=epoch: len(screen.rows) == e)
+            await settle(pilot, timeout=30.0, frame=0.002)
             timings["latency"].append(time.perf_counter() - appended)
     return timings
 
@@ -154,6 +156,7 @@ async def runs_screen(home: Path, repeats: int) -> dict[str, list[float]]:
 
     from srat_engine.runs.sync import refreshed_records
     from srat_tui.tui.app import SratApp
+    from srat_tui.tui.messages import RunsRefreshed
     from srat_tui.tui.screens.runs import build_rows
 
     context = pinned_context(home, poll_seconds=3600.0)
@@ -169,13 +172,13 @@ async def runs_screen(home: Path, repeats: int) -> dict[str, list[float]]:
             rows = build_rows(records, context.now())
             timings["refresh"].append(time.perf_counter() - began)
             began = time.perf_counter()
-            screen.on_runs_screen_rows_loaded(screen.RowsLoaded(rows))
+            screen.on_runs_refreshed(RunsRefreshed(rows))
             timings["sync_idle"].append(time.perf_counter() - began)
             moved = dict(records[0])
             moved["std_overall"] = 50.0 + k
             rows = build_rows([moved, *records[1:]], context.now())
             began = time.perf_counter()
-            screen.on_runs_screen_rows_loaded(screen.RowsLoaded(rows))
+            screen.on_runs_refreshed(RunsRefreshed(rows))
             timings["sync_one"].append(time.perf_counter() - began)
             await pilot.pause()
     return timings

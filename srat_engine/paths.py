@@ -8,7 +8,11 @@ from pathlib import Path
 
 
 def srat_home() -> Path:
-    """The srat home: $SRAT_HOME, else ~/.srat."""
+    """The srat home: $SRAT_HOME, else ~/.srat.
+
+    The one reader of $SRAT_HOME. Engine functions are given their home (`runs.home.Home`);
+    only the edges (CLI, TUI context, the worker's launcher) resolve it from here.
+    """
     env = os.environ.get("SRAT_HOME")
     return Path(env).expanduser() if env else Path.home() / ".srat"
 
@@ -17,11 +21,6 @@ def data_dir() -> Path:
     """Default dataset directory: $SRAT_DATA, else <home>/data."""
     env = os.environ.get("SRAT_DATA")
     return Path(env).expanduser() if env else srat_home() / "data"
-
-
-def runs_dir() -> Path:
-    """Where run directories live: <home>/runs."""
-    return srat_home() / "runs"
 
 
 def preset_dirs() -> list[Path]:

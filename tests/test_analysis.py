@@ -11,12 +11,13 @@ import pytest
 import torch
 from cli_harness import Srat, make_invoker
 
-from srat_engine.analysis.separability import feature_separability
 from srat_engine.analysis.sweeps import plan_sweep, sweep_tag
 from srat_engine.config.prepare import create_run, prepare
 from srat_engine.errors import SratError
+from srat_engine.evaluation.separability import feature_separability
 from srat_engine.fsutil import atomic_write_json
-from srat_engine.paths import runs_dir, srat_home
+from srat_engine.paths import srat_home
+from srat_engine.runs.home import Home
 from srat_engine.runs.rundir import RunDir
 from srat_engine.training.trainer import execute
 
@@ -132,7 +133,7 @@ def test_tsne_json_default_png_in_the_run(run: RunDir, srat: Srat) -> None:
 
 
 def test_tsne_of_a_run_without_checkpoint(srat: Srat) -> None:
-    created = create_run(prepare(preset="digits-ce", overrides=TINY))
+    created = create_run(prepare(preset="digits-ce", overrides=TINY), Home.from_env().runs)
     result = srat("tsne", created.id)
     assert result.code == 2 and "no checkpoint" in result.err
 
@@ -216,14 +217,15 @@ def test_reweight_sweep_queues_tagged_runs_with_the_planned_configs(srat: Srat) 
 
     sets = [f"--set={o}" for o in TINY if not o.startswith("device")]
     # the CPU slot is held so the workers only queue: nothing trains
-    with hold_slot("0-test", slots_for(["cpu"], 1), poll_seconds=0.05):
+    home = Home.from_env()
+    with hold_slot("0-test", slots_for(["cpu"], 1), root=home.slots, poll_seconds=0.05):
         result = srat(
             "sweep", "reweight", "--preset", "digits-ce", "--weights", "7", "--natural-too",
             *sets, "--device", "cpu", "--json",
         )  # fmt: skip
         assert result.code == 0, result.err
         doc = json.loads(result.out)
-        runs = [RunDir.open(runs_dir(), e["run_id"]) for e in doc["runs"]]
+        runs = [RunDir.open(home.runs, e["run_id"]) for e in doc["runs"]]
         try:
             assert [e["arm"] for e in doc["runs"]] == ["adversarial", "natural"]
             for run, method in zip(runs, ("CB-Reweight", "Natural-CB"), strict=True):
@@ -240,7 +242,7 @@ def test_reweight_sweep_queues_tagged_runs_with_the_planned_configs(srat: Srat) 
             assert manifest["kind"] == "reweight" and manifest["preset"] == "digits-ce"
         finally:
             for run in runs:
-                kill_run(run, grace_seconds=5)
+                kill_run(run, home=home, grace_seconds=5)
     assert all(run.state()["status"] == "killed" for run in runs)
 
 
@@ -255,7 +257,9 @@ def test_sweep_dry_run_creates_nothing(srat: Srat, srat_home: Path) -> None:
 
 
 def _finished(method: str, std: list[float], rob: list[float]) -> RunDir:
-    run = create_run(prepare(preset="digits-ce", overrides=(f"method={method}",)))
+    run = create_run(
+        prepare(preset="digits-ce", overrides=(f"method={method}",)), Home.from_env().runs
+    )
     run.append_metrics({"event": "final", "std_class": std, "rob_class": rob})
     return run
 

@@ -1,6 +1,7 @@
 """`srat bench` and `srat_engine.bench.benchmark`: the report's arithmetic and the CLI contract.
 
-No test asserts a timing: only that the numbers exist, are positive and add up.
+No test asserts a timing: only that the numbers exist, are positive and add up. The FLOP
+counters the report uses are tested by hand in tests/test_models.py (`models.flops`).
 """
 
 from __future__ import annotations
@@ -12,21 +13,12 @@ import pytest
 import torch
 from cli_harness import Srat, make_invoker
 
-from srat_engine.bench.benchmark import INPUT_SHAPE, forward_flops, run_benchmark
-from srat_engine.models import build_model
-from srat_engine.models import forward_flops as hook_flops
+from srat_engine.bench.benchmark import run_benchmark
 
 
 @pytest.fixture
 def srat(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Srat:
     return make_invoker(capsys, monkeypatch)
-
-
-def test_resnet18_forward_is_the_quoted_gflop_count() -> None:
-    """CIFAR ResNet-18 at 32x32: 0.5554 GMACs, so the quoted 1.111 GFLOP counts MACs x 2."""
-    flops = forward_flops(build_model("resnet18", 10, INPUT_SHAPE), INPUT_SHAPE)
-    assert flops == pytest.approx(1.111e9, rel=1e-3)
-    assert flops == hook_flops("resnet18", INPUT_SHAPE, 10)  # the engine's own hook count
 
 
 def test_json_report_is_consistent(srat: Srat) -> None:
@@ -71,7 +63,7 @@ def test_text_report_names_both_paths(srat: Srat) -> None:
         (("--model", "vgg"), "unknown bench model 'vgg'"),
         (("--batch", "0"), "--batch must be at least 1"),
         (("--device", "cuda:7"), "CUDA"),
-        (("--device", "abacus"), "--device 'abacus'"),
+        (("--device", "abacus"), "unknown device 'abacus'"),
         (("--set", "train.batch_size=5"), "fixed by the benchmark"),
         (("--set", "train.precision=fp16"), "train.precision"),
         (("--workers", "-1"), "--workers must be >= 0"),

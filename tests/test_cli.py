@@ -12,6 +12,7 @@ import tomllib
 from cli_harness import Result, Srat, make_invoker
 from typer.testing import CliRunner
 
+from srat_engine import __version__
 from srat_engine.config.presets import list_presets, load_preset, preset_path
 from srat_engine.config.schema import RunConfig, validate_config
 from srat_engine.errors import SratError
@@ -35,6 +36,28 @@ def assert_usage_error(result: Result, home: Path) -> None:
     assert len(result.err_lines) == 1, result.err
     assert result.err_lines[0].startswith("error: ")
     assert run_dirs(home) == []
+
+
+# --- the root command ----------------------------------------------------------------------
+
+
+def test_version_prints_the_engine_version_and_exits_0(srat: Srat) -> None:
+    result = srat("--version")
+    assert result.code == 0, result.err
+    assert result.out == f"srat {__version__}\n"
+    assert result.err == ""
+    # eager: it answers before a command is parsed, even one that would fail
+    assert srat("--version", "run", "--preset", "no-such-preset").out == f"srat {__version__}\n"
+
+
+def test_help_lists_every_command(srat: Srat) -> None:
+    result = srat("--help")
+    assert result.code == 0, result.err
+    commands = ("run", "presets", "runs", "sweep", "eval", "theory", "bench", "tsne", "curves",
+                "figure1", "tui")  # fmt: skip
+    listed = {line.strip("│ ").split(" ")[0] for line in result.out.splitlines()}
+    assert set(commands) <= listed
+    assert "--version" in result.out
 
 
 # --- presets ls -----------------------------------------------------------------------------

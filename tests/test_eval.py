@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import shutil
+import sys
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,15 +26,17 @@ import torch
 from cli_harness import Srat, make_invoker
 from test_runs_cli import assert_unchanged, assert_user_error, snapshot
 
+import srat_engine
 from srat_engine.config.prepare import create_run, prepare
+from srat_engine.config.resolve import versions
 from srat_engine.errors import SratError
 from srat_engine.evaluation.autoattack import AA_ORDER
+from srat_engine.evaluation.classwise import class_totals, count_correct
 from srat_engine.evaluation.cw import cw_loss, cw_margin
 from srat_engine.evaluation.masking import MASKING_THRESHOLD, gradient_masking_suspected
 from srat_engine.evaluation.runner import evaluate_run
-from srat_engine.paths import runs_dir
 from srat_engine.runs.evaluations import read_eval, store_result
-from srat_engine.runs.index import default_index
+from srat_engine.runs.home import Home as SratHome
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import summarize_run
 from srat_engine.runs.sync import record_in_index
@@ -77,7 +82,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         mp.setenv("SRAT_HOME", str(home))
         mp.delenv("SRAT_PRESETS", raising=False)
         mp.delenv("SRAT_DATA", raising=False)
-        run = create_run(prepare(preset="digits-ce", overrides=SMALL), root=runs_dir())
+        run = create_run(prepare(preset="digits-ce", overrides=SMALL), root=home / "runs")
         final = execute(run)
         pgd20 = evaluate_run(run, "pgd20", N, "cpu")
         autoattack = evaluate_run(run, "autoattack", N, "cpu")
@@ -101,7 +106,7 @@ class Home:
 def home(template: Template, srat_home: Path) -> Home:
     shutil.copytree(template.runs, srat_home / "runs")
     run = RunDir(srat_home / "runs" / template.run_id)
-    record_in_index(run)
+    record_in_index(run, SratHome(srat_home).index)
     return Home(srat_home, run, template)
 
 
@@ -249,11 +254,46 @@ def test_an_interrupted_evaluation_writes_nothing(
     def interrupted(*_args: Any, **_kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "_correct", interrupted)
+    monkeypatch.setattr(runner, "count_correct", interrupted)
     before = snapshot(home.path)
     with pytest.raises(KeyboardInterrupt):
         evaluate_run(home.run, "cw", 1, "cpu")
     assert_unchanged(before, home.path)
+
+
+def test_count_correct_sums_each_batch_s_hits_per_class_by_hand() -> None:
+    """Hits: every example except those of class 1; batches of 3, 3 and 1 uint8 images."""
+    y = torch.tensor([0, 1, 2, 2, 1, 0, 2])
+    x = torch.full((len(y), 2), 255, dtype=torch.uint8)
+    seen: list[tuple[int, float, float]] = []
+
+    def hits(xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seen.append((len(yb), float(xb.max()), float(torch.rand(1, generator=generator))))
+        return yb != 1
+
+    correct = count_correct(x, y, 3, batch_size=3, hits=hits, seed=4)
+    assert correct.tolist() == [2, 0, 3]
+    assert class_totals(y, 3) == [2, 2, 3]
+    assert [(n, top) for n, top, _ in seen] == [(3, 1.0), (3, 1.0), (1, 1.0)]  # [0, 1] inputs
+    # one generator seeded once for the whole count, so a second count repeats the first
+    draws = [draw for *_, draw in seen]
+    seen.clear()
+    count_correct(x, y, 3, batch_size=3, hits=hits, seed=4)
+    assert [draw for *_, draw in seen] == draws and len(set(draws)) == 3
+
+
+def test_versions_record_srat_python_torch_and_the_optional_packages_present(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = types.ModuleType("srat_fake_pkg")
+    fake.__version__ = "1.2.3"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "srat_fake_pkg", fake)
+    base = {"srat": srat_engine.__version__, "python": platform.python_version()}
+    base["torch"] = torch.__version__  # with its build tag, e.g. 2.13.0+cu130
+    assert versions() == base
+    absent = "srat_absent_pkg"
+    assert versions(if_loaded=("srat_fake_pkg", absent)) == {**base, "srat_fake_pkg": "1.2.3"}
+    assert versions(if_importable=(absent, "srat_fake_pkg")) == {**base, "srat_fake_pkg": "1.2.3"}
 
 
 def test_corrupt_checkpoint_is_one_line_error(home: Home) -> None:
@@ -289,7 +329,7 @@ def test_cli_eval_stores_prints_and_indexes(home: Home, srat: Srat) -> None:
     outcome = srat("eval", home.run.id, "--attack", "pgd20", "--n", "1", "--json")
     assert outcome.code == 0, outcome
     assert json.loads(outcome.out) == read_eval(home.run)["pgd20"]
-    indexed = default_index().get(home.run.id)
+    indexed = SratHome(home.path).index.get(home.run.id)
     assert indexed is not None and indexed["aa_overall"] == home.template.autoattack["overall"]
 
 
@@ -332,7 +372,7 @@ def forge_masking(run: RunDir) -> None:
     aa = read_eval(run)["autoattack"]
     aa["masking"] = {**aa["masking"], "suspected": True, "gap": 30.0}
     store_result(run, "autoattack", aa)
-    record_in_index(run)
+    record_in_index(run, SratHome.from_env().index)
 
 
 def test_runs_show_displays_the_eval_section(home: Home, srat: Srat) -> None:
@@ -351,7 +391,7 @@ def test_compare_and_export_use_the_stored_attack(home: Home, srat: Srat) -> Non
     other = RunDir(home.path / "runs" / "other-run")
     shutil.copytree(home.run.path, other.path)
     (other.path / "eval.json").unlink()
-    record_in_index(other)
+    record_in_index(other, SratHome(home.path).index)
     forge_masking(home.run)
     aa = home.template.autoattack
     out = srat("runs", "compare", home.run.id, other.id, "--attack", "autoattack").out

@@ -2,7 +2,7 @@
 
 The engine step (`TrainStep`: device-side crop/flip, input-only attack gradients with frozen
 parameters, BN folded into the convolutions for the eval-mode attack, channels_last) and the
-reference step (`srat_engine.bench.benchmark`: `loss.backward()` through the whole model, NCHW,
+reference step (`srat_engine.bench.reference`: `loss.backward()` through the whole model, NCHW,
 fp32) are
 fed the same images, crops and random start, then compared. Per-sample independence of the
 crop/flip itself is covered by tests/test_augment.py; here only its use by the step is checked.
@@ -17,16 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from srat_engine.bench.benchmark import (
-    EPS,
-    PAD,
-    STEP_SIZE,
-    bench_config,
-    bench_engine_step,
-    build_pair,
-    reference_attack,
-    reference_step,
-)
+from srat_engine.bench.benchmark import bench_config, bench_engine_step, build_pair
+from srat_engine.bench.reference import EPS, PAD, STEP_SIZE, reference_attack, reference_step
 from srat_engine.data import random_crop_flip
 from srat_engine.data.resident import to_inputs
 from srat_engine.errors import SratError

@@ -17,7 +17,8 @@ import pytest
 
 from srat_engine.config.schema import RunConfig
 from srat_engine.errors import SratError
-from srat_engine.runs.index import RunIndex, default_index, reindex
+from srat_engine.runs.home import Home
+from srat_engine.runs.index import RunIndex, reindex
 from srat_engine.runs.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,8 +84,12 @@ def test_records_need_an_id(tmp_path: Path) -> None:
         index.replace_all([{"id": "a"}, {"status": "x"}])
 
 
-def test_default_index_lives_in_srat_home(srat_home: Path) -> None:
-    index = default_index()
+def test_the_home_of_the_environment_holds_its_index_and_folders(srat_home: Path) -> None:
+    home = Home.from_env()
+    assert home.root == srat_home
+    folders = (home.runs, home.slots, home.trash, home.sweeps)
+    assert folders == tuple(srat_home / name for name in ("runs", "slots", "trash", "sweeps"))
+    index = home.index
     assert index.path == srat_home / "index.json"
     index.upsert({"id": "a"})
     assert (srat_home / "index.json").is_file() and (srat_home / "index.json.lock").exists()

@@ -11,14 +11,8 @@ import torch
 from torch import nn
 
 from srat_engine.errors import SratError
-from srat_engine.models import (
-    ARCHITECTURES,
-    CosineHead,
-    SratModel,
-    build_model,
-    count_parameters,
-    forward_flops,
-)
+from srat_engine.models import ARCHITECTURES, CosineHead, SratModel, build_model
+from srat_engine.models.flops import executed_flops, forward_flops
 from srat_engine.models.wide_resnet import WideBasicBlock
 
 # (arch, input_shape, batch, feature_dim). Small inputs keep the big nets cheap on a CPU while
@@ -97,7 +91,7 @@ def test_input_gradient_flows(
 )
 def test_parameter_counts(arch: str, expected: int) -> None:
     model = build_model(arch, 10, (3, 32, 32))
-    assert count_parameters(model) == expected
+    assert sum(p.numel() for p in model.parameters()) == expected
 
 
 def test_resnet18_stem_is_3x3_stride1_without_maxpool() -> None:
@@ -110,8 +104,35 @@ def test_resnet18_stem_is_3x3_stride1_without_maxpool() -> None:
 
 
 def test_resnet18_flops_match_reference() -> None:
-    # 0.556 GMACs for CIFAR ResNet-18 at 32x32 (as reported for kuangliu/pytorch-cifar).
-    assert forward_flops("resnet18", (3, 32, 32), 10) == pytest.approx(1.11e9, rel=0.01)
+    """CIFAR ResNet-18 at 32x32: 0.5554 GMACs (as reported for kuangliu/pytorch-cifar), so the
+    quoted 1.111 GFLOP counts MACs x 2."""
+    flops = forward_flops(build_model("resnet18", 10, (3, 32, 32)), (3, 32, 32))
+    assert flops == pytest.approx(1.11e9, rel=0.01)
+    assert flops == pytest.approx(1.111e9, rel=1e-3)
+    assert flops == 1_110_845_440  # the Conv2d and Linear MACs x 2, as a hook count gives
+
+
+def test_forward_flops_by_hand() -> None:
+    # conv: 4 x 8 x 8 outputs x (3 x 3 x 3) MACs = 6912; linear: 256 x 10 = 2560; BN, ReLU and
+    # biases are not counted; 2 FLOPs per MAC
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+    )
+    assert forward_flops(model, (3, 8, 8)) == 2 * (6912 + 2560)
+    assert model.training  # counted on a copy
+
+
+def test_executed_flops_count_backward_and_input_only_gradients() -> None:
+    # Linear 4 -> 3 on 2 examples: each matmul (forward, input gradient, weight gradient) is
+    # 2 x 4 x 3 MACs = 48 FLOPs; per example a full backward costs 3 x 48 / 2, input only 2 x 48 / 2
+    linear = nn.Linear(4, 3, bias=False)
+    x = torch.rand(2, 4, requires_grad=True)
+    assert executed_flops(lambda: linear(x).sum().backward(), 2) == 72
+    assert executed_flops(lambda: torch.autograd.grad(linear(x).sum(), x), 2) == 48
 
 
 def test_wrn_shortcut_sees_the_activated_input() -> None:
@@ -171,4 +192,4 @@ def test_bad_arguments_raise_srat_error(kwargs: dict[str, Any], message: str) ->
 def test_small_cnn_is_cheap_by_construction() -> None:
     # A deterministic guard on speed: the 32/64/128 layout that took ~45 ms per step had
     # 4.76 MFLOP per 8x8 image; the chosen one has 0.76 MFLOP.
-    assert forward_flops("small_cnn", (1, 8, 8), 10) < 1.0e6
+    assert forward_flops(build_model("small_cnn", 10, (1, 8, 8)), (1, 8, 8)) < 1.0e6

@@ -27,8 +27,7 @@ from typer.testing import CliRunner
 from srat_engine.config.prepare import create_run, prepare
 from srat_engine.errors import SratError
 from srat_engine.fsutil import read_jsonl
-from srat_engine.paths import runs_dir
-from srat_engine.runs.index import default_index
+from srat_engine.runs.home import Home as SratHome
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import summarize_run
 from srat_engine.runs.sync import record_in_index
@@ -71,7 +70,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         ids = []
         for extra in (("method=CE",), ("method=Natural", "train.epochs=2", "data.n_max=40")):
             run = create_run(
-                prepare(preset="digits-ce", overrides=(*TINY, *extra)), root=runs_dir()
+                prepare(preset="digits-ce", overrides=(*TINY, *extra)), root=home / "runs"
             )
             finals[run.id] = execute(run)
             ids.append(run.id)
@@ -96,19 +95,19 @@ class Home:
         run = RunDir.create(self.path / "runs", self.run(self.ce).config(), run_id=run_id)
         if state:
             run.write_state(**state)
-        record_in_index(run)
+        record_in_index(run, SratHome(self.path).index)
         return run
 
     @property
     def index_path(self) -> Path:
-        return default_index().path
+        return SratHome(self.path).index.path
 
 
 @pytest.fixture
 def home(template: Template, srat_home: Path) -> Home:
     shutil.copytree(template.runs, srat_home / "runs")
     for run_id in (template.ce, template.natural):
-        record_in_index(RunDir(srat_home / "runs" / run_id))
+        record_in_index(RunDir(srat_home / "runs" / run_id), SratHome(srat_home).index)
     return Home(srat_home, template.ce, template.natural, template.finals)
 
 
@@ -294,6 +293,17 @@ def test_show_json_has_summary_and_config(home: Home) -> None:
     assert doc["exit"]["status"] == "finished"
 
 
+def test_show_treats_a_final_followed_by_more_epochs_as_stale(home: Home) -> None:
+    run = home.run(home.ce)
+    assert "CE (final)" in cli("runs", "show", home.ce)
+    last = [r for r in run.metrics() if r.get("event") == "epoch"][-1]
+    run.append_metrics({"event": "resume", "from_epoch": last["epoch"]})
+    run.append_metrics({**last, "epoch": last["epoch"] + 1})  # trained further
+    out = cli("runs", "show", home.ce)
+    assert f"CE (epoch {last['epoch'] + 1})" in out and "(final)" not in out
+    assert cli_json("runs", "show", "--json", home.ce)["summary"]["final"] is False
+
+
 # --- tag / note -----------------------------------------------------------------------------
 
 
@@ -303,13 +313,13 @@ def test_tag_and_remove_persist_to_meta_and_index(home: Home) -> None:
     cli("runs", "tag", home.ce, "paper")
     cli("runs", "tag", home.ce, "baseline")  # already there: not added twice
     assert json.loads((run.path / "meta.json").read_text())["tags"] == ["baseline", "paper"]
-    assert default_index().get(home.ce)["tags"] == ["baseline", "paper"]
+    assert SratHome.from_env().index.get(home.ce)["tags"] == ["baseline", "paper"]
     assert "tags     baseline, paper" in cli("runs", "show", home.ce)
 
     cli("runs", "tag", "--remove", home.ce, "baseline")
     assert run.meta()["tags"] == ["paper"]
-    assert default_index().get(home.ce)["tags"] == ["paper"]
-    assert default_index().get(home.natural)["tags"] == []
+    assert SratHome.from_env().index.get(home.ce)["tags"] == ["paper"]
+    assert SratHome.from_env().index.get(home.natural)["tags"] == []
 
 
 def test_note_persists_to_meta_and_index(home: Home) -> None:
@@ -317,7 +327,7 @@ def test_note_persists_to_meta_and_index(home: Home) -> None:
     cli("runs", "note", home.natural, "second thought")
     notes = ["lr too high?", "second thought"]
     assert home.run(home.natural).meta()["notes"] == notes
-    assert default_index().get(home.natural)["notes"] == notes
+    assert SratHome.from_env().index.get(home.natural)["notes"] == notes
     out = cli("runs", "show", home.natural)
     assert "note     lr too high?" in out and "note     second thought" in out
 
@@ -344,7 +354,7 @@ def test_rm_moves_to_trash_and_drops_from_index(home: Home) -> None:
     assert f"moved to {trashed}" in out
     assert (trashed / "config.json").is_file() and (trashed / "metrics.jsonl").is_file()
     assert not (home.path / "runs" / home.ce).exists()
-    assert default_index().get(home.ce) is None
+    assert SratHome.from_env().index.get(home.ce) is None
     assert ls_ids() == [home.natural]
 
 
@@ -353,7 +363,7 @@ def test_rm_purge_deletes(home: Home) -> None:
     assert f"{home.ce} deleted" in out and f"{home.natural} deleted" in out
     assert list((home.path / "runs").iterdir()) == []
     assert not (home.path / "trash").exists()
-    assert len(default_index()) == 0
+    assert len(SratHome.from_env().index) == 0
     assert cli("runs", "ls").strip() == "no runs"
 
 
@@ -501,7 +511,7 @@ def test_ls_checks_the_process_start_time_not_just_the_pid(
     assert run.state()["status"] == expected
     records = {r["id"]: r for r in cli_json("runs", "ls", "--json")}
     assert records[run.id]["status"] == expected
-    assert default_index().get(run.id)["status"] == expected
+    assert SratHome.from_env().index.get(run.id)["status"] == expected
     assert ls_ids("--status", expected) == [run.id]
 
 
@@ -605,7 +615,8 @@ def test_kill_a_queued_detached_run(home: Home, srat: Srat) -> None:
     """A real worker queued behind a slot this test holds: kill stops it and records why."""
     from srat_engine.jobs.slots import hold_slot, slots_for
 
-    with hold_slot("0-test", slots_for(["cpu"], 1), poll_seconds=0.05):
+    slots = SratHome(home.path).slots
+    with hold_slot("0-test", slots_for(["cpu"], 1), root=slots, poll_seconds=0.05):
         out = cli("run", "--preset", "digits-ce", *(f"--set={o}" for o in TINY), "--detach")
         run_id, source, *_ = out.split()
         assert source == "digits-ce"
@@ -625,7 +636,7 @@ def test_kill_a_queued_detached_run(home: Home, srat: Srat) -> None:
     assert run.exit_record()["status"] == "killed"
     assert "while queued" in run.exit_record()["error"]
     assert not ticket.exists()
-    assert default_index().get(run_id)["status"] == "killed"
+    assert SratHome.from_env().index.get(run_id)["status"] == "killed"
     assert_user_error(srat("runs", "kill", run_id), "not running", "killed")
 
 

@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import Input, RadioButton, Static
 from textual_plotext import PlotextPlot
-from tui_harness import pinned_context, scenario, wait_for
+from tui_harness import pinned_context, record_notifications, scenario, settle, wait_for
 
 from srat_engine.reporting.paper import paper_result
 from srat_tui.tui.app import SratApp
@@ -112,6 +112,24 @@ async def test_export_writes_the_paper_layout(srat_home: Path, tmp_path: Path) -
     # the paper's numbers beside ours were asked for: its CE row for CIFAR-10 Exp-10
     paper_ce = paper_result("cifar10", "exp", 10, "CE")
     assert paper_ce is not None and f"{paper_ce['std_overall']:.2f}" in table
+
+
+@scenario
+async def test_unwritable_export_path_is_notified(context: AppContext, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # the export's folder would have to be made inside a file
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_compare(pilot)
+        notes = record_notifications(app)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ExportScreen), "export dialog")
+        pilot.app.screen.query_one("#export-path", Input).value = str(blocker / "table.csv")
+        await pilot.click("#export-ok")
+        await settle(pilot)
+        assert [severity for _, severity in notes] == ["error"]
+        assert "a-file" in notes[0][0] and not (blocker / "table.csv").exists()
+        assert app.is_running and app.screen is screen
 
 
 def test_curve_keeps_the_later_record_of_a_repeated_epoch() -> None:

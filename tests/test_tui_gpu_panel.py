@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fake_runs import make_fake_run
 from rich.console import Console
-from tui_harness import pinned_context, scenario, wait_for
+from tui_harness import pinned_context, scenario, settle, wait_for
 
 from srat_engine.fsutil import atomic_write_json
 from srat_tui.tui.app import SratApp
@@ -66,7 +66,9 @@ async def test_no_nvidia_gpu_hides_the_panel_and_stops_polling(
     monkeypatch.setattr(gpu_panel, "probe_gpus", probe)
     async with SratApp(pinned_context(srat_home)).run_test(size=(80, 24)) as pilot:
         panel = pilot.app.screen.query_one(GpuPanel)
-        await wait_for(pilot, lambda: bool(calls) and panel._timer is None, "the probe")
+        await wait_for(pilot, lambda: bool(calls), "the probe")
+        await settle(pilot)
+        assert panel._timer is None  # no more polls
         assert not panel.display and panel.has_class("-absent")
         probes = len(calls)
         await pilot.pause(0.1)

@@ -18,8 +18,8 @@ from tui_harness import scenario, wait_for
 from srat_engine.config.prepare import prepare
 from srat_engine.errors import SratError
 from srat_engine.jobs.supervisor import kill_run
-from srat_engine.paths import runs_dir
-from srat_engine.runs.index import default_index, run_dirs
+from srat_engine.runs.home import Home
+from srat_engine.runs.index import run_dirs
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.rundir import RunDir
 from srat_tui.tui.context import AppContext
@@ -52,7 +52,7 @@ class Host(App[None]):
 
 def make_context() -> AppContext:
     fixed = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
-    return AppContext(runs_dir(), default_index(), lambda: fixed, 0.1)
+    return AppContext(Home.from_env(), lambda: fixed, 0.1)
 
 
 def text_of(static: Static) -> str:
@@ -108,11 +108,12 @@ async def type_into(pilot: Pilot[None], field: str, text: str) -> NewRunScreen:
 def stop_runs() -> Iterator[None]:
     """Kill whatever detached runs a test started, so no worker outlives it."""
     yield
-    for path in run_dirs(runs_dir()):
+    home = Home.from_env()
+    for path in run_dirs(home.runs):
         run = RunDir(path)
         if reconcile(run) in ACTIVE:
             with suppress(SratError):
-                kill_run(run, grace_seconds=5)
+                kill_run(run, home=home, grace_seconds=5)
 
 
 def engine_message(*overrides: str) -> str:
@@ -197,7 +198,7 @@ async def test_bad_ratio_and_nan_lambda_show_the_engine_message() -> None:
         assert not screen.query_one("#newrun-counts", Static).display
         await pilot.press("ctrl+s")
         await pilot.pause(0.2)
-        assert app.screen is screen and run_dirs(runs_dir()) == []
+        assert app.screen is screen and run_dirs(Home.from_env().runs) == []
 
         screen = await type_into(pilot, "ratio", "10")
         assert not error.display and not screen.query_one("#launch", Button).disabled
@@ -314,7 +315,7 @@ async def test_escape_goes_back_without_launching() -> None:
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, NewRunScreen)
-        assert run_dirs(runs_dir()) == []
+        assert run_dirs(Home.from_env().runs) == []
 
 
 @scenario

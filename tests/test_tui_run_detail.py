@@ -1,8 +1,8 @@
 """The Run screen, driven with Pilot over fake run directories, and its pure series functions.
 
-Waiting is always a bounded loop of `pilot.pause()` on a condition: records arrive through a
-timer and a thread worker, and figures are built in threads, so there is no fixed number of
-frames to wait for. The suite has no asyncio plugin: each scenario runs under `asyncio.run`.
+Records arrive through a timer and a thread worker, and figures are built in threads, so there
+is no fixed number of frames to wait for: scenarios `settle` until the workers are done, or wait
+for a condition. The suite has no asyncio plugin: each scenario runs under `asyncio.run`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rich.text import Text
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static, TabbedContent
-from tui_harness import pinned_context, scenario, wait_for
+from tui_harness import pinned_context, scenario, settle, wait_for
 
 from srat_engine.runs.rundir import RunDir
 from srat_tui.tui.context import AppContext
@@ -77,8 +77,34 @@ async def opened(pilot: Pilot[Any], epochs: int | None = None) -> RunScreen:
     await wait_for(pilot, lambda: bool(screen.config_doc), "the first poll")
     if epochs is not None:
         await wait_for(pilot, lambda: len(screen.rows) == epochs, f"{epochs} epochs")
-    await wait_for(pilot, screen.plots_current, "plots")
+    await settle(pilot)
+    assert drawn(screen)
     return screen
+
+
+def drawn(screen: RunScreen) -> bool:
+    """Every plot on the open tab shows its figure (or its no-data message), not a placeholder."""
+    pane = screen.query_one(TabbedContent).active
+    plots = [plot for plot in screen.query(f"#{pane} CurvePlot") if plot.parent.display]  # type: ignore[union-attr]
+    return all(plot.size.area > 0 and "building plot" not in shown(plot) for plot in plots)
+
+
+def count_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kind of each figure built from now on, in the order the builds started."""
+    kinds: list[str] = []
+    real_build = curves.build_figure
+
+    def counted(figure: Figure, *args: Any, **kwargs: Any) -> Text:
+        kinds.append(figure.kind)
+        return real_build(figure, *args, **kwargs)
+
+    monkeypatch.setattr(curves, "build_figure", counted)
+    return kinds
+
+
+def building(pilot: Pilot[Any], plot: CurvePlot) -> bool:
+    """A build of `plot`'s figure is running in a worker."""
+    return any(worker.node is plot and worker.is_running for worker in pilot.app.workers)
 
 
 def header(screen: RunScreen) -> str:
@@ -125,24 +151,28 @@ async def test_opens_with_header_and_curves(context: AppContext) -> None:
 
 
 @scenario
-async def test_new_epoch_appears_and_replots_only_on_change(context: AppContext) -> None:
+async def test_new_epoch_appears_and_replots_only_on_change(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = make_fake_run(context.runs_root, "run-a", epochs_done=5, epochs=10)
+    kinds = count_builds(monkeypatch)
     async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
         screen = await opened(pilot, epochs=5)
         std = screen.query_one("#std-plot", CurvePlot)
-        builds, figure = std.stats.finished, std.figure
+        builds, figure = kinds.count(std.figure.kind), std.figure
         # polls that find nothing new leave the figure alone
         polls = screen._cursor
         for _ in range(10):
             await pilot.pause(0.02)
-        assert std.figure is figure and std.stats.finished == builds
+        assert std.figure is figure and kinds.count(figure.kind) == builds
         assert screen._cursor == polls
 
         run.append_metrics(epoch_record(6, 10, 10, screen.under))
         await wait_for(pilot, lambda: "epoch 6/10" in header(screen), "the epoch counter")
-        await wait_for(pilot, screen.plots_current, "the new figure")
+        await settle(pilot)
+        assert drawn(screen), "the new figure"
         assert last_epoch(std) == 6
-        assert std.stats.finished == builds + 1
+        assert kinds.count(figure.kind) == builds + 1
         assert len(screen.records) == 6
 
 
@@ -208,7 +238,7 @@ async def test_hundred_classes_group_view_then_per_class_off_thread(
 
             await pilot.press("p")
             assert screen.view == "classes"
-            await wait_for(pilot, lambda: std.is_building, "the per-class build to start")
+            await wait_for(pilot, lambda: building(pilot, std), "the per-class build to start")
             assert len(std.figure.lines) == 102
             assert "building plot (100 lines)" in shown(std)
             # the build is still running: the UI answers keys meanwhile
@@ -216,14 +246,15 @@ async def test_hundred_classes_group_view_then_per_class_off_thread(
             assert screen.query_one(TabbedContent).active == "loss"
             await pilot.press("1")
             assert screen.query_one(TabbedContent).active == "curves"
-            assert std.is_building and not std.is_current
+            assert building(pilot, std) and "building plot (100 lines)" in shown(std)
 
             gate.set()
-            await wait_for(pilot, screen.plots_current, "the per-class figure")
-            assert "per class" in shown(std)
+            await settle(pilot)
+            assert drawn(screen) and "per class" in shown(std)
             await pilot.press("p")
             assert screen.view == "groups"
-            await wait_for(pilot, screen.plots_current, "the group figure again")
+            await settle(pilot)
+            assert drawn(screen) and "10 groups" in shown(std)
     finally:
         gate.set()
     assert build_threads and not any(on_main for _, on_main in build_threads)
@@ -249,7 +280,8 @@ async def test_run_without_metrics_shows_empty_state(context: AppContext) -> Non
         run.append_metrics(epoch_record(1, 10, 10, screen.under))
         await pilot.press("1")
         await wait_for(pilot, lambda: bool(screen.rows), "the first epoch")
-        await wait_for(pilot, screen.plots_current, "the first figure")
+        await settle(pilot)
+        assert drawn(screen), "the first figure"
         assert not empty.display
 
 

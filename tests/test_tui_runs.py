@@ -21,14 +21,15 @@ import pytest
 from fake_runs import epoch_record, make_fake_run
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
-from tui_harness import pinned_context, scenario, wait_for
+from tui_harness import pinned_context, record_notifications, scenario, settle, wait_for
 
 from srat_engine.fsutil import atomic_write_json
 from srat_engine.runs.rundir import RunDir
+from srat_tui.render.format import runs_cell
 from srat_tui.tui.app import SratApp
 from srat_tui.tui.context import AppContext
 from srat_tui.tui.screens.help import HelpScreen
-from srat_tui.tui.screens.runs import RunsScreen, RunsTable, format_cell
+from srat_tui.tui.screens.runs import RunsScreen, RunsTable
 from srat_tui.tui.widgets.confirm import ConfirmModal, TextPromptModal
 
 SIZE = (160, 40)
@@ -96,18 +97,6 @@ def cell(screen: RunsScreen, run_id: str, column: str) -> str:
     return str(screen.table.get_cell(run_id, column))
 
 
-def record_notifications(app: SratApp) -> list[tuple[str, str]]:
-    notes: list[tuple[str, str]] = []
-    original = app.notify
-
-    def notify(message: str, **kwargs: Any) -> None:
-        notes.append((message, str(kwargs.get("severity", "information"))))
-        original(message, **kwargs)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return notes
-
-
 async def put_cursor_on(pilot: Pilot[Any], screen: RunsScreen, run_id: str) -> None:
     screen.table.move_cursor(row=order(screen).index(run_id))
     await pilot.pause()
@@ -147,9 +136,9 @@ async def test_table_shows_every_run(context: AppContext, three_runs: dict[str, 
 
 def test_autoattack_cell_marks_suspected_gradient_masking() -> None:
     now = datetime(2026, 11, 21, tzinfo=timezone.utc)
-    assert format_cell({"aa_overall": 41.5, "masking": False}, "aa_overall", now) == "41.50"
-    assert format_cell({"aa_overall": 12.0, "masking": True}, "aa_overall", now) == "12.00!"
-    assert format_cell({"aa_overall": None, "masking": None}, "aa_overall", now) == "-"
+    assert runs_cell({"aa_overall": 41.5, "masking": False}, "aa_overall", now) == "41.50"
+    assert runs_cell({"aa_overall": 12.0, "masking": True}, "aa_overall", now) == "12.00!"
+    assert runs_cell({"aa_overall": None, "masking": None}, "aa_overall", now) == "-"
 
 
 @scenario
@@ -380,8 +369,9 @@ async def test_an_idle_refresh_touches_no_cell(
                 return _original(*args, **kw)
 
             monkeypatch.setattr(table, name, spy)
-        start = screen.refresh_count
-        await wait_for(pilot, lambda: screen.refresh_count >= start + 3, "three refreshes")
+        for _ in range(3):  # three refreshes, each taken in by the table before the next
+            screen.request_refresh()
+            await settle(pilot)
         assert calls == []
 
 

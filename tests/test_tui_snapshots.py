@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fake_runs import make_fake_run
 from textual.pilot import Pilot
-from tui_harness import pinned_context, wait_for
+from tui_harness import pinned_context, settle, wait_for
 
 from srat_tui.tui.app import SratApp
 from srat_tui.tui.screens.compare import CompareScreen
@@ -78,7 +78,8 @@ async def run_open(pilot: Pilot[Any]) -> None:
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen), "the run screen")
     screen = pilot.app.screen
     assert isinstance(screen, RunScreen)
-    await wait_for(pilot, lambda: bool(screen.rows) and screen.plots_current(), "the plots")
+    await wait_for(pilot, lambda: bool(screen.rows), "the records")
+    await settle(pilot)  # the plots build in thread workers
 
 
 async def compare_open(pilot: Pilot[Any]) -> None:

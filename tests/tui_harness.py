@@ -1,8 +1,9 @@
-"""Shared pieces of the TUI tests: a pinned app context and condition waits on Pilot.
+"""Shared pieces of the TUI tests: a pinned app context, waits on Pilot, a notification log.
 
 The suite has no asyncio plugin, so each async scenario runs under `asyncio.run` through
-`@scenario`. Waiting is always a bounded loop of `pilot.pause()` on a condition: screens fill
-from thread workers, so there is no fixed number of frames to wait for.
+`@scenario`. Waiting is always bounded and goes through Textual's own API: `settle` until the
+workers are done and their messages handled (screens fill from thread workers, and what those
+find starts more: plot builds), or `wait_for` a condition, one `pilot.pause()` at a time.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from textual.app import App
 from textual.pilot import Pilot
 
-from srat_engine.runs.index import RunIndex
+from srat_engine.runs.home import Home
 from srat_tui.tui.context import AppContext
 
 NOW = datetime(2026, 11, 21, 14, 0, tzinfo=timezone.utc)
@@ -24,12 +26,7 @@ NOW = datetime(2026, 11, 21, 14, 0, tzinfo=timezone.utc)
 
 def pinned_context(home: Path, *, poll_seconds: float = 0.1, now: datetime = NOW) -> AppContext:
     """The app's view of `home` with a fixed clock (ages and snapshots do not drift)."""
-    return AppContext(
-        runs_root=home / "runs",
-        index=RunIndex(home / "index.json"),
-        now=lambda: now,
-        poll_seconds=poll_seconds,
-    )
+    return AppContext(home=Home(home), now=lambda: now, poll_seconds=poll_seconds)
 
 
 def scenario(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -40,6 +37,19 @@ def scenario(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., No
         asyncio.run(test(*args, **kwargs))
 
     return run
+
+
+def record_notifications(app: App[Any]) -> list[tuple[str, str]]:
+    """(message, severity) of every notification `app` shows from now on."""
+    notes: list[tuple[str, str]] = []
+    original = app.notify
+
+    def notify(message: str, **kwargs: Any) -> None:
+        notes.append((message, str(kwargs.get("severity", "information"))))
+        original(message, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return notes
 
 
 async def wait_for(
@@ -54,3 +64,19 @@ async def wait_for(
             return
         await pilot.pause(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def settle(pilot: Pilot[Any], timeout: float = 10.0, frame: float | None = None) -> None:
+    """Until no worker is left: wait for them, let the UI thread take in the messages they
+    posted and draw (which may start more: a poll's records start plot builds), and again until
+    a round starts none. `frame`: seconds per pause (None: until the process idles)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    app = pilot.app
+    while loop.time() < deadline:
+        await app.workers.wait_for_complete()
+        await pilot.pause(frame)  # their messages are handled, and the result is rendered
+        await pilot.pause(frame)  # builds that rendering asked for have started
+        if all(worker.is_finished for worker in app.workers):
+            return
+    raise AssertionError("timed out waiting for the workers to settle")

@@ -1,1 +1,2 @@
-"""Analysis beside training: Section 3's theory, feature separability, t-SNE, sweeps."""
+"""Analysis beside training: Section 3's theory, t-SNE, sweeps (feature separability is an
+evaluation metric: srat_engine.evaluation.separability)."""

@@ -25,14 +25,15 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from srat_engine.config.methods import compose_method, get_method
 from srat_engine.errors import SratError
 from srat_engine.fsutil import atomic_write_json, read_json
-from srat_engine.paths import srat_home
 from srat_engine.runs.rundir import is_valid_run_id
+
+if TYPE_CHECKING:
+    from srat_engine.runs.home import Home
 
 SweepKind = Literal["reweight", "lambda"]
 KINDS: tuple[str, ...] = ("reweight", "lambda")
@@ -119,11 +120,6 @@ def plan_sweep(
 # --------------------------------------------------------------------------- launching
 
 
-def sweeps_dir() -> Path:
-    """Where sweep manifests live: <home>/sweeps/<id>.json."""
-    return srat_home() / "sweeps"
-
-
 def validate_sweep_id(sweep_id: str) -> str:
     """Sweep ids name files: the run-id rule (no `/`, `..` or spaces) applies."""
     if not is_valid_run_id(sweep_id):
@@ -174,29 +170,31 @@ def prepare_sweep(
 
 
 def launch_sweep(
-    planned: PlannedSweep, devices: list[str], per_device: int
+    planned: PlannedSweep, devices: list[str], per_device: int, *, home: Home
 ) -> list[dict[str, Any]]:
-    """Create, tag and launch (detached) every run; write the manifest; return its entries."""
+    """Create, tag and launch (detached) every run in `home`; write the manifest; return its
+    entries."""
     from srat_engine.config.prepare import create_run
     from srat_engine.jobs.supervisor import launch_detached
 
     tag = sweep_tag(planned.sweep_id)
     entries: list[dict[str, Any]] = []
     for point, prepared in zip(planned.points, planned.prepared, strict=True):
-        run = create_run(prepared)
+        run = create_run(prepared, home.runs)
         note = f"{planned.kind} sweep {planned.sweep_id}: {point.arm} {point.value:g}"
         run.write_meta([tag], [note])  # before launching: the launcher indexes the run with it
         entries.append({"run_id": run.id, **asdict(point), "overrides": list(point.overrides)})
         # the manifest is rewritten after every run, so a failure part-way leaves it truthful
-        write_manifest(planned, entries)
-        entries[-1]["pid"] = launch_detached(run, devices, per_device)
-    write_manifest(planned, entries)
+        write_manifest(planned, entries, home)
+        entries[-1]["pid"] = launch_detached(run, devices, per_device, home=home)
+    write_manifest(planned, entries, home)
     return entries
 
 
-def write_manifest(planned: PlannedSweep, entries: list[dict[str, Any]]) -> None:
+def write_manifest(planned: PlannedSweep, entries: list[dict[str, Any]], home: Home) -> None:
+    """Write the sweep's manifest, <home>/sweeps/<id>.json (run ids, arms, values)."""
     atomic_write_json(
-        sweeps_dir() / f"{planned.sweep_id}.json",
+        home.sweeps / f"{planned.sweep_id}.json",
         {
             "sweep_id": planned.sweep_id,
             "kind": planned.kind,
@@ -207,12 +205,13 @@ def write_manifest(planned: PlannedSweep, entries: list[dict[str, Any]]) -> None
     )
 
 
-def read_manifest(sweep_id: str) -> dict[str, Any]:
-    path = sweeps_dir() / f"{validate_sweep_id(sweep_id)}.json"
+def read_manifest(sweep_id: str, home: Home) -> dict[str, Any]:
+    """The manifest of sweep `sweep_id` in `home`; SratError naming the known ones if none."""
+    path = home.sweeps / f"{validate_sweep_id(sweep_id)}.json"
     try:
         doc = read_json(path)
     except FileNotFoundError:
-        known = sorted(p.stem for p in sweeps_dir().glob("*.json")) if sweeps_dir().is_dir() else []
+        known = sorted(p.stem for p in home.sweeps.glob("*.json"))
         hint = f" (known: {', '.join(known)})" if known else " (no sweeps yet)"
         raise SratError(f"no sweep {sweep_id!r}{hint}") from None
     except (ValueError, json.JSONDecodeError) as err:
@@ -232,18 +231,17 @@ class SweepCurvePoint:
     rob_class: list[float] | None
 
 
-def sweep_results(sweep_id: str) -> tuple[dict[str, Any], list[SweepCurvePoint]]:
+def sweep_results(sweep_id: str, home: Home) -> tuple[dict[str, Any], list[SweepCurvePoint]]:
     """The manifest and, per run, its latest class-wise accuracies (final, else last epoch)."""
-    from srat_engine.paths import runs_dir
     from srat_engine.runs.liveness import reconcile
     from srat_engine.runs.rundir import RunDir
 
-    manifest = read_manifest(sweep_id)
+    manifest = read_manifest(sweep_id, home)
     points = []
     for entry in manifest["runs"]:
         run_id = str(entry["run_id"])
         try:
-            run = RunDir.open(runs_dir(), run_id)
+            run = RunDir.open(home.runs, run_id)
         except SratError:
             points.append(
                 SweepCurvePoint(entry["arm"], entry["value"], run_id, "missing", None, None)

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from srat_engine.analysis.separability import feature_separability, penultimate_features
 from srat_engine.config.schema import validate_config
 from srat_engine.data import balanced_subset_indices, load_splits
 from srat_engine.errors import SratError
+from srat_engine.evaluation.separability import feature_separability, penultimate_features
 from srat_engine.runs.rundir import RunDir
 
 # the sample is drawn with the seed of training's per-epoch robust subset: with n_per_class equal

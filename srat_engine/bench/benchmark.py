@@ -6,17 +6,15 @@ in one process, alternating repeats so a noisy neighbour slows both alike:
 * engine: :class:`srat_engine.training.step.TrainStep`, what ``srat run`` executes per batch:
   uint8 data resident on the device, per-sample crop/flip drawn there, input-only attack
   gradients with frozen parameters, the run config's precision / channels_last / compile.
-* reference: Madry-style PGD-AT as public code writes it (Rice et al. 2020 ``attack_pgd``,
-  GAIRAT's ``GA_PGD``, kuangliu/pytorch-cifar's data pipeline): a ``DataLoader`` over PIL
-  images with torchvision's ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()`` +
-  ``ToTensor()`` on the CPU, ``loss.backward()`` through the whole model in every attack step
-  (weight gradients computed and thrown away), fp32, eager.
+* reference: Madry-style PGD-AT as public code writes it (:mod:`srat_engine.bench.reference`):
+  a CPU ``DataLoader`` with PIL transforms, ``loss.backward()`` through the whole model in
+  every attack step (weight gradients computed and thrown away), fp32, eager.
 
 Throughput is images/s of training examples, median over repeats, warm-up excluded. The
 FLOP-based rate counts the *model* FLOPs of a PGD-K training example,
 ``(2K + 3) x F_fwd``: each attack step is one forward plus an input-only backward (about one
 forward's FLOPs), the update one forward plus a full backward (about two). For K = 10 that is
-23 forward-equivalents, F_fwd from ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per
+23 forward-equivalents, F_fwd from :func:`srat_engine.models.flops.forward_flops` (2 FLOPs per
 multiply-accumulate); both paths are credited with the same useful work, so the reference's
 extra weight gradients show up as a lower rate. The FLOPs each path actually executes are
 also counted once, on a batch of 2.
@@ -35,13 +33,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from srat_engine.bench.reference import EPS, PAD, STEP_SIZE, reference_loader, reference_step
 from srat_engine.config.schema import RunConfig, set_override, validate_config
 from srat_engine.errors import SratError
 from srat_engine.models import SratModel, build_model
+from srat_engine.models.flops import executed_flops, forward_flops
 from srat_engine.training.device import pick_device
 from srat_engine.training.graphs import GraphedTrainStep, graphed_step
 from srat_engine.training.step import TrainStep, per_sample_loss
@@ -55,8 +53,6 @@ BENCH_MODELS: dict[str, str] = {
 }
 INPUT_SHAPE: tuple[int, int, int] = (3, 32, 32)  # CIFAR-shaped synthetic images
 NUM_CLASSES = 10
-EPS, STEP_SIZE = 8 / 255, 2 / 255  # the paper's CIFAR training attack
-PAD = 4
 
 
 @dataclass
@@ -109,128 +105,6 @@ def resolve_arch(model: str) -> str:
         return model
     known = ", ".join(BENCH_MODELS)
     raise SratError(f"unknown bench model {model!r}; known: {known}")
-
-
-def forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
-    """FLOPs of one forward pass on one input, from ``FlopCounterMode``.
-
-    It counts matrix multiplications and convolutions at 2 FLOPs per multiply-accumulate and
-    ignores BN, activations and pooling; CIFAR ResNet-18 at 32x32 gives 1.1108 GFLOP
-    (0.5554 GMACs): the 1.111 GFLOP usually quoted for it is MACs x 2.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    probe = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        probe(torch.zeros(1, *input_shape))
-    return float(counter.get_total_flops())
-
-
-def reference_attack(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    eps: float,
-    step_size: float,
-    steps: int,
-    start: Tensor,
-) -> Tensor:
-    """PGD-K the way public adversarial-training code writes it (Rice et al. ``attack_pgd``,
-    GAIRAT ``GA_PGD``): BN in eval mode, mean cross entropy, ``loss.backward()`` through every
-    parameter, then
-
-        x_{t+1} = clip_[0,1](min(max(x_t + step_size * sign(x_t.grad), x - eps), x + eps))
-
-    from ``x_0 = clip_[0,1](x + start)`` with ``start ~ U(-eps, eps)``. The model's train mode is
-    restored afterwards, its ``.grad`` fields are left holding the last step's weight gradients.
-    """
-    was_training = model.training
-    model.eval()
-    x_adv = torch.clamp(x.detach() + start, 0.0, 1.0)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y)
-        model.zero_grad()
-        loss.backward()
-        assert x_adv.grad is not None
-        x_adv = x_adv.detach() + step_size * x_adv.grad.sign()
-        x_adv = torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0)
-    model.train(was_training)
-    return x_adv.detach()
-
-
-def reference_update(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
-) -> None:
-    """The update step of public PGD-AT code: train mode, mean CE, backward, SGD step."""
-    model.train()
-    optimizer.zero_grad()
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    optimizer.step()
-
-
-def reference_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    *,
-    steps: int,
-    start: Tensor | None = None,
-) -> None:
-    """Attack + update on one augmented float batch; ``start`` defaults to fresh U(-eps, eps)
-    noise from the global RNG, as in public code."""
-    if start is None:
-        start = torch.empty_like(x).uniform_(-EPS, EPS)
-    x_adv = reference_attack(model, x, y, eps=EPS, step_size=STEP_SIZE, steps=steps, start=start)
-    reference_update(model, optimizer, x_adv, y)
-
-
-class _PILImages(torch.utils.data.Dataset[tuple[Tensor, int]]):
-    """torchvision.datasets.CIFAR10's ``__getitem__``: an HWC uint8 array -> PIL -> transform."""
-
-    def __init__(self, images: Any, labels: list[int], transform: Callable[[Any], Tensor]) -> None:
-        self.images = images
-        self.labels = labels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
-
-
-def reference_loader(
-    x: Tensor, y: Tensor, *, batch: int, workers: int, pin_memory: bool, seed: int
-) -> torch.utils.data.DataLoader[tuple[Tensor, int]]:
-    """The public-code input pipeline over uint8 images ``x`` [N, C, H, W] on the CPU."""
-    from torchvision import transforms
-
-    height = x.shape[2]
-    transform = transforms.Compose(
-        [
-            transforms.RandomCrop(height, padding=PAD),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-        ]
-    )
-    hwc = x.permute(0, 2, 3, 1).squeeze(-1).contiguous().numpy()  # PIL wants HWC (or HW)
-    return torch.utils.data.DataLoader(
-        _PILImages(hwc, y.tolist(), transform),
-        batch_size=batch,
-        shuffle=True,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(seed),
-        persistent_workers=workers > 0,
-    )
 
 
 def bench_config(arch: str, batch: int, steps: int, overrides: Sequence[str] = ()) -> RunConfig:
@@ -345,38 +219,6 @@ class _PeakMemory:
         self.peak_mb = max(self.peak_mb, (top - start) / 2**20)
 
 
-class _FlopCount(TorchDispatchMode):
-    """Sums FLOPs with ``torch.utils.flop_counter``'s formulas, without its module tracker.
-
-    ``FlopCounterMode`` tracks modules with backward hooks that fail under
-    ``torch.autograd.grad`` (the engine's attack); counting at the dispatch level needs none.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
-        from torch.utils.flop_counter import flop_registry
-
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **kwargs, out_val=out)
-        return out
-
-
-def _executed_flops(step: Callable[[], None], examples: int) -> float:
-    """FLOPs one example costs in ``step`` (forward and backward)."""
-    counter = _FlopCount()
-    with counter:
-        step()
-    return float(counter.flops) / examples
-
-
 def run_benchmark(
     *,
     model: str = "resnet18",
@@ -403,10 +245,7 @@ def run_benchmark(
         raise SratError(f"--batch must be at least 1 (got {batch})")
     if repeats < 1 or iters < 1 or warmup < 0 or steps < 1:
         raise SratError("repeats, iters and steps must be >= 1 and warmup >= 0")
-    try:
-        dev = pick_device(device)
-    except RuntimeError as err:  # torch.device("nonsense")
-        raise SratError(f"--device {device!r}: {err}") from None
+    dev = pick_device(device)  # SratError for a device that is unknown or absent
     config = bench_config(arch, batch, steps, overrides)
     if workers is None:
         workers = 0 if dev.type == "cpu" else min(4, os.cpu_count() or 1)
@@ -535,10 +374,10 @@ def _count_executed(
     xb, yb = x[:2], y[:2]
     engine = float("nan")
     if engine_step.config.train.compile == "off":
-        engine = _executed_flops(lambda: engine_step(xb, yb), 2)
+        engine = executed_flops(lambda: engine_step(xb, yb), 2)
     ref_x = engine_step.inputs(xb).contiguous()
 
     def ref() -> None:
         reference_step(ref_model, ref_optimizer, ref_x, yb, steps=steps)
 
-    return {"engine": engine, "reference": _executed_flops(ref, 2)}
+    return {"engine": engine, "reference": executed_flops(ref, 2)}

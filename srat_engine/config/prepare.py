@@ -10,7 +10,6 @@ from srat_engine.config.presets import load_preset, load_raw
 from srat_engine.config.resolve import Resolved, resolve
 from srat_engine.config.schema import RunConfig, set_override, validate_config
 from srat_engine.errors import SratError
-from srat_engine.paths import runs_dir
 from srat_engine.runs.provenance import provenance
 from srat_engine.runs.rundir import RunDir, now_iso
 
@@ -49,5 +48,6 @@ def prepare(
     return PreparedRun(config, resolve(config), source)
 
 
-def create_run(prepared: PreparedRun, root: Path | None = None) -> RunDir:
-    return RunDir.create(root or runs_dir(), prepared.document())
+def create_run(prepared: PreparedRun, root: Path) -> RunDir:
+    """A new run directory under `root` (a home's runs folder) holding the prepared config."""
+    return RunDir.create(root, prepared.document())

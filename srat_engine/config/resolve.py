@@ -7,8 +7,10 @@ epoch schedule scaled to the run's length. `srat run --dry-run` prints exactly t
 
 from __future__ import annotations
 
+import importlib
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,17 +54,28 @@ def data_root(config: RunConfig) -> Path:
     return data_dir()
 
 
-def _versions() -> dict[str, str]:
-    import torch  # deferred: resolving a config should not pay torch's import when unused
+def versions(*, if_loaded: Sequence[str] = (), if_importable: Sequence[str] = ()) -> dict[str, str]:
+    """The srat, Python and torch versions, then each package of `if_loaded` this process has
+    already imported and each of `if_importable` that imports: what a result records to say
+    which code produced it. Versions are the packages' own ``__version__``, which carries the
+    build (torch ``2.13.0+cu130``) that importlib.metadata drops."""
+    import torch  # deferred: importing this module (presets, the CLI) must not import torch
 
-    versions = {
+    recorded = {
         "srat": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
-    if "torchvision" in sys.modules:
-        versions["torchvision"] = sys.modules["torchvision"].__version__
-    return versions
+    for name in if_loaded:
+        if name in sys.modules:
+            recorded[name] = str(getattr(sys.modules[name], "__version__", "unknown"))
+    for name in if_importable:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue  # optional: only what needs it fails without it
+        recorded[name] = str(getattr(module, "__version__", "unknown"))
+    return recorded
 
 
 def resolve(config: RunConfig) -> Resolved:
@@ -120,5 +133,6 @@ def resolve(config: RunConfig) -> Resolved:
         if spec.reweight == "drcb"
         else (0 if spec.reweight == "cb" else None),
         gair_begin_epoch=scaled_epoch(config.gair.begin_epoch, config) if spec.gair else None,
-        versions=_versions(),
+        # torchvision only where the dataset's loader imported it: other runs do not use it
+        versions=versions(if_loaded=("torchvision",)),
     )

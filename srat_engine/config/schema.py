@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from srat_engine.config.methods import MethodSpec, canonical_method, get_method
+from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
 
 
@@ -195,12 +196,10 @@ class RunConfig(_Section):
     @field_validator("device")
     @classmethod
     def _device_syntax(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value in {"auto", "cpu", "cuda", "mps"}:
-            return value
-        if value.startswith("cuda:") and value[5:].isdigit():
-            return value
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N (got {value!r})")
+        try:
+            return str(parse_device(value))
+        except SratError as err:
+            raise ValueError(str(err)) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

@@ -9,7 +9,6 @@ statistics), on a fixed class-balanced subset of the test set.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,11 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from srat_engine import __version__
 from srat_engine.attacks import attack_mode, pgd_linf
+from srat_engine.config.resolve import versions
 from srat_engine.config.schema import RunConfig, validate_config
 from srat_engine.data import balanced_subset_indices, load_splits
-from srat_engine.data.resident import to_inputs
 from srat_engine.errors import SratError
 from srat_engine.evaluation.autoattack import (
     AA_ORDER,
@@ -31,6 +29,7 @@ from srat_engine.evaluation.autoattack import (
     require_autoattack,
     standard_settings,
 )
+from srat_engine.evaluation.classwise import BatchHits, class_totals, clean_hits, count_correct
 from srat_engine.evaluation.cw import CW_KAPPA, cw_loss
 from srat_engine.evaluation.masking import MASKING_THRESHOLD, masking_record
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
@@ -44,8 +43,6 @@ from srat_engine.training.checkpoint import load_checkpoint
 # `--n` equal to eval.robust_per_class evaluates exactly the examples training tracked.
 SUBSET_SEED = 0
 
-# correct-per-example on one batch of [0, 1] inputs
-BatchAttack = Callable[[Tensor, Tensor, torch.Generator], Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -103,35 +100,12 @@ def restore_model(
     return model.float().eval(), int(epoch) if isinstance(epoch, int) else None
 
 
-def _correct(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    num_classes: int,
-    batch_size: int,
-    attack: BatchAttack | None,
-    seed: int,
-) -> Tensor:
-    """Correct predictions per class, clean (attack None) or on the attack's output."""
-    correct = torch.zeros(num_classes, dtype=torch.long, device=y.device)
-    generator = torch.Generator(device=y.device).manual_seed(seed)
-    for start in range(0, len(y), batch_size):
-        xb = to_inputs(x[start : start + batch_size])
-        yb = y[start : start + batch_size]
-        if attack is None:
-            with torch.no_grad():
-                hits = model(xb).argmax(dim=1) == yb
-        else:
-            hits = attack(xb, yb, generator)
-        correct += torch.bincount(yb[hits], minlength=num_classes)
-    return correct.cpu()
-
-
 def _pgd_attack(
     model: nn.Module, config: RunConfig, clip: Any, loss_fn: LossFn | None = None
-) -> BatchAttack:
+) -> BatchHits:
     """The engine's PGD with the run's eval budget; loss_fn None is its cross-entropy
     (PGD-20), `cw_loss` makes it CW-l_inf."""
+    predict = clean_hits(model)
 
     def run(xb: Tensor, yb: Tensor, generator: torch.Generator) -> Tensor:
         with attack_mode(model, "eval"):
@@ -147,14 +121,13 @@ def _pgd_attack(
                 generator=generator,
                 clip=clip,
             ).x_adv
-        with torch.no_grad():
-            return model(x_adv).argmax(dim=1) == yb
+        return predict(x_adv, yb, generator)
 
     return run
 
 
 class _AutoAttack:
-    """A BatchAttack that also sums which attack of the ensemble broke each example."""
+    """A BatchHits that also sums which attack of the ensemble broke each example."""
 
     def __init__(self, model: nn.Module, eps: float, num_classes: int, seed: int) -> None:
         self.model, self.eps, self.num_classes, self.seed = model, eps, num_classes, seed
@@ -188,21 +161,6 @@ def _params(attack: str, config: RunConfig, num_classes: int) -> dict[str, Any]:
     if attack == "cw":
         params["kappa"] = CW_KAPPA
     return params
-
-
-def _versions() -> dict[str, str]:
-    versions = {
-        "srat": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    try:
-        from srat_engine.evaluation.autoattack import torchattacks_version
-
-        versions["torchattacks"] = torchattacks_version()
-    except ImportError:
-        pass  # only AutoAttack needs it; PGD-20 and CW still run
-    return versions
 
 
 def evaluate_run(
@@ -248,7 +206,7 @@ def evaluate_run(
     subset = balanced_subset_indices(splits.test_y, per_class, seed=SUBSET_SEED)
     x = splits.test_x[subset].to(torch_device)
     y = splits.test_y[subset].to(torch_device)
-    total = torch.bincount(y.cpu(), minlength=num_classes).tolist()
+    total = class_totals(y, num_classes)
     batch_size = config.eval.batch_size
     # seed + 1: the seed of training's own robust evaluation, so pgd20 on the whole test set
     # reproduces the run's final robust accuracy
@@ -256,12 +214,12 @@ def evaluate_run(
 
     started = time.perf_counter()
 
-    def correct(attack_fn: BatchAttack | None) -> Tensor:
-        return _correct(model, x, y, num_classes, batch_size, attack_fn, seed)
+    def correct(hits: BatchHits) -> Tensor:
+        return count_correct(x, y, num_classes, batch_size=batch_size, hits=hits, seed=seed)
 
     extra: dict[str, Any] = {}
     with strict_fp32():
-        clean = correct(None)
+        clean = correct(clean_hits(model))
         if attack == "autoattack":
             ensemble = _AutoAttack(model, config.eval.eps, num_classes, seed)
             robust = correct(ensemble)
@@ -299,7 +257,8 @@ def evaluate_run(
         "device": str(torch_device),
         "seconds": round(seconds, 3),
         "time": now_iso(),
-        "versions": _versions(),
+        # torchattacks whenever installed, as only AutoAttack needs it: PGD-20 and CW run without
+        "versions": versions(if_importable=("torchattacks",)),
     }
     store_result(run, attack, result)
     run.log(f"eval {attack}: robust {result['overall']:.2f} / under {result['under']:.2f} "

@@ -23,8 +23,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from srat_engine.paths import srat_home
-
 
 @dataclass(frozen=True)
 class Slot:
@@ -38,10 +36,6 @@ class Slot:
 
 def slots_for(devices: list[str], per_device: int) -> list[Slot]:
     return [Slot(device, k) for device in devices for k in range(per_device)]
-
-
-def slot_dir() -> Path:
-    return srat_home() / "slots"
 
 
 def _try_lock(path: Path, *, create: bool = True) -> int | None:
@@ -126,13 +120,15 @@ def hold_slot(
     run_id: str,
     candidates: list[Slot],
     *,
+    root: Path,
     poll_seconds: float = 0.5,
     on_wait: Callable[[], None] | None = None,
-    root: Path | None = None,
 ) -> Iterator[Slot]:
-    """Block until one of `candidates` is free, hold it for the body, release it after."""
-    base = root or slot_dir()
-    queue = base / "queue"
+    """Block until one of `candidates` is free, hold it for the body, release it after.
+
+    `root` is the slots folder (a home's `Home.slots`), shared by every run that competes.
+    """
+    queue = root / "queue"
     queue.mkdir(parents=True, exist_ok=True)
     wanted = {slot.name for slot in candidates}
     ticket = queue / run_id
@@ -142,7 +138,7 @@ def hold_slot(
         while held is None:
             if not _older_live_waiters(queue, run_id, wanted):
                 for slot in candidates:
-                    fd = _try_lock(base / f"{slot.name}.lock")
+                    fd = _try_lock(root / f"{slot.name}.lock")
                     if fd is not None:
                         os.ftruncate(fd, 0)
                         os.write(fd, run_id.encode())  # who holds it, for `srat` displays
@@ -162,17 +158,3 @@ def hold_slot(
             _release(ticket_fd)
         if held is not None:
             _release(held[1])
-
-
-def slot_holders(root: Path | None = None) -> dict[str, str]:
-    """Slot name -> run id for every slot currently held (lock taken by a live process)."""
-    base = root or slot_dir()
-    holders: dict[str, str] = {}
-    for path in sorted(base.glob("*.lock")):
-        fd = _try_lock(path)
-        if fd is not None:
-            _release(fd)
-            continue
-        with suppress(OSError):
-            holders[path.stem] = path.read_text().strip()
-    return holders

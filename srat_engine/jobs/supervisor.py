@@ -17,9 +17,9 @@ from pathlib import Path
 
 import psutil
 
+from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
-from srat_engine.paths import srat_home
-from srat_engine.runs.index import default_index
+from srat_engine.runs.home import Home
 from srat_engine.runs.liveness import ACTIVE, process_alive, reconcile
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.runs.sync import record_in_index
@@ -45,30 +45,26 @@ def resolve_devices(
         available = _cuda_count()
         if available == 0:
             raise SratError("--gpus given but no CUDA GPU is visible here")
-        if gpus.strip().lower() == "all":
+        ids = parse_gpu_ids(gpus)
+        if ids is None:
             return [f"cuda:{k}" for k in range(available)], per_gpu
-        try:
-            ids = [int(part) for part in gpus.split(",") if part.strip()]
-        except ValueError:
-            raise SratError(f"--gpus expects 'all' or ids like 0,1,3 (got {gpus!r})") from None
-        bad = [k for k in ids if not 0 <= k < available]
-        if not ids or bad:
+        if any(k >= available for k in ids):
             raise SratError(f"--gpus {gpus}: visible GPUs are 0..{available - 1}")
-        return [f"cuda:{k}" for k in dict.fromkeys(ids)], per_gpu
-    if device in (None, "auto"):
+        return [f"cuda:{k}" for k in ids], per_gpu
+    chosen = parse_device("auto" if device is None else device)
+    if chosen.kind == "auto":
         count = _cuda_count()
         if count:
             return [f"cuda:{k}" for k in range(count)], per_gpu
         return ["cpu"], slots or 1
-    if device == "cpu":
+    if chosen.kind == "cpu":
         return ["cpu"], slots or 1
-    if device == "cuda":
-        device = "cuda:0"
-    if device.startswith("cuda:") and device[5:].isdigit():
-        if int(device[5:]) >= _cuda_count():
-            raise SratError(f"{device} is not a visible CUDA device")
-        return [device], per_gpu
-    raise SratError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+    if chosen.kind == "cuda":
+        index = chosen.index or 0
+        if index >= _cuda_count():
+            raise SratError(f"cuda:{index} is not a visible CUDA device")
+        return [f"cuda:{index}"], per_gpu
+    raise SratError(f"device {chosen} cannot run detached: use cpu, cuda or cuda:N")
 
 
 def _cuda_count() -> int:
@@ -78,9 +74,13 @@ def _cuda_count() -> int:
 
 
 def launch_detached(
-    run: RunDir, devices: list[str], per_device: int, *, resume: bool = False
+    run: RunDir, devices: list[str], per_device: int, *, home: Home, resume: bool = False
 ) -> int:
-    """Start the run's worker in a new session and return its pid at once."""
+    """Start the run's worker in a new session and return its pid at once.
+
+    The worker is told `home` (its slots and index) on its command line, so it never depends
+    on inheriting $SRAT_HOME.
+    """
     run.clear_exit()
     run.write_state(status="queued", queued=now_iso())
     command = [
@@ -88,6 +88,8 @@ def launch_detached(
         "-m",
         "srat_engine.jobs.worker",
         str(run.path),
+        "--home",
+        str(home.root),
         "--devices",
         ",".join(devices),
         "--per-device",
@@ -95,7 +97,6 @@ def launch_detached(
     ]
     if resume:
         command.append("--resume")
-    env = {**os.environ, "SRAT_HOME": str(srat_home())}
     with (run.path / "output.log").open("ab") as output:
         process = subprocess.Popen(
             command,
@@ -104,7 +105,6 @@ def launch_detached(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            env=env,
             cwd=run.path,
         )
     try:
@@ -123,7 +123,7 @@ def launch_detached(
         }
     )
     run.log(f"launched worker pid {process.pid} on {','.join(devices)} x{per_device}")
-    record_in_index(run)
+    record_in_index(run, home.index)
     return process.pid
 
 
@@ -136,7 +136,7 @@ def _live_pid(run: RunDir) -> int | None:
     return None
 
 
-def kill_run(run: RunDir, *, grace_seconds: float = 10.0) -> str:
+def kill_run(run: RunDir, *, home: Home, grace_seconds: float = 10.0) -> str:
     """SIGTERM the run's whole process group, SIGKILL after the grace period."""
     status = reconcile(run)
     pid = _live_pid(run) if status in ACTIVE else None
@@ -154,7 +154,7 @@ def kill_run(run: RunDir, *, grace_seconds: float = 10.0) -> str:
         run.write_exit({"status": "killed", "error": "killed by srat runs kill"})
     run.write_state(status="killed")
     run.log("killed by srat runs kill")
-    record_in_index(run)
+    record_in_index(run, home.index)
     return "killed"
 
 
@@ -166,7 +166,8 @@ def previous_devices(run: RunDir) -> tuple[list[str], int]:
     return resolve_devices(device=run.config()["config"].get("device", "auto"))
 
 
-def resume_run(run: RunDir, devices: list[str], per_device: int) -> int:
+def resume_run(run: RunDir, devices: list[str], per_device: int, *, home: Home) -> int:
+    """Relaunch a failed, killed or dead run from its last checkpoint; returns the worker pid."""
     status = reconcile(run)
     if status == "finished":
         raise SratError(f"run {run.id} has finished: nothing to resume")
@@ -174,7 +175,7 @@ def resume_run(run: RunDir, devices: list[str], per_device: int) -> int:
         raise SratError(f"run {run.id} is {status}: kill it first to restart it")
     if status not in RESUMABLE:
         raise SratError(f"run {run.id} is {status}: only failed, killed or dead runs resume")
-    return launch_detached(run, devices, per_device, resume=True)
+    return launch_detached(run, devices, per_device, home=home, resume=True)
 
 
 def check_removable(run: RunDir) -> None:
@@ -184,18 +185,18 @@ def check_removable(run: RunDir) -> None:
         raise SratError(f"run {run.id} is {status}: kill it before removing it")
 
 
-def remove_run(run: RunDir, *, purge: bool = False) -> Path | None:
-    """Move a run to <home>/trash (or delete it with purge) and drop it from the index."""
+def remove_run(run: RunDir, *, home: Home, purge: bool = False) -> Path | None:
+    """Move a run to the home's trash (or delete it with purge) and drop it from its index."""
     check_removable(run)
     destination = None
     if purge:
         shutil.rmtree(run.path)
     else:
-        trash = srat_home() / "trash"
+        trash = home.trash
         trash.mkdir(parents=True, exist_ok=True)
         destination = trash / run.id
         if destination.exists():
             destination = trash / f"{run.id}-{int(time.time())}"
         run.path.rename(destination)
-    default_index().remove(run.id)
+    home.index.remove(run.id)
     return destination

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from srat_engine.errors import SratError
 from srat_engine.models.base import SratModel
@@ -88,45 +87,6 @@ def build_model(
     return ARCHITECTURES[arch](tuple(input_shape), make_head)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def forward_flops(arch: str, input_shape: tuple[int, ...], num_classes: int) -> float:
-    """FLOPs of one forward pass on one input: 2 x the multiply-accumulates of Conv2d and Linear.
-
-    Counted with forward hooks during one forward of a freshly built model on one zero input;
-    BN, activations, pooling and additions are ignored, as is the convention. (The meta device
-    would skip the arithmetic but costs seconds of one-off setup per process, more than a CPU
-    forward of even WRN-34-10 at 32x32.)
-    """
-    macs = 0
-
-    def count(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        nonlocal macs
-        per_output = (
-            module.in_channels // module.groups * math.prod(module.kernel_size)
-            if isinstance(module, nn.Conv2d)
-            else module.in_features
-        )
-        macs += output.numel() // output.shape[0] * per_output
-
-    model = build_model(arch, num_classes, input_shape)
-    hooks = [
-        m.register_forward_hook(count)
-        for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros((1, *input_shape)))
-    finally:
-        for h in hooks:
-            h.remove()
-    return 2.0 * macs
-
-
 __all__ = [
     "ARCHITECTURES",
     "HEADS",
@@ -134,6 +94,4 @@ __all__ = [
     "LinearHead",
     "SratModel",
     "build_model",
-    "count_parameters",
-    "forward_flops",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from srat_engine.config.methods import PAPER_METHODS
 from srat_engine.reporting.paper import paper_result
+from srat_engine.runs.records import result_record
 
 # The paper's four columns, as named in metrics records and summary records.
 COLUMNS: tuple[str, ...] = ("std_overall", "std_under", "rob_overall", "rob_under")
@@ -192,20 +193,10 @@ def _seed_rank(seed: Any) -> tuple[int, Any]:
 
 
 def pick_metrics(events: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The record to show for a run from its metrics.jsonl events: the "final" event, else the
-    latest "epoch" event, else None. A final event followed by more epochs (a run trained
-    further) is stale, as in `summary.summarize_run`."""
-    final: Mapping[str, Any] | None = None
-    latest: Mapping[str, Any] | None = None
-    for event in events:
-        kind = event.get("event")
-        if kind == "final":
-            final = event
-        elif kind in ("epoch", "resume"):
-            final = None
-            if kind == "epoch":
-                latest = event
-    chosen = final if final is not None else latest
+    """A copy of the record to show for a run from its metrics.jsonl events, by the one rule of
+    `runs.records.result_record`: the final record unless the run trained further after it,
+    else the latest epoch record, else None."""
+    chosen, _ = result_record(events)
     return dict(chosen) if chosen is not None else None
 
 

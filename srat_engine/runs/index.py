@@ -28,7 +28,6 @@ from tinydb.table import Document, Table
 
 from srat_engine.errors import SratError
 from srat_engine.fsutil import atomic_write
-from srat_engine.paths import srat_home
 from srat_engine.runs.rundir import RunDir, validate_run_id
 from srat_engine.runs.summary import summarize_run
 
@@ -234,11 +233,6 @@ class RunIndex:
     def __len__(self) -> int:
         with self._table() as table:
             return len(table)
-
-
-def default_index() -> RunIndex:
-    """The index of the srat home: <home>/index.json."""
-    return RunIndex(srat_home() / "index.json")
 
 
 def run_dirs(runs_root: Path) -> list[Path]:

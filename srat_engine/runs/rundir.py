@@ -168,6 +168,26 @@ class RunDir:
     def clear_exit(self) -> None:
         (self.path / "exit.json").unlink(missing_ok=True)
 
+    def record_end(
+        self,
+        status: str,
+        *,
+        error: str | None = None,
+        final: dict[str, Any] | None = None,
+        log: str | None = None,
+    ) -> None:
+        """Record how the run ended: `status` in state.json, exit.json (the status and the
+        error or the final metrics), and `log` as a line of run.log."""
+        self.write_state(status=status)
+        record: dict[str, Any] = {"status": status}
+        if error is not None:
+            record["error"] = error
+        if final is not None:
+            record["final"] = final
+        self.write_exit(record)
+        if log is not None:
+            self.log(log)
+
     def write_meta(self, tags: list[str], notes: list[str]) -> None:
         atomic_write_json(self.path / "meta.json", {"tags": tags, "notes": notes})
 

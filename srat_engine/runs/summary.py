@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from srat_engine.runs.evaluations import eval_summary, read_eval
+from srat_engine.runs.records import latest_epoch, result_columns
 from srat_engine.runs.rundir import RunDir
 
 # Display order for tables: what a person scans first, then provenance, then bookkeeping.
@@ -76,38 +77,6 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _metric_columns(records: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-    """The run's metrics: its final evaluation if it has one, else the latest per column.
-
-    Per column because robust accuracy may be measured only every N epochs: the latest
-    epoch then has standard accuracy and no robust accuracy, and the robust columns come from
-    the last epoch that measured them. A final record followed by more epochs (a run trained
-    further) is stale.
-    """
-    final: dict[str, Any] | None = None
-    latest: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS)
-    for record in records:
-        event = record.get("event")
-        if event == "final":
-            final = record
-        elif event in {"epoch", "resume"}:
-            final = None
-            for column in METRIC_COLUMNS:
-                if record.get(column) is not None:
-                    latest[column] = record[column]
-    if final is not None:
-        return {column: final.get(column) for column in METRIC_COLUMNS}, True
-    return latest, False
-
-
-def _last_epoch(records: list[dict[str, Any]]) -> int:
-    # The last in file order, not the max: after a resume that re-runs epochs it is progress.
-    for record in reversed(records):
-        if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
-            return int(record["epoch"])
-    return 0
-
-
 def _meta(run: RunDir) -> dict[str, Any]:
     try:
         return run.meta()
@@ -134,7 +103,8 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
     status = state.get("status") or exit_record.get("status") or "unknown"
 
     records = run.metrics()
-    metrics, final = _metric_columns(records)
+    metrics, final = result_columns(records, METRIC_COLUMNS)
+    last = latest_epoch(records)
     meta = _meta(run)
 
     record: dict[str, Any] = {
@@ -147,7 +117,7 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
         "arch": model.get("arch"),
         "seed": config.get("seed"),
         "epochs": train.get("epochs"),
-        "epoch": _last_epoch(records),
+        "epoch": int(last["epoch"]) if last is not None else 0,
         "source": doc.get("source"),
         "created": doc.get("created"),
         "updated": state.get("updated"),

@@ -10,23 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from srat_engine.errors import SratError
-from srat_engine.paths import runs_dir
-from srat_engine.runs.index import RunIndex, default_index
+from srat_engine.runs.index import RunIndex
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
 from srat_engine.runs.summary import summarize_run
 
 
-def record_in_index(run: RunDir, index: RunIndex | None = None) -> None:
+def record_in_index(run: RunDir, index: RunIndex) -> None:
+    """Write the run's current summary into `index`; a failure is logged in the run, not raised."""
     try:
-        (index or default_index()).upsert(summarize_run(run))
+        index.upsert(summarize_run(run))
     except (SratError, OSError) as err:
         run.log(f"run index not updated: {err}")
 
 
-def set_tag(
-    run: RunDir, tag: str, *, remove: bool = False, index: RunIndex | None = None
-) -> list[str]:
+def set_tag(run: RunDir, tag: str, *, index: RunIndex, remove: bool = False) -> list[str]:
     """Add (or remove) one tag in the run's meta.json and the index; returns the run's tags."""
     tag = tag.strip()
     if not tag or any(ch.isspace() for ch in tag):
@@ -41,17 +39,13 @@ def set_tag(
     return tags
 
 
-def refreshed_records(
-    index: RunIndex | None = None, root: Path | None = None
-) -> list[dict[str, Any]]:
+def refreshed_records(index: RunIndex, root: Path) -> list[dict[str, Any]]:
     """All index records, with every queued/running run re-read from its directory.
 
     This is where `dead` runs are found: each active run's liveness is checked and its
     summary (epoch, latest accuracies) refreshed, so listings are live without per-epoch
     index writes.
     """
-    index = index or default_index()
-    root = root or runs_dir()
     fresh: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
     for record in index.all():

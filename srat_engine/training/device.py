@@ -1,18 +1,23 @@
-"""Which torch device a run uses: the one place a device string becomes a torch.device."""
+"""Which torch device a run uses: the one place a device string becomes a torch.device.
+
+The string's syntax is `srat_engine.devices.parse_device`'s; this adds what needs torch.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
 
 
 def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
+    """The torch device for `requested` (auto: CUDA if present, else CPU), checked to exist."""
+    device = parse_device(requested)
+    if device.kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SratError(f"device {requested} requested but CUDA is not available here")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise SratError(f"{requested}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    if device.kind == "cuda" and not torch.cuda.is_available():
+        raise SratError(f"device {device} requested but CUDA is not available here")
+    if device.kind == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SratError(f"{device}: only {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(str(device))

@@ -23,13 +23,13 @@ from typing import Any
 import psutil
 import torch
 
-from srat_engine.analysis.separability import feature_separability
 from srat_engine.config.resolve import Resolved
 from srat_engine.config.schema import validate_config
 from srat_engine.data.resident import load_device_data
 from srat_engine.errors import SratError
 from srat_engine.evaluation.classwise import AttackParams, class_totals, classwise_correct
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
+from srat_engine.evaluation.separability import feature_separability
 from srat_engine.models import build_model
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
@@ -45,17 +45,26 @@ class RunInterrupted(Exception):
     """SIGTERM/SIGINT reached a running run: it stops and records `killed`."""
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def raise_interrupted(signum: int, _frame: object) -> None:
+    """The handler for STOP_SIGNALS: raise RunInterrupted so the run records how it ended."""
+    raise RunInterrupted(signal.Signals(signum).name)
+
+
+def failure_message(err: Exception) -> str:
+    """What exit.json says of a failure: a SratError's own line, else the type and message."""
+    return str(err) if isinstance(err, SratError) else f"{type(err).__name__}: {err}"
+
+
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGINT into RunInterrupted so the run records how it ended."""
+    """Turn SIGTERM/SIGINT into RunInterrupted for the body (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, _frame: object) -> None:
-        raise RunInterrupted(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -204,7 +213,7 @@ class Trainer:
             "n": sum(total),
         }
         if features is not None:
-            # penultimate-feature separability (analysis/separability.py) of the same test set,
+            # penultimate-feature separability (evaluation/separability.py) of the same test set,
             # tracked per epoch beside the accuracies
             separability = feature_separability(torch.cat(features), y)
             result["separability"] = separability if math.isfinite(separability) else None
@@ -296,22 +305,11 @@ def execute(
         with _stop_on_signals():
             final = Trainer(run, torch_device, on_event).train(resume=resume)
     except RunInterrupted as stop:
-        run.write_state(status="killed")
-        run.write_exit({"status": "killed", "error": f"stopped by {stop}"})
-        run.log(f"killed by {stop}")
-        raise
-    except SratError as err:
-        run.write_state(status="failed")
-        run.write_exit({"status": "failed", "error": str(err)})
-        run.log(f"failed: {err}")
+        run.record_end("killed", error=f"stopped by {stop}", log=f"killed by {stop}")
         raise
     except Exception as err:
-        message = f"{type(err).__name__}: {err}"
-        run.write_state(status="failed")
-        run.write_exit({"status": "failed", "error": message})
-        run.log(f"failed: {message}")
+        message = failure_message(err)
+        run.record_end("failed", error=message, log=f"failed: {message}")
         raise
-    run.write_state(status="finished")
-    run.write_exit({"status": "finished", "final": final})
-    run.log("finished")
+    run.record_end("finished", final=final, log="finished")
     return final

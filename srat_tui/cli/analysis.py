@@ -1,30 +1,25 @@
-"""Analysis commands: `srat theory`, `srat tsne`, `srat curves`, `srat figure1`, `srat sweep`.
+"""Analysis of trained runs: `srat tsne`, `srat curves`, `srat figure1`.
 
-Registered on the main app with `register(app)`; the numbers come from
-`srat_engine.analysis`, this module only draws them (plotext in the terminal, a PNG for t-SNE).
+The numbers come from `srat_engine.analysis`; this module only draws them (plotext in the
+terminal, a PNG for t-SNE). `srat theory` and `srat sweep` have modules of their own.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from srat_engine.errors import SratError
-from srat_tui.cli import theory as theory_command
-from srat_tui.cli.sweep import sweep_app
+from srat_tui.cli.common import open_run
 from srat_tui.render.termplot import Series, grouped_bars, line_plot, scatter_classes
 
-
-def _open(run_id: str) -> Any:
-    from srat_engine.paths import runs_dir
-    from srat_engine.runs.rundir import RunDir, validate_run_id
-
-    return RunDir.open(runs_dir(), validate_run_id(run_id))
+app = typer.Typer()
 
 
+@app.command("tsne")
 def tsne(
     run_id: Annotated[str, typer.Argument(help="run id")],
     n_per_class: Annotated[
@@ -40,7 +35,7 @@ def tsne(
     """t-SNE of the penultimate features of a balanced test sample (paper Figures 3 and 4)."""
     from srat_engine.analysis.tsne import run_tsne, save_png
 
-    run = _open(run_id)
+    run = open_run(run_id)
     result = run_tsne(run, n_per_class=n_per_class, device=device, seed=seed)
     method = run.config()["resolved"]["method"]["name"]
     epoch = f"epoch {result.epoch}" if result.epoch is not None else "last checkpoint"
@@ -55,9 +50,10 @@ def tsne(
     typer.echo(f"saved {png}")
 
 
+@app.command("curves")
 def curves(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
     """Accuracy and feature separability per epoch of one run."""
-    run = _open(run_id)
+    run = open_run(run_id)
     epochs = [r for r in run.metrics() if r.get("event") == "epoch"]
     if not epochs:
         raise SratError(f"run {run.id} has no finished epoch yet")
@@ -77,6 +73,7 @@ def curves(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
     typer.echo(line_plot(series, title=title, xlabel="epoch", ylabel="B / W", height=14))
 
 
+@app.command("figure1")
 def figure1(
     natural_run: Annotated[str, typer.Argument(help="the naturally trained run")],
     adversarial_run: Annotated[str, typer.Argument(help="the adversarially trained run")],
@@ -88,7 +85,7 @@ def figure1(
     bars: dict[str, list[float]] = {}
     names: list[str] = []
     for label, run_id in (("natural", natural_run), ("adversarial", adversarial_run)):
-        run = _open(run_id)
+        run = open_run(run_id)
         latest = latest_classwise(run.metrics())
         if latest.get("std_class") is None:
             raise SratError(f"run {run.id} has no class-wise accuracy yet")
@@ -104,12 +101,3 @@ def figure1(
         return
     title = "class-wise accuracy (%): natural vs adversarial training"
     typer.echo(grouped_bars(names, bars, title=title, ylabel="accuracy %"))
-
-
-def register(app: typer.Typer) -> None:
-    """Add every analysis command to the `srat` Typer app."""
-    theory_command.register(app)
-    app.command("tsne")(tsne)
-    app.command("curves")(curves)
-    app.command("figure1")(figure1)
-    app.add_typer(sweep_app, name="sweep")

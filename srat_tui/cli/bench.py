@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from srat_engine.errors import SratError
+from srat_tui.cli.common import AsJson
 
 if TYPE_CHECKING:  # torch loads only when the command runs
     from srat_engine.bench.benchmark import BenchResult
+
+app = typer.Typer()
 
 
 def _lines(result: BenchResult) -> list[str]:
@@ -46,52 +49,49 @@ def _lines(result: BenchResult) -> list[str]:
     return rows
 
 
-def register(app: typer.Typer) -> None:
-    """Add the `bench` command to the `srat` Typer app."""
+@app.command("bench")
+def bench(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="resnet18 | preact18 | wrn34 | small")
+    ] = "resnet18",
+    batch: Annotated[int, typer.Option("--batch", "-b", help="batch size")] = 128,
+    device: Annotated[
+        str, typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N")
+    ] = "auto",
+    repeats: Annotated[int, typer.Option("--repeats", "-r", help="timed repeats")] = 5,
+    iters: Annotated[int, typer.Option("--iters", help="training steps per repeat")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed steps first")] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="reference DataLoader workers (default: 0 CPU, 4 CUDA)"),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="engine config field, e.g. train.precision=bf16 (repeatable)"
+        ),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Time one PGD-10 adversarial training step: engine vs. common public code."""
+    if workers is not None and workers < 0:
+        raise SratError(f"--workers must be >= 0 (got {workers})")
+    from srat_engine.bench.benchmark import run_benchmark
 
-    @app.command("bench")
-    def bench(
-        model: Annotated[
-            str, typer.Option("--model", "-m", help="resnet18 | preact18 | wrn34 | small")
-        ] = "resnet18",
-        batch: Annotated[int, typer.Option("--batch", "-b", help="batch size")] = 128,
-        device: Annotated[
-            str, typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N")
-        ] = "auto",
-        repeats: Annotated[int, typer.Option("--repeats", "-r", help="timed repeats")] = 5,
-        iters: Annotated[int, typer.Option("--iters", help="training steps per repeat")] = 3,
-        warmup: Annotated[int, typer.Option("--warmup", help="untimed steps first")] = 1,
-        seed: Annotated[int, typer.Option("--seed")] = 0,
-        workers: Annotated[
-            int | None,
-            typer.Option("--workers", help="reference DataLoader workers (default: 0 CPU, 4 CUDA)"),
-        ] = None,
-        overrides: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--set", "-s", help="engine config field, e.g. train.precision=bf16 (repeatable)"
-            ),
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    ) -> None:
-        """Time one PGD-10 adversarial training step: engine vs. common public code."""
-        if workers is not None and workers < 0:
-            raise SratError(f"--workers must be >= 0 (got {workers})")
-        from srat_engine.bench.benchmark import run_benchmark
-
-        result = run_benchmark(
-            model=model,
-            batch=batch,
-            device=device,
-            repeats=repeats,
-            iters=iters,
-            warmup=warmup,
-            seed=seed,
-            workers=workers,
-            overrides=tuple(overrides or ()),
-        )
-        if as_json:
-            typer.echo(json.dumps(result.as_dict(), indent=2))
-            return
-        for line in _lines(result):
-            typer.echo(line)
+    result = run_benchmark(
+        model=model,
+        batch=batch,
+        device=device,
+        repeats=repeats,
+        iters=iters,
+        warmup=warmup,
+        seed=seed,
+        workers=workers,
+        overrides=tuple(overrides or ()),
+    )
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    for line in _lines(result):
+        typer.echo(line)

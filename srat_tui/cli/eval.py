@@ -11,9 +11,11 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from srat_engine.runs.evaluations import ATTACK_TITLES, check_request
+from srat_tui.cli.common import open_run, stdout_console
+
+app = typer.Typer()
 
 
 def _reference_entries(attack: str, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -27,65 +29,59 @@ def _reference_entries(attack: str, result: dict[str, Any]) -> dict[str, dict[st
     return entries
 
 
-def register(app: typer.Typer) -> None:
-    """Add the `eval` command to the `srat` Typer app."""
+@app.command("eval")
+def eval_(
+    run_id: Annotated[str, typer.Argument(help="run id")],
+    attack: Annotated[
+        str, typer.Option("--attack", "-a", help="pgd20 | cw | autoattack")
+    ] = "pgd20",
+    n: Annotated[
+        int | None,
+        typer.Option("--n", help="test examples per class (default: the whole test set)"),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N (default: config)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the stored result as JSON")] = False,
+) -> None:
+    """Robust accuracy of a finished run's checkpoint, per class, into its eval.json.
 
-    @app.command("eval")
-    def eval_(
-        run_id: Annotated[str, typer.Argument(help="run id")],
-        attack: Annotated[
-            str, typer.Option("--attack", "-a", help="pgd20 | cw | autoattack")
-        ] = "pgd20",
-        n: Annotated[
-            int | None,
-            typer.Option("--n", help="test examples per class (default: the whole test set)"),
-        ] = None,
-        device: Annotated[
-            str | None,
-            typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N (default: config)"),
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="the stored result as JSON")] = False,
-    ) -> None:
-        """Robust accuracy of a finished run's checkpoint, per class, into its eval.json.
+    pgd20: the run's own evaluation PGD. cw: PGD on the Carlini-Wagner margin loss.
 
-        pgd20: the run's own evaluation PGD. cw: PGD on the Carlini-Wagner margin loss.
+    autoattack: APGD-CE, APGD-T, FAB-T, Square (standard), plus PGD-20 on the same
+    examples and the gradient-masking check. All in fp32, BatchNorm in eval mode.
+    """
+    check_request(attack, n)  # before torch loads: a typo costs nothing
+    from srat_engine.evaluation.runner import check_evaluable, evaluate_run
+    from srat_engine.runs.home import Home
+    from srat_engine.runs.sync import record_in_index
+    from srat_tui.render.evaluations import eval_renderables
 
-        autoattack: APGD-CE, APGD-T, FAB-T, Square (standard), plus PGD-20 on the same
-        examples and the gradient-masking check. All in fp32, BatchNorm in eval mode.
-        """
-        check_request(attack, n)  # before torch loads: a typo costs nothing
-        from srat_engine.evaluation.runner import check_evaluable, evaluate_run
-        from srat_engine.paths import runs_dir
-        from srat_engine.runs.rundir import RunDir, validate_run_id
-        from srat_engine.runs.sync import record_in_index
-        from srat_tui.render.evaluations import eval_renderables
-
-        run = RunDir.open(runs_dir(), validate_run_id(run_id))
-        doc = run.config()
-        chosen = device or str(doc.get("config", {}).get("device", "auto"))
-        check_evaluable(run)  # a running or untrained run fails before the progress line
-        if not as_json:
-            size = f"{n} per class" if n is not None else "the whole test set"
-            print(
-                f"evaluating {run.id}: {ATTACK_TITLES[attack]} on {size}, device {chosen}",
-                file=sys.stderr,
-                flush=True,
-            )
-        result = evaluate_run(run, attack, n, chosen)
-        record_in_index(run)
-        if as_json:
-            typer.echo(json.dumps(result, indent=2))
-            return
-        resolved = doc.get("resolved", {})
-        console = Console(highlight=False, soft_wrap=True)
-        if not console.is_terminal:  # piped or logged: whole rows, as `srat runs` prints them
-            console = Console(highlight=False, soft_wrap=True, width=240)
-        title = f"{ATTACK_TITLES[attack]} on run {run.id} ({doc.get('config', {}).get('method')})"
-        for renderable in eval_renderables(
-            _reference_entries(attack, result),
-            resolved.get("class_names", []),
-            resolved.get("under_classes", []),
-            title=title,
-        ):
-            console.print(renderable)
-        console.print(f"stored in {run.path / 'eval.json'} ({result['seconds']:.1f} s)")
+    run = open_run(run_id)
+    doc = run.config()
+    chosen = device or str(doc.get("config", {}).get("device", "auto"))
+    check_evaluable(run)  # a running or untrained run fails before the progress line
+    if not as_json:
+        size = f"{n} per class" if n is not None else "the whole test set"
+        print(
+            f"evaluating {run.id}: {ATTACK_TITLES[attack]} on {size}, device {chosen}",
+            file=sys.stderr,
+            flush=True,
+        )
+    result = evaluate_run(run, attack, n, chosen)
+    record_in_index(run, Home.from_env().index)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    resolved = doc.get("resolved", {})
+    console = stdout_console(piped_width=240)  # as wide as `srat runs` prints when piped
+    title = f"{ATTACK_TITLES[attack]} on run {run.id} ({doc.get('config', {}).get('method')})"
+    for renderable in eval_renderables(
+        _reference_entries(attack, result),
+        resolved.get("class_names", []),
+        resolved.get("under_classes", []),
+        title=title,
+    ):
+        console.print(renderable)
+    console.print(f"stored in {run.path / 'eval.json'} ({result['seconds']:.1f} s)")

@@ -7,21 +7,26 @@ import time
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from srat_engine.errors import SratError
-from srat_engine.paths import runs_dir
-from srat_engine.runs.index import default_index, reindex
+from srat_engine.runs.home import Home
+from srat_engine.runs.index import reindex
+from srat_engine.runs.records import result_record
 from srat_engine.runs.rundir import RunDir, validate_run_id
 from srat_engine.runs.sync import record_in_index, refreshed_records, set_tag
+from srat_tui.cli.common import PerGpu, open_run, stdout_console
+from srat_tui.render.format import runs_cell
 
-runs_app = typer.Typer(help="Run history: list, inspect, follow, kill, resume, compare, export.")
+if TYPE_CHECKING:
+    from srat_engine.reporting.export import RobustSource
+
+app = typer.Typer(help="Run history: list, inspect, follow, kill, resume, compare, export.")
 
 
-@runs_app.callback()
+@app.callback()
 def _reconcile_on_start(ctx: typer.Context) -> None:
     """Every `srat runs` command starts from true statuses: dead processes are found here.
 
@@ -31,55 +36,14 @@ def _reconcile_on_start(ctx: typer.Context) -> None:
     ctx.obj = None
     # a corrupt index must not block `srat runs reindex`, the command that repairs it
     with suppress(SratError):
-        ctx.obj = refreshed_records()
+        home = Home.from_env()
+        ctx.obj = refreshed_records(home.index, home.runs)
 
 
 LS_COLUMNS = (
     "id", "status", "method", "dataset", "imbalance", "epoch", "std_overall", "std_under",
     "rob_overall", "rob_under", "aa_overall", "device", "age",
 )  # fmt: skip
-
-
-def _console() -> Console:
-    console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:  # piped: full rows for grep/awk rather than an 80-column guess
-        console = Console(highlight=False, soft_wrap=True, width=240)
-    return console
-
-
-def open_run(run_id: str) -> RunDir:
-    return RunDir.open(runs_dir(), validate_run_id(run_id))
-
-
-def _age(created: str | None) -> str:
-    if not created:
-        return "-"
-    try:
-        then = datetime.fromisoformat(created)
-    except ValueError:
-        return "-"
-    seconds = (datetime.now(timezone.utc) - then).total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
-def _cell(record: dict[str, Any], column: str) -> str:
-    if column == "imbalance":
-        ratio = record.get("ratio")
-        return f"{record.get('imbalance', '?')}{ratio:g}" if ratio is not None else "-"
-    if column == "epoch":
-        return f"{record.get('epoch', 0)}/{record.get('epochs', '?')}"
-    if column == "age":
-        return _age(record.get("created"))
-    if column == "aa_overall" and record.get("masking") is True:
-        # `srat eval --attack autoattack` suspects gradient masking: PGD-20 is not to be trusted
-        return f"{record['aa_overall']:.2f}!"
-    value = record.get(column)
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return "-" if value is None else str(value)
 
 
 def _matches(record: dict[str, Any], key: str, wanted: str) -> bool:
@@ -97,7 +61,10 @@ def _matches(record: dict[str, Any], key: str, wanted: str) -> bool:
 def _reconciled(ctx: typer.Context) -> list[dict[str, Any]]:
     """The records the callback reconciled (read again only if it could not: a corrupt index
     then raises its one-line error here)."""
-    return ctx.obj if isinstance(ctx.obj, list) else refreshed_records()
+    if isinstance(ctx.obj, list):
+        return ctx.obj
+    home = Home.from_env()
+    return refreshed_records(home.index, home.runs)
 
 
 def select_records(
@@ -126,7 +93,7 @@ def select_records(
     return records
 
 
-@runs_app.command("ls")
+@app.command("ls")
 def runs_ls(
     ctx: typer.Context,
     status: Annotated[
@@ -159,7 +126,8 @@ LS_HEADERS = {"std_overall": "std", "std_under": "std:u", "rob_overall": "rob",
 def format_rows(records: list[dict[str, Any]]) -> str:
     """Aligned plain columns: a Rich table takes ~20 s for 10,000 rows, this takes ~0.1 s."""
     rows = [[LS_HEADERS.get(c, c) for c in LS_COLUMNS]]
-    rows.extend([_cell(record, c) for c in LS_COLUMNS] for record in records)
+    now = datetime.now(timezone.utc)
+    rows.extend([runs_cell(record, c, now) for c in LS_COLUMNS] for record in records)
     widths = [max(len(row[k]) for row in rows) for k in range(len(LS_COLUMNS))]
     right = [c.startswith(("std", "rob", "aa_", "epoch")) for c in LS_COLUMNS]
     return "\n".join(
@@ -171,7 +139,7 @@ def format_rows(records: list[dict[str, Any]]) -> str:
     )
 
 
-@runs_app.command("show")
+@app.command("show")
 def runs_show(
     run_id: Annotated[str, typer.Argument(help="run id")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -195,7 +163,7 @@ def runs_show(
             )
         )
         return
-    console = _console()
+    console = stdout_console(piped_width=240)
     console.print(f"[bold]{run.id}[/bold]  {summary['status']}  {run.path}")
     console.print(f"source   {doc.get('source', '-')}   created {doc.get('created', '-')}")
     prov = doc.get("provenance") or {}
@@ -241,15 +209,13 @@ def runs_show(
 
 
 def _latest_result(run: RunDir) -> dict[str, Any] | None:
-    """The final record, else the latest epoch record (robust columns may be missing)."""
-    records = [r for r in run.metrics() if r.get("event") in ("epoch", "final")]
-    finals = [r for r in records if r["event"] == "final"]
-    if finals:
-        return finals[-1]
-    return records[-1] if records else None
+    """The run's result record (`records.result_record`): the final record unless the run
+    trained further, else the latest epoch record (robust columns may be missing)."""
+    result, _ = result_record(run.metrics())
+    return result
 
 
-@runs_app.command("logs")
+@app.command("logs")
 def runs_logs(
     run_id: Annotated[str, typer.Argument(help="run id")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
@@ -281,23 +247,23 @@ def runs_logs(
         time.sleep(0.5)
 
 
-@runs_app.command("kill")
+@app.command("kill")
 def runs_kill(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
     """Stop a queued or running run (its whole process group)."""
     from srat_engine.jobs.supervisor import kill_run
 
     run = open_run(run_id)
-    kill_run(run)
+    kill_run(run, home=Home.from_env())
     typer.echo(f"{run.id} killed")
 
 
-@runs_app.command("resume")
+@app.command("resume")
 def runs_resume(
     run_id: Annotated[str, typer.Argument(help="run id")],
     gpus: Annotated[str | None, typer.Option("--gpus", help="'all' or ids like 0,1,3")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N")] = None,
     slots: Annotated[int | None, typer.Option("--slots", help="CPU runs at once")] = None,
-    per_gpu: Annotated[int, typer.Option("--per-gpu", help="runs per GPU at once")] = 1,
+    per_gpu: PerGpu = 1,
 ) -> None:
     """Continue a failed, killed or dead run from its last checkpoint, detached."""
     from srat_engine.jobs.supervisor import previous_devices, resolve_devices, resume_run
@@ -309,11 +275,11 @@ def runs_resume(
         devices, per_device = resolve_devices(
             gpus=gpus, device=device, slots=slots, per_gpu=per_gpu
         )
-    pid = resume_run(run, devices, per_device)
+    pid = resume_run(run, devices, per_device, home=Home.from_env())
     typer.echo(f"{run.id} resumed (worker pid {pid})")
 
 
-@runs_app.command("rm")
+@app.command("rm")
 def runs_rm(
     run_ids: Annotated[list[str], typer.Argument(help="run ids")],
     purge: Annotated[
@@ -326,12 +292,13 @@ def runs_rm(
     runs = [open_run(run_id) for run_id in run_ids]
     for run in runs:  # every id valid and every run stopped before anything moves
         check_removable(run)
+    home = Home.from_env()
     for run in runs:
-        destination = remove_run(run, purge=purge)
+        destination = remove_run(run, home=home, purge=purge)
         typer.echo(f"{run.id} {'deleted' if destination is None else f'moved to {destination}'}")
 
 
-@runs_app.command("tag")
+@app.command("tag")
 def runs_tag(
     run_id: Annotated[str, typer.Argument(help="run id")],
     tag: Annotated[str, typer.Argument(help="tag to add")],
@@ -339,11 +306,11 @@ def runs_tag(
 ) -> None:
     """Add (or --remove) a tag."""
     run = open_run(run_id)
-    tags = set_tag(run, tag, remove=remove)
+    tags = set_tag(run, tag, index=Home.from_env().index, remove=remove)
     typer.echo(f"{run.id} tags: {', '.join(tags) or '-'}")
 
 
-@runs_app.command("note")
+@app.command("note")
 def runs_note(
     run_id: Annotated[str, typer.Argument(help="run id")],
     text: Annotated[str, typer.Argument(help="note text")],
@@ -354,31 +321,32 @@ def runs_note(
         raise SratError("a note needs some text")
     meta = run.meta()
     run.write_meta(meta["tags"], [*meta["notes"], text.strip()])
-    record_in_index(run)
+    record_in_index(run, Home.from_env().index)
     typer.echo(f"{run.id}: note added")
 
 
-@runs_app.command("reindex")
+@app.command("reindex")
 def runs_reindex() -> None:
     """Rebuild the run index from the run directories."""
-    count = reindex(runs_dir(), default_index())
-    typer.echo(f"indexed {count} runs from {runs_dir()}")
+    home = Home.from_env()
+    count = reindex(home.runs, home.index)
+    typer.echo(f"indexed {count} runs from {home.runs}")
 
 
 _ATTACK_HELP = "robust columns from `srat eval` results: pgd20 | cw | autoattack"
 
 
-def _robust_source(attack: str | None, flagged: set[str]) -> Any:
+def _robust_source(attack: str | None, flagged: set[str]) -> RobustSource:
     """The tables' RobustSource; SratError for an unknown attack name."""
+    from srat_engine.reporting.export import RobustSource
     from srat_engine.runs.evaluations import ATTACK_TITLES, check_request
-    from srat_tui.render.compare import RobustSource
 
     if attack is not None:
         check_request(attack, None)
     return RobustSource(ATTACK_TITLES[attack] if attack else None, frozenset(flagged))
 
 
-@runs_app.command("compare")
+@app.command("compare")
 def runs_compare(
     run_ids: Annotated[list[str], typer.Argument(help="two or more run ids")],
     only_changed: Annotated[
@@ -405,12 +373,12 @@ def runs_compare(
         elif results and metrics is not None:
             metrics = {**(metrics or {}), "masking": eval_summary(results)["masking"]}
         items.append(CompareRun(run.id, run.config(), metrics))
-    console = _console()
+    console = stdout_console(piped_width=240)
     for renderable in compare_renderables(items, only_changed=only_changed, robust=robust):
         console.print(renderable)
 
 
-@runs_app.command("export")
+@app.command("export")
 def runs_export(
     ctx: typer.Context,
     run_ids: Annotated[list[str] | None, typer.Argument(help="run ids (default: all)")] = None,
@@ -427,9 +395,9 @@ def runs_export(
     ] = None,
 ) -> None:
     """Results in the paper's table layout (mean ± std over seeds of one configuration)."""
+    from srat_engine.reporting.export import format_export
     from srat_engine.reporting.report import group_seeds, paper_table
     from srat_engine.runs.evaluations import read_eval, with_eval_robust
-    from srat_tui.render.compare import format_export
 
     if fmt not in ("csv", "md", "markdown", "latex", "tex", "json"):
         raise SratError(f"unknown export format {fmt!r}: use csv, md, latex or json")
@@ -442,7 +410,7 @@ def runs_export(
             raise SratError(f"no run {sorted(missing)[0]!r} in the index")
         records = [r for r in records if r["id"] in wanted]
     if attack:
-        root = runs_dir()
+        root = Home.from_env().runs
         records = [with_eval_robust(r, read_eval(RunDir(root / r["id"])), attack) for r in records]
     robust = _robust_source(attack, {r["id"] for r in records if r.get("masking") is True})
     groups = group_seeds(records)

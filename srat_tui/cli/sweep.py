@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from srat_engine.errors import SratError
 from srat_engine.evaluation.metrics import class_group_mean
+from srat_tui.cli.common import AsJson, PerGpu, stdout_console
 from srat_tui.render.termplot import Series, line_plot, parse_numbers
 
-sweep_app = typer.Typer(help="Sweeps of a reweighting weight or lambda (paper Figures 2, 5, 6).")
+app = typer.Typer(help="Sweeps of a reweighting weight or lambda (paper Figures 2, 5, 6).")
 
 Overrides = Annotated[
     list[str] | None,
@@ -21,10 +22,8 @@ Overrides = Annotated[
 ]
 Device = Annotated[str | None, typer.Option("--device", "-d", help="cpu | cuda | cuda:N")]
 Gpus = Annotated[str | None, typer.Option("--gpus", help="'all' or ids like 0,1,3")]
-PerGpu = Annotated[int, typer.Option("--per-gpu", help="runs per GPU at once")]
 Slots = Annotated[int | None, typer.Option("--slots", help="with --device cpu: runs at once")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="print the planned runs, create nothing")]
-AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 def _queue(
@@ -61,9 +60,10 @@ def _queue(
             typer.echo(f"  {row['arm']:<11} {row['value']:<8g} {' '.join(row['overrides'])}")
         return
     from srat_engine.jobs.supervisor import resolve_devices
+    from srat_engine.runs.home import Home
 
     devices, per_device = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)
-    entries = launch_sweep(planned, devices, per_device)
+    entries = launch_sweep(planned, devices, per_device, home=Home.from_env())
     if as_json:
         typer.echo(json.dumps({"sweep_id": planned.sweep_id, "runs": entries}))
         return
@@ -75,7 +75,7 @@ def _queue(
                f"plot: srat sweep plot {planned.sweep_id}")  # fmt: skip
 
 
-@sweep_app.command("reweight")
+@app.command("reweight")
 def sweep_reweight(
     preset: Annotated[str, typer.Option("--preset", "-p", help="the base configuration")],
     weights: Annotated[
@@ -109,7 +109,7 @@ def sweep_reweight(
     )
 
 
-@sweep_app.command("lambda")
+@app.command("lambda")
 def sweep_lambda(
     preset: Annotated[str, typer.Option("--preset", "-p", help="an SRAT configuration")],
     lambdas: Annotated[str, typer.Option("--lambdas", help="values of lambda, e.g. 0,0.5,1,2")],
@@ -137,21 +137,20 @@ def sweep_lambda(
     )
 
 
-def _class_info(manifest: dict[str, Any]) -> tuple[list[str], list[int]]:
+def _class_info(manifest: dict[str, Any], runs_root: Path) -> tuple[list[str], list[int]]:
     """Class names and under-represented classes, from the sweep's first readable run."""
-    from srat_engine.paths import runs_dir
     from srat_engine.runs.rundir import RunDir
 
     for entry in manifest["runs"]:
         try:
-            resolved = RunDir.open(runs_dir(), str(entry["run_id"])).config()["resolved"]
+            resolved = RunDir.open(runs_root, str(entry["run_id"])).config()["resolved"]
         except (SratError, OSError, KeyError, ValueError):
             continue
         return [str(n) for n in resolved["class_names"]], list(resolved["under_classes"])
     raise SratError(f"no run of sweep {manifest['sweep_id']} can be read")
 
 
-@sweep_app.command("plot")
+@app.command("plot")
 def sweep_plot(
     sweep_id: Annotated[str, typer.Argument(help="the sweep id printed when it was queued")],
     per_class: Annotated[
@@ -162,18 +161,20 @@ def sweep_plot(
 ) -> None:
     """Class-wise accuracy against the swept value, one plot per arm (natural, adversarial)."""
     from srat_engine.analysis.sweeps import sweep_results
+    from srat_engine.runs.home import Home
 
     if metric not in ("std", "rob"):
         raise SratError(f"--metric is std or rob (got {metric!r})")
-    manifest, points = sweep_results(sweep_id)
-    names, under = _class_info(manifest)
+    home = Home.from_env()
+    manifest, points = sweep_results(sweep_id, home)
+    names, under = _class_info(manifest, home.runs)
     well = [c for c in range(len(names)) if c not in under]
     if as_json:
         rows = [asdict(p) for p in points]
         doc = {"manifest": manifest, "class_names": names, "under_classes": under, "runs": rows}
         typer.echo(json.dumps(doc, indent=2))
         return
-    console = Console(highlight=False, soft_wrap=True)
+    console = stdout_console()
     xlabel = (
         "weight of the under-represented classes" if manifest["kind"] == "reweight" else "lambda"
     )
@@ -210,14 +211,15 @@ def sweep_plot(
             console.print(f"  {p.value:<8g} {p.run_id}  std {std_cells}", markup=False)
 
 
-@sweep_app.command("ls")
+@app.command("ls")
 def sweep_ls(as_json: AsJson = False) -> None:
     """The sweeps of this srat home, newest last."""
-    from srat_engine.analysis.sweeps import read_manifest, sweeps_dir
+    from srat_engine.analysis.sweeps import read_manifest
+    from srat_engine.runs.home import Home
 
-    folder = sweeps_dir()
-    ids = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
-    docs = [read_manifest(i) for i in ids]
+    home = Home.from_env()
+    ids = sorted(p.stem for p in home.sweeps.glob("*.json"))
+    docs = [read_manifest(i, home) for i in ids]
     if as_json:
         typer.echo(json.dumps(docs, indent=2))
         return

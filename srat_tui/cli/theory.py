@@ -12,11 +12,13 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from srat_engine.errors import SratError
+from srat_tui.cli.common import AsJson, stdout_console
 from srat_tui.render.termplot import Series, line_plot, parse_numbers
+
+app = typer.Typer()
 
 VERDICT = (
     "Lemma 3.1 prints b = 1/2 log(rho/K) d/S. For w = 1 the score 1.x is a sum of d independent "
@@ -126,58 +128,53 @@ def _error_plot(report: Any, d: int) -> str:
     )
 
 
-def register(app: typer.Typer) -> None:
-    """Add the `theory` command to the `srat` Typer app."""
+@app.command("theory")
+def theory(
+    d: Annotated[str, typer.Option("--d", help="dimensions, comma-separated")] = "1,4",
+    k: Annotated[float, typer.Option("--K", help="imbalance ratio Pr(+1)/Pr(-1)")] = 10.0,
+    rhos: Annotated[
+        str, typer.Option("--rhos", help="reweighting ratios for class -1")
+    ] = "1,2,5,10,20,50,100",
+    separabilities: Annotated[
+        str, typer.Option("--S", help="two (or more) separabilities S = eta/sigma^2")
+    ] = "1,0.25",
+    eta: Annotated[float, typer.Option("--eta", help="per-coordinate class mean")] = 1.0,
+    n_train: Annotated[
+        int, typer.Option("--n-train", help="training examples per fit (both classes)")
+    ] = 100_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="terminal plot")] = True,
+    as_json: AsJson = False,
+) -> None:
+    """Simulate Section 3: optimal bias vs Lemma 3.1, class-wise errors against rho."""
+    from srat_engine.analysis.theory import theory_table
 
-    @app.command("theory")
-    def theory(
-        d: Annotated[str, typer.Option("--d", help="dimensions, comma-separated")] = "1,4",
-        k: Annotated[float, typer.Option("--K", help="imbalance ratio Pr(+1)/Pr(-1)")] = 10.0,
-        rhos: Annotated[
-            str, typer.Option("--rhos", help="reweighting ratios for class -1")
-        ] = "1,2,5,10,20,50,100",
-        separabilities: Annotated[
-            str, typer.Option("--S", help="two (or more) separabilities S = eta/sigma^2")
-        ] = "1,0.25",
-        eta: Annotated[float, typer.Option("--eta", help="per-coordinate class mean")] = 1.0,
-        n_train: Annotated[
-            int, typer.Option("--n-train", help="training examples per fit (both classes)")
-        ] = 100_000,
-        seed: Annotated[int, typer.Option("--seed")] = 0,
-        plot: Annotated[bool, typer.Option("--plot/--no-plot", help="terminal plot")] = True,
-        as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    ) -> None:
-        """Simulate Section 3: optimal bias vs Lemma 3.1, class-wise errors against rho."""
-        from srat_engine.analysis.theory import theory_table
-
-        ds = _ints(d, "--d")
-        rho_values = _positive(parse_numbers(rhos, "--rhos"), "--rhos")
-        s_values = _positive(parse_numbers(separabilities, "--S"), "--S")
-        if k <= 1 or eta <= 0 or n_train < 100:
-            raise SratError("--K must be > 1, --eta > 0 and --n-train >= 100")
-        report = theory_table(
-            ds=ds, separabilities=s_values, rhos=rho_values, k=k, eta=eta, n_train=n_train,
-            seed=seed,
-        )  # fmt: skip
-        summary = _summary(report)
-        if as_json:
-            doc = {**report.as_dict(), "summary": summary, "verdict": VERDICT}
-            typer.echo(json.dumps(doc, indent=2))
-            return
-        console = Console(highlight=False, soft_wrap=True)
-        if not console.is_terminal:  # piped or logged: whole rows, not an 80-column guess
-            console = Console(highlight=False, soft_wrap=True, width=160)
-        console.print(_bias_table(report))
-        console.print(_error_table(report))
-        if plot:
-            typer.echo(_error_plot(report, ds[0]))
-        for group, worst in summary.items():
-            console.print(
-                f"{group}: largest relative gap to b* (rho != K): logistic fit "
-                f"{100 * worst['max_rel_fit_logistic']:.1f}%, 0-1 fit "
-                f"{100 * worst['max_rel_fit_direct']:.1f}% (converges as n^-1/3), numerical argmin "
-                f"{100 * worst['max_rel_numeric']:.1g}%, paper's formula "
-                f"{100 * worst['max_rel_paper']:.1f}%",
-                markup=False,
-            )
-        console.print(VERDICT, markup=False)
+    ds = _ints(d, "--d")
+    rho_values = _positive(parse_numbers(rhos, "--rhos"), "--rhos")
+    s_values = _positive(parse_numbers(separabilities, "--S"), "--S")
+    if k <= 1 or eta <= 0 or n_train < 100:
+        raise SratError("--K must be > 1, --eta > 0 and --n-train >= 100")
+    report = theory_table(
+        ds=ds, separabilities=s_values, rhos=rho_values, k=k, eta=eta, n_train=n_train,
+        seed=seed,
+    )  # fmt: skip
+    summary = _summary(report)
+    if as_json:
+        doc = {**report.as_dict(), "summary": summary, "verdict": VERDICT}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    console = stdout_console(piped_width=160)
+    console.print(_bias_table(report))
+    console.print(_error_table(report))
+    if plot:
+        typer.echo(_error_plot(report, ds[0]))
+    for group, worst in summary.items():
+        console.print(
+            f"{group}: largest relative gap to b* (rho != K): logistic fit "
+            f"{100 * worst['max_rel_fit_logistic']:.1f}%, 0-1 fit "
+            f"{100 * worst['max_rel_fit_direct']:.1f}% (converges as n^-1/3), numerical argmin "
+            f"{100 * worst['max_rel_numeric']:.1g}%, paper's formula "
+            f"{100 * worst['max_rel_paper']:.1f}%",
+            markup=False,
+        )
+    console.print(VERDICT, markup=False)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import typer
 
+app = typer.Typer()
 
-def register(app: typer.Typer) -> None:
-    """Add the `tui` command to the `srat` Typer app."""
 
-    @app.command("tui")
-    def tui() -> None:
-        """Launch, watch and compare runs in the terminal (the runs of $SRAT_HOME)."""
-        # imported here: `srat run` and friends never pay for loading Textual
-        from srat_tui.tui.app import main
+@app.command("tui")
+def tui() -> None:
+    """Launch, watch and compare runs in the terminal (the runs of $SRAT_HOME)."""
+    # imported here: `srat run` and friends never pay for loading Textual
+    from srat_tui.tui.app import main
 
-        main()
+    main()

@@ -14,14 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from srat_engine.runs.evaluations import ATTACK_TITLES, ATTACKS
-
-MASKING_STYLE = "bold red"
-
-
-def _pct(value: Any) -> str:
-    return (
-        f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
-    )
+from srat_tui.render.format import MASKING_STYLE, masking_flag, pct
 
 
 def masking_text(entry: Mapping[str, Any]) -> Text | None:
@@ -30,9 +23,9 @@ def masking_text(entry: Mapping[str, Any]) -> Text | None:
     if not isinstance(masking, Mapping) or not isinstance(masking.get("suspected"), bool):
         return None
     numbers = (
-        f"PGD-20 {_pct(masking.get('pgd20_overall'))} vs AutoAttack "
-        f"{_pct(masking.get('autoattack_overall'))} on the same examples, gap "
-        f"{_pct(masking.get('gap'))} points, threshold {masking.get('threshold', '?')}"
+        f"PGD-20 {pct(masking.get('pgd20_overall'))} vs AutoAttack "
+        f"{pct(masking.get('autoattack_overall'))} on the same examples, gap "
+        f"{pct(masking.get('gap'))} points, threshold {masking.get('threshold', '?')}"
     )
     if masking["suspected"]:
         return Text(f"gradient masking suspected: {numbers}", style=MASKING_STYLE)
@@ -42,10 +35,7 @@ def masking_text(entry: Mapping[str, Any]) -> Text | None:
 def masking_cell(entry: Mapping[str, Any] | None) -> Text:
     """'SUSPECTED' (highlighted), 'no', or '-' when the run has no AutoAttack result."""
     masking = (entry or {}).get("masking")
-    suspected = masking.get("suspected") if isinstance(masking, Mapping) else None
-    if suspected is True:
-        return Text("SUSPECTED", style=MASKING_STYLE)
-    return Text("no" if suspected is False else "-")
+    return masking_flag(masking.get("suspected") if isinstance(masking, Mapping) else None)
 
 
 def _budget(entry: Mapping[str, Any]) -> str:
@@ -78,9 +68,9 @@ def summary_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table
         entry = results[attack]
         table.add_row(
             ATTACK_TITLES.get(attack, attack),
-            _pct(entry.get("overall")),
-            _pct(entry.get("under")),
-            _pct(entry.get("clean_overall")),
+            pct(entry.get("overall")),
+            pct(entry.get("under")),
+            pct(entry.get("clean_overall")),
             str(entry.get("n", "-")),
             str(entry.get("checkpoint_epoch", "-")),
             _budget(entry),
@@ -116,8 +106,8 @@ def class_table(
         name = str(class_names[cls]) if cls < len(class_names) else str(cls)
         row = [name + (" *" if cls in under else "")]
         if shared:
-            row += [_at(first.get("class_n"), cls, str), _at(first.get("clean_class"), cls, _pct)]
-        row.extend(_at(results[a].get("class"), cls, _pct) for a in attacks)
+            row += [_at(first.get("class_n"), cls, str), _at(first.get("clean_class"), cls, pct)]
+        row.extend(_at(results[a].get("class"), cls, pct) for a in attacks)
         table.add_row(*row)
     table.caption = "* under-represented"
     return table

@@ -6,12 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from srat_tui.render.format import pct
+
 if TYPE_CHECKING:
     from srat_engine.config.prepare import PreparedRun
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def epoch_line(record: dict[str, Any]) -> str:
@@ -24,9 +22,9 @@ def epoch_line(record: dict[str, Any]) -> str:
     ]
     if record.get("sep_loss") is not None:
         parts.append(f"sep {record['sep_loss']:.4f}")
-    parts.append(f"std {_pct(record['std_overall'])}/{_pct(record['std_under'])}")
+    parts.append(f"std {pct(record['std_overall'])}/{pct(record['std_under'])}")
     if record.get("rob_overall") is not None:
-        parts.append(f"rob {_pct(record['rob_overall'])}/{_pct(record['rob_under'])}")
+        parts.append(f"rob {pct(record['rob_overall'])}/{pct(record['rob_under'])}")
     flags = [f for f in ("reweighting", "gair") if record.get(f)]
     if flags:
         parts.append("+" + "+".join(flags))
@@ -40,10 +38,10 @@ def summary_table(final: dict[str, Any], title: str) -> Table:
     for header in ("Std overall", "Std under", "Rob overall", "Rob under"):
         table.add_column(header, justify="right")
     table.add_row(
-        _pct(final["std_overall"]),
-        _pct(final["std_under"]),
-        _pct(final["rob_overall"]),
-        _pct(final["rob_under"]),
+        pct(final["std_overall"]),
+        pct(final["std_under"]),
+        pct(final["rob_overall"]),
+        pct(final["rob_under"]),
     )
     return table
 
@@ -60,7 +58,7 @@ def class_table(
     rows = zip(classes, counts, final["std_class"], rob, strict=True)
     for cls, (name, n, std, r) in enumerate(rows):
         marker = " *" if cls in under else ""
-        table.add_row(f"{name}{marker}", str(n), _pct(std), _pct(r))
+        table.add_row(f"{name}{marker}", str(n), pct(std), pct(r))
     table.caption = "* under-represented"
     return table
 

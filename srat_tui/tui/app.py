@@ -2,66 +2,26 @@
 
 The app holds no data of its own: every screen reads run directories and the run index
 through `self.context` (an `AppContext`), so two `srat-tui` sessions on one home agree.
-Screens other than the runs list are imported when first opened: the first frame does not
-wait for the new-run form's engine imports.
+Screens ask the app for another screen with the requests in `messages` (`OpenRun`, …); the
+command palette lives in `commands`. Screens other than the runs list are imported when first
+opened: the first frame does not wait for the new-run form's engine imports.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable
-from functools import partial
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
 from srat_engine.errors import SratError
+from srat_tui.tui.commands import SratCommands
 from srat_tui.tui.context import AppContext
+from srat_tui.tui.messages import OpenCompare, OpenNewRun, OpenRun
 from srat_tui.tui.screens.help import HelpScreen
 from srat_tui.tui.screens.runs import RunsScreen
-
-
-class SratCommands(Provider):
-    """Command palette entries: new run, compare marked, refresh, and "Open run <id>"."""
-
-    async def startup(self) -> None:
-        app = self.app
-        assert isinstance(app, SratApp)
-        try:
-            # the index only (no liveness checks): the palette must open at once
-            records = await asyncio.to_thread(app.context.index.all)
-        except (SratError, OSError):
-            records = []
-        records.sort(key=lambda record: str(record.get("id", "")), reverse=True)
-        self.runs = [(str(r["id"]), _run_help(r)) for r in records if r.get("id")]
-
-    def _commands(self) -> Iterable[tuple[str, Callable[[], Any], str]]:
-        app = self.app
-        assert isinstance(app, SratApp)
-        yield "New run", app.open_new_run, "configure and launch a run"
-        yield "Compare marked runs", app.action_compare_marked, "the runs marked with space"
-        yield "Refresh", app.action_refresh_runs, "re-read every run now"
-        for run_id, help_text in self.runs:
-            yield f"Open run {run_id}", partial(app.open_run, run_id), help_text
-
-    async def discover(self) -> Hits:
-        for name, command, help_text in list(self._commands())[:3]:
-            yield DiscoveryHit(name, command, help=help_text)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for name, command, help_text in self._commands():
-            score = matcher.match(name)
-            if score > 0:
-                yield Hit(score, matcher.highlight(name), command, help=help_text)
-
-
-def _run_help(record: dict[str, Any]) -> str:
-    parts = (record.get("status"), record.get("method"), record.get("dataset"))
-    return " · ".join(str(p) for p in parts if p)
 
 
 class SratApp(App[None]):
@@ -130,6 +90,16 @@ class SratApp(App[None]):
             return CompareScreen(list(run_ids))
 
         self._push(build)
+
+    # -- what screens ask for -----------------------------------------------------------------
+    def on_open_run(self, message: OpenRun) -> None:
+        self.open_run(message.run_id)
+
+    def on_open_new_run(self, message: OpenNewRun) -> None:
+        self.open_new_run()
+
+    def on_open_compare(self, message: OpenCompare) -> None:
+        self.open_compare(message.run_ids)
 
     # -- actions ------------------------------------------------------------------------------
     def action_help(self) -> None:

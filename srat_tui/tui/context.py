@@ -10,9 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, cast
 
-from srat_engine.paths import runs_dir
-from srat_engine.runs.index import RunIndex, default_index
+from srat_engine.runs.home import Home
+from srat_engine.runs.index import RunIndex
+
+if TYPE_CHECKING:
+    from textual.dom import DOMNode
 
 
 def _utc_now() -> datetime:
@@ -21,7 +25,25 @@ def _utc_now() -> datetime:
 
 @dataclass
 class AppContext:
-    runs_root: Path = field(default_factory=runs_dir)
-    index: RunIndex = field(default_factory=default_index)
+    home: Home = field(default_factory=Home.from_env)  # the one place the app reads $SRAT_HOME
     now: Callable[[], datetime] = _utc_now
     poll_seconds: float = 1.0  # new epochs appear within 2 s: poll at 1 s
+
+    @property
+    def runs_root(self) -> Path:
+        return self.home.runs
+
+    @property
+    def index(self) -> RunIndex:
+        return self.home.index
+
+
+class ContextHost(Protocol):
+    """What the screens need of the app they run in: `SratApp`, or a test's smaller host."""
+
+    context: AppContext
+
+
+def app_context(node: DOMNode) -> AppContext:
+    """The context of the app `node` is mounted in."""
+    return cast("ContextHost", node.app).context

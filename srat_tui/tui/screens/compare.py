@@ -28,15 +28,18 @@ from textual.widgets import (
     RadioSet,
     Static,
 )
-from textual.worker import Worker, WorkerState
+from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from srat_engine.errors import SratError
 from srat_engine.paths import srat_home
+from srat_engine.reporting.export import EXPORT_FORMATS, format_export
 from srat_engine.reporting.report import group_seeds, paper_table, pick_metrics
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import summarize_run
-from srat_tui.render.compare import EXPORT_FORMATS, CompareRun, compare_renderables, format_export
+from srat_tui.render.compare import CompareRun, compare_renderables
+from srat_tui.tui.context import app_context
+from srat_tui.tui.messages import CompareLoaded, ExportFailed, ExportWritten
 from srat_tui.tui.widgets.curves import epoch_records, scalar_series
 
 EXTENSIONS: dict[str, str] = {"csv": "csv", "md": "md", "latex": "tex", "json": "json"}
@@ -207,25 +210,25 @@ class CompareScreen(Screen[None]):
         self._load()
 
     @work(thread=True, exclusive=True, group="compare-load")
-    def _load(self) -> Loaded:
-        return load_runs(self.app.context.runs_root, self.run_ids)
+    def _load(self) -> None:
+        loaded = load_runs(app_context(self).runs_root, self.run_ids)
+        if not get_current_worker().is_cancelled:  # a newer reload is on its way
+            self.post_message(CompareLoaded(loaded))
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        worker = event.worker
-        if worker.group == "compare-load" and event.state == WorkerState.SUCCESS:
-            self.loaded = worker.result
-        elif worker.group == "compare-export":
-            if event.state == WorkerState.SUCCESS:
-                path, skipped = worker.result
-                self.notify(f"exported to {path}", title="Export")
-                if skipped:
-                    self.notify(
-                        f"{skipped} run(s) without final metrics left out",
-                        severity="warning",
-                        title="Export",
-                    )
-            elif event.state == WorkerState.ERROR:
-                self.notify(str(worker.error), severity="error", title="Export failed")
+    def on_compare_loaded(self, message: CompareLoaded) -> None:
+        self.loaded = message.loaded
+
+    def on_export_written(self, message: ExportWritten) -> None:
+        self.notify(f"exported to {message.path}", title="Export")
+        if message.skipped:
+            self.notify(
+                f"{message.skipped} run(s) without final metrics left out",
+                severity="warning",
+                title="Export",
+            )
+
+    def on_export_failed(self, message: ExportFailed) -> None:
+        self.notify(message.error, severity="error", title="Export failed")
 
     def watch_loaded(self, loaded: Loaded | None) -> None:
         if loaded is None:
@@ -280,5 +283,10 @@ class CompareScreen(Screen[None]):
         self.app.push_screen(ExportScreen(self.run_ids), chosen)
 
     @work(thread=True, group="compare-export")
-    def _export(self, request: ExportRequest) -> tuple[Path, int]:
-        return write_export(self.app.context.runs_root, self.run_ids, request)
+    def _export(self, request: ExportRequest) -> None:
+        try:
+            path, skipped = write_export(app_context(self).runs_root, self.run_ids, request)
+        except Exception as error:  # a file that cannot be written is a notification, not a crash
+            self.post_message(ExportFailed(str(error)))
+        else:
+            self.post_message(ExportWritten(path, skipped))

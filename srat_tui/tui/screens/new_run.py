@@ -18,22 +18,24 @@ from typing import ClassVar, get_args
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.reactive import reactive, var
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import get_current_worker
 
 from srat_engine.config.methods import SCHEMES, LossName, compose_method
 from srat_engine.config.prepare import PreparedRun, create_run, prepare
 from srat_engine.config.presets import describe, list_presets
 from srat_engine.config.schema import DataConfig, RunConfig
+from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
 from srat_engine.jobs.supervisor import launch_detached, resolve_devices
-from srat_tui.tui.context import AppContext
+from srat_tui.tui.context import AppContext, app_context
+from srat_tui.tui.messages import FormChecked, LaunchFailed, LaunchFinished, PresetLoaded
 
 DEFAULT_PRESET = "demo"
 LOSSES: tuple[str, ...] = get_args(LossName)
@@ -137,15 +139,19 @@ class DeviceChoice:
 
 
 def parse_devices(text: str) -> DeviceChoice:
-    """auto | cpu | cuda | cuda:N | all | GPU ids like 0,1."""
+    """auto | cpu | cuda | cuda:N | all | GPU ids like 0,1, in the engine's syntax."""
     value = text.strip().lower()
     if value in ("", "auto"):
         return DeviceChoice()
-    if value == "cpu":
+    try:
+        parse_gpu_ids(value)
+    except SratError:
+        device = str(parse_device(value))  # neither: the device syntax's message
+    else:
+        return DeviceChoice(gpus=value)
+    if device == "cpu":
         return DeviceChoice(device="cpu", slots=1, config_device="cpu")
-    if value == "cuda" or value.startswith("cuda:"):
-        return DeviceChoice(device=value, config_device=value)
-    return DeviceChoice(gpus=value)
+    return DeviceChoice(device=device, config_device=device)
 
 
 def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
@@ -258,7 +264,7 @@ def launch_runs(validation: Validation, preset: str, context: AppContext) -> lis
     launched: list[str] = []
     for item in prepared:
         run = create_run(item, context.runs_root)
-        launch_detached(run, list(validation.devices), validation.per_device)
+        launch_detached(run, list(validation.devices), validation.per_device, home=context.home)
         launched.append(run.id)
     return launched
 
@@ -514,24 +520,21 @@ class NewRunScreen(Screen[list[str] | None]):
 
     # -- workers -------------------------------------------------------------------------------
 
+    @work(thread=True, exclusive=True, group="newrun-preset")
     def _load_preset(self, name: str) -> None:
-        self.run_worker(
-            lambda: self._read_preset(name),
-            thread=True,
-            exclusive=True,
-            group="newrun-preset",
-            exit_on_error=False,
-        )
+        loaded = self._read_preset(name)
+        if not get_current_worker().is_cancelled:  # another preset was chosen meanwhile
+            self.post_message(loaded)
 
     @staticmethod
-    def _read_preset(name: str) -> tuple[str, FormValues | None, str, str | None]:
+    def _read_preset(name: str) -> PresetLoaded:
         try:
             prepared = prepare(preset=name)
-            return name, form_values(prepared.config), describe(name), None
+            return PresetLoaded(name, form_values(prepared.config), describe(name), None)
         except SratError as err:
-            return name, None, "", str(err)
+            return PresetLoaded(name, None, "", str(err))
         except Exception as err:
-            return name, None, "", f"{type(err).__name__}: {err}"
+            return PresetLoaded(name, None, "", f"{type(err).__name__}: {err}")
 
     def _request_validation(self) -> None:
         self._generation += 1
@@ -542,42 +545,47 @@ class NewRunScreen(Screen[list[str] | None]):
             error = self._preset_error or "choose a preset to start from"
             self.validation = Validation(generation, preset, values, error=error)
             return
-        self.run_worker(
-            lambda: check_form(generation, preset, values, base),
-            thread=True,
-            exclusive=True,
-            group="newrun-validate",
-            exit_on_error=False,
-        )
+        self._validate(generation, preset, values, base)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        worker = event.worker
-        if worker.group == "newrun-preset" and event.state == WorkerState.SUCCESS:
-            name, base, description, error = worker.result
-            if name != self.preset:
-                return  # the preset changed again while this one loaded
-            self._preset_error = error
-            self._base = base
-            self.query_one("#preset-description", Static).update(description)
-            if base is not None:
-                self.fill_form(base)
-            self._request_validation()
-        elif worker.group == "newrun-validate" and event.state == WorkerState.SUCCESS:
-            result: Validation = worker.result
-            if result.generation == self._generation:
-                self.validation = result
-        elif worker.group == "newrun-launch":
-            if event.state == WorkerState.SUCCESS:
-                run_ids: list[str] = worker.result
-                self.notify(f"launched {', '.join(run_ids)}", title="New run")
-                self.launching = False
-                self.dismiss(run_ids)
-            elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
-                self.launching = False
-                error = worker.error
-                message = str(error) if isinstance(error, SratError) else repr(error)
-                self.query_one("#newrun-error", Static).update(f"launch failed: {message}")
-                self.notify(message, severity="error", title="Launch failed")
+    @work(thread=True, exclusive=True, group="newrun-validate")
+    def _validate(self, generation: int, preset: str, values: FormValues, base: FormValues) -> None:
+        validation = check_form(generation, preset, values, base)
+        if not get_current_worker().is_cancelled:  # a later edit is being checked
+            self.post_message(FormChecked(validation))
+
+    @work(thread=True, exclusive=True, group="newrun-launch")
+    def _launch(self, validation: Validation, preset: str, context: AppContext) -> None:
+        try:
+            run_ids = launch_runs(validation, preset, context)
+        except Exception as error:  # the form stays open and says why
+            message = str(error) if isinstance(error, SratError) else repr(error)
+            self.post_message(LaunchFailed(message))
+        else:
+            self.post_message(LaunchFinished(run_ids))
+
+    def on_preset_loaded(self, message: PresetLoaded) -> None:
+        if message.name != self.preset:
+            return  # the preset changed again while this one loaded
+        self._preset_error = message.error
+        self._base = message.base
+        self.query_one("#preset-description", Static).update(message.description)
+        if message.base is not None:
+            self.fill_form(message.base)
+        self._request_validation()
+
+    def on_form_checked(self, message: FormChecked) -> None:
+        if message.validation.generation == self._generation:
+            self.validation = message.validation
+
+    def on_launch_finished(self, message: LaunchFinished) -> None:
+        self.notify(f"launched {', '.join(message.run_ids)}", title="New run")
+        self.launching = False
+        self.dismiss(message.run_ids)
+
+    def on_launch_failed(self, message: LaunchFailed) -> None:
+        self.launching = False
+        self.query_one("#newrun-error", Static).update(f"launch failed: {message.error}")
+        self.notify(message.error, severity="error", title="Launch failed")
 
     # -- events --------------------------------------------------------------------------------
 
@@ -656,14 +664,7 @@ class NewRunScreen(Screen[list[str] | None]):
         if validation.values != self.read_form():
             return  # an edit is still being checked
         self.launching = True
-        context = self.app.context
-        self.run_worker(
-            lambda: launch_runs(validation, preset, context),
-            thread=True,
-            exclusive=True,
-            group="newrun-launch",
-            exit_on_error=False,
-        )
+        self._launch(validation, preset, app_context(self))
 
     def action_cancel(self) -> None:
         if not self.launching:

@@ -2,7 +2,8 @@
 
 Everything shown comes from the run directory. A timer polls every `context.poll_seconds`;
 each poll reads only what was appended since the last one (`RunDir.metrics_since`, log
-offsets) in a thread worker, so a slow disk never stalls the UI. The records live on the
+offsets) in a thread worker, which posts them back as a `RunPolled` message, so a slow disk
+never stalls the UI. The records live on the
 screen (`records`); watchers re-plot only when they change, and the plots build their
 figures off the UI thread (see `srat_tui.tui.widgets.curves`).
 """
@@ -11,12 +12,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -25,11 +25,13 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
-from textual.worker import Worker, WorkerState
 
 from srat_engine.errors import SratError
 from srat_engine.runs.liveness import reconcile
 from srat_engine.runs.rundir import RunDir
+from srat_tui.render.format import age, pct, status_style
+from srat_tui.tui.context import app_context
+from srat_tui.tui.messages import RunPolled, RunPollFailed
 from srat_tui.tui.widgets.curves import (
     GROUPS,
     CurvePlot,
@@ -48,15 +50,6 @@ if TYPE_CHECKING:
 
 TABS = ("curves", "loss", "classes", "log", "config")
 LOG_TAIL_BYTES = 64 * 1024  # what a first look (or a burst between polls) shows of a log
-STATUS_STYLE = {
-    "running": "bold green",
-    "queued": "bold yellow",
-    "created": "yellow",
-    "finished": "bold cyan",
-    "failed": "bold red",
-    "dead": "bold red",
-    "killed": "bold magenta",
-}
 
 
 # -- reading the run directory (thread side) ----------------------------------------------------
@@ -150,24 +143,6 @@ def read_updates(root: Path, run_id: str, cursor: Cursor) -> Update:
 # -- formatting ---------------------------------------------------------------------------------
 
 
-def _pct(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
-
-
-def _ago(stamp: Any, now: datetime) -> str:
-    try:
-        then = datetime.fromisoformat(str(stamp))
-        seconds = (now - then).total_seconds()
-    except (TypeError, ValueError):
-        return ""
-    if seconds < 0:
-        return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit} ago"
-    return f"{int(seconds)}s ago"
-
-
 def _label(key: str, value: Any) -> Text:
     shown = value if isinstance(value, str) else json.dumps(value)
     return Text.assemble((str(key), "bold"), " = ", (shown, "cyan"))
@@ -223,14 +198,14 @@ class RunScreen(Screen[None]):
         self.error: str | None = None
         self.rows: list[Record] = []  # epoch records, one per epoch (derived from records)
         self._cursor = Cursor()
-        self._poll_worker: Worker[Update] | None = None
+        self._polling = False  # a read is in flight: the next poll waits for its records
         self._timer: Timer | None = None
         self._table_ready = False
 
     # context and run facts ------------------------------------------------------------------
     @property
     def context(self) -> AppContext:
-        return self.app.context  # type: ignore[attr-defined]
+        return app_context(self)
 
     @property
     def resolved(self) -> dict[str, Any]:
@@ -307,18 +282,26 @@ class RunScreen(Screen[None]):
     # polling -----------------------------------------------------------------------------------
     def poll(self) -> None:
         """Start a read of what was appended, unless the previous one is still going."""
-        if self._poll_worker is not None and self._poll_worker.is_running:
+        if self._polling:
             return
-        work = partial(read_updates, self.context.runs_root, self.run_id, self._cursor)
-        self._poll_worker = self.run_worker(work, thread=True, group="poll", exit_on_error=False)
+        self._polling = True
+        self._read(self.context.runs_root, self._cursor)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self._poll_worker:
-            return
-        if event.state == WorkerState.SUCCESS and event.worker.result is not None:
-            self._apply(event.worker.result)
-        elif event.state == WorkerState.ERROR:
-            self.notify(f"reading run {self.run_id}: {event.worker.error}", severity="error")
+    @work(thread=True, group="poll")
+    def _read(self, root: Path, cursor: Cursor) -> None:
+        try:
+            message: RunPolled | RunPollFailed = RunPolled(read_updates(root, self.run_id, cursor))
+        except Exception as error:  # a bug must not end the polling: show it, try the next poll
+            message = RunPollFailed(str(error))
+        self.post_message(message)
+
+    def on_run_poll_failed(self, message: RunPollFailed) -> None:
+        self._polling = False
+        self.notify(f"reading run {self.run_id}: {message.error}", severity="error")
+
+    def on_run_polled(self, message: RunPolled) -> None:
+        self._polling = False
+        self._apply(message.update)
 
     def _apply(self, update: Update) -> None:
         if update.error is not None:
@@ -443,14 +426,14 @@ class RunScreen(Screen[None]):
             if isinstance(data.get("ratio"), (int, float))
             else f"{data.get('dataset', '?')} {data.get('imbalance', '')}",
             "  ",
-            (f"● {status or '?'}", STATUS_STYLE.get(status, "")),
+            (f"● {status or '?'}", status_style(status)),
             "  ",
             f"epoch {latest['epoch'] if latest else 0}/{epochs}",
         )
         if latest is not None:
-            ago = _ago(latest.get("time"), self.context.now())
-            if ago:
-                line.append(f"  ({ago})", style="dim")
+            ago = age(latest.get("time"), self.context.now())
+            if ago != "-":
+                line.append(f"  ({ago} ago)", style="dim")
         line.append("\n")
         final = final_record(self.records)
         source = final or latest
@@ -469,7 +452,7 @@ class RunScreen(Screen[None]):
                             suffix = f" @{row['epoch']}"
                             break
                 line.append(f"{key} ", style="bold")
-                line.append(f"overall {_pct(overall)}  under {_pct(under)}{suffix}   ")
+                line.append(f"overall {pct(overall)}  under {pct(under)}{suffix}   ")
         header.update(line)
 
     def _fill_config(self) -> None:
@@ -520,7 +503,7 @@ class RunScreen(Screen[None]):
         for cls in range(self.num_classes):
             for column, values in (("std", std), ("rob", rob)):
                 value = values[cls] if cls < len(values) else None
-                table.update_cell(str(cls), column, Text(_pct(value), justify="right"))
+                table.update_cell(str(cls), column, Text(pct(value), justify="right"))
         label = (
             "final evaluation"
             if chosen.get("event") == "final"
@@ -533,15 +516,3 @@ class RunScreen(Screen[None]):
                 ("   [ ] step epochs · under-represented classes in red", "dim"),
             )
         )
-
-    # for tests and the benchmark ------------------------------------------------------------------
-    @property
-    def plots(self) -> list[CurvePlot]:
-        return list(self.query(CurvePlot))
-
-    def plots_current(self) -> bool:
-        """True when the open tab's plots show their latest figures at their laid-out size
-        (plots on other tabs build when opened)."""
-        pane = self.query_one(TabbedContent).active
-        plots = [plot for plot in self.query(f"#{pane} CurvePlot") if plot.parent.display]  # type: ignore[union-attr]
-        return all(plot.size.area > 0 and plot.is_current for plot in plots)

@@ -1,18 +1,19 @@
 """The runs screen: every run, live, with sort, filter, marks and the run verbs.
 
 Data flow: a timer starts a thread worker that calls `refreshed_records` (liveness checks and
-file reads stay off the UI thread) and turns records into display rows; the UI thread then
-diffs those rows against what the table shows and touches only the cells that changed, so a
-1,000-run table costs nothing when nothing moved and keeps its cursor and scroll when
-something did. Every number shown comes from the engine's records as is.
+file reads stay off the UI thread) and turns records into display rows, posted back as a
+`RunsRefreshed` message; the UI thread then diffs those rows against what the table shows and
+touches only the cells that changed, so a 1,000-run table costs nothing when nothing moved and
+keeps its cursor and scroll when something did. Every number shown comes from the engine's
+records as is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from datetime import datetime
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -23,20 +24,26 @@ from textual.message import Message
 from textual.reactive import var
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.widgets.data_table import ColumnKey
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import get_current_worker
 
 from srat_engine.errors import SratError
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import refreshed_records, set_tag
+from srat_tui.render.format import runs_cell, status_style
+from srat_tui.tui.context import AppContext, app_context
+from srat_tui.tui.messages import (
+    OpenCompare,
+    OpenNewRun,
+    OpenRun,
+    RunsRefreshed,
+    RunsRefreshFailed,
+    VerbsApplied,
+)
 from srat_tui.tui.widgets.confirm import ConfirmModal, TextPromptModal
 from srat_tui.tui.widgets.gpu_panel import GpuPanel
-
-if TYPE_CHECKING:
-    from srat_tui.tui.context import AppContext
 
 
 @dataclass(frozen=True)
@@ -70,55 +77,12 @@ METRICS = ("std_overall", "std_under", "rob_overall", "rob_under")
 # Columns a person reads best-first: choosing one sorts it descending (S flips it).
 DESCENDING_FIRST = (*METRICS, "aa_overall", "epoch")
 MARK = "●"
-STATUS_STYLES = {
-    "running": "bold green",
-    "queued": "yellow",
-    "finished": "green",
-    "failed": "bold red",
-    "dead": "red",
-    "killed": "magenta",
-    "created": "dim",
-}
 # Past this many rows leaving the view (a filter typed, a filter cleared) one clear + add is
 # cheaper than DataTable.remove_row, which renumbers every row on each call.
 REBUILD_ABOVE = 50
 
 
 # -- records -> display rows (pure, run in the refresh worker) ------------------------------
-
-
-def format_age(created: Any, now: datetime) -> str:
-    if not isinstance(created, str) or not created:
-        return "-"
-    try:
-        then = datetime.fromisoformat(created)
-    except ValueError:
-        return "-"
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=timezone.utc)
-    seconds = max(0.0, (now - then).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
-def format_cell(record: dict[str, Any], column: str, now: datetime) -> str:
-    if column == "imbalance":
-        imbalance, ratio = record.get("imbalance"), record.get("ratio")
-        if imbalance in (None, "none") or not isinstance(ratio, (int, float)):
-            return str(imbalance or "-")
-        return f"{imbalance}{ratio:g}"
-    if column == "epoch":
-        return f"{record.get('epoch') or 0}/{record.get('epochs') or '?'}"
-    if column == "age":
-        return format_age(record.get("created"), now)
-    value = record.get(column)
-    if column == "aa_overall" and isinstance(value, (int, float)):
-        return f"{value:.2f}" + ("!" if record.get("masking") is True else "")
-    if column in METRICS:
-        return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
-    return "-" if value in (None, "") else str(value)
 
 
 @dataclass(frozen=True)
@@ -147,7 +111,7 @@ def build_rows(records: Iterable[dict[str, Any]], now: datetime) -> dict[str, Ru
         tags = record.get("tags") if isinstance(record.get("tags"), list) else []
         fields = [run_id, record.get("method"), record.get("dataset"), record.get("status")]
         haystack = "\n".join(str(v) for v in [*fields, *tags] if v is not None).lower()
-        cells = tuple(format_cell(record, spec.key, now) for spec in DATA_COLUMNS)
+        cells = tuple(runs_cell(record, spec.key, now) for spec in DATA_COLUMNS)
         rows[run_id] = RunRow(run_id, cells, record, haystack)
     return rows
 
@@ -180,15 +144,10 @@ def ordered_ids(rows: Iterable[RunRow], column: str, reverse: bool) -> list[str]
 
 def _renderable(column: ColumnSpec, value: str) -> str | Text:
     if column.key == "status":
-        return Text(value, style=STATUS_STYLES.get(value, ""))
+        return Text(value, style=status_style(value))
     if column.right:
         return Text(value, justify="right")
     return value
-
-
-def make_gpu_panel() -> Widget | None:
-    """The GPU panel (it hides itself without NVIDIA GPUs); a function so tests can pin it."""
-    return GpuPanel()
 
 
 # -- widgets ----------------------------------------------------------------------------------
@@ -241,13 +200,6 @@ class RunsScreen(Screen[None]):
     marked: var[frozenset[str]] = var(frozenset(), init=False)
     show_gpu: var[bool] = var(True, init=False)
 
-    class RowsLoaded(Message):
-        """Display rows from the refresh worker (posted from its thread)."""
-
-        def __init__(self, rows: dict[str, RunRow]) -> None:
-            super().__init__()
-            self.rows = rows
-
     def __init__(self) -> None:
         super().__init__()
         self._rows: dict[str, RunRow] = {}  # the latest refresh, every run
@@ -257,13 +209,11 @@ class RunsScreen(Screen[None]):
         self._last_error: str | None = None
         self._timer: Timer | None = None
         self._cursor_wanted: str | None = None  # a run to put the cursor on once it is shown
-        self._gpu_panel = make_gpu_panel()
         self.loaded = False  # True once the first refresh reached the table
-        self.refresh_count = 0  # refreshes applied: tests and the benchmark wait on it
 
     @property
     def context(self) -> AppContext:
-        return cast("AppContext", self.app.context)  # type: ignore[attr-defined]
+        return app_context(self)
 
     @property
     def table(self) -> RunsTable:
@@ -276,8 +226,7 @@ class RunsScreen(Screen[None]):
             yield Input(placeholder="/ filter: id, method, dataset, status, tag", id="filter")
             yield Static("", id="runs-count")
         yield RunsTable(id="runs-table", cursor_type="row", fixed_columns=2, zebra_stripes=True)
-        if self._gpu_panel is not None:
-            yield self._gpu_panel
+        yield GpuPanel(self.context)  # hides itself where there is no NVIDIA GPU
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -314,30 +263,27 @@ class RunsScreen(Screen[None]):
         self._refresh_pending = True
         self.refresh_runs(self.context)
 
-    @work(thread=True, exclusive=True, group="refresh", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="refresh")
     def refresh_runs(self, context: AppContext) -> None:
         worker = get_current_worker()
+        message: Message
         try:
             records = refreshed_records(context.index, context.runs_root)
+            message = RunsRefreshed(build_rows(records, context.now()))
         except (SratError, OSError) as err:
-            if not worker.is_cancelled:
-                self.app.call_from_thread(self._refresh_failed, str(err))
-            return
-        rows = build_rows(records, context.now())
-        if not worker.is_cancelled:
-            self.post_message(self.RowsLoaded(rows))
+            message = RunsRefreshFailed(str(err))
+        except Exception as err:  # a bug must not end the polling: show it, try the next poll
+            message = RunsRefreshFailed(f"refreshing runs failed: {err!r}")
+        if not worker.is_cancelled:  # a newer refresh is on its way
+            self.post_message(message)
 
-    def _refresh_failed(self, message: str) -> None:
+    def on_runs_refresh_failed(self, message: RunsRefreshFailed) -> None:
         self._refresh_pending = False
-        if message != self._last_error:  # once per distinct error, not once per poll
-            self._last_error = message
-            self.notify(message, severity="error", timeout=10)
+        if message.error != self._last_error:  # once per distinct error, not once per poll
+            self._last_error = message.error
+            self.notify(message.error, severity="error", timeout=10)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group == "refresh" and event.state == WorkerState.ERROR:
-            self._refresh_failed(f"refreshing runs failed: {event.worker.error!r}")
-
-    def on_runs_screen_rows_loaded(self, message: RowsLoaded) -> None:
+    def on_runs_refreshed(self, message: RunsRefreshed) -> None:
         self._refresh_pending = False
         self._last_error = None
         self._rows = message.rows
@@ -346,7 +292,6 @@ class RunsScreen(Screen[None]):
             self.marked = self.marked - gone
         self._sync_table()
         self.loaded = True
-        self.refresh_count += 1
 
     # -- the table, diffed --------------------------------------------------------------------
     def _cells(self, run_id: str) -> tuple[str, ...]:
@@ -463,7 +408,7 @@ class RunsScreen(Screen[None]):
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         if event.row_key.value is not None:
-            self._app_call("open_run", event.row_key.value)
+            self.post_message(OpenRun(event.row_key.value))
 
     @on(DataTable.HeaderSelected, "#runs-table")
     def _header_selected(self, event: DataTable.HeaderSelected) -> None:
@@ -508,23 +453,16 @@ class RunsScreen(Screen[None]):
             table.move_cursor(row=table.cursor_row + 1)
 
     def action_toggle_gpu(self) -> None:
-        if self._gpu_panel is None:
-            self.notify("the GPU panel is not available", severity="warning")
-            return
         self.show_gpu = not self.show_gpu
 
     # -- actions: other screens ---------------------------------------------------------------
-    def _app_call(self, method: str, *args: Any) -> None:
-        handler: Callable[..., None] = getattr(self.app, method)
-        handler(*args)
-
     def action_new_run(self) -> None:
-        self._app_call("open_new_run")
+        self.post_message(OpenNewRun())
 
     def action_open_run(self) -> None:
         run_id = self.cursor_run_id()
         if run_id is not None:
-            self._app_call("open_run", run_id)
+            self.post_message(OpenRun(run_id))
 
     def marked_in_order(self) -> list[str]:
         """Marked runs in table order; marked runs the filter hides come last."""
@@ -536,7 +474,7 @@ class RunsScreen(Screen[None]):
         if len(ids) < 2:
             self.notify("mark at least two runs (space) to compare them", severity="warning")
             return
-        self._app_call("open_compare", ids)
+        self.post_message(OpenCompare(ids))
 
     # -- actions: run verbs -------------------------------------------------------------------
     def _targets(self) -> list[str]:
@@ -582,7 +520,8 @@ class RunsScreen(Screen[None]):
     def _kill(self, ids: list[str]) -> None:
         from srat_engine.jobs.supervisor import kill_run
 
-        self._each(ids, lambda run: f"{run.id} {kill_run(run)}")
+        home = self.context.home
+        self._each(ids, lambda run: f"{run.id} {kill_run(run, home=home)}")
 
     def action_resume(self) -> None:
         ids = self._targets()
@@ -594,8 +533,10 @@ class RunsScreen(Screen[None]):
     def _resume(self, ids: list[str]) -> None:
         from srat_engine.jobs.supervisor import previous_devices, resume_run
 
+        home = self.context.home
+
         def resume(run: RunDir) -> str:
-            pid = resume_run(run, *previous_devices(run))
+            pid = resume_run(run, *previous_devices(run), home=home)
             return f"{run.id} resumed (worker pid {pid})"
 
         self._each(ids, resume)
@@ -618,8 +559,10 @@ class RunsScreen(Screen[None]):
     def _delete(self, ids: list[str]) -> None:
         from srat_engine.jobs.supervisor import remove_run
 
+        home = self.context.home
+
         def delete(run: RunDir) -> str:
-            return f"{run.id} moved to {remove_run(run)}"
+            return f"{run.id} moved to {remove_run(run, home=home)}"
 
         self._each(ids, delete)
 
@@ -658,11 +601,11 @@ class RunsScreen(Screen[None]):
                 done.append(verb(RunDir.open(root, run_id)))
             except (SratError, OSError) as err:
                 errors.append(str(err))
-        self.app.call_from_thread(self._report, done, errors)
+        self.post_message(VerbsApplied(done, errors))
 
-    def _report(self, done: list[str], errors: list[str]) -> None:
-        if done:
-            self.notify("\n".join(done))
-        for error in errors:
+    def on_verbs_applied(self, message: VerbsApplied) -> None:
+        if message.done:
+            self.notify("\n".join(message.done))
+        for error in message.errors:
             self.notify(error, severity="error", timeout=10)
         self.request_refresh()

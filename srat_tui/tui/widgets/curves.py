@@ -4,7 +4,7 @@ Two halves:
 
 * pure functions that turn metrics records into series (which lines to draw, nothing else);
 * `CurvePlot`, a `PlotextPlot` that builds its figure in a thread worker and only ever hands
-  the finished text to the UI thread.
+  the finished text to the UI thread (a `FigureBuilt` message).
 
 Building a plotext figure is slow and grows with points drawn: measured here at 160x48, 200
 epochs, 12 lines take 0.1-0.7 s and 100 lines 1-7 s (noisier curves cost more). Even the group
@@ -13,19 +13,19 @@ view is too slow for the UI thread once a run is long, so every figure is built 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
+from textual import work
 from textual.color import Color
-from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
 from srat_engine.evaluation.metrics import class_group_mean
+from srat_engine.runs.records import current_final
+from srat_tui.tui.messages import FigureBuilt
 
 Record = dict[str, Any]
 Points = tuple[list[int], list[float]]
@@ -58,10 +58,8 @@ def epoch_records(records: Iterable[Record]) -> list[Record]:
 
 
 def final_record(records: Sequence[Record]) -> Record | None:
-    for record in reversed(records):
-        if record.get("event") == "final":
-            return record
-    return None
+    """The final evaluation, unless the run trained further after it (`records.current_final`)."""
+    return current_final(records)
 
 
 def scalar_series(rows: Sequence[Record], name: str) -> Points:
@@ -241,7 +239,7 @@ def loss_figure(rows: Sequence[Record]) -> Figure:
 
 def separability_figure(rows: Sequence[Record]) -> Figure:
     """Feature separability per epoch, as the engine records it (its definition lives in
-    `srat_engine.analysis.separability`): higher means classes sit further apart."""
+    `srat_engine.evaluation.separability`): higher means classes sit further apart."""
     line = _line("separability", scalar_series(rows, "separability"), HEAD, emphasis=True)
     return Figure("separability", "feature separability (between / within)", (line,), legend=False)
 
@@ -343,15 +341,6 @@ class _Shown:
     text: Text
 
 
-@dataclass
-class BuildStats:
-    """What the widget did; tests and the benchmark read it."""
-
-    started: int = 0
-    finished: int = 0
-    seconds: list[float] = field(default_factory=list)
-
-
 class CurvePlot(PlotextPlot):
     """A plotext figure built in a thread worker, one build in flight at a time.
 
@@ -387,7 +376,6 @@ class CurvePlot(PlotextPlot):
         self._version = 0
         self._shown: _Shown | None = None
         self._inflight: BuildKey | None = None
-        self.stats = BuildStats()
 
     @property
     def figure(self) -> Figure:
@@ -401,17 +389,6 @@ class CurvePlot(PlotextPlot):
         self._version += 1
         self.refresh()
         return True
-
-    @property
-    def is_current(self) -> bool:
-        """True when what is on screen is the current figure at the current size."""
-        if not self._figure.has_data:
-            return True
-        return self._shown is not None and self._shown.key == self._wanted_key()
-
-    @property
-    def is_building(self) -> bool:
-        return self._inflight is not None
 
     def _theme_name(self) -> str:
         return self._get_plotext_theme_name(self.app.theme)
@@ -440,46 +417,29 @@ class CurvePlot(PlotextPlot):
         if not self.is_mounted or not self._figure.has_data or self._inflight is not None:
             return
         key = self._wanted_key()
-        _, width, height, theme = key
+        _, width, height, _ = key
         if width < self.MIN_WIDTH or height < self.MIN_HEIGHT:
             return
         if self._shown is not None and self._shown.key == key:
             return
         self._inflight = key
-        self.stats.started += 1
         foreground = Color.parse(self.app.theme_variables.get("foreground", "#e0e0e0")).rgb
-        work: Callable[[], tuple[BuildKey, str, Text, float]] = partial(
-            _timed_build, key, self._figure, width, height, theme, foreground
-        )
-        self.run_worker(work, thread=True, group="plot-build", exit_on_error=False)
+        self._build_off_thread(key, self._figure, foreground)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        worker = event.worker
-        if worker.group != "plot-build":
-            return
-        event.stop()
-        if event.state == WorkerState.SUCCESS and worker.result is not None:
-            key, kind, text, seconds = worker.result
-            self.stats.finished += 1
-            self.stats.seconds.append(seconds)
-            self._shown = _Shown(key, kind, text)
-        elif event.state == WorkerState.ERROR:
-            key = self._inflight or self._wanted_key()
-            message = f"{self._figure.title}\ncould not draw: {worker.error}"
-            self._shown = _Shown(key, self._figure.kind, Text(message, style="red"))
-        else:
-            return
+    @work(thread=True, group="plot-build")
+    def _build_off_thread(self, key: BuildKey, figure: Figure, foreground: RGB) -> None:
+        _, width, height, theme = key
+        try:
+            # looked up at call time so a test can slow builds down to prove they are off-thread
+            text = build_figure(figure, width, height, theme, foreground)
+        except Exception as error:  # drawn in the plot's place: one bad figure must not end the app
+            text = Text(f"{figure.title}\ncould not draw: {error}", style="red")
+        self.post_message(FigureBuilt(key, figure.kind, text))
+
+    def on_figure_built(self, message: FigureBuilt) -> None:
+        self._shown = _Shown(message.key, message.kind, message.text)
         self._inflight = None
         self.refresh()  # renders the result, or schedules the build that is now due
-
-
-def _timed_build(
-    key: BuildKey, figure: Figure, width: int, height: int, theme: str, foreground: RGB
-) -> tuple[BuildKey, str, Text, float]:
-    started = time.perf_counter()
-    # looked up at call time so a test can slow builds down to prove they are off-thread
-    text = build_figure(figure, width, height, theme, foreground)
-    return key, figure.kind, text, time.perf_counter() - started
 
 
 __all__ = [

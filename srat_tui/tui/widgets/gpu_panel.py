@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import RenderableType
 from rich.table import Table
@@ -19,10 +19,14 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.worker import Worker, WorkerState
+from textual.worker import get_current_worker
 
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
+from srat_tui.tui.messages import GpuStatsRead
+
+if TYPE_CHECKING:
+    from srat_tui.tui.context import AppContext
 
 _GIB = 1024**3
 _BAR_WIDTH = 10
@@ -123,6 +127,22 @@ def runs_by_device(records: Sequence[Mapping[str, Any]], runs_root: Path) -> dic
     return found
 
 
+def gpu_rows(context: AppContext | None) -> tuple[GpuRow, ...] | None:
+    """Every GPU with the runs of `context` on it; None where NVML finds no GPU."""
+    gpus = probe_gpus()
+    if not gpus:
+        return None
+    by_device: dict[str, list[str]] = {}
+    if context is not None:
+        with suppress(Exception):  # an unreadable index must not take the GPU view down
+            by_device = runs_by_device(context.index.all(), context.runs_root)
+    rows = []
+    for gpu in gpus:
+        device = cuda_device(gpu.index)
+        rows.append(GpuRow(gpu, tuple(by_device.get(device, ())) if device else ()))
+    return tuple(rows)
+
+
 def _gib(value: int) -> str:
     return f"{value / _GIB:.1f}"
 
@@ -138,7 +158,8 @@ def _bar(percent: int | None) -> Text:
 
 
 class GpuPanel(Widget):
-    """One line per NVIDIA GPU: name, utilisation, memory used/total and its runs."""
+    """One line per NVIDIA GPU: name, utilisation, memory used/total and the runs of `context`
+    on it (none named without a context)."""
 
     DEFAULT_CSS = """
     GpuPanel {
@@ -156,6 +177,7 @@ class GpuPanel(Widget):
 
     def __init__(
         self,
+        context: AppContext | None = None,
         *,
         interval: float = 2.0,
         name: str | None = None,
@@ -163,6 +185,7 @@ class GpuPanel(Widget):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
+        self.context = context
         self.interval = interval
         self._timer: Timer | None = None
 
@@ -175,30 +198,18 @@ class GpuPanel(Widget):
     def poll(self) -> None:
         self.run_worker(self._probe, thread=True, exclusive=True, group="gpu-probe")
 
-    def _probe(self) -> tuple[GpuRow, ...] | None:
-        gpus = probe_gpus()
-        if not gpus:
-            return None
-        context = getattr(self.app, "context", None)
-        by_device: dict[str, list[str]] = {}
-        if context is not None:
-            with suppress(Exception):  # an unreadable index must not take the GPU view down
-                by_device = runs_by_device(context.index.all(), context.runs_root)
-        rows = []
-        for gpu in gpus:
-            device = cuda_device(gpu.index)
-            rows.append(GpuRow(gpu, tuple(by_device.get(device, ())) if device else ()))
-        return tuple(rows)
+    def _probe(self) -> None:
+        """One NVML poll (worker thread), posted back as `GpuStatsRead`."""
+        worker = get_current_worker()
+        rows = gpu_rows(self.context)
+        if not worker.is_cancelled:
+            self.post_message(GpuStatsRead(rows))
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "gpu-probe" or event.state != WorkerState.SUCCESS:
-            return
-        event.stop()
-        result = event.worker.result
-        if result is None:
+    def on_gpu_stats_read(self, message: GpuStatsRead) -> None:
+        if message.rows is None:
             self.stop_polling()
             return
-        self.rows = result
+        self.rows = message.rows
         self.remove_class("-absent")
 
     def stop_polling(self) -> None:

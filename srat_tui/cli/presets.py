@@ -1,0 +1,55 @@
+"""`srat presets ls|show`: the named configurations (every cell of the paper's tables)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from srat_engine.config.presets import describe, expand_patterns, list_presets, load_preset
+from srat_tui.cli.common import stdout_console
+
+app = typer.Typer(help="Named configurations (every cell of the paper's tables).")
+
+
+@app.command("ls")
+def presets_ls(
+    patterns: Annotated[
+        list[str] | None, typer.Argument(help="shell patterns, e.g. 'exp100-*'")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List presets with their descriptions."""
+    names = expand_patterns(patterns) if patterns else list(list_presets())
+    rows = [{"name": name, "description": describe(name)} for name in names]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    console = stdout_console()
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        console.print(f"{row['name']:<{width}}  {row['description']}", markup=False)
+
+
+@app.command("show")
+def presets_show(
+    name: Annotated[str, typer.Argument(help="preset name")],
+    raw: Annotated[bool, typer.Option("--raw", help="the preset file as written")] = False,
+) -> None:
+    """Print a preset as a complete TOML file you can copy, edit and pass to --config."""
+    from srat_engine.config.presets import preset_path
+    from srat_engine.config.schema import validate_config
+
+    if raw:
+        typer.echo(preset_path(name).read_text(encoding="utf-8"), nl=False)
+        return
+    import tomli_w
+
+    config = validate_config(load_preset(name))
+    description = " ".join(describe(name).split())
+    header = (
+        f"# preset {name}: {description}\n"
+        f"# every field, resolved; save it, edit it, run it: srat run --config FILE\n\n"
+    )
+    typer.echo(header + tomli_w.dumps(config.model_dump(mode="json")), nl=False)

@@ -1,0 +1,183 @@
+"""`srat run`: one configuration in the foreground, or many queued as detached runs.
+
+Nothing is created before every configuration has been validated and resolved.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from srat_engine.config.presets import expand_patterns
+from srat_engine.errors import SratError
+from srat_tui.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    AsJson,
+    PerGpu,
+    error_line,
+    stdout_console,
+)
+from srat_tui.render import run as render
+
+if TYPE_CHECKING:  # torch loads with the engine's launch path: only `srat run` pays for it
+    from srat_engine.config.prepare import PreparedRun
+
+app = typer.Typer()
+
+
+def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(prepared.document(), indent=2))
+        return
+    import tomli_w
+
+    console = stdout_console()
+    console.print(f"[bold]{prepared.source}[/bold] (dry run: nothing was created)")
+    for line in render.schedule_lines(prepared):
+        console.print(line)
+    console.print(render.resolved_table(prepared))
+    console.rule("resolved config (TOML, usable with --config)")
+    console.print(tomli_w.dumps(prepared.config.model_dump(mode="json")), markup=False)
+
+
+def _run_foreground(prepared: PreparedRun, as_json: bool) -> int:
+    from srat_engine.config.prepare import create_run
+    from srat_engine.runs.home import Home
+    from srat_engine.runs.sync import record_in_index
+    from srat_engine.training.trainer import RunInterrupted, execute
+
+    home = Home.from_env()
+    run = create_run(prepared, home.runs)
+    record_in_index(run, home.index)  # listed by `srat runs ls` and the TUI while it trains
+    console = stdout_console()
+    epochs = prepared.config.train.epochs
+    if as_json:
+        typer.echo(json.dumps({"event": "created", "run_id": run.id, "path": str(run.path)}))
+    else:
+        console.print(f"run [bold]{run.id}[/bold]  {run.path}")
+        for line in render.schedule_lines(prepared):
+            console.print(line, markup=False)
+    show_bar = console.is_terminal and not as_json
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not show_bar,
+    )
+    task = progress.add_task("training", total=epochs)
+
+    def on_event(record: dict[str, Any]) -> None:
+        if as_json:
+            typer.echo(json.dumps(record))
+            return
+        if record["event"] == "epoch":
+            # plain lines always: Rich's bar prints nothing when stdout is not a TTY
+            progress.console.print(render.epoch_line(record), markup=False, soft_wrap=True)
+            progress.update(task, completed=record["epoch"])
+        elif record["event"] == "resume":
+            progress.console.print(f"resumed after epoch {record['from_epoch']}")
+
+    try:
+        with progress:
+            final = execute(run, on_event=on_event)
+        record_in_index(run, home.index)
+    except RunInterrupted as stop:
+        record_in_index(run, home.index)
+        error_line(f"run {run.id} stopped by {stop}; resume it from its last checkpoint")
+        return EXIT_INTERRUPTED
+    except SratError as failure:
+        record_in_index(run, home.index)
+        error_line(f"error: run {run.id} failed: {failure}")
+        return EXIT_FAILED
+    if not as_json:
+        resolved = prepared.resolved
+        title = f"{resolved.method['name']} on {prepared.config.data.dataset} (run {run.id})"
+        console.print(render.summary_table(final, title))
+        console.print(
+            render.class_table(
+                final, resolved.class_names, resolved.class_counts, resolved.under_classes
+            )
+        )
+    return 0
+
+
+@app.command()
+def run(
+    presets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preset", "-p", help="preset name or pattern ('exp100-*'); repeat for a sweep"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="a TOML config file")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="override a field: section.key=value (repeatable)"),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", "-d", help="cpu | cuda | cuda:N (default: config)")
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="run in the background; print the run id and return")
+    ] = False,
+    gpus: Annotated[
+        str | None, typer.Option("--gpus", help="with --detach: 'all' or ids like 0,1,3")
+    ] = None,
+    per_gpu: PerGpu = 1,
+    slots: Annotated[
+        int | None, typer.Option("--slots", help="with --device cpu: CPU runs at once")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate and print the resolved config, run nothing")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run configurations: in the foreground (one line per epoch), or detached and queued."""
+    from srat_engine.config.prepare import create_run, prepare
+
+    assignments = tuple(overrides or ())
+    if device is not None:
+        assignments = (*assignments, f'device="{device}"')
+    if presets and config is not None:
+        raise SratError("give exactly one of --preset NAME or --config FILE")
+    names = expand_patterns(presets) if presets else []
+    if (gpus is not None or slots is not None) and not detach:
+        raise SratError("--gpus and --slots schedule detached runs: add --detach")
+    if len(names) > 1 and not (detach or dry_run):
+        raise SratError(f"{len(names)} presets match: add --detach to queue them all")
+    # validate every configuration before creating any run
+    if names:
+        prepared = [prepare(preset=n, overrides=assignments) for n in names]
+    else:
+        prepared = [prepare(config_file=config, overrides=assignments)]
+    if dry_run:
+        for item in prepared:
+            _print_dry_run(item, as_json)
+        return
+    if not detach:
+        raise typer.Exit(_run_foreground(prepared[0], as_json))
+    from srat_engine.jobs.supervisor import launch_detached, resolve_devices
+    from srat_engine.runs.home import Home
+
+    devices, per_device = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)
+    home = Home.from_env()
+    launched = []
+    for item in prepared:
+        created = create_run(item, home.runs)
+        pid = launch_detached(created, devices, per_device, home=home)
+        launched.append({"run_id": created.id, "source": item.source, "pid": pid})
+    if as_json:
+        typer.echo(json.dumps(launched))
+        return
+    for entry in launched:
+        typer.echo(f"{entry['run_id']}  {entry['source']}  queued (worker pid {entry['pid']})")

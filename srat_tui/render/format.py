@@ -1,0 +1,97 @@
+"""How a value reads on a terminal: one rule each for a percentage, an age, a run status and
+a runs-table cell, shared by the CLI (`srat runs ls`, the tables it prints) and the Textual app
+(runs screen, run screen), so a run reads the same in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.text import Text
+
+from srat_engine.reporting.report import COLUMNS
+
+# One palette for run statuses, wherever a status is shown in colour.
+STATUS_STYLES: dict[str, str] = {
+    "running": "bold green",
+    "queued": "yellow",
+    "finished": "green",
+    "failed": "bold red",
+    "dead": "red",
+    "killed": "magenta",
+    "created": "dim",
+}
+
+MASKING_STYLE = "bold red"
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (JSON true must not print as 1.00)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def pct(value: Any, digits: int = 2) -> str:
+    """An accuracy in percent with fixed decimals: 63.256 -> "63.26"; "-" for no number."""
+    return f"{value:.{digits}f}" if is_number(value) else "-"
+
+
+def age(stamp: Any, now: datetime) -> str:
+    """Time from an ISO-8601 stamp to `now` in its largest whole unit: "42s", "3m", "2h", "5d".
+
+    A stamp without a zone is UTC (every srat timestamp is); one after `now` reads "0s"; a
+    missing or unreadable one "-".
+    """
+    if not isinstance(stamp, str) or not stamp:
+        return "-"
+    try:
+        then = datetime.fromisoformat(stamp)
+    except ValueError:
+        return "-"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=timezone.utc)
+    seconds = max(0.0, (now - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def status_style(status: str) -> str:
+    """The Rich style of a run status ("" for a status srat does not know)."""
+    return STATUS_STYLES.get(status, "")
+
+
+def masking_flag(suspected: Any) -> Text:
+    """The gradient-masking verdict as a cell: "SUSPECTED" (bold red), "no", or "-" without
+    an AutoAttack result."""
+    if suspected is True:
+        return Text("SUSPECTED", style=MASKING_STYLE)
+    return Text("no" if suspected is False else "-")
+
+
+def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
+    """One cell of the runs table (`srat runs ls`, the TUI runs screen) from an index record.
+
+    imbalance: kind and ratio ("step100"), the bare kind for a balanced run ("none"). epoch:
+    "done/total". age: since creation. aa_overall: the AutoAttack accuracy, "!" appended when
+    gradient masking is suspected. The four metric columns: `pct`. Anything else as stored,
+    "-" when missing.
+    """
+    if column == "imbalance":
+        imbalance, ratio = record.get("imbalance"), record.get("ratio")
+        if imbalance in (None, "none") or not is_number(ratio):
+            return str(imbalance or "-")
+        return f"{imbalance}{ratio:g}"
+    if column == "epoch":
+        return f"{record.get('epoch') or 0}/{record.get('epochs') or '?'}"
+    if column == "age":
+        return age(record.get("created"), now)
+    value = record.get(column)
+    if column == "aa_overall":
+        masked = is_number(value) and record.get("masking") is True
+        return pct(value) + ("!" if masked else "")
+    if column in COLUMNS:
+        return pct(value)
+    return "-" if value in (None, "") else str(value)

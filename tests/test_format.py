@@ -1,0 +1,115 @@
+"""The one way each value is written on a terminal (srat_tui.render.format), by hand."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from srat_tui.render.format import age, masking_flag, pct, runs_cell, status_style
+
+NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "expected"),
+    [
+        (63.256, 2, "63.26"),
+        (63.254, 2, "63.25"),
+        (100, 2, "100.00"),
+        (0.0, 2, "0.00"),
+        (41.5, 1, "41.5"),
+        (None, 2, "-"),
+        (True, 2, "-"),  # a JSON flag is not a percentage
+        ("63.2", 2, "-"),
+    ],
+)
+def test_pct(value: Any, digits: int, expected: str) -> None:
+    assert pct(value, digits) == expected
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2026-11-21T11:59:18+00:00", "42s"),
+        ("2026-11-21T11:57:00+00:00", "3m"),
+        ("2026-11-21T11:57:01+00:00", "2m"),  # whole units, rounded down
+        ("2026-11-21T09:30:00+00:00", "2h"),
+        ("2026-11-16T11:00:00+00:00", "5d"),
+        ("2026-11-21T13:00:00+01:00", "0s"),  # same instant in another zone
+        ("2026-11-21T11:00:00", "1h"),  # no zone: UTC
+        ("2026-11-21T12:05:00+00:00", "0s"),  # a clock ahead of ours
+        ("yesterday", "-"),
+        ("", "-"),
+        (None, "-"),
+    ],
+)
+def test_age(stamp: Any, expected: str) -> None:
+    assert age(stamp, NOW) == expected
+
+
+def test_status_style_is_one_palette() -> None:
+    assert status_style("running") == "bold green"
+    assert status_style("finished") == "green"
+    assert status_style("queued") == "yellow"
+    assert status_style("failed") == "bold red"
+    assert status_style("dead") == "red"
+    assert status_style("killed") == "magenta"
+    assert status_style("created") == "dim"
+    assert status_style("unheard-of") == ""
+
+
+def test_masking_flag() -> None:
+    suspected = masking_flag(True)
+    assert suspected.plain == "SUSPECTED" and str(suspected.style) == "bold red"
+    assert masking_flag(False).plain == "no"
+    assert masking_flag(None).plain == "-"
+
+
+RECORD: dict[str, Any] = {
+    "id": "261121-abcd",
+    "status": "finished",
+    "method": "SRAT-LDAM",
+    "dataset": "cifar10",
+    "imbalance": "step",
+    "ratio": 100.0,
+    "epoch": 200,
+    "epochs": 200,
+    "std_overall": 63.256,
+    "std_under": 40.0,
+    "rob_overall": None,
+    "rob_under": 18.891,
+    "aa_overall": 12.0,
+    "masking": True,
+    "device": "cuda:0",
+    "created": "2026-11-21T09:30:00+00:00",
+}
+
+
+@pytest.mark.parametrize(
+    ("column", "changes", "expected"),
+    [
+        ("id", {}, "261121-abcd"),
+        ("imbalance", {}, "step100"),
+        ("imbalance", {"imbalance": "exp", "ratio": 10}, "exp10"),
+        ("imbalance", {"imbalance": "none", "ratio": 100.0}, "none"),  # balanced: no ratio
+        ("imbalance", {"ratio": None}, "step"),
+        ("imbalance", {"imbalance": None}, "-"),
+        ("epoch", {}, "200/200"),
+        ("epoch", {"epoch": None, "epochs": None}, "0/?"),
+        ("std_overall", {}, "63.26"),
+        ("rob_overall", {}, "-"),
+        ("rob_under", {}, "18.89"),
+        ("aa_overall", {}, "12.00!"),  # masking suspected
+        ("aa_overall", {"masking": False}, "12.00"),
+        ("aa_overall", {"aa_overall": None}, "-"),
+        ("device", {}, "cuda:0"),
+        ("device", {"device": ""}, "-"),
+        ("age", {}, "2h"),
+        ("age", {"created": None}, "-"),
+        ("tags", {}, "-"),
+    ],
+)
+def test_runs_cell(column: str, changes: dict[str, Any], expected: str) -> None:
+    assert runs_cell({**RECORD, **changes}, column, NOW) == expected
