@@ -14,7 +14,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from srat_engine.reporting.report import COLUMNS, Stat, TableBlock, TableRow
+from srat_engine.reporting.report import Stat, TableBlock, TableRow
+from srat_engine.runs.records import METRIC_COLUMNS
 
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "md", "latex", "json")
 
@@ -138,10 +139,10 @@ def _export_csv(blocks: Sequence[TableBlock], robust: RobustSource) -> str:
     with_paper = any(block.with_paper for block in blocks)
     extra = bool(robust.attack or robust.flagged)
     header = ["dataset", "imbalance", "ratio", "method", "label", "config_key", "n", "seeds"]
-    for column in COLUMNS:
+    for column in METRIC_COLUMNS:
         header += [column, f"{column}_std"]
     if with_paper:
-        header += [f"paper_{column}" for column in COLUMNS]
+        header += [f"paper_{column}" for column in METRIC_COLUMNS]
     if extra:
         header += ["robust_attack", "masking_suspected"]
     out = io.StringIO()
@@ -163,7 +164,7 @@ def _export_csv(blocks: Sequence[TableBlock], robust: RobustSource) -> str:
                     str(cell.n),
                     " ".join("" if s is None else str(s) for s in cell.seeds),
                 ]
-                for column in COLUMNS:
+                for column in METRIC_COLUMNS:
                     stat = cell.values.get(column)
                     line += [
                         _csv_number(stat.mean if stat else None),
@@ -171,7 +172,7 @@ def _export_csv(blocks: Sequence[TableBlock], robust: RobustSource) -> str:
                     ]
                 if with_paper:
                     paper = cell.paper or {}
-                    line += [_csv_number(paper.get(column)) for column in COLUMNS]
+                    line += [_csv_number(paper.get(column)) for column in METRIC_COLUMNS]
                 if extra:
                     flagged = sum(r in robust.flagged for r in cell.run_ids)
                     line += [robust.attack or "PGD-20 (training)", str(flagged)]
@@ -187,7 +188,7 @@ def _value_cells(
     cells: list[str] = []
     for ratio in block.ratios:
         cell = row.cells.get(ratio)
-        for column in COLUMNS:
+        for column in METRIC_COLUMNS:
             if cell is None:
                 cells.append("-")
                 continue
@@ -206,7 +207,7 @@ def _export_md(blocks: Sequence[TableBlock], digits: int, robust: RobustSource) 
     for block in blocks:
         header = ["Method"]
         for ratio in block.ratios:
-            header += [f"K={format_ratio(ratio)} {robust.title(c)}" for c in COLUMNS]
+            header += [f"K={format_ratio(ratio)} {robust.title(c)}" for c in METRIC_COLUMNS]
         lines = [
             f"### {_md_escape(block_title(block))}",
             "",

@@ -15,10 +15,9 @@ from typing import Any
 
 from srat_engine.config.methods import PAPER_METHODS
 from srat_engine.reporting.paper import paper_result
-from srat_engine.runs.records import result_record
+from srat_engine.runs.records import METRIC_COLUMNS, result_record
 
 # The paper's four columns, as named in metrics records and summary records.
-COLUMNS: tuple[str, ...] = ("std_overall", "std_under", "rob_overall", "rob_under")
 
 # Paper order of the blocks: Tables 1/3 are Step, 2/4 Exp.
 _IMBALANCE_ORDER: tuple[str, ...] = ("step", "exp", "none")
@@ -101,7 +100,7 @@ class Group:
     epochs: int | None
     run_ids: list[str]
     seeds: list[int | None]
-    stats: dict[str, Stat]  # one per COLUMNS entry
+    stats: dict[str, Stat]  # one per METRIC_COLUMNS entry
 
     @property
     def n(self) -> int:
@@ -160,7 +159,7 @@ def group_seeds(records: Sequence[Mapping[str, Any]]) -> Groups:
         first = members[0]
         stats = {
             column: Stat.of([float(r[column]) for r in members if r.get(column) is not None])
-            for column in COLUMNS
+            for column in METRIC_COLUMNS
         }
         groups.append(
             Group(

@@ -15,6 +15,10 @@ from typing import Any, TypeVar
 
 R = TypeVar("R", bound=Mapping[str, Any])
 
+# The paper's four columns (Tables 1-4): standard and robust accuracy, overall and on the
+# under-represented classes; every table, export and index record uses them in this order.
+METRIC_COLUMNS: tuple[str, ...] = ("std_overall", "std_under", "rob_overall", "rob_under")
+
 # Events after which an earlier final record no longer describes the run's weights.
 _TRAINED_FURTHER = ("epoch", "resume")
 

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from srat_engine.runs.evaluations import eval_summary, read_eval
-from srat_engine.runs.records import latest_epoch, result_columns
+from srat_engine.runs.records import METRIC_COLUMNS, latest_epoch, result_columns
 from srat_engine.runs.rundir import RunDir
 
 # Display order for tables: what a person scans first, then provenance, then bookkeeping.
@@ -48,7 +48,6 @@ summary_columns: tuple[str, ...] = (
     "config_key",
 )
 
-METRIC_COLUMNS: tuple[str, ...] = ("std_overall", "std_under", "rob_overall", "rob_under")
 
 # Fields that never change what a run computes (beyond its seed) or only name it, so runs
 # differing in them belong to one group for mean ± std over seeds.

@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from srat_engine.reporting.export import RobustSource, format_ratio
-from srat_engine.reporting.report import COLUMNS, config_diff
+from srat_engine.reporting.report import config_diff
+from srat_engine.runs.records import METRIC_COLUMNS
 from srat_tui.render.format import masking_flag, pct
 
 
@@ -97,7 +98,7 @@ def metrics_table(
     table.add_column("data")
     table.add_column("seed", justify="right")
     table.add_column("from")
-    for column in COLUMNS:
+    for column in METRIC_COLUMNS:
         table.add_column(robust.title(column), justify="right")
     if with_masking:
         table.add_column("masking")
@@ -115,7 +116,7 @@ def metrics_table(
             Text(where),
             Text(str(config.get("seed", "-"))),
             Text(_source(run.metrics)),
-            *(Text(pct(metrics.get(column), digits)) for column in COLUMNS),
+            *(Text(pct(metrics.get(column), digits)) for column in METRIC_COLUMNS),
         ]
         if with_masking:
             cells.append(masking_flag(metrics.get("masking")))

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.text import Text
 
-from srat_engine.reporting.report import COLUMNS
+from srat_engine.runs.records import METRIC_COLUMNS
 
 # One palette for run statuses, wherever a status is shown in colour.
 STATUS_STYLES: dict[str, str] = {
@@ -92,6 +92,6 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
     if column == "aa_overall":
         masked = is_number(value) and record.get("masking") is True
         return pct(value) + ("!" if masked else "")
-    if column in COLUMNS:
+    if column in METRIC_COLUMNS:
         return pct(value)
     return "-" if value in (None, "") else str(value)
