@@ -28,9 +28,10 @@ bench: $(STAMP)  # engine vs public-code training step, then the TUI's responsiv
 	$(VENV)/bin/srat bench --model small
 	$(PY) benchmarks/bench_tui.py
 
-lint: $(STAMP)
+lint: $(STAMP)  # style, formatting, and the layering contracts of pyproject.toml
 	$(VENV)/bin/ruff check srat_engine srat_tui tests benchmarks
 	$(VENV)/bin/ruff format --check srat_engine srat_tui tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
