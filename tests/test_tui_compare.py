@@ -145,6 +145,6 @@ def test_curve_keeps_the_later_record_of_a_repeated_epoch() -> None:
 
 def test_default_export_path_stays_short(srat_home: Path) -> None:
     ids = [f"run-{k}" for k in range(10)]
-    path = default_export_path(ids, "latex")
+    path = default_export_path(srat_home / "exports", ids, "latex")
     assert path.parent == srat_home / "exports" and path.suffix == ".tex"
     assert path.name == "compare-run-0_run-1_run-2_run-3_and-6-more.tex"

@@ -1,4 +1,5 @@
-"""One srat home: the folder that holds runs, device slots, trash, sweeps and the run index.
+"""One srat home: the folder that holds runs, device slots, trash, sweeps, exports and the run
+index.
 
 Engine functions take the Home (or the one folder or index they use) as a parameter; only the
 edges build one from the environment with `Home.from_env()`: the CLI commands, the TUI's
@@ -24,9 +25,10 @@ class Home:
     slots: Path = field(init=False, repr=False)  # device slot locks and the queue (jobs.slots)
     trash: Path = field(init=False, repr=False)  # removed runs, unless purged
     sweeps: Path = field(init=False, repr=False)  # sweep manifests, <home>/sweeps/<id>.json
+    exports: Path = field(init=False, repr=False)  # tables the TUI's compare screen exports
 
     def __post_init__(self) -> None:
-        for name in ("runs", "slots", "trash", "sweeps"):
+        for name in ("runs", "slots", "trash", "sweeps", "exports"):
             object.__setattr__(self, name, self.root / name)  # frozen: set once, here
 
     @classmethod

@@ -32,7 +32,6 @@ from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from srat_engine.errors import SratError
-from srat_engine.paths import srat_home
 from srat_engine.reporting.export import EXPORT_FORMATS, format_export
 from srat_engine.reporting.report import group_seeds, paper_table, pick_metrics
 from srat_engine.runs.rundir import RunDir
@@ -47,13 +46,13 @@ EXTENSIONS: dict[str, str] = {"csv": "csv", "md": "md", "latex": "tex", "json": 
 _MAX_IDS_IN_NAME = 4
 
 
-def default_export_path(run_ids: list[str], fmt: str) -> Path:
-    """<SRAT_HOME>/exports/compare-<id>_<id>.<ext>."""
+def default_export_path(exports: Path, run_ids: list[str], fmt: str) -> Path:
+    """<exports>/compare-<id>_<id>.<ext> (the home's exports folder)."""
     shown = run_ids[:_MAX_IDS_IN_NAME]
     name = "_".join(shown)
     if len(run_ids) > len(shown):
         name += f"_and-{len(run_ids) - len(shown)}-more"
-    return srat_home() / "exports" / f"compare-{name}.{EXTENSIONS[fmt]}"
+    return exports / f"compare-{name}.{EXTENSIONS[fmt]}"
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
                 yield Button("Cancel", id="export-cancel")
 
     def _default(self, fmt: str) -> Path:
-        return default_export_path(self.run_ids, fmt)
+        return default_export_path(app_context(self).home.exports, self.run_ids, fmt)
 
     @property
     def fmt(self) -> str:
