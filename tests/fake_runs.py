@@ -14,13 +14,23 @@ from typing import Any
 
 import psutil
 
-from srat_engine.config.prepare import prepare
+from srat_engine.config.prepare import PreparedRun, prepare
 from srat_engine.fsutil import atomic_write_json
+from srat_engine.runs.home import Home
 from srat_engine.runs.index import RunIndex
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import record_in_index
 
 CREATED = "2026-11-20T12:00:00+00:00"
+
+
+def prepare_from_env(preset: str, overrides: tuple[str, ...] = ()) -> PreparedRun:
+    """`prepare` as a CLI command calls it: presets and datasets where `Home.from_env()` (the
+    test's SRAT_HOME, SRAT_PRESETS, SRAT_DATA) says."""
+    home = Home.from_env()
+    return prepare(
+        preset=preset, overrides=overrides, preset_dirs=home.preset_dirs, data_dir=home.data_dir
+    )
 
 
 def epoch_record(epoch: int, epochs: int, num_classes: int, under: list[int]) -> dict[str, Any]:
@@ -74,7 +84,7 @@ def make_fake_run(
     `overrides` go through the real config validation, e.g. ("data.dataset=cifar100",) for a
     100-class run. A `finished` run also gets its final record and exit.json.
     """
-    prepared = prepare(preset=preset, overrides=(f"train.epochs={epochs}", *overrides))
+    prepared = prepare_from_env(preset, (f"train.epochs={epochs}", *overrides))
     doc = prepared.document()
     doc["created"] = created
     doc["provenance"] = {"git_commit": "0" * 40, "git_dirty": False, "host": "test", "user": None}

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import torch
 from cli_harness import Srat, make_invoker
+from fake_runs import prepare_from_env
 
 from srat_engine.analysis.sweeps import plan_sweep, sweep_tag
-from srat_engine.config.prepare import create_run, prepare
+from srat_engine.config.prepare import create_run
 from srat_engine.errors import SratError
 from srat_engine.evaluation.separability import feature_separability
 from srat_engine.fsutil import atomic_write_json
@@ -86,7 +87,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("analysis-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SRAT_HOME", str(home))
-        run = create_run(prepare(preset="digits-ce", overrides=TINY), root=home / "runs")
+        run = create_run(prepare_from_env("digits-ce", TINY), root=home / "runs")
         execute(run)
     return run.path
 
@@ -133,7 +134,7 @@ def test_tsne_json_default_png_in_the_run(run: RunDir, srat: Srat) -> None:
 
 
 def test_tsne_of_a_run_without_checkpoint(srat: Srat) -> None:
-    created = create_run(prepare(preset="digits-ce", overrides=TINY), Home.from_env().runs)
+    created = create_run(prepare_from_env("digits-ce", TINY), Home.from_env().runs)
     result = srat("tsne", created.id)
     assert result.code == 2 and "no checkpoint" in result.err
 
@@ -257,9 +258,7 @@ def test_sweep_dry_run_creates_nothing(srat: Srat, srat_home: Path) -> None:
 
 
 def _finished(method: str, std: list[float], rob: list[float]) -> RunDir:
-    run = create_run(
-        prepare(preset="digits-ce", overrides=(f"method={method}",)), Home.from_env().runs
-    )
+    run = create_run(prepare_from_env("digits-ce", (f"method={method}",)), Home.from_env().runs)
     run.append_metrics({"event": "final", "std_class": std, "rob_class": rob})
     return run
 

@@ -16,6 +16,7 @@ from srat_engine import __version__
 from srat_engine.config.presets import list_presets, load_preset, preset_path
 from srat_engine.config.schema import RunConfig, validate_config
 from srat_engine.errors import SratError
+from srat_engine.runs.home import Home
 from srat_tui.cli.app import app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,7 +70,7 @@ def test_presets_ls_lists_presets_and_hides_bases(srat: Srat) -> None:
     first_words = {line.split()[0] for line in result.out.splitlines() if line.strip()}
     assert "exp100-ldam" in first_words
     assert "demo" in first_words
-    assert set(list_presets()) <= first_words
+    assert set(list_presets(Home.from_env().preset_dirs)) <= first_words
     assert not any(word.startswith("_") for word in first_words)
     assert "_paper-cifar10" not in result.out
     assert "_digits" not in result.out
@@ -80,7 +81,7 @@ def test_presets_ls_prints_one_line_per_preset(srat: Srat, monkeypatch: pytest.M
     result = srat("presets", "ls")
     assert result.code == 0, result.err
     names = [line.split()[0] for line in result.out.splitlines() if line.strip()]
-    assert names == list(list_presets())
+    assert names == list(list_presets(Home.from_env().preset_dirs))
 
 
 def test_presets_ls_json(srat: Srat) -> None:
@@ -88,7 +89,7 @@ def test_presets_ls_json(srat: Srat) -> None:
     assert result.code == 0, result.err
     rows = json.loads(result.out)
     names = [row["name"] for row in rows]
-    assert names == list(list_presets())
+    assert names == list(list_presets(Home.from_env().preset_dirs))
     assert not any(name.startswith("_") for name in names)
     demo = next(row for row in rows if row["name"] == "demo")
     assert "digits" in demo["description"]
@@ -103,7 +104,8 @@ def test_presets_ls_pattern(srat: Srat, monkeypatch: pytest.MonkeyPatch) -> None
     assert all(line.startswith("svhn-step10-") for line in lines)
     rows = json.loads(srat("presets", "ls", "--json", "svhn-step10-*").out)
     assert len(rows) == 11
-    assert {row["name"] for row in rows} == {n for n in list_presets() if "svhn-step10-" in n}
+    listed = list_presets(Home.from_env().preset_dirs)
+    assert {row["name"] for row in rows} == {n for n in listed if "svhn-step10-" in n}
 
 
 def test_presets_ls_unknown_pattern(srat: Srat, srat_home: Path) -> None:
@@ -118,7 +120,7 @@ def test_presets_show_prints_valid_complete_toml(srat: Srat) -> None:
     assert result.code == 0, result.err
     parsed = tomllib.loads(result.out)
     shown = RunConfig.model_validate(parsed)
-    assert shown == validate_config(load_preset("exp100-ldam"))
+    assert shown == validate_config(load_preset("exp100-ldam", Home.from_env().preset_dirs))
     assert shown.method == "SRAT-LDAM"
     # complete: every section is written out, not just the preset's own keys
     assert set(parsed) >= {"data", "model", "train", "attack", "eval", "loss", "gair"}
@@ -127,7 +129,8 @@ def test_presets_show_prints_valid_complete_toml(srat: Srat) -> None:
 def test_presets_show_raw_prints_the_file(srat: Srat) -> None:
     result = srat("presets", "show", "--raw", "exp100-ldam")
     assert result.code == 0, result.err
-    assert result.out == preset_path("exp100-ldam").read_text(encoding="utf-8")
+    path = preset_path("exp100-ldam", Home.from_env().preset_dirs)
+    assert result.out == path.read_text(encoding="utf-8")
     assert 'extends = "cifar10-exp100-srat-ldam"' in result.out
 
 
@@ -159,7 +162,7 @@ def test_dry_run_json_prints_config_and_resolved(srat: Srat, srat_home: Path) ->
     assert result.code == 0, result.err
     document = json.loads(result.out)
     config = RunConfig.model_validate(document["config"])
-    assert config == validate_config(load_preset("demo"))
+    assert config == validate_config(load_preset("demo", Home.from_env().preset_dirs))
     resolved = document["resolved"]
     for key in ("class_counts", "class_weights", "ldam_margins", "under_classes"):
         assert key in resolved

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from srat_engine.config.methods import METHODS
-from srat_engine.config.resolve import resolve
+from srat_engine.config.resolve import Resolved, resolve
 from srat_engine.config.schema import RunConfig, scaled_epoch, set_override, validate_config
 from srat_engine.errors import SratError
+from srat_engine.runs.home import Home
 
 CIFAR10_EXP100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 LDAM_METHODS = sorted(name for name, spec in METHODS.items() if spec.loss == "ldam")
@@ -26,6 +27,11 @@ def config_with(*assignments: str) -> RunConfig:
     for assignment in assignments:
         set_override(raw, assignment)
     return validate_config(raw)
+
+
+def resolve_with(*assignments: str) -> Resolved:
+    """`resolve` on `config_with(*assignments)`, datasets in the test home's (none are read)."""
+    return resolve(config_with(*assignments), Home.from_env().data_dir)
 
 
 # --- defaults -------------------------------------------------------------------------------
@@ -281,7 +287,7 @@ def test_scaled_epoch_uses_reference_epochs() -> None:
 
 
 def test_resolve_cifar10_exp100_counts_and_tail() -> None:
-    resolved = resolve(config_with("method=CE"))
+    resolved = resolve_with("method=CE")
     assert resolved.class_counts == CIFAR10_EXP100
     assert resolved.train_size == sum(CIFAR10_EXP100)
     assert resolved.under_classes == [5, 6, 7, 8, 9]
@@ -291,14 +297,14 @@ def test_resolve_cifar10_exp100_counts_and_tail() -> None:
 
 
 def test_resolve_cifar10_step100_counts() -> None:
-    resolved = resolve(config_with("data.imbalance=step", "data.ratio=100"))
+    resolved = resolve_with("data.imbalance=step", "data.ratio=100")
     assert resolved.class_counts == [5000] * 5 + [50] * 5
     assert resolved.under_classes == [5, 6, 7, 8, 9]
 
 
 @pytest.mark.parametrize("method", REWEIGHTED)
 def test_reweighted_methods_get_class_balanced_weights(method: str) -> None:
-    weights = resolve(config_with(f"method={method}")).class_weights
+    weights = resolve_with(f"method={method}").class_weights
     assert len(weights) == 10
     assert sum(weights) == pytest.approx(10.0)
     assert all(a < b for a, b in pairwise(weights))  # tail heavier
@@ -306,7 +312,7 @@ def test_reweighted_methods_get_class_balanced_weights(method: str) -> None:
 
 
 def test_class_balanced_weights_on_step_profile() -> None:
-    weights = resolve(config_with("method=SRAT-CE", "data.imbalance=step")).class_weights
+    weights = resolve_with("method=SRAT-CE", "data.imbalance=step").class_weights
     assert sum(weights) == pytest.approx(10.0)
     head, tail = weights[:5], weights[5:]
     assert max(head) == pytest.approx(min(head))
@@ -316,12 +322,12 @@ def test_class_balanced_weights_on_step_profile() -> None:
 
 @pytest.mark.parametrize("method", UNWEIGHTED)
 def test_unweighted_methods_get_unit_weights(method: str) -> None:
-    assert resolve(config_with(f"method={method}")).class_weights == [1.0] * 10
+    assert resolve_with(f"method={method}").class_weights == [1.0] * 10
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_ldam_margins_only_for_ldam(method: str) -> None:
-    margins = resolve(config_with(f"method={method}")).ldam_margins
+    margins = resolve_with(f"method={method}").ldam_margins
     if METHODS[method].loss != "ldam":
         assert margins is None
         return
@@ -333,38 +339,38 @@ def test_ldam_margins_only_for_ldam(method: str) -> None:
 
 
 def test_ldam_max_margin_is_honoured() -> None:
-    margins = resolve(config_with("method=LDAM", "loss.ldam_max_margin=0.3")).ldam_margins
+    margins = resolve_with("method=LDAM", "loss.ldam_max_margin=0.3").ldam_margins
     assert margins is not None
     assert max(margins) == pytest.approx(0.3)
 
 
 def test_resolve_schedule_scaled_to_run_length() -> None:
-    srat = resolve(config_with("method=SRAT-LDAM", "train.epochs=20"))
+    srat = resolve_with("method=SRAT-LDAM", "train.epochs=20")
     assert srat.lr_milestones == [16, 18]
     assert srat.reweight_epoch == 16
     assert srat.gair_begin_epoch is None
     assert srat.head == "cosine"
-    assert resolve(config_with("method=CB-Reweight")).reweight_epoch == 0
-    assert resolve(config_with("method=CE")).reweight_epoch is None
-    assert resolve(config_with("method=GAIRAT", "train.epochs=20")).gair_begin_epoch == 10
+    assert resolve_with("method=CB-Reweight").reweight_epoch == 0
+    assert resolve_with("method=CE").reweight_epoch is None
+    assert resolve_with("method=GAIRAT", "train.epochs=20").gair_begin_epoch == 10
 
 
 def test_explicit_class_weights_are_used() -> None:
     weights = [float(i) for i in range(1, 11)]
-    resolved = resolve(config_with("method=DRCB-CE", f"loss.class_weights={weights}"))
+    resolved = resolve_with("method=DRCB-CE", f"loss.class_weights={weights}")
     assert resolved.class_weights == weights
 
 
 def test_class_weights_of_wrong_length_rejected() -> None:
     with pytest.raises(SratError, match="class_weights") as caught:
-        resolve(config_with("method=SRAT-CE", "loss.class_weights=[1, 2, 3]"))
+        resolve_with("method=SRAT-CE", "loss.class_weights=[1, 2, 3]")
     assert "\n" not in str(caught.value)
 
 
 def test_class_weights_with_ce_rejected() -> None:
     weights = [1.0] * 10
     with pytest.raises(SratError, match="class_weights") as caught:
-        resolve(config_with("method=CE", f"loss.class_weights={weights}"))
+        resolve_with("method=CE", f"loss.class_weights={weights}")
     assert "\n" not in str(caught.value)
 
 
@@ -378,19 +384,19 @@ def test_class_weights_with_ce_rejected() -> None:
 )
 def test_n_max_beyond_a_class_rejected(assignments: tuple[str, ...]) -> None:
     with pytest.raises(SratError, match="n_max") as caught:
-        resolve(config_with(*assignments))
+        resolve_with(*assignments)
     assert "\n" not in str(caught.value)
 
 
 def test_ratio_leaving_an_empty_class_rejected() -> None:
     with pytest.raises(SratError, match="ratio"):
-        resolve(config_with("data.dataset=digits", "data.ratio=1000"))
+        resolve_with("data.dataset=digits", "data.ratio=1000")
 
 
 def test_resolve_needs_no_data_files(srat_home: Path) -> None:
     assert list(srat_home.iterdir()) == []
     for dataset in ("cifar10", "cifar100", "svhn", "digits"):
-        resolved = resolve(config_with(f"data.dataset={dataset}", "data.ratio=10"))
+        resolved = resolve_with(f"data.dataset={dataset}", "data.ratio=10")
         assert resolved.data_root == str(srat_home / "data")
         assert sum(resolved.class_counts) == resolved.train_size > 0
     assert list(srat_home.iterdir()) == []
@@ -400,6 +406,7 @@ def test_resolve_data_root_follows_srat_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SRAT_DATA", str(tmp_path / "elsewhere"))
-    assert resolve(validate_config({})).data_root == str(tmp_path / "elsewhere")
-    explicit = resolve(config_with(f'data.root="{tmp_path / "mine"}"'))
+    data_dir = Home.from_env().data_dir  # the edge reads $SRAT_DATA
+    assert resolve(validate_config({}), data_dir).data_root == str(tmp_path / "elsewhere")
+    explicit = resolve_with(f'data.root="{tmp_path / "mine"}"')
     assert explicit.data_root == str(tmp_path / "mine")

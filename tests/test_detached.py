@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_runs import prepare_from_env
 
-from srat_engine.config.prepare import create_run, prepare
+from srat_engine.config.prepare import create_run
 from srat_engine.jobs.slots import hold_slot, slots_for
 from srat_engine.jobs.supervisor import kill_run, launch_detached, remove_run, resume_run
 from srat_engine.runs.home import Home
@@ -35,9 +36,7 @@ TINY = (
 
 
 def tiny(home: Home, epochs: int, method: str = "CE") -> RunDir:
-    prepared = prepare(
-        preset="digits-ce", overrides=(*TINY, f"train.epochs={epochs}", f"method={method}")
-    )
+    prepared = prepare_from_env("digits-ce", (*TINY, f"train.epochs={epochs}", f"method={method}"))
     return create_run(prepared, home.runs)
 
 

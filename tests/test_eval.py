@@ -24,10 +24,11 @@ import psutil
 import pytest
 import torch
 from cli_harness import Srat, make_invoker
+from fake_runs import prepare_from_env
 from test_runs_cli import assert_unchanged, assert_user_error, snapshot
 
 import srat_engine
-from srat_engine.config.prepare import create_run, prepare
+from srat_engine.config.prepare import create_run
 from srat_engine.config.resolve import versions
 from srat_engine.errors import SratError
 from srat_engine.evaluation.autoattack import AA_ORDER
@@ -82,7 +83,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         mp.setenv("SRAT_HOME", str(home))
         mp.delenv("SRAT_PRESETS", raising=False)
         mp.delenv("SRAT_DATA", raising=False)
-        run = create_run(prepare(preset="digits-ce", overrides=SMALL), root=home / "runs")
+        run = create_run(prepare_from_env("digits-ce", SMALL), root=home / "runs")
         final = execute(run)
         pgd20 = evaluate_run(run, "pgd20", N, "cpu")
         autoattack = evaluate_run(run, "autoattack", N, "cpu")

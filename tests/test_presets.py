@@ -11,6 +11,7 @@ import pytest
 
 import srat_engine.config.presets as presets_module
 from srat_engine.config.methods import METHODS, PAPER_METHODS
+from srat_engine.config.prepare import prepare
 from srat_engine.config.presets import (
     describe,
     expand_patterns,
@@ -21,6 +22,7 @@ from srat_engine.config.presets import (
 from srat_engine.config.resolve import resolve
 from srat_engine.config.schema import RunConfig, validate_config
 from srat_engine.errors import SratError
+from srat_engine.runs.home import Home
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO / "presets"
@@ -38,9 +40,15 @@ def grid_name(row: dict[str, str]) -> str:
     return f"{row['dataset']}-{row['imbalance']}{ratio}-{row['method'].lower()}"
 
 
+def env_dirs() -> list[Path]:
+    """The preset search path as an edge builds it: $SRAT_PRESETS, the test's home, the
+    repository's presets."""
+    return Home.from_env().preset_dirs
+
+
 @cache
 def preset_config(name: str) -> RunConfig:
-    return validate_config(load_preset(name))
+    return validate_config(load_preset(name, env_dirs()))
 
 
 def write_preset(directory: Path, name: str, text: str) -> Path:
@@ -73,7 +81,7 @@ def test_paper_results_cover_the_full_grid() -> None:
 
 
 def test_every_paper_row_has_exactly_one_grid_preset() -> None:
-    names = list_presets()
+    names = list_presets(env_dirs())
     wanted = [grid_name(row) for row in paper_rows()]
     missing = [name for name in wanted if name not in names]
     assert missing == []
@@ -107,7 +115,7 @@ def test_grid_preset_matches_its_paper_row(row: dict[str, str]) -> None:
 
 def test_no_two_grid_presets_share_a_cell() -> None:
     cells: dict[tuple[str, str, float, str], list[str]] = {}
-    for name in list_presets():
+    for name in list_presets(env_dirs()):
         if GRID_NAME.fullmatch(name):
             c = preset_config(name)
             key = (c.data.dataset, c.data.imbalance, c.data.ratio, c.method)
@@ -159,7 +167,7 @@ def test_digits_preset_for_every_method(method: str) -> None:
 )
 def test_every_preset_file_validates_and_resolves(name: str) -> None:
     config = preset_config(name)
-    resolved = resolve(config)
+    resolved = resolve(config, Home.from_env().data_dir)
     assert resolved.train_size == sum(resolved.class_counts) > 0
     assert len(resolved.class_weights) == resolved.num_classes
 
@@ -167,7 +175,7 @@ def test_every_preset_file_validates_and_resolves(name: str) -> None:
 def test_every_preset_file_is_listed_and_bases_are_hidden() -> None:
     on_disk = {p.stem for p in PRESET_DIR.glob("*.toml")}
     assert len(on_disk) == 119
-    visible, everything = list_presets(), list_presets(include_bases=True)
+    visible, everything = list_presets(env_dirs()), list_presets(env_dirs(), include_bases=True)
     assert set(everything) == on_disk
     assert set(visible) == {n for n in on_disk if not n.startswith("_")}
     assert list(visible) == sorted(visible)
@@ -175,7 +183,7 @@ def test_every_preset_file_is_listed_and_bases_are_hidden() -> None:
 
 @pytest.mark.parametrize("name", ["exp100-ldam", "demo", "svhn-step10-ce", "digits-gairat"])
 def test_listed_presets_have_a_description(name: str) -> None:
-    text = describe(name)
+    text = describe(name, env_dirs())
     assert text
     assert "\n" not in text
 
@@ -190,7 +198,7 @@ def test_extends_merges_nested_tables(user_presets: Path) -> None:
         'extends = "demo"\n[train]\nepochs = 5\nbatch_size = 7\n[loss]\nsep_tau = 0.2\n',
     )
     write_preset(user_presets, "child-x", 'extends = "base-x"\n[train]\nepochs = 3\n')
-    config = validate_config(load_preset("child-x"))
+    config = validate_config(load_preset("child-x", env_dirs()))
     assert config.train.epochs == 3  # child wins
     assert config.train.batch_size == 7  # from the middle of the chain
     assert config.loss.sep_tau == 0.2
@@ -202,21 +210,46 @@ def test_extends_merges_nested_tables(user_presets: Path) -> None:
 
 def test_user_preset_shadows_repository_preset(user_presets: Path) -> None:
     write_preset(user_presets, "demo", 'extends = "_digits"\nmethod = "CE"\n')
-    assert validate_config(load_preset("demo")).method == "CE"
-    assert preset_path("demo").parent == user_presets
+    assert validate_config(load_preset("demo", env_dirs())).method == "CE"
+    assert preset_path("demo", env_dirs()).parent == user_presets
 
 
 def test_home_presets_are_searched(srat_home: Path) -> None:
     write_preset(srat_home / "presets", "mine", 'extends = "demo"\n[train]\nepochs = 2\n')
-    assert "mine" in list_presets()
-    assert validate_config(load_preset("mine")).train.epochs == 2
+    assert "mine" in list_presets(env_dirs())
+    assert validate_config(load_preset("mine", env_dirs())).train.epochs == 2
+
+
+def test_search_path_and_data_dir_are_parameters(
+    tmp_path: Path, srat_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preset functions and `prepare` use the search path and data folder passed in; the
+    environment, pointing elsewhere, is read by `Home.from_env()` (the edges) only."""
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    write_preset(mine, "only-mine", 'extends = "demo"\ndescription = "mine"\n[train]\nepochs = 4\n')
+    write_preset(theirs, "only-theirs", 'extends = "demo"\n')
+    write_preset(srat_home / "presets", "demo", 'extends = "_digits"\nmethod = "CE"\n')
+    monkeypatch.setenv("SRAT_PRESETS", str(theirs))
+    monkeypatch.setenv("SRAT_DATA", str(tmp_path / "their-data"))
+    dirs = [mine, PRESET_DIR]
+    assert "only-mine" in list_presets(dirs)
+    assert "only-theirs" not in list_presets(dirs, include_bases=True)
+    assert expand_patterns(["only-*"], dirs) == ["only-mine"]
+    assert describe("only-mine", dirs) == "mine"
+    assert preset_path("demo", dirs) == PRESET_DIR / "demo.toml"  # not the home's shadow
+    with pytest.raises(SratError, match="unknown preset"):
+        load_preset("only-theirs", dirs)
+    prepared = prepare(preset="only-mine", preset_dirs=dirs, data_dir=tmp_path / "my-data")
+    assert prepared.config.method == "SRAT-LDAM"  # demo from `dirs`, not the home's CE
+    assert prepared.config.train.epochs == 4
+    assert prepared.resolved.data_root == str(tmp_path / "my-data")
 
 
 def test_extends_loop_is_an_error(user_presets: Path) -> None:
     write_preset(user_presets, "loop-a", 'extends = "loop-b"\n')
     write_preset(user_presets, "loop-b", 'extends = "loop-a"\n')
     with pytest.raises(SratError, match="loop") as caught:
-        load_preset("loop-a")
+        load_preset("loop-a", env_dirs())
     message = str(caught.value)
     assert "loop-a" in message
     assert "loop-b" in message
@@ -226,7 +259,7 @@ def test_extends_loop_is_an_error(user_presets: Path) -> None:
 def test_self_extends_is_an_error(user_presets: Path) -> None:
     write_preset(user_presets, "selfish", 'extends = "selfish"\n')
     with pytest.raises(SratError, match="loop"):
-        load_preset("selfish")
+        load_preset("selfish", env_dirs())
 
 
 def test_describe_terminates_on_a_loop(user_presets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,7 +277,7 @@ def test_describe_terminates_on_a_loop(user_presets: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(presets_module, "read_toml", guarded_read)
     try:
-        text = describe("loop-c")
+        text = describe("loop-c", env_dirs())
     except SratError as err:
         assert "loop" in str(err)
     else:
@@ -254,25 +287,25 @@ def test_describe_terminates_on_a_loop(user_presets: Path, monkeypatch: pytest.M
 def test_unknown_extends_target_is_an_error(user_presets: Path) -> None:
     write_preset(user_presets, "orphan", 'extends = "no-such-base"\n')
     with pytest.raises(SratError, match="no-such-base"):
-        load_preset("orphan")
+        load_preset("orphan", env_dirs())
 
 
 def test_non_string_extends_is_an_error(user_presets: Path) -> None:
     write_preset(user_presets, "weird", "extends = 3\n")
     with pytest.raises(SratError, match="extends"):
-        load_preset("weird")
+        load_preset("weird", env_dirs())
 
 
 def test_invalid_toml_preset_is_one_line_error(user_presets: Path) -> None:
     write_preset(user_presets, "broken", "[train\nepochs = \n")
     with pytest.raises(SratError, match="not valid TOML") as caught:
-        load_preset("broken")
+        load_preset("broken", env_dirs())
     assert "\n" not in str(caught.value)
 
 
 def test_unknown_preset_suggests() -> None:
     with pytest.raises(SratError) as caught:
-        load_preset("exp100-ldma")
+        load_preset("exp100-ldma", env_dirs())
     message = str(caught.value)
     assert "did you mean" in message
     assert "exp100-ldam" in message
@@ -280,24 +313,24 @@ def test_unknown_preset_suggests() -> None:
 
 
 def test_load_preset_returns_a_fresh_dict() -> None:
-    first = load_preset("demo")
+    first = load_preset("demo", env_dirs())
     first["train"]["epochs"] = 1
-    assert load_preset("demo")["train"]["epochs"] == 30
+    assert load_preset("demo", env_dirs())["train"]["epochs"] == 30
 
 
 # --- patterns -------------------------------------------------------------------------------
 
 
 def test_expand_exp100_pattern() -> None:
-    assert expand_patterns(["exp100-*"]) == ["exp100-ce", "exp100-focal", "exp100-ldam"]
+    assert expand_patterns(["exp100-*"], env_dirs()) == ["exp100-ce", "exp100-focal", "exp100-ldam"]
 
 
 def test_expand_grid_pattern_and_plain_names() -> None:
-    names = expand_patterns(["svhn-step10-*"])
+    names = expand_patterns(["svhn-step10-*"], env_dirs())
     assert len(names) == 11
     assert all(name.startswith("svhn-step10-") for name in names)
-    assert expand_patterns(["demo", "exp100-ldam", "demo"]) == ["demo", "exp100-ldam"]
-    assert expand_patterns(["exp100-ldam", "exp100-*"]) == [
+    assert expand_patterns(["demo", "exp100-ldam", "demo"], env_dirs()) == ["demo", "exp100-ldam"]
+    assert expand_patterns(["exp100-ldam", "exp100-*"], env_dirs()) == [
         "exp100-ldam",
         "exp100-ce",
         "exp100-focal",
@@ -306,26 +339,26 @@ def test_expand_grid_pattern_and_plain_names() -> None:
 
 def test_patterns_do_not_match_bases() -> None:
     with pytest.raises(SratError):
-        expand_patterns(["_*"])
+        expand_patterns(["_*"], env_dirs())
 
 
 @pytest.mark.parametrize("pattern", ["imagenet-*", "exp1000-?"])
 def test_unknown_pattern_is_an_error(pattern: str) -> None:
     with pytest.raises(SratError, match="no preset matches"):
-        expand_patterns([pattern])
+        expand_patterns([pattern], env_dirs())
 
 
 def test_unknown_plain_name_in_patterns_is_an_error() -> None:
     with pytest.raises(SratError, match="did you mean"):
-        expand_patterns(["exp100-ldm"])
+        expand_patterns(["exp100-ldm"], env_dirs())
 
 
 def test_synthetic_stand_in_keeps_a_cifar_presets_class_counts() -> None:
     """`--set data.dataset=synthetic` times a CIFAR-10 preset offline with its exact counts."""
-    real = validate_config(load_preset("cifar10-exp100-ce"))
-    raw = load_preset("cifar10-exp100-ce")
+    real = validate_config(load_preset("cifar10-exp100-ce", env_dirs()))
+    raw = load_preset("cifar10-exp100-ce", env_dirs())
     raw["data"]["dataset"] = "synthetic"
     stand_in = validate_config(raw)
-    counts = resolve(stand_in).class_counts
-    assert counts == resolve(real).class_counts
+    counts = resolve(stand_in, Home.from_env().data_dir).class_counts
+    assert counts == resolve(real, Home.from_env().data_dir).class_counts
     assert sum(counts) == 12406  # the paper's CIFAR-10 Exp-100 training set

@@ -22,9 +22,10 @@ import psutil
 import pytest
 import torch
 from cli_harness import Result, Srat, make_invoker
+from fake_runs import prepare_from_env
 from typer.testing import CliRunner
 
-from srat_engine.config.prepare import create_run, prepare
+from srat_engine.config.prepare import create_run
 from srat_engine.errors import SratError
 from srat_engine.fsutil import read_jsonl
 from srat_engine.runs.home import Home as SratHome
@@ -69,9 +70,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         finals = {}
         ids = []
         for extra in (("method=CE",), ("method=Natural", "train.epochs=2", "data.n_max=40")):
-            run = create_run(
-                prepare(preset="digits-ce", overrides=(*TINY, *extra)), root=home / "runs"
-            )
+            run = create_run(prepare_from_env("digits-ce", (*TINY, *extra)), root=home / "runs")
             finals[run.id] = execute(run)
             ids.append(run.id)
     ce, natural = ids

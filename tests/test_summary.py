@@ -45,7 +45,9 @@ def test_columns_are_the_record_fields_in_display_order(tmp_path: Path) -> None:
 
 
 def test_real_finished_digits_run(tmp_path: Path) -> None:
-    from srat_engine.config.prepare import create_run, prepare
+    from fake_runs import prepare_from_env
+
+    from srat_engine.config.prepare import create_run
     from srat_engine.training.trainer import execute
 
     overrides = (
@@ -59,7 +61,7 @@ def test_real_finished_digits_run(tmp_path: Path) -> None:
         "device=cpu",
         "seed=3",
     )
-    run = create_run(prepare(preset="digits-ce", overrides=overrides), root=tmp_path / "runs")
+    run = create_run(prepare_from_env("digits-ce", overrides), root=tmp_path / "runs")
     final = execute(run)
     record = summarize_run(run)
 

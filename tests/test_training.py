@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+from fake_runs import prepare_from_env
 
 from srat_engine.config.methods import METHODS
-from srat_engine.config.prepare import create_run, prepare
+from srat_engine.config.prepare import create_run
 from srat_engine.errors import SratError
 from srat_engine.runs.rundir import RunDir
 from srat_engine.training.trainer import RunInterrupted, execute
@@ -28,7 +29,7 @@ TINY = (
 
 
 def tiny_run(tmp_path: Path, method: str, *extra: str) -> RunDir:
-    prepared = prepare(preset="digits-ce", overrides=(*TINY, f"method={method}", *extra))
+    prepared = prepare_from_env("digits-ce", (*TINY, f"method={method}", *extra))
     return create_run(prepared, root=tmp_path / "runs")
 
 

@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from fake_runs import prepare_from_env
 from rich.console import Console
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static
 from tui_harness import scenario, wait_for
 
-from srat_engine.config.prepare import prepare
 from srat_engine.errors import SratError
 from srat_engine.jobs.supervisor import kill_run
 from srat_engine.runs.home import Home
@@ -118,7 +118,7 @@ def stop_runs() -> Iterator[None]:
 
 def engine_message(*overrides: str) -> str:
     with pytest.raises(SratError) as err:
-        prepare(preset="demo", overrides=overrides)
+        prepare_from_env("demo", overrides)
     return str(err.value)
 
 

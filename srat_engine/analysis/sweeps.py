@@ -152,11 +152,14 @@ def prepare_sweep(
     preset: str,
     overrides: tuple[str, ...] = (),
     natural_too: bool = False,
+    home: Home,
 ) -> PlannedSweep:
-    """Plan and validate every run of the sweep; creates nothing."""
+    """Plan and validate every run of the sweep (presets and datasets found where `home`
+    says); creates nothing."""
     from srat_engine.config.prepare import prepare
 
-    base = prepare(preset=preset, overrides=overrides)
+    dirs, data = home.preset_dirs, home.data_dir
+    base = prepare(preset=preset, overrides=overrides, preset_dirs=dirs, data_dir=data)
     points = plan_sweep(
         kind,
         values,
@@ -165,7 +168,12 @@ def prepare_sweep(
         under_classes=list(base.resolved.under_classes),
         natural_too=natural_too,
     )
-    prepared = [prepare(preset=preset, overrides=(*overrides, *p.overrides)) for p in points]
+    prepared = [
+        prepare(
+            preset=preset, overrides=(*overrides, *p.overrides), preset_dirs=dirs, data_dir=data
+        )
+        for p in points
+    ]
     return PlannedSweep(new_sweep_id(kind), kind, preset, overrides, points, prepared)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,20 +33,30 @@ class PreparedRun:
 
 
 def prepare(
-    *, preset: str | None = None, config_file: Path | None = None, overrides: tuple[str, ...] = ()
+    *,
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: tuple[str, ...] = (),
+    preset_dirs: Sequence[Path],
+    data_dir: Path,
 ) -> PreparedRun:
-    """Load, override, validate and resolve; touches no data, no GPU, no run directory."""
+    """Load, override, validate and resolve; touches no data, no GPU, no run directory.
+
+    `preset_dirs` is the preset search path (for `preset` and any `extends`) and `data_dir`
+    the datasets' folder when the config names no data.root: a home's `Home.preset_dirs` and
+    `Home.data_dir`.
+    """
     if (preset is None) == (config_file is None):
         raise SratError("give exactly one of --preset NAME or --config FILE")
     if preset is not None:
-        raw, source = load_preset(preset), preset
+        raw, source = load_preset(preset, preset_dirs), preset
     else:
         assert config_file is not None
-        raw, source = load_raw(config_file), str(config_file)
+        raw, source = load_raw(config_file, preset_dirs), str(config_file)
     for assignment in overrides:
         set_override(raw, assignment)
     config = validate_config(raw)
-    return PreparedRun(config, resolve(config), source)
+    return PreparedRun(config, resolve(config, data_dir), source)
 
 
 def create_run(prepared: PreparedRun, root: Path) -> RunDir:

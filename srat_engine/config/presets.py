@@ -5,27 +5,32 @@ case, e.g. `cifar10-exp100-srat-ldam`, `svhn-step10-cb-reweight`. Short names
 `{imbalance}{K}-{loss}` (e.g. `exp100-ldam`) are SRAT-{LOSS} on CIFAR-10, the paper's headline
 setting. `digits-{method}` runs any method on the embedded digits set; `demo` is
 `digits-srat-ldam` at Exp-10. Files starting with `_` are shared bases, hidden from listings.
+
+Every function takes the search path `dirs` (folders, first match wins) as a parameter: a
+home's `Home.preset_dirs`, which the edges build from the environment.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
 from srat_engine.errors import SratError
-from srat_engine.paths import preset_dirs
 
 _META_KEYS = ("extends", "description")
 
 
-def list_presets(include_bases: bool = False) -> dict[str, Path]:
-    """Preset name -> file, first directory on the search path wins."""
+def list_presets(dirs: Sequence[Path], include_bases: bool = False) -> dict[str, Path]:
+    """Preset name -> file, first folder of `dirs` wins; folders that do not exist are skipped."""
     found: dict[str, Path] = {}
-    for directory in preset_dirs():
+    for directory in dirs:
+        if not directory.is_dir():
+            continue
         for path in sorted(directory.glob("*.toml")):
             name = path.stem
             if name.startswith("_") and not include_bases:
@@ -40,8 +45,10 @@ def _unknown(name: str, known: list[str]) -> SratError:
     return SratError(f"unknown preset {name!r}{hint} (see `srat presets ls`)")
 
 
-def preset_path(name: str) -> Path:
-    presets = list_presets(include_bases=True)
+def preset_path(name: str, dirs: Sequence[Path]) -> Path:
+    """The file of preset `name` (bases included) on `dirs`; unknown names raise with
+    suggestions."""
+    presets = list_presets(dirs, include_bases=True)
     if name not in presets:
         raise _unknown(name, [n for n in presets if not n.startswith("_")])
     return presets[name]
@@ -71,8 +78,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def load_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A preset or config file with its `extends` chain applied, meta keys removed."""
+def load_raw(path: Path, dirs: Sequence[Path], _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset or config file with its `extends` chain (presets on `dirs`) applied, meta keys
+    removed."""
     if path in _seen:
         chain = " -> ".join(p.stem for p in (*_seen, path))
         raise SratError(f"preset inheritance loops: {chain}")
@@ -83,19 +91,19 @@ def load_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return own
     if not isinstance(parent, str):
         raise SratError(f"{path}: extends must be a preset name")
-    return deep_merge(load_raw(preset_path(parent), (*_seen, path)), own)
+    return deep_merge(load_raw(preset_path(parent, dirs), dirs, (*_seen, path)), own)
 
 
-def load_preset(name: str) -> dict[str, Any]:
-    """The raw config dict of a named preset (not yet validated)."""
-    raw = load_raw(preset_path(name))
+def load_preset(name: str, dirs: Sequence[Path]) -> dict[str, Any]:
+    """The raw config dict of a named preset on `dirs` (not yet validated)."""
+    raw = load_raw(preset_path(name, dirs), dirs)
     raw.setdefault("name", name)
     return raw
 
 
-def describe(name: str) -> str:
+def describe(name: str, dirs: Sequence[Path]) -> str:
     """A preset's one-line description, from its own file or the nearest base that has one."""
-    path = preset_path(name)
+    path = preset_path(name, dirs)
     seen: set[Path] = set()
     while path not in seen:
         seen.add(path)
@@ -104,13 +112,13 @@ def describe(name: str) -> str:
             return str(raw["description"])
         if "extends" not in raw:
             return ""
-        path = preset_path(str(raw["extends"]))
+        path = preset_path(str(raw["extends"]), dirs)
     raise SratError(f"preset inheritance loops at {path.stem} (from {name})")
 
 
-def expand_patterns(patterns: list[str]) -> list[str]:
-    """Preset names matching shell-style patterns (`exp100-*`), in listing order."""
-    names = list(list_presets())
+def expand_patterns(patterns: list[str], dirs: Sequence[Path]) -> list[str]:
+    """Preset names on `dirs` matching shell-style patterns (`exp100-*`), in listing order."""
+    names = list(list_presets(dirs))
     chosen: list[str] = []
     for pattern in patterns:
         if any(ch in pattern for ch in "*?["):
@@ -119,7 +127,7 @@ def expand_patterns(patterns: list[str]) -> list[str]:
                 raise SratError(f"no preset matches {pattern!r} (see `srat presets ls`)")
             chosen.extend(m for m in matches if m not in chosen)
         else:
-            preset_path(pattern)  # raises with suggestions
+            preset_path(pattern, dirs)  # raises with suggestions
             if pattern not in chosen:
                 chosen.append(pattern)
     return chosen

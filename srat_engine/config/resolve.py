@@ -21,7 +21,6 @@ from srat_engine.data.catalog import dataset_info
 from srat_engine.data.imbalance import class_counts, under_represented_classes
 from srat_engine.errors import SratError
 from srat_engine.losses import class_balanced_weights, ldam_margins
-from srat_engine.paths import data_dir
 
 
 @dataclass(frozen=True)
@@ -46,12 +45,13 @@ class Resolved:
         return asdict(self)
 
 
-def data_root(config: RunConfig) -> Path:
+def data_root(config: RunConfig, data_dir: Path) -> Path:
+    """The config's data.root, else `data_dir` (a home's `Home.data_dir`, the default)."""
     if config.data.root:
         return Path(config.data.root).expanduser()
     if config.data.dataset == "folder":
         raise SratError("data.root must name your image folder when data.dataset = 'folder'")
-    return data_dir()
+    return data_dir
 
 
 def versions(*, if_loaded: Sequence[str] = (), if_importable: Sequence[str] = ()) -> dict[str, str]:
@@ -78,10 +78,11 @@ def versions(*, if_loaded: Sequence[str] = (), if_importable: Sequence[str] = ()
     return recorded
 
 
-def resolve(config: RunConfig) -> Resolved:
-    """Derive the resolved block; raises SratError for configs that cannot run."""
+def resolve(config: RunConfig, data_dir: Path) -> Resolved:
+    """Derive the resolved block, datasets under `data_dir` unless the config names its
+    data.root; raises SratError for configs that cannot run."""
     spec = config.spec
-    root = data_root(config)
+    root = data_root(config, data_dir)
     info = dataset_info(config.data.dataset, config.data.options, root)
     available = info.train_class_sizes
     n_max = config.data.n_max or min(available)

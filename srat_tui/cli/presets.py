@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from srat_engine.config.presets import describe, expand_patterns, list_presets, load_preset
+from srat_engine.runs.home import Home
 from srat_tui.cli.common import stdout_console
 
 app = typer.Typer(help="Named configurations (every cell of the paper's tables).")
@@ -21,8 +22,9 @@ def presets_ls(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List presets with their descriptions."""
-    names = expand_patterns(patterns) if patterns else list(list_presets())
-    rows = [{"name": name, "description": describe(name)} for name in names]
+    dirs = Home.from_env().preset_dirs
+    names = expand_patterns(patterns, dirs) if patterns else list(list_presets(dirs))
+    rows = [{"name": name, "description": describe(name, dirs)} for name in names]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -41,13 +43,14 @@ def presets_show(
     from srat_engine.config.presets import preset_path
     from srat_engine.config.schema import validate_config
 
+    dirs = Home.from_env().preset_dirs
     if raw:
-        typer.echo(preset_path(name).read_text(encoding="utf-8"), nl=False)
+        typer.echo(preset_path(name, dirs).read_text(encoding="utf-8"), nl=False)
         return
     import tomli_w
 
-    config = validate_config(load_preset(name))
-    description = " ".join(describe(name).split())
+    config = validate_config(load_preset(name, dirs))
+    description = " ".join(describe(name, dirs).split())
     header = (
         f"# preset {name}: {description}\n"
         f"# every field, resolved; save it, edit it, run it: srat run --config FILE\n\n"

@@ -144,22 +144,35 @@ def run(
 ) -> None:
     """Run configurations: in the foreground (one line per epoch), or detached and queued."""
     from srat_engine.config.prepare import create_run, prepare
+    from srat_engine.runs.home import Home
 
+    home = Home.from_env()
     assignments = tuple(overrides or ())
     if device is not None:
         assignments = (*assignments, f'device="{device}"')
     if presets and config is not None:
         raise SratError("give exactly one of --preset NAME or --config FILE")
-    names = expand_patterns(presets) if presets else []
+    dirs = home.preset_dirs
+    names = expand_patterns(presets, dirs) if presets else []
     if (gpus is not None or slots is not None) and not detach:
         raise SratError("--gpus and --slots schedule detached runs: add --detach")
     if len(names) > 1 and not (detach or dry_run):
         raise SratError(f"{len(names)} presets match: add --detach to queue them all")
     # validate every configuration before creating any run
     if names:
-        prepared = [prepare(preset=n, overrides=assignments) for n in names]
+        prepared = [
+            prepare(preset=n, overrides=assignments, preset_dirs=dirs, data_dir=home.data_dir)
+            for n in names
+        ]
     else:
-        prepared = [prepare(config_file=config, overrides=assignments)]
+        prepared = [
+            prepare(
+                config_file=config,
+                overrides=assignments,
+                preset_dirs=dirs,
+                data_dir=home.data_dir,
+            )
+        ]
     if dry_run:
         for item in prepared:
             _print_dry_run(item, as_json)
@@ -167,10 +180,8 @@ def run(
     if not detach:
         raise typer.Exit(_run_foreground(prepared[0], as_json))
     from srat_engine.jobs.supervisor import launch_detached, resolve_devices
-    from srat_engine.runs.home import Home
 
     devices, per_device = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)
-    home = Home.from_env()
     launched = []
     for item in prepared:
         created = create_run(item, home.runs)

@@ -41,12 +41,14 @@ def _queue(
     as_json: bool,
 ) -> None:
     from srat_engine.analysis.sweeps import launch_sweep, prepare_sweep, sweep_tag
+    from srat_engine.runs.home import Home
 
+    home = Home.from_env()
     assignments = tuple(overrides or ())
     if device is not None:
         assignments = (*assignments, f'device="{device}"')
     planned = prepare_sweep(
-        kind, values, preset=preset, overrides=assignments, natural_too=natural_too
+        kind, values, preset=preset, overrides=assignments, natural_too=natural_too, home=home
     )
     if dry_run:
         rows = [
@@ -60,10 +62,9 @@ def _queue(
             typer.echo(f"  {row['arm']:<11} {row['value']:<8g} {' '.join(row['overrides'])}")
         return
     from srat_engine.jobs.supervisor import resolve_devices
-    from srat_engine.runs.home import Home
 
     devices, per_device = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)
-    entries = launch_sweep(planned, devices, per_device, home=Home.from_env())
+    entries = launch_sweep(planned, devices, per_device, home=home)
     if as_json:
         typer.echo(json.dumps({"sweep_id": planned.sweep_id, "runs": entries}))
         return

@@ -34,6 +34,7 @@ from srat_engine.config.schema import DataConfig, RunConfig
 from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
 from srat_engine.jobs.supervisor import launch_detached, resolve_devices
+from srat_engine.runs.home import Home
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import FormChecked, LaunchFailed, LaunchFinished, PresetLoaded
 
@@ -221,8 +222,11 @@ class Validation:
         return self.error is None and self.prepared is not None
 
 
-def check_form(generation: int, preset: str, values: FormValues, base: FormValues) -> Validation:
-    """Everything Launch needs, or the first problem as one line. Never raises."""
+def check_form(
+    generation: int, preset: str, values: FormValues, base: FormValues, home: Home
+) -> Validation:
+    """Everything Launch needs (presets and datasets found where `home` says), or the first
+    problem as one line. Never raises."""
     result = Validation(generation, preset, values)
     try:
         overrides = form_overrides(values, base)
@@ -234,7 +238,12 @@ def check_form(generation: int, preset: str, values: FormValues, base: FormValue
             seed_error, seeds = str(err), []
         first = [seed_override(seeds[0])] if seeds and values.seeds != base.seeds else []
         # the config is checked even when the seeds are not, so its message comes first
-        prepared = prepare(preset=preset, overrides=(*overrides, *first))
+        prepared = prepare(
+            preset=preset,
+            overrides=(*overrides, *first),
+            preset_dirs=home.preset_dirs,
+            data_dir=home.data_dir,
+        )
         if seed_error is not None:
             return replace(result, error=seed_error)
         choice = parse_devices(values.devices)
@@ -257,14 +266,20 @@ def check_form(generation: int, preset: str, values: FormValues, base: FormValue
 def launch_runs(validation: Validation, preset: str, context: AppContext) -> list[str]:
     """Create and start one detached run per seed; every seed is validated before any run
     directory is created, as `srat run --detach` does."""
+    home = context.home
     prepared = [
-        prepare(preset=preset, overrides=(*validation.overrides, seed_override(seed)))
+        prepare(
+            preset=preset,
+            overrides=(*validation.overrides, seed_override(seed)),
+            preset_dirs=home.preset_dirs,
+            data_dir=home.data_dir,
+        )
         for seed in validation.seeds
     ]
     launched: list[str] = []
     for item in prepared:
         run = create_run(item, context.runs_root)
-        launch_detached(run, list(validation.devices), validation.per_device, home=context.home)
+        launch_detached(run, list(validation.devices), validation.per_device, home=home)
         launched.append(run.id)
     return launched
 
@@ -416,7 +431,7 @@ class NewRunScreen(Screen[list[str] | None]):
     # -- layout ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        presets = list(list_presets())
+        presets = list(list_presets(app_context(self).home.preset_dirs))
         initial = DEFAULT_PRESET if DEFAULT_PRESET in presets else (presets[0] if presets else None)
         self._initial_preset = initial
         yield Header()
@@ -482,7 +497,7 @@ class NewRunScreen(Screen[list[str] | None]):
     def on_mount(self) -> None:
         self.title = "New run"
         if self._initial_preset is not None:
-            self._load_preset(self._initial_preset)
+            self._load_preset(self._initial_preset, app_context(self).home)
         else:
             self._preset_error = "no presets found (see `srat presets ls`)"
             self._request_validation()
@@ -521,16 +536,17 @@ class NewRunScreen(Screen[list[str] | None]):
     # -- workers -------------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="newrun-preset")
-    def _load_preset(self, name: str) -> None:
-        loaded = self._read_preset(name)
+    def _load_preset(self, name: str, home: Home) -> None:
+        loaded = self._read_preset(name, home)
         if not get_current_worker().is_cancelled:  # another preset was chosen meanwhile
             self.post_message(loaded)
 
     @staticmethod
-    def _read_preset(name: str) -> PresetLoaded:
+    def _read_preset(name: str, home: Home) -> PresetLoaded:
+        dirs = home.preset_dirs
         try:
-            prepared = prepare(preset=name)
-            return PresetLoaded(name, form_values(prepared.config), describe(name), None)
+            prepared = prepare(preset=name, preset_dirs=dirs, data_dir=home.data_dir)
+            return PresetLoaded(name, form_values(prepared.config), describe(name, dirs), None)
         except SratError as err:
             return PresetLoaded(name, None, "", str(err))
         except Exception as err:
@@ -545,11 +561,13 @@ class NewRunScreen(Screen[list[str] | None]):
             error = self._preset_error or "choose a preset to start from"
             self.validation = Validation(generation, preset, values, error=error)
             return
-        self._validate(generation, preset, values, base)
+        self._validate(generation, preset, values, base, app_context(self).home)
 
     @work(thread=True, exclusive=True, group="newrun-validate")
-    def _validate(self, generation: int, preset: str, values: FormValues, base: FormValues) -> None:
-        validation = check_form(generation, preset, values, base)
+    def _validate(
+        self, generation: int, preset: str, values: FormValues, base: FormValues, home: Home
+    ) -> None:
+        validation = check_form(generation, preset, values, base, home)
         if not get_current_worker().is_cancelled:  # a later edit is being checked
             self.post_message(FormChecked(validation))
 
@@ -594,7 +612,7 @@ class NewRunScreen(Screen[list[str] | None]):
         if event.select.id == "preset":
             self._base = None
             if isinstance(event.value, str):
-                self._load_preset(event.value)
+                self._load_preset(event.value, app_context(self).home)
             return
         self._request_validation()
 
