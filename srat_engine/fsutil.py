@@ -1,27 +1,107 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never half of either."""
+"""Crash-safe file writes: a reader sees the old file or the new one, never half of either.
+
+Every write error (a full disk, a read-only or vanished directory, a quota) leaves the previous
+file as it was and is raised as `WriteFailed`, one line naming the file and the cause.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
+
+from srat_engine.errors import SratError
+
+
+class WriteFailed(SratError):
+    """A file could not be written: `could not write PATH: CAUSE` (the OS's words, e.g. "No
+    space left on device"). Not a usage error: the CLI exits 1 for it, not 2."""
+
+    def __init__(self, path: Path, cause: BaseException | str) -> None:
+        self.path = Path(path)
+        self.cause = cause if isinstance(cause, str) else describe_os_error(cause)
+        super().__init__(f"could not write {self.path}: {self.cause}")
+
+
+def describe_os_error(err: BaseException) -> str:
+    """The cause of an OSError in the OS's words ("No space left on device"), without the
+    errno and file name Python adds; another exception's first line."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Raise an OSError from the body as WriteFailed naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        raise WriteFailed(path, err) from None
+
+
+class _RecordingWriter:
+    """A binary file that remembers the OSError its last write raised.
+
+    torch.save reports a failed write of the file object it was given as its own RuntimeError
+    ("[enforce fail at inline_container.cc] unexpected pos ..."), losing the cause; this keeps
+    it, so a full disk mid-checkpoint is reported as one.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.handle.flush()
+        except OSError as err:
+            self.error = err
+            raise
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temp file in the same directory, fsync, then `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write through a temp file in the same directory, fsync, then `os.replace`.
+
+    On any failure the temp file is removed and `path` keeps its previous content; a write
+    error (also one `write` reports as its own exception, as torch.save does) is raised as
+    WriteFailed.
+    """
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    raw = os.fdopen(fd, "wb")
+    handle = _RecordingWriter(raw)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
+        try:
+            write(cast(BinaryIO, handle))  # write, flush, fileno: all torch.save uses
             handle.flush()
-            os.fsync(handle.fileno())
+            os.fsync(raw.fileno())
+        finally:
+            raw.close()  # flushes what is still buffered: may itself fail on a full disk
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: not a write error
+            raise
+        cause = err if isinstance(err, OSError) else handle.error
+        if cause is not None:
+            raise WriteFailed(path, cause) from None
         raise
 
 
@@ -61,13 +141,61 @@ def parse_jsonl(text: str) -> list[dict[str, Any]]:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line. A torn previous line gets its own line so this one parses."""
+    """Append one JSON line. A torn previous line gets its own line so this one parses.
+
+    A failed append is cut off again, so the file keeps exactly its previous records.
+    """
     line = json.dumps(record, separators=(",", ":")) + "\n"
-    with path.open("a+b") as handle:
-        if handle.seek(0, os.SEEK_END) > 0:
+    # unbuffered: a buffer left over from a failed write would be flushed again on close,
+    # after the cut
+    with writing(path), path.open("a+b", buffering=0) as handle:
+        end = handle.seek(0, os.SEEK_END)
+        if end > 0:
             handle.seek(-1, os.SEEK_END)
             if handle.read(1) != b"\n":
                 line = "\n" + line
-        handle.write(line.encode())
-        handle.flush()
-        os.fsync(handle.fileno())
+        _append(handle, line.encode(), end, sync=True)
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append text (a log line) to a file, not fsynced; a failed append is cut off again."""
+    with writing(path), path.open("ab", buffering=0) as handle:
+        _append(handle, text.encode(), handle.seek(0, os.SEEK_END), sync=False)
+
+
+def _append(handle: BinaryIO, data: bytes, end: int, *, sync: bool) -> None:
+    """Write all of `data` at the end (O_APPEND) of an unbuffered file, or none of it."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[handle.write(view) or 0 :]  # a short write (disk filling up) goes on
+        if sync:
+            os.fsync(handle.fileno())
+    except OSError:
+        # Half a line on a full disk would be a torn record; truncating frees space, so it
+        # works when the write did not.
+        handle.truncate(end)
+        raise
+
+
+def reserve_space(path: Path, size: int) -> None:
+    """Hold `size` bytes on path's filesystem in a file (zeros, fsynced; kept if it is there).
+
+    Deleting it (`release_space`) makes room to record a failure on a disk that filled up
+    since; a reserve that does not fit is removed and raised as WriteFailed.
+    """
+    if path.is_file() and path.stat().st_size == size:
+        return
+    try:
+        with writing(path), path.open("wb") as handle:
+            handle.write(bytes(size))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except WriteFailed:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def release_space(path: Path) -> None:
+    """Delete a reserve made by `reserve_space` (no error if there is none)."""
+    path.unlink(missing_ok=True)

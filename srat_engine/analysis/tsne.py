@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from srat_engine.config.schema import validate_config
 from srat_engine.data import balanced_subset_indices, load_splits
@@ -64,6 +63,7 @@ def run_tsne(
     """Restore the run's last checkpoint, embed a balanced test sample of n_per_class a class."""
     # the evaluation package restores checkpoints for attacks; the same model, restored once
     from srat_engine.evaluation.runner import restore_model
+    from srat_engine.training.device import pick_device
 
     if n_per_class < 1:
         raise SratError(f"--n-per-class must be at least 1, got {n_per_class}")
@@ -72,7 +72,7 @@ def run_tsne(
     doc = run.config()
     config = validate_config(doc["config"])
     resolved = doc["resolved"]
-    torch_device = torch.device(device)
+    torch_device = pick_device(device)  # an absent GPU is one line, not torch's traceback
     model, epoch = restore_model(run, config, resolved, torch_device)
     splits = load_splits(
         config.data.dataset,

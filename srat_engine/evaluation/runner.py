@@ -164,7 +164,12 @@ def _params(attack: str, config: RunConfig, num_classes: int) -> dict[str, Any]:
 
 
 def evaluate_run(
-    run: RunDir, attack: str, n_per_class: int | None, device: str = "auto"
+    run: RunDir,
+    attack: str,
+    n_per_class: int | None,
+    device: str = "auto",
+    *,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Robust accuracy of `run`'s last checkpoint under `attack`, stored in its eval.json.
 
@@ -173,7 +178,8 @@ def evaluate_run(
     stored entry: per-class ("class"), "overall" and "under" robust accuracy in percent, the
     clean accuracy on the same examples, the attack's parameters and provenance; for
     autoattack also PGD-20 on the same examples, the masking verdict and which attack of the
-    ensemble broke how many examples.
+    ensemble broke how many examples. on_start: called once the checkpoint has loaded (so a
+    corrupt or foreign one is refused before anything says the evaluation started).
     """
     from srat_engine.training.device import (
         pick_device,  # deferred: train imports most of the engine
@@ -187,6 +193,9 @@ def evaluate_run(
     num_classes = int(resolved["num_classes"])
     under = [int(c) for c in resolved["under_classes"]]
     torch_device = pick_device(device)
+    model, epoch = restore_model(run, config, resolved, torch_device)
+    if on_start is not None:
+        on_start()
     splits = load_splits(
         config.data.dataset,
         Path(resolved["data_root"]),
@@ -200,7 +209,6 @@ def evaluate_run(
                 "unbounded vectors: use --attack pgd20 or cw"
             )
         require_autoattack(num_classes, splits.test_x.dim())
-    model, epoch = restore_model(run, config, resolved, torch_device)
 
     per_class = n_per_class if n_per_class is not None else len(splits.test_y)
     subset = balanced_subset_indices(splits.test_y, per_class, seed=SUBSET_SEED)

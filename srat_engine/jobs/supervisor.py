@@ -13,12 +13,14 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import psutil
 
 from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
+from srat_engine.fsutil import WriteFailed, writing
 from srat_engine.runs.home import Home
 from srat_engine.runs.liveness import ACTIVE, process_alive, reconcile
 from srat_engine.runs.rundir import RunDir, now_iso
@@ -82,49 +84,71 @@ def launch_detached(
     on inheriting $SRAT_HOME.
     """
     run.clear_exit()
-    run.write_state(status="queued", queued=now_iso())
-    command = [
-        sys.executable,
-        "-m",
-        "srat_engine.jobs.worker",
-        str(run.path),
-        "--home",
-        str(home.root),
-        "--devices",
-        ",".join(devices),
-        "--per-device",
-        str(per_device),
-    ]
-    if resume:
-        command.append("--resume")
-    with (run.path / "output.log").open("ab") as output:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            cwd=run.path,
-        )
+    output_log = run.path / "output.log"
+    try:
+        run.hold_reserve()  # room to record the end, should the disk fill up meanwhile
+        run.write_state(status="queued", queued=now_iso())
+        command = [
+            sys.executable,
+            "-m",
+            "srat_engine.jobs.worker",
+            str(run.path),
+            "--home",
+            str(home.root),
+            "--devices",
+            ",".join(devices),
+            "--per-device",
+            str(per_device),
+        ]
+        if resume:
+            command.append("--resume")
+        with writing(output_log), output_log.open("ab") as output:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                cwd=run.path,
+            )
+    except WriteFailed as failure:
+        _record_launch_failure(run, failure, home)
+        raise
     try:
         pid_start = psutil.Process(process.pid).create_time()
     except psutil.NoSuchProcess:
         pid_start = None
-    run.write_launch_record(
-        {
-            "pid": process.pid,
-            "pid_start": pid_start,
-            "host": socket.gethostname(),
-            "devices": devices,
-            "per_device": per_device,
-            "resume": resume,
-            "launched": now_iso(),
-        }
-    )
-    run.log(f"launched worker pid {process.pid} on {','.join(devices)} x{per_device}")
+    try:
+        run.write_launch_record(
+            {
+                "pid": process.pid,
+                "pid_start": pid_start,
+                "host": socket.gethostname(),
+                "devices": devices,
+                "per_device": per_device,
+                "resume": resume,
+                "launched": now_iso(),
+            }
+        )
+        run.log(f"launched worker pid {process.pid} on {','.join(devices)} x{per_device}")
+    except WriteFailed as failure:
+        # Its launcher's record is how a worker that dies early is found: without it, stop the
+        # worker (it leads its own process group) before it writes anything, and record this.
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        _record_launch_failure(run, failure, home)
+        raise
     record_in_index(run, home.index)
     return process.pid
+
+
+def _record_launch_failure(run: RunDir, failure: WriteFailed, home: Home) -> None:
+    """A launch that could not write: the run is `failed` with the cause, and listed so."""
+    with suppress(SratError):  # no room even with the reserve freed: the error still says why
+        run.record_end("failed", error=str(failure), log=f"failed: {failure}")
+    record_in_index(run, home.index)
 
 
 def _live_pid(run: RunDir) -> int | None:

@@ -12,10 +12,12 @@ import os
 import signal
 import socket
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import psutil
 
+from srat_engine.errors import SratError
 from srat_engine.jobs.slots import hold_slot, slots_for
 from srat_engine.runs.home import Home
 from srat_engine.runs.rundir import RunDir, now_iso
@@ -45,17 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     for sig in STOP_SIGNALS:
         signal.signal(sig, raise_interrupted)
-    run.write_state(
-        status="queued",
-        pid=pid,
-        pid_start=psutil.Process(pid).create_time(),
-        host=socket.gethostname(),
-        queued=now_iso(),
-    )
-    record_in_index(run, home.index)
-    candidates = slots_for(args.devices.split(","), args.per_device)
     code = 0
     try:
+        # inside the try: on a full disk even this first write fails, and says so
+        run.write_state(
+            status="queued",
+            pid=pid,
+            pid_start=psutil.Process(pid).create_time(),
+            host=socket.gethostname(),
+            queued=now_iso(),
+        )
+        record_in_index(run, home.index)
+        candidates = slots_for(args.devices.split(","), args.per_device)
         with hold_slot(run.id, candidates, root=home.slots) as slot:
             run.write_state(slot=slot.name)
             run.log(f"slot {slot.name} acquired")
@@ -63,16 +66,31 @@ def main(argv: list[str] | None = None) -> int:
             execute(run, device=slot.device, resume=args.resume)
     except RunInterrupted as stop:
         if run.exit_record() is None:  # stopped while still queued
-            run.record_end("killed", error=f"stopped by {stop} while queued")
+            _record_end(run, "killed", f"stopped by {stop} while queued")
         code = 130
     except Exception as err:
         # execute() records what fails once training starts; this, what fails before it
+        message = failure_message(err)
         if run.exit_record() is None:
-            run.record_end("failed", error=failure_message(err))
+            _record_end(run, "failed", message)
+        _say(f"error: run {run.id} failed: {message}")
         code = 1
     finally:
         record_in_index(run, home.index)
     return code
+
+
+def _record_end(run: RunDir, status: str, error: str) -> None:
+    """record_end, unless even the freed reserve is not room enough: then the run's readers
+    find its process gone and call it `dead`."""
+    with suppress(SratError):
+        run.record_end(status, error=error, log=f"{status}: {error}")
+
+
+def _say(line: str) -> None:
+    """One line to output.log (this process's stderr), which may itself be on the full disk."""
+    with suppress(OSError):
+        print(" ".join(line.split()), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

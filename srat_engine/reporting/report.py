@@ -15,7 +15,7 @@ from typing import Any
 
 from srat_engine.config.methods import PAPER_METHODS
 from srat_engine.reporting.paper import paper_result
-from srat_engine.runs.records import METRIC_COLUMNS, result_record
+from srat_engine.runs.records import METRIC_COLUMNS, is_number, metric_damage, result_record
 
 # The paper's four columns, as named in metrics records and summary records.
 
@@ -123,8 +123,13 @@ class Groups(list[Group]):
 
 
 def has_final_metrics(record: Mapping[str, Any]) -> bool:
-    """A record counts in a table only when its numbers come from the final evaluation."""
-    return bool(record.get("final")) and record.get("std_overall") is not None
+    """A record counts in a table only when its numbers come from the final evaluation, and
+    are numbers (`records.metric_damage`: an index record a hand edit damaged does not)."""
+    return (
+        bool(record.get("final"))
+        and is_number(record.get("std_overall"))
+        and metric_damage(record) is None
+    )
 
 
 def method_rank(method: str) -> tuple[int, str]:
@@ -191,11 +196,14 @@ def _seed_rank(seed: Any) -> tuple[int, Any]:
     return (0, seed) if isinstance(seed, int) else (1, 0)
 
 
-def pick_metrics(events: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def pick_metrics(
+    events: Sequence[Mapping[str, Any]], num_classes: int | None = None
+) -> dict[str, Any] | None:
     """A copy of the record to show for a run from its metrics.jsonl events, by the one rule of
     `runs.records.result_record`: the final record unless the run trained further after it,
-    else the latest epoch record, else None."""
-    chosen, _ = result_record(events)
+    else the latest epoch record, else None; damaged records never (num_classes: the run's, to
+    check per-class lists against)."""
+    chosen, _ = result_record(events, num_classes)
     return dict(chosen) if chosen is not None else None
 
 

@@ -16,7 +16,7 @@ The index only summarises run directories: `reindex` rebuilds it from them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -184,11 +184,23 @@ class RunIndex:
             return
         updates = [(_record_id(record), dict(record)) for record in records]
         with self._locked(), self._table() as table:
-            tables = table.storage.read() or {}
-            runs = tables.setdefault(TABLE, {})
-            for run_id, fields in updates:
-                runs[run_id] = {**runs.get(run_id, {}), **fields}
-            table.storage.write(tables)
+            _merge(table, updates)
+
+    def refresh(self, runs: Sequence[RunDir]) -> list[dict[str, Any]]:
+        """Re-read `runs` from their directories and upsert their records, in one transaction;
+        returns the records. A run whose directory is gone (removed meanwhile) is skipped.
+
+        The directories are read under the index lock, so of two processes that each change a
+        run (a tag each) and then refresh it, the one that writes the index last also read the
+        run last: the index ends holding both changes, never a summary read before the other's.
+        """
+        if not runs:
+            return []
+        with self._locked(), self._table() as table:
+            records = [summarize_run(run) for run in runs if (run.path / "config.json").is_file()]
+            if records:
+                _merge(table, [(record["id"], record) for record in records])
+        return records
 
     def remove(self, run_id: str) -> None:
         """Forget a run (no error if it is not indexed)."""
@@ -233,6 +245,15 @@ class RunIndex:
     def __len__(self) -> int:
         with self._table() as table:
             return len(table)
+
+
+def _merge(table: _RunTable, updates: list[tuple[str, dict[str, Any]]]) -> None:
+    """Upsert (run id, fields) pairs with one read and one write of the file (lock held)."""
+    tables = table.storage.read() or {}
+    runs = tables.setdefault(TABLE, {})
+    for run_id, fields in updates:
+        runs[run_id] = {**runs.get(run_id, {}), **fields}
+    table.storage.write(tables)
 
 
 def run_dirs(runs_root: Path) -> list[Path]:

@@ -14,6 +14,9 @@ import psutil
 from srat_engine.runs.rundir import RunDir
 
 ACTIVE = ("queued", "running")
+# How a run ends; any other status (created, unknown, ...) may still change without the index
+# hearing of it (a foreground run is indexed as created before it starts), so listings re-read it.
+ENDED = ("finished", "failed", "killed", "dead")
 # psutil reports start times with clock-tick resolution; allow a little slack
 _START_TOLERANCE_S = 0.05
 
@@ -40,26 +43,39 @@ def _process_record(run: RunDir, state: dict[str, Any]) -> tuple[int | None, flo
     return launch.get("pid"), launch.get("pid_start")
 
 
-def reconcile(run: RunDir) -> str:
-    """The run's true status; a queued/running run whose process is gone becomes `dead`.
+def _still_running(run: RunDir, state: dict[str, Any]) -> bool:
+    """Whether an active run's recorded process is alive, or on another host (unknowable)."""
+    host = state.get("host") or run.launch_record().get("host")
+    if host and host != socket.gethostname():
+        return True
+    return process_alive(*_process_record(run, state))
 
-    Runs on another host cannot be checked from here and keep their recorded status.
+
+def reconcile(run: RunDir) -> str:
+    """The run's true status; a queued/running run whose process is gone becomes `dead` (or
+    the status its exit record gives, if it ended but died before updating state.json).
+
+    Runs on another host cannot be checked from here and keep their recorded status. A run that
+    looks dead is decided again under the run's lock, so a process that has just restarted it
+    (a resume) is never marked dead on an older reading.
     """
     state = run.state()
     status = state.get("status", "unknown")
-    if status not in ACTIVE:
-        return status
-    host = state.get("host") or run.launch_record().get("host")
-    if host and host != socket.gethostname():
-        return status
-    pid, pid_start = _process_record(run, state)
-    if process_alive(pid, pid_start):
-        return status
-    exit_record = run.exit_record()
-    if exit_record is not None:  # it ended but died before updating state.json
-        status = exit_record.get("status", "failed")
-        run.write_state(status=status)
-        return status
-    run.write_state(status="dead")
-    run.log(f"process {pid} is gone without an exit record: marked dead")
-    return "dead"
+    if status not in ACTIVE or _still_running(run, state):
+        return status  # the common case: no lock taken, nothing written
+    decided: dict[str, Any] = {}
+
+    def change(current: dict[str, Any]) -> dict[str, Any] | None:
+        status = current.get("status", "unknown")
+        decided.update(status=status, pid=_process_record(run, current)[0], marked=False)
+        if status not in ACTIVE or _still_running(run, current):
+            return None
+        exit_record = run.exit_record()
+        ended = exit_record.get("status", "failed") if exit_record is not None else "dead"
+        decided.update(status=ended, marked=exit_record is None)
+        return {"status": ended}
+
+    run.update_state(change)
+    if decided["marked"]:
+        run.log(f"process {decided['pid']} is gone without an exit record: marked dead")
+    return str(decided["status"])

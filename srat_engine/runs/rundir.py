@@ -7,24 +7,49 @@
             exit.json      how the run ended (status, error, final metrics)
             meta.json      tags and notes people add later
             launch.json    how a detached run was launched: worker pid, devices, slots
+            run.lock       held (fcntl) for each read-modify-write of state.json or meta.json
             checkpoints/   last.pt (atomic)
+            space.reserve  64 KiB held until the run ends: freed to record a failure on a
+                           disk that filled up meanwhile
 Files, not pipes, so a run outlives the terminal that started it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import secrets
+import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from srat_engine.errors import SratError
-from srat_engine.fsutil import append_jsonl, atomic_write_json, read_json, read_jsonl
+from srat_engine.fsutil import (
+    WriteFailed,
+    append_jsonl,
+    append_text,
+    atomic_write,
+    atomic_write_json,
+    read_json,
+    read_jsonl,
+    release_space,
+    reserve_space,
+)
 
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# What recording a failure writes on a full disk: state.json, exit.json, a log line and the
+# run's index update, each a new file or block before the old one is freed.
+RESERVE_BYTES = 64 * 1024
+LOCK_TIMEOUT_S = 30.0
+
+StateChange = Callable[[dict[str, Any]], dict[str, Any] | None]
+MetaChange = Callable[[dict[str, list[str]]], dict[str, list[str]]]
 
 
 def is_valid_run_id(run_id: str) -> bool:
@@ -65,9 +90,17 @@ class RunDir:
                     raise SratError(f"run {run_id} already exists") from None
                 continue
             run = cls(path)
-            (path / "checkpoints").mkdir()
-            atomic_write_json(path / "config.json", config_doc)
-            run.write_state(status="created", created=now_iso())
+            try:
+                (path / "checkpoints").mkdir()
+                atomic_write_json(path / "config.json", config_doc)
+                run.write_state(status="created", created=now_iso())
+                run.hold_reserve()
+            except (WriteFailed, OSError) as err:
+                # half a run would list as a run that never started: none is left instead
+                shutil.rmtree(path, ignore_errors=True)
+                if isinstance(err, WriteFailed):
+                    raise
+                raise WriteFailed(path / "checkpoints", err) from None
             return run
         raise SratError(f"could not allocate a run id under {root}")
 
@@ -90,6 +123,14 @@ class RunDir:
     @property
     def log_path(self) -> Path:
         return self.path / "log.txt"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "run.lock"
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.path / "space.reserve"
 
     # reads
     def config(self) -> dict[str, Any]:
@@ -157,16 +198,61 @@ class RunDir:
         }
 
     # writes
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the run's lock (an exclusive `fcntl.flock` on run.lock) for one transaction.
+
+        Readers never take it: files are only ever replaced whole, so a read sees one version.
+        The kernel drops the lock when its holder dies, so a killed writer leaves none behind.
+        Not re-entrant (a second hold in one process waits on the first): never nest them.
+        """
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise SratError(
+                            f"run lock {self.lock_path} has been held for {LOCK_TIMEOUT_S:g} s "
+                            "by another srat process; try again"
+                        ) from None
+                    time.sleep(0.002)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def update_state(self, change: StateChange) -> dict[str, Any]:
+        """One locked read-modify-write of state.json: `change` gets the current state and
+        returns the fields to set (None or {}: write nothing); returns the state after.
+
+        Every state.json write goes through here, so concurrent writers (the run, `srat runs
+        kill`, a listing that finds the run dead) never lose each other's fields.
+        """
+        with self._locked():
+            state = self.state()
+            fields = change(dict(state))
+            if not fields:
+                return state
+            state = {**state, **fields, "updated": now_iso()}
+            atomic_write_json(self.path / "state.json", state)
+            return state
+
     def write_state(self, **fields: Any) -> dict[str, Any]:
-        state = {**self.state(), **fields, "updated": now_iso()}
-        atomic_write_json(self.path / "state.json", state)
-        return state
+        """Set `fields` in state.json, keeping the others (`update_state`)."""
+        return self.update_state(lambda _state: fields)
 
     def write_exit(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.path / "exit.json", {**record, "time": now_iso()})
 
     def clear_exit(self) -> None:
         (self.path / "exit.json").unlink(missing_ok=True)
+
+    def hold_reserve(self) -> None:
+        """Hold RESERVE_BYTES for recording how the run ends (WriteFailed if they do not fit)."""
+        reserve_space(self.reserve_path, RESERVE_BYTES)
 
     def record_end(
         self,
@@ -177,7 +263,9 @@ class RunDir:
         log: str | None = None,
     ) -> None:
         """Record how the run ended: `status` in state.json, exit.json (the status and the
-        error or the final metrics), and `log` as a line of run.log."""
+        error or the final metrics), and `log` as a line of run.log. The run's reserve is
+        freed first: on a full disk it is the room these writes take."""
+        release_space(self.reserve_path)
         self.write_state(status=status)
         record: dict[str, Any] = {"status": status}
         if error is not None:
@@ -188,12 +276,52 @@ class RunDir:
         if log is not None:
             self.log(log)
 
+    def update_meta(self, change: MetaChange) -> dict[str, list[str]]:
+        """One locked read-modify-write of meta.json: `change` gets the tags and notes
+        (`meta()`) and returns the new ones, which are written and returned. An exception from
+        `change` writes nothing."""
+        with self._locked():
+            meta = change(self.meta())
+            meta = {"tags": list(meta["tags"]), "notes": list(meta["notes"])}
+            atomic_write_json(self.path / "meta.json", meta)
+            return meta
+
     def write_meta(self, tags: list[str], notes: list[str]) -> None:
-        atomic_write_json(self.path / "meta.json", {"tags": tags, "notes": notes})
+        """Replace the tags and notes (a new run's; to add to them use `update_meta`)."""
+        self.update_meta(lambda _meta: {"tags": tags, "notes": notes})
+
+    def drop_epochs_after(self, epoch: int) -> int:
+        """Remove the `epoch` records past `epoch` from metrics.jsonl; returns how many.
+
+        A resume from a checkpoint of epoch c trains epochs c+1.. again and records them again,
+        so records of those epochs written before the checkpoint was (a kill between the two
+        writes, or checkpoint_every > 1) must go for each epoch to appear once. Every other
+        line is kept byte for byte; the file is replaced atomically.
+        """
+        try:
+            lines = self.metrics_path.read_bytes().splitlines(keepends=True)
+        except FileNotFoundError:
+            return 0
+        kept = [line for line in lines if not _epoch_after(line, epoch)]
+        if len(kept) < len(lines):
+            data = b"".join(kept)
+            atomic_write(self.metrics_path, lambda handle: handle.write(data))
+        return len(lines) - len(kept)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, record)
 
     def log(self, line: str) -> None:
-        with self.log_path.open("a", encoding="utf-8") as handle:
-            handle.write(f"{now_iso()} {line}\n")
+        append_text(self.log_path, f"{now_iso()} {line}\n")
+
+
+def _epoch_after(line: bytes, epoch: int) -> bool:
+    """Whether a metrics line is an `epoch` record of an epoch after `epoch`."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False  # a torn line: not a record, left for readers to skip
+    if not isinstance(record, dict) or record.get("event") != "epoch":
+        return False
+    number = record.get("epoch")
+    return isinstance(number, int) and number > epoch

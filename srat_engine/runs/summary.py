@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from srat_engine.runs.evaluations import eval_summary, read_eval
-from srat_engine.runs.records import METRIC_COLUMNS, latest_epoch, result_columns
+from srat_engine.runs.records import METRIC_COLUMNS, class_count, latest_epoch, result_columns
 from srat_engine.runs.rundir import RunDir
 
 # Display order for tables: what a person scans first, then provenance, then bookkeeping.
@@ -102,7 +102,7 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
     status = state.get("status") or exit_record.get("status") or "unknown"
 
     records = run.metrics()
-    metrics, final = result_columns(records, METRIC_COLUMNS)
+    metrics, final = result_columns(records, METRIC_COLUMNS, class_count(doc))
     last = latest_epoch(records)
     meta = _meta(run)
 

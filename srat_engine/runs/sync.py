@@ -1,27 +1,35 @@
 """Keeping the run index in step with run directories.
 
 The index is a cache: run directories are the truth, so an index failure is logged and never
-stops a run. Statuses are reconciled (dead processes found) before anything is listed.
+stops a run. Statuses are reconciled (dead processes found) before anything is listed, by one
+rule for every view (`current_records`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from srat_engine.errors import SratError
 from srat_engine.runs.index import RunIndex
-from srat_engine.runs.liveness import ACTIVE, reconcile
+from srat_engine.runs.liveness import ENDED, reconcile
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
 from srat_engine.runs.summary import summarize_run
 
 
 def record_in_index(run: RunDir, index: RunIndex) -> None:
-    """Write the run's current summary into `index`; a failure is logged in the run, not raised."""
+    """Write the run's current summary into `index`; a failure is logged in the run, not raised.
+
+    The run directory is read under the index's lock (`RunIndex.refresh`), so after concurrent
+    changes the last index write holds all of them.
+    """
     try:
-        index.upsert(summarize_run(run))
+        index.refresh([run])
     except (SratError, OSError) as err:
-        run.log(f"run index not updated: {err}")
+        with suppress(SratError):  # a full disk may refuse the log line too
+            run.log(f"run index not updated: {err}")
 
 
 def set_tag(run: RunDir, tag: str, *, index: RunIndex, remove: bool = False) -> list[str]:
@@ -29,34 +37,68 @@ def set_tag(run: RunDir, tag: str, *, index: RunIndex, remove: bool = False) -> 
     tag = tag.strip()
     if not tag or any(ch.isspace() for ch in tag):
         raise SratError(f"a tag is one word (got {tag!r})")
-    meta = run.meta()
-    if remove:
-        tags = [t for t in meta["tags"] if t != tag]
-    else:
-        tags = list(dict.fromkeys([*meta["tags"], tag]))
-    run.write_meta(tags, meta["notes"])
+
+    def change(meta: dict[str, list[str]]) -> dict[str, list[str]]:
+        tags = meta["tags"]
+        tags = [t for t in tags if t != tag] if remove else list(dict.fromkeys([*tags, tag]))
+        return {**meta, "tags": tags}
+
+    tags = run.update_meta(change)["tags"]
     record_in_index(run, index)
     return tags
 
 
-def refreshed_records(index: RunIndex, root: Path) -> list[dict[str, Any]]:
-    """All index records, with every queued/running run re-read from its directory.
+def add_note(run: RunDir, text: str, *, index: RunIndex) -> list[str]:
+    """Append a note to the run's meta.json and the index; returns the run's notes."""
+    note = text.strip()
+    if not note:
+        raise SratError("a note needs some text")
+    notes = run.update_meta(lambda meta: {**meta, "notes": [*meta["notes"], note]})["notes"]
+    record_in_index(run, index)
+    return notes
 
-    This is where `dead` runs are found: each active run's liveness is checked and its
-    summary (epoch, latest accuracies) refreshed, so listings are live without per-epoch
-    index writes.
+
+def current_records(runs: Sequence[RunDir], index: RunIndex) -> list[dict[str, Any]]:
+    """The runs' records with their true status, also written to `index`: the one rule by which
+    `srat runs ls`, `srat runs show` and the TUI decide what a run's status is.
+
+    Each run is reconciled first (`liveness.reconcile`: a queued/running run whose process is
+    gone becomes `dead`, or what its exit record says), then summarised from its directory under
+    the index lock (`RunIndex.refresh`). Raises SratError if the index cannot be written.
     """
-    fresh: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
-    for record in index.all():
+    for run in runs:
+        reconcile(run)
+    return index.refresh(runs)
+
+
+def current_record(run: RunDir, index: RunIndex) -> dict[str, Any]:
+    """One run's record by `current_records`; with an index that cannot be written (corrupt:
+    `srat runs reindex` repairs it) the run is still reconciled and its record returned."""
+    try:
+        records = current_records([run], index)
+    except (SratError, OSError):
+        records = []  # reconciled already: the index write is what failed
+    return records[0] if records else summarize_run(run)
+
+
+def needs_refresh(record: dict[str, Any]) -> bool:
+    """Whether an index record may be stale: any status but an ended one (ENDED). A created run
+    may have started since (a foreground run), a queued or running one may have died."""
+    return record.get("status") not in ENDED
+
+
+def refreshed_records(index: RunIndex, root: Path) -> list[dict[str, Any]]:
+    """All index records, with every run that has not ended re-read from its directory
+    (`current_records`).
+
+    This is where `dead` runs are found and live ones' summaries (epoch, latest accuracies)
+    refreshed, so listings are live without per-epoch index writes; one index write for all.
+    """
+    records = index.all()
+    stale = []
+    for record in records:
         run_id = str(record.get("id", ""))
-        if record.get("status") in ACTIVE and is_valid_run_id(run_id):
-            path = root / run_id
-            if path.is_dir():
-                run = RunDir(path)
-                reconcile(run)
-                record = summarize_run(run)
-                changed.append(record)
-        fresh.append(record)
-    index.upsert_many(changed)  # one write for all live runs, not one per run
-    return fresh
+        if needs_refresh(record) and is_valid_run_id(run_id) and (root / run_id).is_dir():
+            stale.append(RunDir(root / run_id))
+    fresh = {record["id"]: record for record in current_records(stale, index)}
+    return [fresh.get(str(record.get("id", "")), record) for record in records]

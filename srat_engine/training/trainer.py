@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psutil
@@ -31,7 +31,9 @@ from srat_engine.evaluation.classwise import AttackParams, class_totals, classwi
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
 from srat_engine.evaluation.separability import feature_separability
 from srat_engine.models import build_model
+from srat_engine.runs.index import RunIndex
 from srat_engine.runs.rundir import RunDir, now_iso
+from srat_engine.runs.sync import record_in_index
 from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
 from srat_engine.training.device import pick_device
 from srat_engine.training.graphs import GraphedTrainStep, graphed_step
@@ -42,7 +44,8 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 
 class RunInterrupted(Exception):
-    """SIGTERM/SIGINT reached a running run: it stops and records `killed`."""
+    """SIGTERM/SIGINT (or SIGHUP, unless ignored) reached a running run: it stops and records
+    `killed`."""
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -60,11 +63,20 @@ def failure_message(err: Exception) -> str:
 
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGINT into RunInterrupted for the body (main thread only)."""
+    """Turn SIGTERM/SIGINT, and SIGHUP unless it is ignored, into RunInterrupted for the body
+    (main thread only).
+
+    A foreground run whose terminal closes gets SIGHUP, which would end it unrecorded; the
+    detached worker ignores SIGHUP (it must outlive the terminal) and so does a run under
+    `nohup`, and they keep ignoring it.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, raise_interrupted) for sig in STOP_SIGNALS}
+    stops = STOP_SIGNALS
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stops = (*stops, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in stops}
     try:
         yield
     finally:
@@ -240,6 +252,13 @@ class Trainer:
         self._build()
         if resume:
             self._restore()
+            # epochs recorded after the checkpoint are trained (and recorded) again
+            dropped = self.run.drop_epochs_after(self.start_epoch)
+            if dropped:
+                self.run.log(
+                    f"dropped {dropped} epoch record(s) after epoch {self.start_epoch}, the "
+                    "checkpoint's: they are trained again"
+                )
             self._emit({"event": "resume", "from_epoch": self.start_epoch, "time": now_iso()})
         epochs = self.config.train.epochs
         data = self.data
@@ -263,10 +282,14 @@ class Trainer:
                 "eval_seconds": done - trained,
                 "time": now_iso(),
             }
+            # Metrics first, then the checkpoint: a checkpoint never runs ahead of the metrics,
+            # and a resume drops the records that run ahead of its checkpoint, so a kill at any
+            # point of this epoch's end leaves every epoch recorded exactly once after resume.
+            self.run.append_metrics(record)
             if (epoch + 1) % self.config.train.checkpoint_every == 0 or epoch + 1 == epochs:
                 save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epoch + 1))
             self.run.write_state(epoch=epoch + 1, epochs=epochs)
-            self._emit(record)
+            self.on_event(record)
         final_std = self._evaluate(data.test_x, data.test_y, robust=False)
         final_rob = None
         if self.robust_eval_enabled:
@@ -286,22 +309,31 @@ def execute(
     device: str | None = None,
     resume: bool = False,
     on_event: EventHandler | None = None,
+    index: RunIndex | None = None,
 ) -> dict[str, Any]:
-    """Train a created run in this process, recording state and exit in its directory."""
+    """Train a created run in this process, recording state and exit in its directory.
+
+    With `index`, the run is listed there as running once it has started (a foreground run;
+    the caller records how it ended there, as it also reports it).
+    """
     config = validate_config(run.config()["config"])
     torch_device = pick_device(device or config.device)
     pid = os.getpid()
     run.clear_exit()
-    run.write_state(
-        status="running",
-        pid=pid,
-        pid_start=psutil.Process(pid).create_time(),
-        host=socket.gethostname(),
-        device=str(torch_device),
-        started=now_iso(),
-    )
-    run.log(f"{'resumed' if resume else 'started'} on {torch_device} (pid {pid})")
     try:
+        # a write that fails (a full disk) ends the run as `failed` too, from the first one on
+        run.hold_reserve()
+        run.write_state(
+            status="running",
+            pid=pid,
+            pid_start=psutil.Process(pid).create_time(),
+            host=socket.gethostname(),
+            device=str(torch_device),
+            started=now_iso(),
+        )
+        run.log(f"{'resumed' if resume else 'started'} on {torch_device} (pid {pid})")
+        if index is not None:
+            record_in_index(run, index)
         with _stop_on_signals():
             final = Trainer(run, torch_device, on_event).train(resume=resume)
     except RunInterrupted as stop:
@@ -309,7 +341,9 @@ def execute(
         raise
     except Exception as err:
         message = failure_message(err)
-        run.record_end("failed", error=message, log=f"failed: {message}")
+        # no room even without the reserve: the error raised below is still the cause
+        with suppress(SratError):
+            run.record_end("failed", error=message, log=f"failed: {message}")
         raise
     run.record_end("finished", final=final, log="finished")
     return final

@@ -14,6 +14,7 @@ import typer
 
 from srat_engine.errors import SratError
 from srat_tui.cli.common import open_run
+from srat_tui.render.format import inert
 from srat_tui.render.termplot import Series, grouped_bars, line_plot, scatter_classes
 
 app = typer.Typer()
@@ -47,7 +48,7 @@ def tsne(
     points = [(float(a), float(b)) for a, b in result.points]
     typer.echo(scatter_classes(points, result.labels.tolist(), result.class_names, title=title))
     typer.echo(f"separability (between/within, normalised features): {result.separability:.4f}")
-    typer.echo(f"saved {png}")
+    typer.echo(inert(f"saved {png}"))
 
 
 @app.command("curves")

@@ -4,7 +4,7 @@ Each module under `srat_tui.cli` defines its own `app`; a group (`presets`, `run
 added under its name, a module of top-level commands without one, which makes Typer merge its
 commands into `srat` itself. The order below is the order of `srat --help`.
 
-Every user error is one line on stderr and exit code 2 (`main`).
+Every user error is one line on stderr and exit code 2, a failed write exit code 1 (`main`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import typer
 
 from srat_engine import __version__
 from srat_engine.errors import SratError
+from srat_engine.fsutil import WriteFailed, describe_os_error
 from srat_tui.cli import analysis, bench, presets, run, runs, sweep, theory, tui
 from srat_tui.cli import eval as eval_command
-from srat_tui.cli.common import EXIT_USAGE, error_line
+from srat_tui.cli.common import EXIT_FAILED, EXIT_USAGE, error_line
 
 app = typer.Typer(
     name="srat",
@@ -53,12 +54,23 @@ def _root(
 
 
 def main() -> None:
-    """Console entry point: SratError -> one line on stderr, exit 2."""
+    """Console entry point: one line on stderr for every error a person can act on, exit 2 for
+    a SratError (bad input), 1 for a write that failed or another OS error (a full disk, a
+    read-only home)."""
     try:
         app()
+    except WriteFailed as err:
+        error_line(f"error: {' '.join(str(err).split())}")
+        sys.exit(EXIT_FAILED)
     except SratError as err:
         error_line(f"error: {' '.join(str(err).split())}")
         sys.exit(EXIT_USAGE)
+    except BrokenPipeError:
+        raise  # `srat runs ls | head`: not an error of srat's
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        error_line(f"error: {' '.join(f'{where}{describe_os_error(err)}'.split())}")
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

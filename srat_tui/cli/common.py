@@ -11,6 +11,7 @@ from rich.console import Console
 
 from srat_engine.runs.home import Home
 from srat_engine.runs.rundir import RunDir, validate_run_id
+from srat_tui.render.format import inert
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # a SratError: bad input, nothing was created
@@ -22,16 +23,20 @@ PerGpu = Annotated[int, typer.Option("--per-gpu", help="runs per GPU at once")]
 
 
 def error_line(message: str) -> None:
-    """Errors are one plain line on stderr: no Rich wrapping that would split a path."""
-    print(message, file=sys.stderr, flush=True)
+    """Errors are one plain line on stderr: no Rich wrapping that would split a path, and no
+    control character of a name or path in it reaching the terminal (`inert`)."""
+    print(inert(message), file=sys.stderr, flush=True)
 
 
 def stdout_console(piped_width: int | None = None) -> Console:
     """The console a command prints to; piped_width: the width when stdout is not a terminal
-    (whole rows for grep and awk rather than an 80-column guess), None to keep Rich's guess."""
-    out = Console(highlight=False, soft_wrap=True)
+    (whole rows for grep and awk rather than an 80-column guess), None to keep Rich's guess.
+
+    Strings print as text: no markup or emoji codes read from them ("[/]" in a tag is shown),
+    so styles come only from Rich objects (Text, tables)."""
+    out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
     if piped_width is not None and not out.is_terminal:
-        out = Console(highlight=False, soft_wrap=True, width=piped_width)
+        out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, width=piped_width)
     return out
 
 

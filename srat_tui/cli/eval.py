@@ -14,6 +14,7 @@ import typer
 
 from srat_engine.runs.evaluations import ATTACK_TITLES, check_request
 from srat_tui.cli.common import open_run, stdout_console
+from srat_tui.render.format import inert
 
 app = typer.Typer()
 
@@ -62,14 +63,14 @@ def eval_(
     doc = run.config()
     chosen = device or str(doc.get("config", {}).get("device", "auto"))
     check_evaluable(run)  # a running or untrained run fails before the progress line
-    if not as_json:
-        size = f"{n} per class" if n is not None else "the whole test set"
-        print(
-            f"evaluating {run.id}: {ATTACK_TITLES[attack]} on {size}, device {chosen}",
-            file=sys.stderr,
-            flush=True,
-        )
-    result = evaluate_run(run, attack, n, chosen)
+
+    def announce() -> None:  # once the checkpoint has loaded: a corrupt one says only that
+        if not as_json:
+            size = f"{n} per class" if n is not None else "the whole test set"
+            line = f"evaluating {run.id}: {ATTACK_TITLES[attack]} on {size}, device {chosen}"
+            print(inert(line), file=sys.stderr, flush=True)
+
+    result = evaluate_run(run, attack, n, chosen, on_start=announce)
     record_in_index(run, Home.from_env().index)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -84,4 +85,4 @@ def eval_(
         title=title,
     ):
         console.print(renderable)
-    console.print(f"stored in {run.path / 'eval.json'} ({result['seconds']:.1f} s)")
+    console.print(inert(f"stored in {run.path / 'eval.json'} ({result['seconds']:.1f} s)"))

@@ -10,6 +10,7 @@ import typer
 from srat_engine.config.presets import describe, expand_patterns, list_presets, load_preset
 from srat_engine.runs.home import Home
 from srat_tui.cli.common import stdout_console
+from srat_tui.render.format import inert
 
 app = typer.Typer(help="Named configurations (every cell of the paper's tables).")
 
@@ -31,7 +32,7 @@ def presets_ls(
     console = stdout_console()
     width = max(len(row["name"]) for row in rows)
     for row in rows:
-        console.print(f"{row['name']:<{width}}  {row['description']}", markup=False)
+        console.print(inert(f"{row['name']:<{width}}  {row['description']}"))
 
 
 @app.command("show")
@@ -50,7 +51,7 @@ def presets_show(
     import tomli_w
 
     config = validate_config(load_preset(name, dirs))
-    description = " ".join(describe(name, dirs).split())
+    description = inert(" ".join(describe(name, dirs).split()))
     header = (
         f"# preset {name}: {description}\n"
         f"# every field, resolved; save it, edit it, run it: srat run --config FILE\n\n"

@@ -23,6 +23,7 @@ from srat_tui.cli.common import (
     stdout_console,
 )
 from srat_tui.render import run as render
+from srat_tui.render.format import inert
 
 if TYPE_CHECKING:  # torch loads with the engine's launch path: only `srat run` pays for it
     from srat_engine.config.prepare import PreparedRun
@@ -37,7 +38,7 @@ def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
     import tomli_w
 
     console = stdout_console()
-    console.print(f"[bold]{prepared.source}[/bold] (dry run: nothing was created)")
+    console.print(render.heading(str(prepared.source), " (dry run: nothing was created)"))
     for line in render.schedule_lines(prepared):
         console.print(line)
     console.print(render.resolved_table(prepared))
@@ -59,7 +60,7 @@ def _run_foreground(prepared: PreparedRun, as_json: bool) -> int:
     if as_json:
         typer.echo(json.dumps({"event": "created", "run_id": run.id, "path": str(run.path)}))
     else:
-        console.print(f"run [bold]{run.id}[/bold]  {run.path}")
+        console.print(render.heading(run.id, f"  {run.path}", before="run "))
         for line in render.schedule_lines(prepared):
             console.print(line, markup=False)
     show_bar = console.is_terminal and not as_json
@@ -87,16 +88,19 @@ def _run_foreground(prepared: PreparedRun, as_json: bool) -> int:
 
     try:
         with progress:
-            final = execute(run, on_event=on_event)
+            final = execute(run, on_event=on_event, index=home.index)  # listed as running
         record_in_index(run, home.index)
     except RunInterrupted as stop:
         record_in_index(run, home.index)
         error_line(f"run {run.id} stopped by {stop}; resume it from its last checkpoint")
         return EXIT_INTERRUPTED
-    except SratError as failure:
+    except SratError as failure:  # a write that failed (a full disk) is one too: WriteFailed
         record_in_index(run, home.index)
         error_line(f"error: run {run.id} failed: {failure}")
         return EXIT_FAILED
+    except Exception:
+        record_in_index(run, home.index)  # execute() recorded `failed`: list it so, then say why
+        raise
     if not as_json:
         resolved = prepared.resolved
         title = f"{resolved.method['name']} on {prepared.config.data.dataset} (run {run.id})"
@@ -178,6 +182,9 @@ def run(
             _print_dry_run(item, as_json)
         return
     if not detach:
+        from srat_engine.training.device import pick_device
+
+        pick_device(prepared[0].config.device)  # a missing GPU fails before the run dir exists
         raise typer.Exit(_run_foreground(prepared[0], as_json))
     from srat_engine.jobs.supervisor import launch_detached, resolve_devices
 
@@ -191,4 +198,6 @@ def run(
         typer.echo(json.dumps(launched))
         return
     for entry in launched:
-        typer.echo(f"{entry['run_id']}  {entry['source']}  queued (worker pid {entry['pid']})")
+        typer.echo(
+            inert(f"{entry['run_id']}  {entry['source']}  queued (worker pid {entry['pid']})")
+        )

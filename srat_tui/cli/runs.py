@@ -14,11 +14,11 @@ import typer
 from srat_engine.errors import SratError
 from srat_engine.runs.home import Home
 from srat_engine.runs.index import reindex
-from srat_engine.runs.records import result_record
-from srat_engine.runs.rundir import RunDir, validate_run_id
-from srat_engine.runs.sync import record_in_index, refreshed_records, set_tag
+from srat_engine.runs.records import class_count, damage_note, metric_damage, result_record
+from srat_engine.runs.rundir import RunDir, is_valid_run_id, validate_run_id
+from srat_engine.runs.sync import add_note, current_record, refreshed_records, set_tag
 from srat_tui.cli.common import PerGpu, open_run, stdout_console
-from srat_tui.render.format import runs_cell
+from srat_tui.render.format import inert, runs_cell
 
 if TYPE_CHECKING:
     from srat_engine.reporting.export import RobustSource
@@ -146,14 +146,11 @@ def runs_show(
 ) -> None:
     """Status, provenance, schedule and results of one run."""
     from srat_engine.runs.evaluations import read_eval
-    from srat_engine.runs.liveness import reconcile
-    from srat_engine.runs.summary import summarize_run
     from srat_tui.render import run as render
     from srat_tui.render.evaluations import eval_renderables
 
     run = open_run(run_id)
-    reconcile(run)
-    summary = summarize_run(run)
+    summary = current_record(run, Home.from_env().index)  # the status `runs ls` shows
     doc = run.config()
     evaluations = read_eval(run)
     if as_json:
@@ -163,56 +160,61 @@ def runs_show(
             )
         )
         return
-    console = stdout_console(piped_width=240)
-    console.print(f"[bold]{run.id}[/bold]  {summary['status']}  {run.path}")
-    console.print(f"source   {doc.get('source', '-')}   created {doc.get('created', '-')}")
+    console = stdout_console(piped_width=240)  # prints strings as text: see `inert`
+    records = run.metrics()
+    warn_damaged(run.id, records, doc)
+    console.print(render.heading(run.id, f"  {summary['status']}  {run.path}"))
+    console.print(inert(f"source   {doc.get('source', '-')}   created {doc.get('created', '-')}"))
     prov = doc.get("provenance") or {}
     if prov:
         dirty = " (dirty)" if prov.get("git_dirty") else ""
-        console.print(f"code     {prov.get('git_commit') or 'not a git checkout'}{dirty}")
+        console.print(inert(f"code     {prov.get('git_commit') or 'not a git checkout'}{dirty}"))
     state = run.state()
     console.print(
-        f"progress epoch {summary['epoch']}/{summary['epochs']} on {state.get('device', '-')} "
-        f"(host {state.get('host', '-')}, pid {state.get('pid', '-')})"
+        inert(
+            f"progress epoch {summary['epoch']}/{summary['epochs']} on {state.get('device', '-')} "
+            f"(host {state.get('host', '-')}, pid {state.get('pid', '-')})"
+        )
     )
     if summary.get("tags"):
-        console.print(f"tags     {', '.join(summary['tags'])}")
+        console.print(inert(f"tags     {', '.join(map(str, summary['tags']))}"))
     for note in summary.get("notes", []):
-        console.print(f"note     {note}")
+        console.print(inert(f"note     {note}"))
     exit_record = run.exit_record()
     if exit_record and exit_record.get("error"):
-        console.print(f"error    {exit_record['error']}", markup=False)
+        console.print(inert(f"error    {exit_record['error']}"))
     if summary["status"] in ("failed", "dead"):
         for path in (run.log_path, run.path / "output.log"):
             if path.exists():
                 tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
                 console.rule(f"{path.name} (last {len(tail)} lines)")
                 for line in tail:
-                    console.print(line, markup=False)
-    result = _latest_result(run)
+                    console.print(inert(line))
+    resolved = doc.get("resolved") or {}
+    result, _ = result_record(records, class_count(doc))
     if result is not None:
-        resolved = doc["resolved"]
         label = "final" if result["event"] == "final" else f"epoch {result['epoch']}"
-        console.print(render.summary_table(result, f"{doc['config']['method']} ({label})"))
+        method = (doc.get("config") or {}).get("method", "?")
+        console.print(render.summary_table(result, f"{method} ({label})"))
         console.print(
             render.class_table(
                 result,
-                resolved["class_names"],
-                resolved["class_counts"],
-                resolved["under_classes"],
+                resolved.get("class_names") or [],
+                resolved.get("class_counts") or [],
+                resolved.get("under_classes") or [],
             )
         )
-    resolved = doc.get("resolved", {})
     names, under = resolved.get("class_names", []), resolved.get("under_classes", [])
     for renderable in eval_renderables(evaluations, names, under):
         console.print(renderable)
 
 
-def _latest_result(run: RunDir) -> dict[str, Any] | None:
-    """The run's result record (`records.result_record`): the final record unless the run
-    trained further, else the latest epoch record (robust columns may be missing)."""
-    result, _ = result_record(run.metrics())
-    return result
+def warn_damaged(run_id: str, records: list[dict[str, Any]], doc: dict[str, Any]) -> None:
+    """One warning line on stderr when readers leave out part of a run's metrics.jsonl
+    (`records.damage_note`): a hand edit or another tool damaged it."""
+    note = damage_note(records, class_count(doc))
+    if note is not None:
+        typer.echo(inert(f"warning: run {run_id}: {note}"), err=True)
 
 
 @app.command("logs")
@@ -230,7 +232,7 @@ def runs_logs(
         if path.exists():
             tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
             for line in tail:
-                typer.echo(line)
+                typer.echo(inert(line))
     if not follow:
         return
     offset = run.log_path.stat().st_size if run.log_path.exists() else 0
@@ -241,7 +243,7 @@ def runs_logs(
                 chunk = handle.read()
             offset += len(chunk)
             if chunk:
-                typer.echo(chunk.decode("utf-8", errors="replace"), nl=False)
+                typer.echo(inert(chunk.decode("utf-8", errors="replace"), newlines=True), nl=False)
         if reconcile(run) not in ACTIVE:
             return
         time.sleep(0.5)
@@ -307,7 +309,7 @@ def runs_tag(
     """Add (or --remove) a tag."""
     run = open_run(run_id)
     tags = set_tag(run, tag, index=Home.from_env().index, remove=remove)
-    typer.echo(f"{run.id} tags: {', '.join(tags) or '-'}")
+    typer.echo(inert(f"{run.id} tags: {', '.join(tags) or '-'}"))
 
 
 @app.command("note")
@@ -317,11 +319,7 @@ def runs_note(
 ) -> None:
     """Append a note."""
     run = open_run(run_id)
-    if not text.strip():
-        raise SratError("a note needs some text")
-    meta = run.meta()
-    run.write_meta(meta["tags"], [*meta["notes"], text.strip()])
-    record_in_index(run, Home.from_env().index)
+    add_note(run, text, index=Home.from_env().index)
     typer.echo(f"{run.id}: note added")
 
 
@@ -367,12 +365,14 @@ def runs_compare(
     runs = [open_run(run_id) for run_id in run_ids]
     items = []
     for run in runs:
-        metrics, results = pick_metrics(run.metrics()), read_eval(run)
+        records, doc = run.metrics(), run.config()
+        warn_damaged(run.id, records, doc)
+        metrics, results = pick_metrics(records, class_count(doc)), read_eval(run)
         if attack and metrics is not None:
             metrics = with_eval_robust(metrics, results, attack)
         elif results and metrics is not None:
             metrics = {**(metrics or {}), "masking": eval_summary(results)["masking"]}
-        items.append(CompareRun(run.id, run.config(), metrics))
+        items.append(CompareRun(run.id, doc, metrics))
     console = stdout_console(piped_width=240)
     for renderable in compare_renderables(items, only_changed=only_changed, robust=robust):
         console.print(renderable)
@@ -417,9 +417,26 @@ def runs_export(
     if groups.skipped:
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"
         typer.echo(note, err=True)
+        _warn_damaged_skips(records, groups.skipped)
     text = format_export(paper_table(groups, with_paper=paper), fmt, robust=robust)
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))
     else:
         output.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}", err=True)
+
+
+def _warn_damaged_skips(records: list[dict[str, Any]], skipped: list[str]) -> None:
+    """Why export left out runs that have finished: a damaged index record, or a damaged
+    metrics.jsonl (`warn_damaged`); one warning line each. Only those runs' files are read."""
+    root = Home.from_env().runs
+    by_id = {str(r.get("id")): r for r in records}
+    for run_id in skipped:
+        record = by_id.get(run_id, {})
+        wrong = metric_damage(record)
+        if wrong is not None:
+            typer.echo(inert(f"warning: run {run_id}: index record: {wrong}"), err=True)
+        elif record.get("status") == "finished" and is_valid_run_id(run_id):
+            run = RunDir(root / run_id)
+            with suppress(OSError, ValueError):  # unreadable: `runs show` says why
+                warn_damaged(run_id, run.metrics(), run.config())

@@ -18,7 +18,7 @@ from rich.text import Text
 from srat_engine.reporting.export import RobustSource, format_ratio
 from srat_engine.reporting.report import config_diff
 from srat_engine.runs.records import METRIC_COLUMNS
-from srat_tui.render.format import masking_flag, pct
+from srat_tui.render.format import inert_text, is_number, masking_flag, pct
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,9 @@ def config_diff_table(runs: Sequence[CompareRun], only_changed: bool = True) -> 
     table = Table(title=title, title_justify="left")
     table.add_column("key", style="bold")
     for run in runs:
-        table.add_column(run.run_id)
+        table.add_column(inert_text(run.run_id))
     for key, values in rows:
-        table.add_row(Text(key), *(Text(v) for v in _config_row(values)))
+        table.add_row(inert_text(key), *(inert_text(v) for v in _config_row(values)))
     if not rows:
         table.caption = "no differences" if only_changed else "empty configs"
     return table
@@ -107,15 +107,15 @@ def metrics_table(
         data = config.get("data", {})
         ratio = data.get("ratio")
         where = f"{data.get('dataset', '?')} {data.get('imbalance', '?')}"
-        if ratio is not None and data.get("imbalance") != "none":
+        if is_number(ratio) and data.get("imbalance") != "none":
             where += f" K={format_ratio(float(ratio))}"
         metrics = run.metrics or {}
         cells = [
-            Text(run.run_id),
-            Text(str(config.get("method", "?"))),
-            Text(where),
-            Text(str(config.get("seed", "-"))),
-            Text(_source(run.metrics)),
+            inert_text(run.run_id),
+            inert_text(config.get("method", "?")),
+            inert_text(where),
+            inert_text(config.get("seed", "-")),
+            inert_text(_source(run.metrics)),
             *(Text(pct(metrics.get(column), digits)) for column in METRIC_COLUMNS),
         ]
         if with_masking:
@@ -142,9 +142,9 @@ def class_table(
     table = Table(title="Per class accuracy (%)", title_justify="left")
     table.add_column("class")
     for run in runs:
-        table.add_column(f"{run.run_id} std", justify="right")
+        table.add_column(inert_text(f"{run.run_id} std"), justify="right")
         rob = f"rob [{robust.attack}]" if robust and robust.attack else "rob"
-        table.add_column(f"{run.run_id} {rob}", justify="right")
+        table.add_column(inert_text(f"{run.run_id} {rob}"), justify="right")
     for cls in range(num_classes):
         names: list[str] = []
         for run_names in names_per_run:
@@ -153,7 +153,7 @@ def class_table(
         label = " / ".join(names) if names else str(cls)
         if same_under and known_under and cls in known_under[0]:
             label += " *"
-        row = [Text(label)]
+        row = [inert_text(label)]
         for run, under in zip(runs, under_per_run, strict=True):
             metrics = run.metrics or {}
             mark = " *" if not same_under and cls in under else ""

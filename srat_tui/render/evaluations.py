@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from srat_engine.runs.evaluations import ATTACK_TITLES, ATTACKS
-from srat_tui.render.format import MASKING_STYLE, masking_flag, pct
+from srat_tui.render.format import MASKING_STYLE, inert_text, masking_flag, pct
 
 
 def masking_text(entry: Mapping[str, Any]) -> Text | None:
@@ -59,7 +59,7 @@ def _when(iso: Any) -> str:
 def summary_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table:
     """One row per stored attack: overall/under robust accuracy, clean accuracy on the same
     examples, how many, which checkpoint, the masking verdict."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=inert_text(title), title_justify="left")
     for header in ("attack", "Rob overall", "Rob under", "Clean overall", "n", "epoch",
                    "budget", "masking", "when (UTC)"):  # fmt: skip
         justify = "right" if header in ("Rob overall", "Rob under", "Clean overall", "n") else None
@@ -67,15 +67,15 @@ def summary_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table
     for attack in ordered(results):
         entry = results[attack]
         table.add_row(
-            ATTACK_TITLES.get(attack, attack),
+            inert_text(ATTACK_TITLES.get(attack, attack)),
             pct(entry.get("overall")),
             pct(entry.get("under")),
             pct(entry.get("clean_overall")),
-            str(entry.get("n", "-")),
-            str(entry.get("checkpoint_epoch", "-")),
-            _budget(entry),
+            inert_text(entry.get("n", "-")),
+            inert_text(entry.get("checkpoint_epoch", "-")),
+            inert_text(_budget(entry)),
             masking_cell(entry) if attack == "autoattack" else Text("-"),
-            _when(entry.get("time")),
+            inert_text(_when(entry.get("time"))),
         )
     return table
 
@@ -99,12 +99,12 @@ def class_table(
         title = ATTACK_TITLES.get(attack, attack)
         if not shared:
             title += f" (n={results[attack].get('n', '?')})"
-        table.add_column(title, justify="right")
+        table.add_column(inert_text(title), justify="right")
     first = results[attacks[0]] if attacks else {}
     sizes = [len(class_names), *(len(results[a].get("class") or []) for a in attacks)]
     for cls in range(max(sizes)):
         name = str(class_names[cls]) if cls < len(class_names) else str(cls)
-        row = [name + (" *" if cls in under else "")]
+        row: list[str | Text] = [inert_text(name + (" *" if cls in under else ""))]
         if shared:
             row += [_at(first.get("class_n"), cls, str), _at(first.get("clean_class"), cls, pct)]
         row.extend(_at(results[a].get("class"), cls, pct) for a in attacks)

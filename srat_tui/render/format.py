@@ -1,17 +1,19 @@
 """How a value reads on a terminal: one rule each for a percentage, an age, a run status and
 a runs-table cell, shared by the CLI (`srat runs ls`, the tables it prints) and the Textual app
-(runs screen, run screen), so a run reads the same in both.
+(runs screen, run screen), so a run reads the same in both; and `inert`, the one rule for
+showing a string that a person or a file supplied (tags, notes, paths, class names, logs).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from rich.text import Text
 
-from srat_engine.runs.records import METRIC_COLUMNS
+from srat_engine.runs.records import METRIC_COLUMNS, is_number
 
 # One palette for run statuses, wherever a status is shown in colour.
 STATUS_STYLES: dict[str, str] = {
@@ -27,9 +29,38 @@ STATUS_STYLES: dict[str, str] = {
 MASKING_STYLE = "bold red"
 
 
-def is_number(value: Any) -> bool:
-    """An int or a float, not a bool (JSON true must not print as 1.00)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+# What a terminal would act on instead of showing: C0 and C1 control characters and DEL (ESC
+# starts the sequences that retitle a window or clear the screen), the Unicode line and
+# paragraph separators, and the bidirectional controls that make text read other than it is.
+_CONTROL = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def inert(value: Any, *, newlines: bool = False) -> str:
+    """`value` as text a terminal shows rather than obeys: every control character written as
+    its escape ("\\x1b", "\\t", "\\u202e"), everything else (non-ASCII letters included) as is.
+
+    newlines: keep line breaks (a multi-line message) instead of writing them as "\\n". The
+    result is plain text: print it with markup off, or as a `rich.text.Text` (`inert_text`), so
+    that "[/]" in it is shown, not read as markup.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if newlines:
+        return "\n".join(_CONTROL.sub(_escape, line) for line in text.split("\n"))
+    return _CONTROL.sub(_escape, text)
+
+
+def inert_text(value: Any, style: str = "", *, newlines: bool = False) -> Text:
+    """`inert(value)` as a Rich Text: never parsed for markup or emoji codes, in `style`."""
+    return Text(inert(value, newlines=newlines), style=style)
 
 
 def pct(value: Any, digits: int = 2) -> str:
@@ -77,13 +108,13 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
     imbalance: kind and ratio ("step100"), the bare kind for a balanced run ("none"). epoch:
     "done/total". age: since creation. aa_overall: the AutoAttack accuracy, "!" appended when
     gradient masking is suspected. The four metric columns: `pct`. Anything else as stored,
-    "-" when missing.
+    "-" when missing; every string `inert`.
     """
     if column == "imbalance":
         imbalance, ratio = record.get("imbalance"), record.get("ratio")
         if imbalance in (None, "none") or not is_number(ratio):
-            return str(imbalance or "-")
-        return f"{imbalance}{ratio:g}"
+            return inert(imbalance or "-")
+        return inert(f"{imbalance}{ratio:g}")
     if column == "epoch":
         return f"{record.get('epoch') or 0}/{record.get('epochs') or '?'}"
     if column == "age":
@@ -94,4 +125,4 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
         return pct(value) + ("!" if masked else "")
     if column in METRIC_COLUMNS:
         return pct(value)
-    return "-" if value in (None, "") else str(value)
+    return "-" if value in (None, "") else inert(value)

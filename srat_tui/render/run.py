@@ -1,12 +1,18 @@
-"""Rich renderables and plain lines for engine records; formatting only, no maths."""
+"""Rich renderables and plain lines for engine records; formatting only, no maths.
+
+A record read back from a run directory may lack fields (a hand edit): what is missing shows
+as "-"; every name from a config or a record is shown `inert`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
+from rich.text import Text
 
-from srat_tui.render.format import pct
+from srat_tui.render.format import inert, inert_text, pct
 
 if TYPE_CHECKING:
     from srat_engine.config.prepare import PreparedRun
@@ -32,33 +38,48 @@ def epoch_line(record: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def heading(name: str, rest: str = "", before: str = "") -> Text:
+    """A line that starts a block of output: `before`, the name in bold, then `rest`."""
+    return Text.assemble(inert(before), (inert(name), "bold"), inert(rest))
+
+
 def summary_table(final: dict[str, Any], title: str) -> Table:
     """The paper's four columns: standard/robust accuracy, overall and under-represented."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=inert_text(title), title_justify="left")
     for header in ("Std overall", "Std under", "Rob overall", "Rob under"):
         table.add_column(header, justify="right")
     table.add_row(
-        pct(final["std_overall"]),
-        pct(final["std_under"]),
-        pct(final["rob_overall"]),
-        pct(final["rob_under"]),
+        pct(final.get("std_overall")),
+        pct(final.get("std_under")),
+        pct(final.get("rob_overall")),
+        pct(final.get("rob_under")),
     )
     return table
 
 
+def _at(values: Any, index: int) -> Any:
+    return values[index] if isinstance(values, (list, tuple)) and index < len(values) else None
+
+
 def class_table(
-    final: dict[str, Any], classes: list[str], counts: list[int], under: list[int]
+    final: dict[str, Any], classes: Sequence[Any], counts: Sequence[Any], under: Sequence[int]
 ) -> Table:
+    """Per class: train examples, standard and robust accuracy; "-" where a value is missing."""
     table = Table(title="Per class (balanced test set)", title_justify="left")
     table.add_column("class")
     table.add_column("train n", justify="right")
     table.add_column("std %", justify="right")
     table.add_column("rob %", justify="right")
-    rob = final.get("rob_class") or [None] * len(counts)
-    rows = zip(classes, counts, final["std_class"], rob, strict=True)
-    for cls, (name, n, std, r) in enumerate(rows):
+    std, rob = final.get("std_class"), final.get("rob_class")
+    for cls, name in enumerate(classes):
         marker = " *" if cls in under else ""
-        table.add_row(f"{name}{marker}", str(n), pct(std), pct(r))
+        count = _at(counts, cls)
+        table.add_row(
+            inert_text(f"{name}{marker}"),
+            "-" if count is None else inert(count),
+            pct(_at(std, cls)),
+            pct(_at(rob, cls)),
+        )
     table.caption = "* under-represented"
     return table
 
@@ -97,7 +118,7 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         + ("" if spec["adversarial"] else ", natural training (no attack)"),
         f"data     {config.data.dataset} {config.data.imbalance} K={config.data.ratio:g}: "
         f"{resolved.train_size} train examples, {resolved.num_classes} classes, "
-        f"root {resolved.data_root}",
+        f"root {inert(resolved.data_root)}",
         f"model    {config.model.arch}, {resolved.head} head",
         f"train    {config.train.epochs} epochs, batch {config.train.batch_size}, "
         f"lr {config.train.lr:g} x{config.train.lr_gamma:g} at {resolved.lr_milestones}, "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from srat_engine.errors import SratError
+from srat_tui.render.format import inert
 
 # plotext's named colours, distinct on dark and light terminals; cycled past 10 classes
 PALETTE: tuple[str, ...] = (
@@ -72,13 +73,13 @@ def line_plot(
     """Lines with markers, one colour per series, plotext's legend in the corner."""
     plt = _fresh_figure(height)
     for k, item in enumerate(series):
-        plt.plot(item.x, item.y, label=item.label, color=PALETTE[k % len(PALETTE)])
+        plt.plot(item.x, item.y, label=inert(item.label), color=PALETTE[k % len(PALETTE)])
         # a distinct marker per series too: piped output has no colours to tell lines apart
         marker = MARKERS[k % len(MARKERS)]
         plt.scatter(item.x, item.y, color=PALETTE[k % len(PALETTE)], marker=marker)
     if xlog:
         plt.xscale("log")
-    plt.title(title)
+    plt.title(inert(title))
     plt.xlabel(xlabel)
     plt.ylabel(ylabel)
     return _built(plt)
@@ -100,8 +101,9 @@ def scatter_classes(
         if xs:
             # piped output has no colours: the class's index character tells classes apart
             marker = "dot" if sys.stdout.isatty() else CLASS_MARKS[cls % len(CLASS_MARKS)]
-            plt.scatter(xs, ys, label=name, color=PALETTE[cls % len(PALETTE)], marker=marker)
-    plt.title(title)
+            label = inert(name)
+            plt.scatter(xs, ys, label=label, color=PALETTE[cls % len(PALETTE)], marker=marker)
+    plt.title(inert(title))
     return _built(plt)
 
 
@@ -117,11 +119,11 @@ def grouped_bars(
     plt = _fresh_figure(height)
     names = list(bars)
     plt.multiple_bar(
-        list(groups),
+        [inert(group) for group in groups],
         [bars[name] for name in names],
-        labels=names,
+        labels=[inert(name) for name in names],
         color=[PALETTE[k % len(PALETTE)] for k in range(len(names))],
     )
-    plt.title(title)
+    plt.title(inert(title))
     plt.ylabel(ylabel)
     return _built(plt)

@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from srat_engine.errors import SratError
+from srat_tui.render.format import inert
 from srat_tui.tui.commands import SratCommands
 from srat_tui.tui.context import AppContext
 from srat_tui.tui.messages import OpenCompare, OpenNewRun, OpenRun
@@ -43,6 +45,25 @@ class SratApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification (screens' too) as text: the run ids, tags, paths and engine
+        messages in it are `inert`, never read as markup (`markup` is ignored)."""
+        super().notify(
+            inert(message, newlines=True),
+            title=inert(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     # -- screens ------------------------------------------------------------------------------
     @property

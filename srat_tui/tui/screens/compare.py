@@ -34,9 +34,11 @@ from textual_plotext import PlotextPlot
 from srat_engine.errors import SratError
 from srat_engine.reporting.export import EXPORT_FORMATS, format_export
 from srat_engine.reporting.report import group_seeds, paper_table, pick_metrics
+from srat_engine.runs.records import class_count
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import summarize_run
 from srat_tui.render.compare import CompareRun, compare_renderables
+from srat_tui.render.format import inert_text
 from srat_tui.tui.context import app_context
 from srat_tui.tui.messages import CompareLoaded, ExportFailed, ExportWritten
 from srat_tui.tui.widgets.curves import epoch_records, scalar_series
@@ -101,7 +103,7 @@ def load_runs(runs_root: Path, run_ids: list[str]) -> Loaded:
         except (SratError, OSError, ValueError) as err:
             errors.append(f"{run_id}: {err}")
             continue
-        runs.append(CompareRun(run.id, doc, pick_metrics(events)))
+        runs.append(CompareRun(run.id, doc, pick_metrics(events, class_count(doc))))
         curves.append(curve_of(run.id, events))
     return Loaded(tuple(runs), tuple(curves), tuple(errors))
 
@@ -233,7 +235,7 @@ class CompareScreen(Screen[None]):
         if loaded is None:
             return
         errors = self.query_one("#compare-errors", Static)
-        errors.update("\n".join(loaded.errors))
+        errors.update(inert_text("\n".join(loaded.errors), newlines=True))
         errors.display = bool(loaded.errors)
         self._show_tables()
         self._plot(self.query_one("#std-plot", PlotextPlot), "Standard accuracy (%)", "std")

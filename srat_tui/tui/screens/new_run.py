@@ -35,6 +35,7 @@ from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
 from srat_engine.jobs.supervisor import launch_detached, resolve_devices
 from srat_engine.runs.home import Home
+from srat_tui.render.format import inert_text
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import FormChecked, LaunchFailed, LaunchFinished, PresetLoaded
 
@@ -323,7 +324,7 @@ def counts_chart(prepared: PreparedRun) -> RenderableType:
         style = "dark_orange" if cls in under else "dodger_blue2"
         bar = Text("█" * max(width, 1 if count else 0), style=style)
         mark = Text("*", style="bold dark_orange") if cls in under else ""
-        table.add_row(name, bar, f"{count:,}", mark)
+        table.add_row(inert_text(name), bar, f"{count:,}", mark)
     ratio = "" if data.imbalance == "none" else f" K={data.ratio:g}"
     title = Text.assemble(
         ("train examples per class", "bold"), f"  {data.dataset} {data.imbalance}{ratio}"
@@ -586,7 +587,9 @@ class NewRunScreen(Screen[list[str] | None]):
             return  # the preset changed again while this one loaded
         self._preset_error = message.error
         self._base = message.base
-        self.query_one("#preset-description", Static).update(message.description)
+        self.query_one("#preset-description", Static).update(
+            inert_text(message.description, newlines=True)
+        )
         if message.base is not None:
             self.fill_form(message.base)
         self._request_validation()
@@ -602,7 +605,9 @@ class NewRunScreen(Screen[list[str] | None]):
 
     def on_launch_failed(self, message: LaunchFailed) -> None:
         self.launching = False
-        self.query_one("#newrun-error", Static).update(f"launch failed: {message.error}")
+        self.query_one("#newrun-error", Static).update(
+            inert_text(f"launch failed: {message.error}")
+        )
         self.notify(message.error, severity="error", title="Launch failed")
 
     # -- events --------------------------------------------------------------------------------
@@ -646,7 +651,7 @@ class NewRunScreen(Screen[list[str] | None]):
         command = self.query_one("#newrun-command", Static)
         ok = validation is not None and validation.ok
         message = validation.error if validation is not None else None
-        error.update(message or "")
+        error.update(inert_text(message or ""))
         error.display = message is not None
         for widget in (method, counts, cost, command):
             widget.display = ok

@@ -29,7 +29,7 @@ from textual.widgets.tree import TreeNode
 from srat_engine.errors import SratError
 from srat_engine.runs.liveness import reconcile
 from srat_engine.runs.rundir import RunDir
-from srat_tui.render.format import age, pct, status_style
+from srat_tui.render.format import age, inert, pct, status_style
 from srat_tui.tui.context import app_context
 from srat_tui.tui.messages import RunPolled, RunPollFailed
 from srat_tui.tui.widgets.curves import (
@@ -145,7 +145,7 @@ def read_updates(root: Path, run_id: str, cursor: Cursor) -> Update:
 
 def _label(key: str, value: Any) -> Text:
     shown = value if isinstance(value, str) else json.dumps(value)
-    return Text.assemble((str(key), "bold"), " = ", (shown, "cyan"))
+    return Text.assemble((inert(key), "bold"), " = ", (inert(shown), "cyan"))
 
 
 def _fill_tree(node: TreeNode[None], value: Any, depth: int = 0) -> None:
@@ -157,7 +157,7 @@ def _fill_tree(node: TreeNode[None], value: Any, depth: int = 0) -> None:
             nested = any(isinstance(item, (dict, list)) for item in child)
         if nested:
             size = f" [{len(child)}]" if isinstance(child, list) else ""
-            branch = node.add(Text(f"{key}{size}", style="bold"), expand=depth < 1)
+            branch = node.add(Text(inert(f"{key}{size}"), style="bold"), expand=depth < 1)
             _fill_tree(branch, child, depth + 1)
         else:
             node.add_leaf(_label(str(key), child))
@@ -232,7 +232,7 @@ class RunScreen(Screen[None]):
     def names(self) -> list[str]:
         names = self.resolved.get("class_names")
         if isinstance(names, list) and len(names) == self.num_classes:
-            return [str(name) for name in names]
+            return [inert(name) for name in names]  # drawn in plots, legend and table
         return [str(cls) for cls in range(self.num_classes)]
 
     @property
@@ -317,12 +317,12 @@ class RunScreen(Screen[None]):
             self._fill_config()
         self.state_doc = update.state
         if update.log_lines:
-            self.query_one("#log-txt", Log).write_lines(update.log_lines)
+            self.query_one("#log-txt", Log).write_lines([inert(x) for x in update.log_lines])
         if update.output_lines is not None:
             output = self.query_one("#output-log", Log)
             output.display = True
             if update.output_lines:
-                output.write_lines(update.output_lines)
+                output.write_lines([inert(line) for line in update.output_lines])
         if update.reset:
             self.records = list(update.records)
         elif update.records:
@@ -410,23 +410,26 @@ class RunScreen(Screen[None]):
     def _update_header(self) -> None:
         header = self.query_one("#run-header", Static)
         if self.error is not None:
-            header.update(Text.assemble((self.run_id, "bold"), "  ", (self.error, "red")))
+            header.update(
+                Text.assemble((inert(self.run_id), "bold"), "  ", (inert(self.error), "red"))
+            )
             return
         config = self.config_doc.get("config", {})
         data = config.get("data", {})
         status = self.status or self.state_doc.get("status", "")
         latest = self.rows[-1] if self.rows else None
         epochs = (latest or {}).get("epochs") or config.get("train", {}).get("epochs", "?")
+        where = f"{data.get('dataset', '?')} {data.get('imbalance', '')}"
+        if isinstance(data.get("ratio"), (int, float)):
+            where += f" K={data['ratio']:g}"
         line = Text.assemble(
-            (self.run_id, "bold"),
+            (inert(self.run_id), "bold"),
             "  ",
-            (str(config.get("method", "?")), "bold magenta"),
+            (inert(config.get("method", "?")), "bold magenta"),
             "  ",
-            f"{data.get('dataset', '?')} {data.get('imbalance', '')} K={data.get('ratio', '?'):g}"
-            if isinstance(data.get("ratio"), (int, float))
-            else f"{data.get('dataset', '?')} {data.get('imbalance', '')}",
+            inert(where),
             "  ",
-            (f"● {status or '?'}", status_style(status)),
+            (inert(f"● {status or '?'}"), status_style(status)),
             "  ",
             f"epoch {latest['epoch'] if latest else 0}/{epochs}",
         )

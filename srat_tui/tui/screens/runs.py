@@ -142,12 +142,13 @@ def ordered_ids(rows: Iterable[RunRow], column: str, reverse: bool) -> list[str]
     return [row.id for row in present + missing]
 
 
-def _renderable(column: ColumnSpec, value: str) -> str | Text:
+def _renderable(column: ColumnSpec, value: str) -> Text:
+    # a Text, never a str: DataTable reads markup in a str cell ("[/]" in a tag)
     if column.key == "status":
         return Text(value, style=status_style(value))
     if column.right:
         return Text(value, justify="right")
-    return value
+    return Text(value)
 
 
 # -- widgets ----------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ class RunsScreen(Screen[None]):
 
         if self._shown_order != order:
             position = {run_id: k for k, run_id in enumerate(order)}
-            table.sort("id", key=lambda run_id: position[run_id])
+            table.sort("id", key=lambda cell: position[str(cell)])  # cells are Text
             self._shown_order = order
         if cursor_id is not None and cursor_id in wanted:
             row = self._shown_order.index(cursor_id)

@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from srat_tui.render.format import inert
+
 
 class ConfirmModal(ModalScreen[bool]):
     """Ask before something that cannot be undone; dismisses with True (yes) or False (no)."""
@@ -65,7 +67,7 @@ class ConfirmModal(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.message, id="message", markup=False)
+            yield Static(inert(self.message, newlines=True), id="message", markup=False)
             with Horizontal(id="buttons"):
                 yield Button(
                     f"{self.yes_label} (y)",
@@ -103,7 +105,7 @@ class TextPromptModal(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.prompt, id="prompt", markup=False)
+            yield Label(inert(self.prompt), id="prompt", markup=False)
             yield Input(value=self.value, placeholder=self.placeholder, id="answer")
             yield Static(self.hint or "enter: OK · escape: cancel", id="hint", markup=False)
 

@@ -1,0 +1,104 @@
+"""A corrupt or malicious checkpoint under `srat eval` and `srat tsne`, in real processes: one
+line saying the file is corrupt or not a srat checkpoint, a non-zero exit, no progress line
+first, no code from the file run, and nothing that suggests loading it unsafely.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fake_runs import make_fake_run
+
+from srat_engine.errors import SratError
+from srat_engine.runs.home import Home
+from srat_engine.training.checkpoint import load_checkpoint
+
+# torch's own advice for a file weights_only=True refuses: never to be passed on
+REFUSED = "checkpoint {path} is corrupt or unsafe (not a srat checkpoint); it was not loaded"
+UNSAFE_ADVICE = ("weights_only=False", "will likely succeed", "weights_only` set to `False")
+
+
+class _WritesMarker:
+    """Unpickling this calls open(marker, "w"): code from the file, creating the marker."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def _malicious(path: Path, marker: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": _WritesMarker(marker), "epoch": 3}, path)
+
+
+def test_the_malicious_checkpoint_runs_code_when_loaded_unsafely(tmp_path: Path) -> None:
+    """The fixture is what it claims: an unsafe load writes the marker."""
+    path, marker = tmp_path / "evil.pt", tmp_path / "marker"
+    _malicious(path, marker)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "malicious", "foreign"])
+def test_load_checkpoint_refuses_in_one_line(tmp_path: Path, kind: str) -> None:
+    path, marker = tmp_path / "last.pt", tmp_path / "marker"
+    if kind == "garbage":
+        path.write_bytes(b"not a checkpoint\x00\x01")
+    elif kind == "truncated":
+        torch.save({"model": {"w": torch.ones(64)}}, path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "malicious":
+        _malicious(path, marker)
+    else:
+        torch.save({"weights": [1, 2, 3]}, path)  # loads safely, but is no srat checkpoint
+    with pytest.raises(SratError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert (
+        message
+        == f"checkpoint {path} is corrupt or unsafe (not a srat checkpoint); it was not loaded"
+    )
+    assert not marker.exists()
+
+
+@pytest.fixture
+def home(srat_home: Path) -> Home:
+    """Two finished runs: `garbage` (its checkpoint random bytes), `evil` (a pickle whose
+    loading would create <home>/MARKER)."""
+    home = Home(srat_home)
+    garbage = make_fake_run(home.runs, "garbage", status="finished", index=home.index)
+    garbage.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    garbage.checkpoint_path.write_bytes(os.urandom(4096))
+    evil = make_fake_run(home.runs, "evil", status="finished", index=home.index)
+    _malicious(evil.checkpoint_path, srat_home / "MARKER")
+    return home
+
+
+@pytest.mark.parametrize("run_id", ["garbage", "evil"])
+@pytest.mark.parametrize("command", [("eval",), ("eval", "--attack", "cw", "--n", "1"), ("tsne",)])
+def test_commands_refuse_the_checkpoint_in_one_line(
+    home: Home, run_id: str, command: tuple[str, ...]
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "srat_tui.cli", command[0], run_id, *command[1:], "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SRAT_HOME": str(home.root)},
+        timeout=120,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    lines = [line for line in output.splitlines() if line.strip()]
+    path = home.runs / run_id / "checkpoints" / "last.pt"
+    assert proc.returncode != 0
+    assert lines == [f"error: {REFUSED.format(path=path)}"], output
+    assert not any(advice in output for advice in UNSAFE_ADVICE)
+    assert not (home.root / "MARKER").exists()
+    assert not (home.runs / run_id / "eval.json").exists()
