@@ -24,6 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from srat_engine.runs.index import RunIndex
+from srat_engine.runs.rundir import RunDir
 from srat_engine.training.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,16 +306,45 @@ def test_disk_full_mid_run_at_the_metrics(small_home: SmallHome, detach: bool) -
 
 
 def test_disk_full_at_detached_launch(small_home: SmallHome) -> None:
-    # the run is created, then the disk fills before its launcher can record it `queued`: it
-    # must not stay `created` (or `queued` with no worker) and unlisted
+    # the run is created and its worker started, then the disk fills before the launcher can
+    # record it `queued`: the worker is stopped, and the run must not stay `created` (or
+    # `queued` with no worker) and unlisted
     small_home.env["SRAT_TEST_FILL_AT_STATE"] = f"queued:{small_home.mount / 'filler'}"
     done = start_run(small_home, 2, detach=True)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert_one_line(done.stderr, "state.json")
     (run,) = small_home.runs()
-    assert not (run / "launch.json").exists()  # no worker was started
+    worker = json.loads((run / "launch.json").read_text())["pid"]
+    assert not _alive(worker)  # stopped before it could write anything of its own
     state = json.loads((run / "state.json").read_text())
     ended = json.loads((run / "exit.json").read_text())
     assert state["status"] == ended["status"] == "failed" and ended["error"].endswith(CAUSE)
     (listed,) = small_home.listed()
     assert (listed["id"], listed["status"]) == (run.name, "failed")
+
+
+def test_a_full_disk_still_lists_a_dead_run_as_dead(small_home: SmallHome) -> None:
+    """Nothing can be written (not state.json, not the index), yet `srat runs ls` and `srat
+    runs show` list the run whose process died, with the status its directory implies."""
+    done = start_run(small_home, 1, detach=False)
+    assert done.returncode == 0, done.stderr
+    (run,) = small_home.runs()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(gone.pid).create_time()
+    gone.wait()
+    state = json.loads((run / "state.json").read_text())
+    state.update(status="running", pid=gone.pid, pid_start=started)
+    (run / "state.json").write_text(json.dumps(state))
+    (run / "exit.json").unlink()
+    RunIndex(small_home.home / "index.json").refresh([RunDir(run)])  # listed as running
+    small_home.fill(leave=0)
+    (listed,) = small_home.listed()
+    assert (listed["id"], listed["status"]) == (run.name, "dead")
+    shown = small_home.srat("runs", "show", run.name, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["summary"]["status"] == "dead"
+    # nothing could be recorded: the next reading, with room again, records it
+    assert json.loads((run / "state.json").read_text())["status"] == "running"
+    (small_home.mount / "filler").unlink()
+    small_home.listed()
+    assert json.loads((run / "state.json").read_text())["status"] == "dead"

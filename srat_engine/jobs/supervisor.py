@@ -15,6 +15,7 @@ import sys
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -23,7 +24,7 @@ from srat_engine.errors import SratError
 from srat_engine.fsutil import WriteFailed, writing
 from srat_engine.runs.home import Home
 from srat_engine.runs.liveness import ACTIVE, process_alive, reconcile
-from srat_engine.runs.rundir import RunDir, now_iso
+from srat_engine.runs.rundir import RunDir, StateChange, now_iso
 from srat_engine.runs.sync import record_in_index
 
 RESUMABLE = ("failed", "killed", "dead")
@@ -87,7 +88,6 @@ def launch_detached(
     output_log = run.path / "output.log"
     try:
         run.hold_reserve()  # room to record the end, should the disk fill up meanwhile
-        run.write_state(status="queued", queued=now_iso())
         command = [
             sys.executable,
             "-m",
@@ -131,6 +131,10 @@ def launch_detached(
                 "launched": now_iso(),
             }
         )
+        # Only now, with the worker's pid on record, may the run read as queued: a listing that
+        # saw `queued` with no live process behind it would mark the run dead. The worker may
+        # have written its own state already; then it is left alone.
+        run.update_state(_queued_unless_started(process.pid, pid_start))
         run.log(f"launched worker pid {process.pid} on {','.join(devices)} x{per_device}")
     except WriteFailed as failure:
         # Its launcher's record is how a worker that dies early is found: without it, stop the
@@ -142,6 +146,20 @@ def launch_detached(
         raise
     record_in_index(run, home.index)
     return process.pid
+
+
+def _queued_unless_started(pid: int, pid_start: float | None) -> StateChange:
+    """The state change that makes a just-launched run `queued` with its worker's process
+    record, unless the worker has written its own state already (it then holds that pid)."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        if state.get("pid") == pid:
+            return None
+        host = socket.gethostname()
+        return {"status": "queued", "queued": now_iso(), "pid": pid, "pid_start": pid_start,
+                "host": host}  # fmt: skip
+
+    return change
 
 
 def _record_launch_failure(run: RunDir, failure: WriteFailed, home: Home) -> None:

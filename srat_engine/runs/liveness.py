@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from srat_engine.fsutil import WriteFailed
 from srat_engine.runs.rundir import RunDir
 
 ACTIVE = ("queued", "running")
@@ -75,7 +76,13 @@ def reconcile(run: RunDir) -> str:
         decided.update(status=ended, marked=exit_record is None)
         return {"status": ended}
 
-    run.update_state(change)
-    if decided["marked"]:
-        run.log(f"process {decided['pid']} is gone without an exit record: marked dead")
+    try:
+        run.update_state(change)
+        if decided["marked"]:
+            run.log(f"process {decided['pid']} is gone without an exit record: marked dead")
+    except WriteFailed:
+        # a full or read-only disk: the status is still true for this reading, and a later
+        # reading records it
+        if not decided:
+            change(state)
     return str(decided["status"])

@@ -206,7 +206,10 @@ class RunDir:
         The kernel drops the lock when its holder dies, so a killed writer leaves none behind.
         Not re-entrant (a second hold in one process waits on the first): never nest them.
         """
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # out of inodes, a read-only home: one line, like other writes
+            raise WriteFailed(self.lock_path, err) from None
         try:
             deadline = time.monotonic() + LOCK_TIMEOUT_S
             while True:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from srat_engine.errors import SratError
+from srat_engine.fsutil import WriteFailed
 from srat_engine.runs.index import RunIndex
 from srat_engine.runs.liveness import ENDED, reconcile
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
@@ -64,11 +65,17 @@ def current_records(runs: Sequence[RunDir], index: RunIndex) -> list[dict[str, A
 
     Each run is reconciled first (`liveness.reconcile`: a queued/running run whose process is
     gone becomes `dead`, or what its exit record says), then summarised from its directory under
-    the index lock (`RunIndex.refresh`). Raises SratError if the index cannot be written.
+    the index lock (`RunIndex.refresh`). An index that cannot be written (a full disk) still
+    gets the runs' records, read from their directories; a corrupt one raises SratError.
     """
-    for run in runs:
-        reconcile(run)
-    return index.refresh(runs)
+    statuses = {run.id: reconcile(run) for run in runs}
+    try:
+        return index.refresh(runs)
+    except (WriteFailed, OSError):
+        # the index is a cache: a full disk must not hide the runs, nor their true status
+        # (which reconcile may not have been able to record either)
+        present = [run for run in runs if (run.path / "config.json").is_file()]
+        return [{**summarize_run(run), "status": statuses[run.id]} for run in present]
 
 
 def current_record(run: RunDir, index: RunIndex) -> dict[str, Any]:
