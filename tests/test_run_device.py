@@ -18,8 +18,14 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.mark.parametrize(
     "extra",
-    [(), ("--detach",), ("--detach", "--gpus", "7"), ("--set", 'device="cuda:7"')],
-    ids=["foreground", "detach", "detach-gpus", "config-device"],
+    [
+        (),
+        ("--detach",),
+        ("--detach", "--gpus", "7"),
+        ("--set", 'device="cuda:7"'),
+        ("--detach", "--set", 'device="cuda:7"'),  # was queued on the CPU slot instead
+    ],
+    ids=["foreground", "detach", "detach-gpus", "config-device", "detach-config-device"],
 )
 def test_a_missing_gpu_fails_before_the_run_directory_exists(
     srat_home: Path, extra: tuple[str, ...]

@@ -188,9 +188,14 @@ def run(
         raise typer.Exit(_run_foreground(prepared[0], as_json))
     from srat_engine.jobs.supervisor import launch_detached, resolve_devices
 
-    devices, per_device = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)
+    # each run on the device its config names (--device sets it for all), unless --gpus;
+    # every one is checked before any run is created
+    placements = [
+        resolve_devices(gpus=gpus, device=item.config.device, slots=slots, per_gpu=per_gpu)
+        for item in prepared
+    ]
     launched = []
-    for item in prepared:
+    for item, (devices, per_device) in zip(prepared, placements, strict=True):
         created = create_run(item, home.runs)
         pid = launch_detached(created, devices, per_device, home=home)
         launched.append({"run_id": created.id, "source": item.source, "pid": pid})
