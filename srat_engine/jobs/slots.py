@@ -5,11 +5,12 @@ Each slot is a file `<home>/slots/<device>-<k>.lock`; a run holds it with an exc
 dies, however it dies (kill -9 included), so there is nothing to clean up.
 
 Waiting runs are served first come, first served: a waiter also holds a lock on a ticket file
-`queue/<run id>` (run ids sort by creation time) that lists the slots it can use, and defers to
-every live older ticket that shares a slot with it. Tickets of dead waiters are recognised the
-same way: nobody holds their lock. A ticket is written and locked under a private name and
-only then renamed into the queue, so nobody ever sees one that is unlocked or half-written
-while its waiter lives.
+`queue/<run id>` that lists the slots it can use and when it was queued (nanoseconds, given by
+its launcher: a batch queued within one second keeps its order, which run ids, to the second,
+do not), and defers to every live older ticket that shares a slot with it. Tickets of dead
+waiters are recognised the same way: nobody holds their lock. A ticket is written and locked
+under a private name and only then renamed into the queue, so nobody ever sees one that is
+unlocked or half-written while its waiter lives.
 """
 
 from __future__ import annotations
@@ -77,10 +78,21 @@ def _remove_if_stale(ticket: Path, fd: int) -> None:
             ticket.unlink()
 
 
-def _older_live_waiters(queue: Path, run_id: str, wanted: set[str]) -> bool:
-    for ticket in sorted(queue.glob("*")):
-        if ticket.name >= run_id:
-            break
+def _read_ticket(ticket: Path) -> tuple[set[str], int] | None:
+    """A ticket's slots and queue time; None if it cannot be read (or is still empty)."""
+    try:
+        content = json.loads(ticket.read_text())
+        if isinstance(content, list):  # written by an older srat: queued before any of ours
+            return {str(name) for name in content}, 0
+        return {str(name) for name in content["slots"]}, int(content["queued_ns"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _older_live_waiters(queue: Path, run_id: str, wanted: set[str], queued_ns: int) -> bool:
+    for ticket in queue.glob("*"):
+        if ticket.name == run_id:
+            continue
         try:
             fd = _try_lock(ticket, create=False)
         except FileNotFoundError:
@@ -89,16 +101,18 @@ def _older_live_waiters(queue: Path, run_id: str, wanted: set[str]) -> bool:
             _remove_if_stale(ticket, fd)
             _release(fd)
             continue
-        try:
-            theirs = set(json.loads(ticket.read_text()))
-        except (OSError, ValueError):
-            theirs = wanted  # unreadable or empty while live: assume it competes
-        if theirs & wanted:
+        read = _read_ticket(ticket)
+        if read is None:  # unreadable while live: it competes, if its run id is older
+            if ticket.name < run_id:
+                return True
+            continue
+        theirs, their_ns = read
+        if (their_ns, ticket.name) < (queued_ns, run_id) and theirs & wanted:
             return True
     return False
 
 
-def _register_ticket(queue: Path, run_id: str, wanted: set[str]) -> int:
+def _register_ticket(queue: Path, run_id: str, wanted: set[str], queued_ns: int) -> int:
     """Write and lock the ticket privately, then rename it into the queue; returns its fd."""
     ticket = queue / run_id
     if _is_locked(ticket):
@@ -110,7 +124,7 @@ def _register_ticket(queue: Path, run_id: str, wanted: set[str]) -> int:
     if fd is None:  # another process of ours with the same pid cannot exist
         raise RuntimeError(f"run {run_id} is already waiting for a slot")
     os.ftruncate(fd, 0)
-    os.write(fd, json.dumps(sorted(wanted)).encode())
+    os.write(fd, json.dumps({"slots": sorted(wanted), "queued_ns": queued_ns}).encode())
     os.replace(draft, ticket)
     return fd
 
@@ -123,20 +137,25 @@ def hold_slot(
     root: Path,
     poll_seconds: float = 0.5,
     on_wait: Callable[[], None] | None = None,
+    queued_ns: int | None = None,
 ) -> Iterator[Slot]:
     """Block until one of `candidates` is free, hold it for the body, release it after.
 
     `root` is the slots folder (a home's `Home.slots`), shared by every run that competes.
+    Waiters are served in order of `queued_ns` (`time.time_ns()` when the run was queued;
+    default: now), then run id.
     """
+    if queued_ns is None:
+        queued_ns = time.time_ns()
     queue = root / "queue"
     queue.mkdir(parents=True, exist_ok=True)
     wanted = {slot.name for slot in candidates}
     ticket = queue / run_id
-    ticket_fd = _register_ticket(queue, run_id, wanted)
+    ticket_fd = _register_ticket(queue, run_id, wanted, queued_ns)
     held: tuple[Slot, int] | None = None
     try:
         while held is None:
-            if not _older_live_waiters(queue, run_id, wanted):
+            if not _older_live_waiters(queue, run_id, wanted, queued_ns):
                 for slot in candidates:
                     fd = _try_lock(root / f"{slot.name}.lock")
                     if fd is not None:

@@ -27,7 +27,7 @@ from srat_engine.runs.liveness import ACTIVE, process_alive, reconcile
 from srat_engine.runs.rundir import RunDir, StateChange, now_iso
 from srat_engine.runs.sync import record_in_index
 
-RESUMABLE = ("failed", "killed", "dead")
+RESUMABLE = ("failed", "killed", "dead", "lost")
 
 
 def resolve_devices(
@@ -99,6 +99,9 @@ def launch_detached(
             ",".join(devices),
             "--per-device",
             str(per_device),
+            # its place in the queue: launch order, finer than run ids (to the second)
+            "--queued-ns",
+            str(time.time_ns()),
         ]
         if resume:
             command.append("--resume")
@@ -209,14 +212,16 @@ def previous_devices(run: RunDir) -> tuple[list[str], int]:
 
 
 def resume_run(run: RunDir, devices: list[str], per_device: int, *, home: Home) -> int:
-    """Relaunch a failed, killed or dead run from its last checkpoint; returns the worker pid."""
+    """Relaunch a failed, killed, dead or lost run from its last checkpoint; returns the worker
+    pid. A lost run's host may only be cut off: its process, should it come back, sees itself
+    replaced and stops beating, but only its end (or its host's) stops it training."""
     status = reconcile(run)
     if status == "finished":
         raise SratError(f"run {run.id} has finished: nothing to resume")
     if status in ACTIVE:
         raise SratError(f"run {run.id} is {status}: kill it first to restart it")
     if status not in RESUMABLE:
-        raise SratError(f"run {run.id} is {status}: only failed, killed or dead runs resume")
+        raise SratError(f"run {run.id} is {status}: only failed, killed, dead or lost runs resume")
     return launch_detached(run, devices, per_device, home=home, resume=True)
 
 

@@ -3,6 +3,10 @@
 Started by `supervisor.launch_detached` as `python -m srat_engine.jobs.worker RUN_DIR --home HOME
 ...` in a new session (so an SSH hangup or a closed terminal does not reach it), stdin from
 /dev/null and output to the run directory. Not a user-facing command.
+
+A queued worker costs ~25 MB: everything it needs to wait (state, index, slots, stop signals)
+is torch-free, and the training code, which pulls in torch (~500 MB), is imported only once the
+slot is held. `[tool.importlinter]` keeps it so.
 """
 
 from __future__ import annotations
@@ -17,18 +21,18 @@ from pathlib import Path
 
 import psutil
 
-from srat_engine.errors import SratError
-from srat_engine.jobs.slots import hold_slot, slots_for
-from srat_engine.runs.home import Home
-from srat_engine.runs.rundir import RunDir, now_iso
-from srat_engine.runs.sync import record_in_index
-from srat_engine.training.trainer import (
+from srat_engine.errors import (
     STOP_SIGNALS,
     RunInterrupted,
-    execute,
+    SratError,
     failure_message,
     raise_interrupted,
 )
+from srat_engine.jobs.slots import hold_slot, slots_for
+from srat_engine.runs.heartbeat import Heartbeat, interval_from_env
+from srat_engine.runs.home import Home
+from srat_engine.runs.rundir import RunDir, now_iso
+from srat_engine.runs.sync import record_in_index
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", required=True, help="comma-separated: cpu or cuda:N")
     parser.add_argument("--per-device", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--queued-ns", type=int, default=None, help="when it was queued (time.time_ns())"
+    )
     args = parser.parse_args(argv)
 
     run = RunDir(args.run_dir)
@@ -59,11 +66,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         record_in_index(run, home.index)
         candidates = slots_for(args.devices.split(","), args.per_device)
-        with hold_slot(run.id, candidates, root=home.slots) as slot:
+        # one heartbeat from queued to the end, so a run also beats while it waits and while
+        # it imports torch; its beats stop by themselves once execute() records the end
+        beating = Heartbeat(run, interval_from_env(os.environ))
+        with (
+            beating,
+            hold_slot(run.id, candidates, root=home.slots, queued_ns=args.queued_ns) as slot,
+        ):
             run.write_state(slot=slot.name)
             run.log(f"slot {slot.name} acquired")
             record_in_index(run, home.index)
-            execute(run, device=slot.device, resume=args.resume)
+            # only now: a run that waits must not hold torch's ~500 MB (a queue of hundreds)
+            from srat_engine.training.trainer import execute
+
+            execute(run, device=slot.device, resume=args.resume, heartbeat_s=None)
     except RunInterrupted as stop:
         if run.exit_record() is None:  # stopped while still queued
             _record_end(run, "killed", f"stopped by {stop} while queued")

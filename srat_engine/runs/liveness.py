@@ -1,12 +1,18 @@
-"""Is a run's process still alive? pid + process start time + host, never a pid alone.
+"""Is a run's process still alive? pid + process start time + host, never a pid alone; for a run
+on another host, its heartbeat.
 
 Pids are reused: a pid that exists may belong to an unrelated process started later, so a
-process counts as the run's only if its start time matches the one the run recorded.
+process counts as the run's only if its start time matches the one the run recorded. A pid on
+another host cannot be checked from here, so an active run writes a heartbeat into state.json
+(`runs.heartbeat`) and a reader on any other host judges it by that: silent for MISSED_BEATS
+intervals, it is `lost`.
 """
 
 from __future__ import annotations
 
+import math
 import socket
+from datetime import datetime, timezone
 from typing import Any
 
 import psutil
@@ -18,6 +24,13 @@ ACTIVE = ("queued", "running")
 # How a run ends; any other status (created, unknown, ...) may still change without the index
 # hearing of it (a foreground run is indexed as created before it starts), so listings re-read it.
 ENDED = ("finished", "failed", "killed", "dead")
+# An active run on another host whose heartbeat stopped: not ended (a host cut off from the shared
+# filesystem may come back, and its run's next beat makes it active again), so listings re-read it.
+LOST = "lost"
+# How often an active run beats, and how many beats may be missed before a reader calls it lost:
+# 90 s is far beyond a busy shared filesystem's stalls and small clocks' skew between hosts.
+HEARTBEAT_S = 30.0
+MISSED_BEATS = 3
 # psutil reports start times with clock-tick resolution; allow a little slack
 _START_TOLERANCE_S = 0.05
 
@@ -44,21 +57,49 @@ def _process_record(run: RunDir, state: dict[str, Any]) -> tuple[int | None, flo
     return launch.get("pid"), launch.get("pid_start")
 
 
-def _still_running(run: RunDir, state: dict[str, Any]) -> bool:
-    """Whether an active run's recorded process is alive, or on another host (unknowable)."""
+def heartbeat_stale(state: dict[str, Any], now: datetime | None = None) -> bool | None:
+    """Whether the run's heartbeat is older than MISSED_BEATS times its interval (the one it
+    recorded, `heartbeat_s`, else HEARTBEAT_S); None when it has none (a run from before
+    heartbeats, or a job its scheduler has not started) or an unreadable one."""
+    try:
+        beat = datetime.fromisoformat(str(state["heartbeat"]))
+    except (KeyError, ValueError):
+        return None
+    if beat.tzinfo is None:
+        return None
+    interval = state.get("heartbeat_s")
+    valid = (
+        isinstance(interval, (int, float))
+        and not isinstance(interval, bool)
+        and math.isfinite(interval)
+        and interval > 0
+    )
+    age = ((now or datetime.now(timezone.utc)) - beat).total_seconds()
+    return age > MISSED_BEATS * (interval if valid else HEARTBEAT_S)
+
+
+def _on_another_host(run: RunDir, state: dict[str, Any]) -> bool:
     host = state.get("host") or run.launch_record().get("host")
-    if host and host != socket.gethostname():
-        return True
+    return bool(host) and host != socket.gethostname()
+
+
+def _still_running(run: RunDir, state: dict[str, Any]) -> bool:
+    """Whether an active run's recorded process is alive: on this host by its pid (a process
+    stopped in a debugger beats no more but is alive), on another by its heartbeat (one never
+    written is unknowable: the recorded status stands)."""
+    if _on_another_host(run, state):
+        return not heartbeat_stale(state)
     return process_alive(*_process_record(run, state))
 
 
 def reconcile(run: RunDir) -> str:
-    """The run's true status; a queued/running run whose process is gone becomes `dead` (or
-    the status its exit record gives, if it ended but died before updating state.json).
+    """The run's true status; a queued/running run whose process is gone becomes `dead`, one on
+    another host whose heartbeat is stale `lost` (or either the status its exit record gives,
+    if it ended but died before updating state.json).
 
-    Runs on another host cannot be checked from here and keep their recorded status. A run that
-    looks dead is decided again under the run's lock, so a process that has just restarted it
-    (a resume) is never marked dead on an older reading.
+    A run on another host that never wrote a heartbeat keeps its recorded status. A run that
+    looks dead or lost is decided again under the run's lock, so a process that has just
+    restarted it (a resume) or beaten is never marked on an older reading.
     """
     state = run.state()
     status = state.get("status", "unknown")
@@ -72,13 +113,21 @@ def reconcile(run: RunDir) -> str:
         if status not in ACTIVE or _still_running(run, current):
             return None
         exit_record = run.exit_record()
-        ended = exit_record.get("status", "failed") if exit_record is not None else "dead"
-        decided.update(status=ended, marked=exit_record is None)
-        return {"status": ended}
+        if exit_record is not None:
+            decided.update(status=exit_record.get("status", "failed"))
+            return {"status": decided["status"]}
+        if _on_another_host(run, current):
+            # what the run was, so its own heartbeat can restore it should it come back
+            decided.update(status=LOST, marked=True, beat=current.get("heartbeat"))
+            return {"status": LOST, "lost_from": status}
+        decided.update(status="dead", marked=True)
+        return {"status": "dead"}
 
     try:
         run.update_state(change)
-        if decided["marked"]:
+        if decided["marked"] and decided["status"] == LOST:
+            run.log(f"no heartbeat since {decided['beat']} from another host: marked lost")
+        elif decided["marked"]:
             run.log(f"process {decided['pid']} is gone without an exit record: marked dead")
     except WriteFailed:
         # a full or read-only disk: the status is still true for this reading, and a later

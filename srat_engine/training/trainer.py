@@ -26,12 +26,20 @@ import torch
 from srat_engine.config.resolve import Resolved
 from srat_engine.config.schema import validate_config
 from srat_engine.data.resident import load_device_data
-from srat_engine.errors import SratError
+from srat_engine.errors import (
+    STOP_SIGNALS,
+    RunInterrupted,
+    SratError,
+    failure_message,
+    raise_interrupted,
+)
 from srat_engine.evaluation.classwise import AttackParams, class_totals, classwise_correct
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
 from srat_engine.evaluation.separability import feature_separability
 from srat_engine.models import build_model
+from srat_engine.runs.heartbeat import Heartbeat
 from srat_engine.runs.index import RunIndex
+from srat_engine.runs.liveness import HEARTBEAT_S
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.runs.sync import record_in_index
 from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
@@ -43,22 +51,14 @@ from srat_engine.training.step import TrainStep, per_sample_loss
 EventHandler = Callable[[dict[str, Any]], None]
 
 
-class RunInterrupted(Exception):
-    """SIGTERM/SIGINT (or SIGHUP, unless ignored) reached a running run: it stops and records
-    `killed`."""
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def raise_interrupted(signum: int, _frame: object) -> None:
-    """The handler for STOP_SIGNALS: raise RunInterrupted so the run records how it ended."""
-    raise RunInterrupted(signal.Signals(signum).name)
-
-
-def failure_message(err: Exception) -> str:
-    """What exit.json says of a failure: a SratError's own line, else the type and message."""
-    return str(err) if isinstance(err, SratError) else f"{type(err).__name__}: {err}"
+@contextmanager
+def _beating(run: RunDir, interval: float | None) -> Iterator[None]:
+    """A Heartbeat for the body, or nothing when `interval` is None."""
+    if interval is None:
+        yield
+        return
+    with Heartbeat(run, interval):
+        yield
 
 
 @contextmanager
@@ -310,11 +310,14 @@ def execute(
     resume: bool = False,
     on_event: EventHandler | None = None,
     index: RunIndex | None = None,
+    heartbeat_s: float | None = HEARTBEAT_S,
 ) -> dict[str, Any]:
     """Train a created run in this process, recording state and exit in its directory.
 
     With `index`, the run is listed there as running once it has started (a foreground run;
-    the caller records how it ended there, as it also reports it).
+    the caller records how it ended there, as it also reports it). While it trains, a heartbeat
+    (`runs.heartbeat`) is written every `heartbeat_s` seconds; None: the caller beats (the
+    detached worker, from the time it queues).
     """
     config = validate_config(run.config()["config"])
     torch_device = pick_device(device or config.device)
@@ -334,7 +337,8 @@ def execute(
         run.log(f"{'resumed' if resume else 'started'} on {torch_device} (pid {pid})")
         if index is not None:
             record_in_index(run, index)
-        with _stop_on_signals():
+        # the heartbeat stops (leaving this block) before the end is recorded below
+        with _beating(run, heartbeat_s), _stop_on_signals():
             final = Trainer(run, torch_device, on_event).train(resume=resume)
     except RunInterrupted as stop:
         run.record_end("killed", error=f"stopped by {stop}", log=f"killed by {stop}")

@@ -267,7 +267,7 @@ def runs_resume(
     slots: Annotated[int | None, typer.Option("--slots", help="CPU runs at once")] = None,
     per_gpu: PerGpu = 1,
 ) -> None:
-    """Continue a failed, killed or dead run from its last checkpoint, detached."""
+    """Continue a failed, killed, dead or lost run from its last checkpoint, detached."""
     from srat_engine.jobs.supervisor import previous_devices, resolve_devices, resume_run
 
     run = open_run(run_id)

@@ -22,6 +22,7 @@ STATUS_STYLES: dict[str, str] = {
     "finished": "green",
     "failed": "bold red",
     "dead": "red",
+    "lost": "dark_orange",  # silent on another host: perhaps dead, perhaps only cut off
     "killed": "magenta",
     "created": "dim",
 }
