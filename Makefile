@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/srat run --preset demo
 
-test: $(STAMP)
+test: $(STAMP)  # munge and slurm-wlm too (root and apt-get; else the Slurm tests skip)
+	@bash tests/slurm/install-slurm.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)  # engine vs public-code training step, then the TUI's responsiveness
