@@ -19,6 +19,7 @@ from srat_engine.data import balanced_subset_indices, load_splits
 from srat_engine.errors import SratError
 from srat_engine.evaluation.separability import feature_separability, penultimate_features
 from srat_engine.runs.rundir import RunDir
+from srat_engine.text import escape_controls
 
 # the sample is drawn with the seed of training's per-epoch robust subset: with n_per_class equal
 # to eval.robust_per_class the picture shows exactly the examples training tracked
@@ -106,7 +107,10 @@ def save_png(result: TsneResult, path: Path, title: str) -> Path:
         for cls, name in enumerate(result.class_names):
             mask = result.labels == cls
             if mask.any():
-                ax.scatter(*result.points[mask].T, s=8, color=cmap(cls % cmap.N), label=name)
+                ax.scatter(
+                    *result.points[mask].T, s=8, color=cmap(cls % cmap.N),
+                    label=escape_controls(name),
+                )  # fmt: skip
         ax.set_title(title)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -6,7 +6,6 @@ showing a string that a person or a file supplied (tags, notes, paths, class nam
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from rich.text import Text
 
 from srat_engine.runs.records import METRIC_COLUMNS, is_number
+from srat_engine.text import escape_controls
 
 # One palette for run statuses, wherever a status is shown in colour.
 STATUS_STYLES: dict[str, str] = {
@@ -30,21 +30,6 @@ STATUS_STYLES: dict[str, str] = {
 MASKING_STYLE = "bold red"
 
 
-# What a terminal would act on instead of showing: C0 and C1 control characters and DEL (ESC
-# starts the sequences that retitle a window or clear the screen), the Unicode line and
-# paragraph separators, and the bidirectional controls that make text read other than it is.
-_CONTROL = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    code = ord(char)
-    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
 def inert(value: Any, *, newlines: bool = False) -> str:
     """`value` as text a terminal shows rather than obeys: every control character written as
     its escape ("\\x1b", "\\t", "\\u202e"), everything else (non-ASCII letters included) as is.
@@ -53,10 +38,7 @@ def inert(value: Any, *, newlines: bool = False) -> str:
     result is plain text: print it with markup off, or as a `rich.text.Text` (`inert_text`), so
     that "[/]" in it is shown, not read as markup.
     """
-    text = value if isinstance(value, str) else str(value)
-    if newlines:
-        return "\n".join(_CONTROL.sub(_escape, line) for line in text.split("\n"))
-    return _CONTROL.sub(_escape, text)
+    return escape_controls(value, newlines=newlines)
 
 
 def inert_text(value: Any, style: str = "", *, newlines: bool = False) -> Text:
