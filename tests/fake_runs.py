@@ -22,6 +22,16 @@ from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import record_in_index
 
 CREATED = "2026-11-20T12:00:00+00:00"
+# A real digits run small enough to train in about a second per epoch on the CPU: 40 examples
+# per class before the imbalance, PGD-2 in training and in evaluation.
+TINY_RUN: tuple[str, ...] = (
+    "data.n_max=40",
+    "attack.steps=2",
+    "eval.steps=2",
+    "eval.robust_per_class=5",
+    "eval.batch_size=500",
+    "device=cpu",
+)
 
 
 def prepare_from_env(preset: str, overrides: tuple[str, ...] = ()) -> PreparedRun:

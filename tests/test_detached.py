@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_runs import prepare_from_env
+from fake_runs import TINY_RUN, prepare_from_env
 
 from srat_engine.config.prepare import create_run
 from srat_engine.jobs.slots import hold_slot, slots_for
@@ -25,14 +25,7 @@ from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import refreshed_records, set_tag
 from srat_engine.training.trainer import execute
 
-TINY = (
-    "data.n_max=40",
-    "attack.steps=2",
-    "eval.steps=2",
-    "eval.robust_per_class=5",
-    "eval.batch_size=500",
-    "device=cpu",
-)
+TINY = TINY_RUN
 
 
 def tiny(home: Home, epochs: int, method: str = "CE") -> RunDir:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_runs import make_fake_run, prepare_from_env
+from fake_runs import TINY_RUN, make_fake_run, prepare_from_env
 from typer.testing import CliRunner
 
 from srat_engine.config.prepare import create_run
@@ -31,14 +31,7 @@ from srat_engine.runs.rundir import RunDir
 from srat_tui.cli.app import app
 
 BEAT_S = 0.2
-TINY = (
-    "data.n_max=40",
-    "attack.steps=2",
-    "eval.steps=2",
-    "eval.robust_per_class=5",
-    "eval.batch_size=500",
-    "device=cpu",
-)
+TINY = TINY_RUN
 OTHER_HOST = "some-other-host.invalid"
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 

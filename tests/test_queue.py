@@ -16,19 +16,13 @@ from pathlib import Path
 import psutil
 import pytest
 from cli_harness import Srat, make_invoker
+from fake_runs import TINY_RUN
 
 from srat_engine.jobs.slots import hold_slot, slots_for
 from srat_engine.runs.home import Home
 from srat_engine.runs.rundir import RunDir
 
-TINY = (
-    "data.n_max=40",
-    "attack.steps=2",
-    "eval.steps=2",
-    "eval.robust_per_class=5",
-    "eval.batch_size=500",
-    "train.epochs=1",
-)
+TINY = (*TINY_RUN, "train.epochs=1")
 QUEUED = 30
 RAN = 3  # runs let through after the blocker goes; the rest are killed while still queued
 MB = 2**20

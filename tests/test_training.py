@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from fake_runs import prepare_from_env
+from fake_runs import TINY_RUN, prepare_from_env
 
 from srat_engine.config.methods import METHODS
 from srat_engine.config.prepare import create_run
@@ -17,15 +17,7 @@ from srat_engine.runs.rundir import RunDir
 from srat_engine.training.trainer import RunInterrupted, execute
 
 # Small enough for a 2-core CI box: ~200 training digits, PGD-2, 4 epochs.
-TINY = (
-    "train.epochs=4",
-    "data.n_max=40",
-    "attack.steps=2",
-    "eval.steps=2",
-    "eval.robust_per_class=5",
-    "eval.batch_size=500",
-    "device=cpu",
-)
+TINY = ("train.epochs=4", *TINY_RUN)
 
 
 def tiny_run(tmp_path: Path, method: str, *extra: str) -> RunDir:
