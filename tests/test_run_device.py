@@ -45,3 +45,22 @@ def test_a_missing_gpu_fails_before_the_run_directory_exists(
     assert "cuda" in lines[0].lower() or "gpu" in lines[0].lower()
     runs = srat_home / "runs"
     assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
+
+
+@pytest.mark.parametrize("where", [("--device", "cuda:7"), ("--set", 'device="cuda:7"')])
+def test_a_sweep_on_a_missing_gpu_creates_nothing(srat_home: Path, where: tuple[str, ...]) -> None:
+    # a sweep queues on the device its config names, as `srat run --detach` does
+    proc = subprocess.run(
+        [sys.executable, "-m", "srat_tui.cli", "sweep", "lambda", "-p", "digits-srat-ldam",
+         "--lambdas", "0,1", *where],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SRAT_HOME": str(srat_home)},
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2, proc
+    assert len(lines) == 1 and "cuda:7" in lines[0], lines
+    runs = srat_home / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())

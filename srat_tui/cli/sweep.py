@@ -63,7 +63,11 @@ def _queue(
         return
     from srat_engine.jobs.supervisor import resolve_devices
 
-    devices, per_device = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)
+    # on the device the sweep's config names (--device sets it), as `srat run --detach` does
+    configured = planned.prepared[0].config.device
+    devices, per_device = resolve_devices(
+        gpus=gpus, device=configured, slots=slots, per_gpu=per_gpu
+    )
     entries = launch_sweep(planned, devices, per_device, home=home)
     if as_json:
         typer.echo(json.dumps({"sweep_id": planned.sweep_id, "runs": entries}))
