@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from filelock import FileLock, Timeout
+
 from srat_engine.errors import SratError
 
 
@@ -199,3 +201,27 @@ def reserve_space(path: Path, size: int) -> None:
 def release_space(path: Path) -> None:
     """Delete a reserve made by `reserve_space` (no error if there is none)."""
     path.unlink(missing_ok=True)
+
+
+@contextmanager
+def held_lock(
+    lock_path: Path, *, timeout: float, busy: str, poll_seconds: float = 0.05
+) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (filelock: `fcntl.flock` here, so the kernel drops
+    it when its holder dies) for the body; one transaction, never nested.
+
+    SratError(`busy`) when another process holds it for `timeout` seconds; WriteFailed when the
+    lock file cannot be created (a full or read-only home, no inodes left). A FileLock object
+    per call: filelock's per-object reentrancy counters would otherwise be shared by threads.
+    """
+    lock = FileLock(str(lock_path), timeout=timeout)
+    try:
+        lock.acquire(poll_interval=poll_seconds)
+    except Timeout:
+        raise SratError(busy) from None
+    except OSError as err:
+        raise WriteFailed(lock_path, err) from None
+    try:
+        yield
+    finally:
+        lock.release()

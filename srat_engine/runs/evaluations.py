@@ -16,10 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from srat_engine.errors import SratError
-from srat_engine.fsutil import atomic_write_json, read_json
+from srat_engine.fsutil import atomic_write_json, held_lock, read_json
 from srat_engine.runs.rundir import RunDir
 
 EVAL_FILE = "eval.json"
@@ -69,12 +67,9 @@ def store_result(run: RunDir, attack: str, result: dict[str, Any]) -> dict[str, 
     """
     check_request(attack, None)
     path = eval_path(run)
-    lock = FileLock(str(path.with_name(EVAL_FILE + ".lock")), timeout=_LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise SratError(f"{path}.lock is held by another srat eval; try again") from None
-    try:
+    lock_path = path.with_name(EVAL_FILE + ".lock")
+    busy = f"{path}.lock is held by another srat eval; try again"
+    with held_lock(lock_path, timeout=_LOCK_TIMEOUT_S, busy=busy):
         results: dict[str, dict[str, Any]] = {}
         if path.exists():
             try:
@@ -83,8 +78,6 @@ def store_result(run: RunDir, attack: str, result: dict[str, Any]) -> dict[str, 
                 path.replace(path.with_name(f"{EVAL_FILE}.corrupt-{int(time.time())}"))
         results[attack] = json.loads(json.dumps(result))  # plain JSON types, or fail here
         atomic_write_json(path, {"format": FORMAT, "results": results})
-    finally:
-        lock.release()
     return results
 
 

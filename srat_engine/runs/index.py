@@ -21,13 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
 from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
 from srat_engine.errors import SratError
-from srat_engine.fsutil import atomic_write
+from srat_engine.fsutil import atomic_write, held_lock
 from srat_engine.runs.rundir import RunDir, validate_run_id
 from srat_engine.runs.summary import summarize_run
 
@@ -131,20 +130,12 @@ class RunIndex:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A FileLock object per transaction: filelock's per-object reentrancy counters would
-        # otherwise be shared by threads that use one RunIndex.
-        lock = FileLock(str(self.lock_path), timeout=self.timeout)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise SratError(
-                f"run index lock {self.lock_path} has been held for {self.timeout:g} s by "
-                "another srat process; try again"
-            ) from None
-        try:
+        busy = (
+            f"run index lock {self.lock_path} has been held for {self.timeout:g} s by "
+            "another srat process; try again"
+        )
+        with held_lock(self.lock_path, timeout=self.timeout, busy=busy):
             yield
-        finally:
-            lock.release()
 
     @contextmanager
     def _table(self, tolerate_corrupt: bool = False) -> Iterator[_RunTable]:

@@ -16,9 +16,7 @@ Files, not pipes, so a run outlives the terminal that started it.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import secrets
 import shutil
@@ -36,6 +34,7 @@ from srat_engine.fsutil import (
     append_text,
     atomic_write,
     atomic_write_json,
+    held_lock,
     read_json,
     read_jsonl,
     release_space,
@@ -206,26 +205,13 @@ class RunDir:
         The kernel drops the lock when its holder dies, so a killed writer leaves none behind.
         Not re-entrant (a second hold in one process waits on the first): never nest them.
         """
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:  # out of inodes, a read-only home: one line, like other writes
-            raise WriteFailed(self.lock_path, err) from None
-        try:
-            deadline = time.monotonic() + LOCK_TIMEOUT_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise SratError(
-                            f"run lock {self.lock_path} has been held for {LOCK_TIMEOUT_S:g} s "
-                            "by another srat process; try again"
-                        ) from None
-                    time.sleep(0.002)
+        busy = (
+            f"run lock {self.lock_path} has been held for {LOCK_TIMEOUT_S:g} s by another srat "
+            "process; try again"
+        )
+        # short polls: a run's transactions take milliseconds, and 8 writers share one lock
+        with held_lock(self.lock_path, timeout=LOCK_TIMEOUT_S, busy=busy, poll_seconds=0.002):
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def update_state(self, change: StateChange) -> dict[str, Any]:
         """One locked read-modify-write of state.json: `change` gets the current state and
