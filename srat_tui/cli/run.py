@@ -27,6 +27,7 @@ from srat_tui.render.format import inert
 
 if TYPE_CHECKING:  # torch loads with the engine's launch path: only `srat run` pays for it
     from srat_engine.config.prepare import PreparedRun
+    from srat_engine.runs.home import Home
 
 app = typer.Typer()
 
@@ -46,13 +47,11 @@ def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
     console.print(tomli_w.dumps(prepared.config.model_dump(mode="json")), markup=False)
 
 
-def _run_foreground(prepared: PreparedRun, as_json: bool) -> int:
+def _run_foreground(prepared: PreparedRun, home: Home, as_json: bool) -> int:
     from srat_engine.config.prepare import create_run
-    from srat_engine.runs.home import Home
     from srat_engine.runs.sync import record_in_index
     from srat_engine.training.trainer import RunInterrupted, execute
 
-    home = Home.from_env()
     run = create_run(prepared, home.runs)
     record_in_index(run, home.index)  # listed by `srat runs ls` and the TUI while it trains
     console = stdout_console()
@@ -185,7 +184,7 @@ def run(
         from srat_engine.training.device import pick_device
 
         pick_device(prepared[0].config.device)  # a missing GPU fails before the run dir exists
-        raise typer.Exit(_run_foreground(prepared[0], as_json))
+        raise typer.Exit(_run_foreground(prepared[0], home, as_json))
     from srat_engine.jobs.supervisor import launch_detached, resolve_devices
 
     # each run on the device its config names (--device sets it for all), unless --gpus;
