@@ -1,4 +1,5 @@
-"""The engine's two ways for a run to stop early: a user-facing error, and a stop signal.
+"""The engine's ways for a run to stop early: a user-facing error, a stop signal, and a
+checkpoint request.
 
 Torch-free on purpose: the detached worker installs the stop handlers and catches these while
 it waits for its slot, before it imports the training code (and so torch).
@@ -29,3 +30,24 @@ def raise_interrupted(signum: int, _frame: object) -> None:
 def failure_message(err: Exception) -> str:
     """What exit.json says of a failure: a SratError's own line, else the type and message."""
     return str(err) if isinstance(err, SratError) else f"{type(err).__name__}: {err}"
+
+
+class RunPreempted(Exception):
+    """A checkpoint request (Slurm's warning signal before a time limit or a preemption)
+    stopped training at a safe point, after saving a checkpoint of its exact position.
+
+    Not a failure and not a SratError: the run is neither finished nor killed, and a resume
+    continues it from `epoch` epochs done and `batch` batches into the next (0 at an epoch
+    boundary) to the same results as an uninterrupted run.
+    """
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        # the position as args, so the exception pickles and unpickles as itself
+        super().__init__(epoch, batch)
+        self.epoch = epoch
+        self.batch = batch
+
+    def __str__(self) -> str:
+        if self.batch == 0:
+            return f"checkpointed after epoch {self.epoch}, at the epoch boundary"
+        return f"checkpointed at epoch {self.epoch}, batch {self.batch} of epoch {self.epoch + 1}"

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -29,6 +30,7 @@ from srat_engine.data.resident import load_device_data
 from srat_engine.errors import (
     STOP_SIGNALS,
     RunInterrupted,
+    RunPreempted,
     SratError,
     failure_message,
     raise_interrupted,
@@ -84,10 +86,32 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-class Trainer:
-    """One run, from its run directory to its last metrics line."""
+@dataclass
+class _EpochPosition:
+    """Where an epoch in progress stands: its permutation of the training set, the batches of
+    it already trained, and what those batches added to the epoch's sums."""
 
-    def __init__(self, run: RunDir, device: torch.device, on_event: EventHandler | None = None):
+    order: torch.Tensor
+    batch: int
+    sums: torch.Tensor
+
+
+class Trainer:
+    """One run, from its run directory to its last metrics line.
+
+    With `checkpoint_request`, an event another thread sets (the Slurm job's signal handler),
+    training stops at the next safe point once it is set: after a training batch, or after an
+    epoch's record and checkpoint. It saves a checkpoint of that exact position and raises
+    RunPreempted; a resume continues from there to the results of an uninterrupted run.
+    """
+
+    def __init__(
+        self,
+        run: RunDir,
+        device: torch.device,
+        on_event: EventHandler | None = None,
+        checkpoint_request: threading.Event | None = None,
+    ):
         doc = run.config()
         self.run = run
         self.config = validate_config(doc["config"])
@@ -96,6 +120,7 @@ class Trainer:
         self.resolved = Resolved(**resolved)
         self.device = device
         self.on_event = on_event or (lambda _record: None)
+        self.checkpoint_request = checkpoint_request
         self.spec = self.config.spec
 
     # -- setup -------------------------------------------------------------------------------
@@ -139,15 +164,32 @@ class Trainer:
             f"{'on' if isinstance(self.step, GraphedTrainStep) else 'off'}"
         )
         self.start_epoch = 0
+        # set by a resume from a checkpoint taken mid-epoch: the next epoch continues it
+        self.position: _EpochPosition | None = None
 
-    def _checkpoint_state(self, epochs_done: int) -> dict[str, Any]:
-        return {
+    def _checkpoint_state(
+        self, epochs_done: int, position: _EpochPosition | None = None
+    ) -> dict[str, Any]:
+        state: dict[str, Any] = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": epochs_done,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
+        if position is not None:
+            # the generator has already drawn this epoch's order and the done batches' crops
+            # and attack starts: the order itself and the partial sums must travel with it
+            state.update(batch=position.batch, order=position.order, sums=position.sums)
+        return state
+
+    def _checkpoint_requested(self) -> bool:
+        return self.checkpoint_request is not None and self.checkpoint_request.is_set()
+
+    def _preempt(self, epochs_done: int, position: _EpochPosition | None) -> RunPreempted:
+        """Save the checkpoint of this exact position; the RunPreempted to raise."""
+        save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epochs_done, position))
+        return RunPreempted(epochs_done, position.batch if position is not None else 0)
 
     def _restore(self) -> None:
         if not self.run.checkpoint_path.exists():
@@ -160,8 +202,28 @@ class Trainer:
             self.generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             self.start_epoch = int(state["epoch"])
+            # a checkpoint from an epoch boundary (every one before checkpoint requests) has no
+            # position: the next epoch starts afresh
+            if int(state.get("batch", 0)):
+                self.position = self._restored_position(state)
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise SratError(f"checkpoint {self.run.checkpoint_path} does not fit: {err}") from None
+
+    def _restored_position(self, state: dict[str, Any]) -> _EpochPosition:
+        """The mid-epoch position a checkpoint holds, checked against this run."""
+        order, sums, batch = state["order"], state["sums"], int(state["batch"])
+        n = len(self.data.train_y)
+        batches = math.ceil(n / self.config.train.batch_size)
+        if not isinstance(order, torch.Tensor) or order.shape != (n,) or order.is_floating_point():
+            raise ValueError(f"its epoch order is not an order of the {n} training examples")
+        if not isinstance(sums, torch.Tensor) or sums.shape != (4,):
+            raise ValueError("its epoch sums are not 4 numbers")
+        if not 0 < batch <= batches or self.start_epoch >= self.config.train.epochs:
+            raise ValueError(
+                f"batch {batch} of epoch {self.start_epoch + 1} is not in this run "
+                f"({self.config.train.epochs} epochs of {batches} batches)"
+            )
+        return _EpochPosition(order.to(self.device), batch, sums.to(self.device))
 
     # -- one epoch ---------------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -173,10 +235,16 @@ class Trainer:
         use_gair = gair_active(epoch, self.resolved)
         lam = config.loss.sep_lambda if self.spec.separation else 0.0
         n = len(data.train_y)
-        order = torch.randperm(n, generator=self.generator, device=self.device)
-        sums = torch.zeros(4, device=self.device)  # loss, sep loss, adversarial hits, finite
+        position, self.position = self.position, None
+        if position is None:
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+            sums = torch.zeros(4, device=self.device)  # loss, sep loss, adversarial hits, finite
+            position = _EpochPosition(order, 0, sums)
+        sums = position.sums
+        batches = position.order.split(config.train.batch_size)
         model.train()
-        for batch in order.split(config.train.batch_size):
+        for index in range(position.batch, len(batches)):
+            batch = batches[index]
             self.step(
                 data.train_x[batch],
                 data.train_y[batch],
@@ -185,12 +253,12 @@ class Trainer:
                 lam=lam,
                 sums=sums,
             )
-        loss_sum, sep_sum, hits, non_finite = sums.tolist()
-        if non_finite or not math.isfinite(loss_sum):
-            raise SratError(
-                f"training loss became nan/inf in epoch {epoch + 1} (lr {lr:g}); "
-                "the run stopped: try a lower train.lr or check the data"
-            )
+            # checked after the last batch too: a request stops before the epoch's evaluation
+            if self._checkpoint_requested():
+                position.batch = index + 1
+                self._check_finite(sums, epoch, lr)  # a diverged model is never checkpointed
+                raise self._preempt(epoch, position)
+        loss_sum, sep_sum, hits, _ = self._check_finite(sums, epoch, lr)
         return {
             "lr": lr,
             "loss": loss_sum / n,
@@ -199,6 +267,17 @@ class Trainer:
             "reweighting": class_w is not None,
             "gair": use_gair,
         }
+
+    @staticmethod
+    def _check_finite(sums: torch.Tensor, epoch: int, lr: float) -> list[float]:
+        """The epoch's sums on the host, or SratError when the training loss is not finite."""
+        values = sums.tolist()
+        if values[3] or not math.isfinite(values[0]):
+            raise SratError(
+                f"training loss became nan/inf in epoch {epoch + 1} (lr {lr:g}); "
+                "the run stopped: try a lower train.lr or check the data"
+            )
+        return values
 
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor, robust: bool) -> dict[str, Any]:
         config, resolved = self.config, self.resolved
@@ -259,7 +338,15 @@ class Trainer:
                     f"dropped {dropped} epoch record(s) after epoch {self.start_epoch}, the "
                     "checkpoint's: they are trained again"
                 )
-            self._emit({"event": "resume", "from_epoch": self.start_epoch, "time": now_iso()})
+            from_batch = self.position.batch if self.position is not None else 0
+            self._emit(
+                {
+                    "event": "resume",
+                    "from_epoch": self.start_epoch,
+                    "from_batch": from_batch,
+                    "time": now_iso(),
+                }
+            )
         epochs = self.config.train.epochs
         data = self.data
         for epoch in range(self.start_epoch, epochs):
@@ -286,10 +373,17 @@ class Trainer:
             # and a resume drops the records that run ahead of its checkpoint, so a kill at any
             # point of this epoch's end leaves every epoch recorded exactly once after resume.
             self.run.append_metrics(record)
-            if (epoch + 1) % self.config.train.checkpoint_every == 0 or epoch + 1 == epochs:
+            saved = (epoch + 1) % self.config.train.checkpoint_every == 0 or epoch + 1 == epochs
+            if saved:
                 save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epoch + 1))
             self.run.write_state(epoch=epoch + 1, epochs=epochs)
             self.on_event(record)
+            # after the last epoch too: a request stops before the final evaluation, which a
+            # resume (at epoch `epochs`, no epoch left) then runs
+            if self._checkpoint_requested():
+                if saved:
+                    raise RunPreempted(epoch + 1, 0)
+                raise self._preempt(epoch + 1, None)
         final_std = self._evaluate(data.test_x, data.test_y, robust=False)
         final_rob = None
         if self.robust_eval_enabled:
@@ -311,6 +405,7 @@ def execute(
     on_event: EventHandler | None = None,
     index: RunIndex | None = None,
     heartbeat_s: float | None = HEARTBEAT_S,
+    checkpoint_request: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Train a created run in this process, recording state and exit in its directory.
 
@@ -318,6 +413,11 @@ def execute(
     the caller records how it ended there, as it also reports it). While it trains, a heartbeat
     (`runs.heartbeat`) is written every `heartbeat_s` seconds; None: the caller beats (the
     detached worker, from the time it queues).
+
+    Once `checkpoint_request` is set, training checkpoints its exact position at the next safe
+    point (see Trainer) and RunPreempted is raised: no end is recorded (no exit.json, the
+    status stays as it was), only a log line; the caller decides what the run's status becomes,
+    and `resume=True` later continues it to an uninterrupted run's results.
     """
     config = validate_config(run.config()["config"])
     torch_device = pick_device(device or config.device)
@@ -339,7 +439,11 @@ def execute(
             record_in_index(run, index)
         # the heartbeat stops (leaving this block) before the end is recorded below
         with _beating(run, heartbeat_s), _stop_on_signals():
-            final = Trainer(run, torch_device, on_event).train(resume=resume)
+            trainer = Trainer(run, torch_device, on_event, checkpoint_request=checkpoint_request)
+            final = trainer.train(resume=resume)
+    except RunPreempted as stop:
+        run.log(f"preempted: {stop} (not ended: resume continues from there)")
+        raise
     except RunInterrupted as stop:
         run.record_end("killed", error=f"stopped by {stop}", log=f"killed by {stop}")
         raise
