@@ -131,6 +131,15 @@ class SlurmCluster:
         return "\n".join(parts)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 probes without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _free_ports(count: int) -> list[int]:
     """Ports free on this machine now (held open together, so they differ)."""
     socks = [socket.socket() for _ in range(count)]

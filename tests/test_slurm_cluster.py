@@ -12,17 +12,9 @@ from pathlib import Path
 
 import pytest
 import submitit
-from slurm_cluster import SlurmCluster, slurm_cluster
+from slurm_cluster import SlurmCluster, pid_alive, slurm_cluster
 
 __all__ = ["slurm_cluster"]  # the fixture, imported for pytest
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_sbatch_job_runs_to_completion(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -117,8 +109,8 @@ def test_scancel_pending_and_running_jobs(slurm_cluster: SlurmCluster, tmp_path:
     assert [j.state for j in slurm_cluster.squeue(running)] == ["RUNNING"]
 
     pid = int(pid_file.read_text())
-    assert _alive(pid)
+    assert pid_alive(pid)
     slurm_cluster.scancel(running)
     slurm_cluster.wait_gone(running)
     assert slurm_cluster.job_state(running) == "CANCELLED"
-    slurm_cluster.wait_for("the job's process to end", lambda: not _alive(pid), timeout=10)
+    slurm_cluster.wait_for("the job's process to end", lambda: not pid_alive(pid), timeout=10)

@@ -41,7 +41,20 @@ def epoch_record(epoch: int, std: float, rob: float | None) -> dict[str, Any]:
 def test_columns_are_the_record_fields_in_display_order(tmp_path: Path) -> None:
     record = summarize_run(make_run(tmp_path))
     assert tuple(record) == summary_columns
-    assert summary_columns[:2] == ("id", "status") and len(set(summary_columns)) == 30
+    assert summary_columns[:2] == ("id", "status") and len(set(summary_columns)) == 33
+    # where the run runs: local unless its state.json says otherwise
+    assert (record["backend"], record["slurm_job_id"], record["node"]) == ("local", None, None)
+
+
+def test_a_slurm_run_summarises_with_its_backend_job_and_node(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    run.write_state(status="queued", backend="slurm", slurm_job_id="1234_5", node="gpu12")
+    record = summarize_run(run)
+    assert (record["backend"], record["slurm_job_id"], record["node"]) == (
+        "slurm",
+        "1234_5",
+        "gpu12",
+    )
 
 
 def test_real_finished_digits_run(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from srat_engine.fsutil import atomic_write_json, read_json
 from srat_engine.runs.rundir import is_valid_run_id
 
 if TYPE_CHECKING:
+    from srat_engine.jobs.slurm_options import SlurmOptions
     from srat_engine.runs.home import Home
 
 SweepKind = Literal["reweight", "lambda"]
@@ -178,23 +179,38 @@ def prepare_sweep(
 
 
 def launch_sweep(
-    planned: PlannedSweep, devices: list[str], per_device: int, *, home: Home
+    planned: PlannedSweep,
+    devices: list[str],
+    per_device: int,
+    *,
+    home: Home,
+    slurm: SlurmOptions | None = None,
 ) -> list[dict[str, Any]]:
-    """Create, tag and launch (detached) every run in `home`; write the manifest; return its
-    entries."""
+    """Create, tag and launch every run in `home`: detached on `devices`, or with `slurm`
+    options as one Slurm job array; write the manifest; return its entries."""
     from srat_engine.config.prepare import create_run
     from srat_engine.jobs.supervisor import launch_detached
 
     tag = sweep_tag(planned.sweep_id)
     entries: list[dict[str, Any]] = []
+    created = []
     for point, prepared in zip(planned.points, planned.prepared, strict=True):
         run = create_run(prepared, home.runs)
+        created.append(run)
         note = f"{planned.kind} sweep {planned.sweep_id}: {point.arm} {point.value:g}"
         run.write_meta([tag], [note])  # before launching: the launcher indexes the run with it
         entries.append({"run_id": run.id, **asdict(point), "overrides": list(point.overrides)})
-        # the manifest is rewritten after every run, so a failure part-way leaves it truthful
-        write_manifest(planned, entries, home)
-        entries[-1]["pid"] = launch_detached(run, devices, per_device, home=home)
+        if slurm is None:
+            # the manifest is rewritten after every run, so a failure part-way leaves it truthful
+            write_manifest(planned, entries, home)
+            entries[-1]["pid"] = launch_detached(run, devices, per_device, home=home)
+    if slurm is not None:
+        from srat_engine.jobs.slurm import submit_runs
+
+        # all or nothing: a refused array removes the runs again, and no manifest is written
+        jobs = {job.run_id: job.job_id for job in submit_runs(created, slurm, home=home)}
+        for entry in entries:
+            entry["slurm_job_id"] = jobs[entry["run_id"]]
     write_manifest(planned, entries, home)
     return entries
 
@@ -208,7 +224,9 @@ def write_manifest(planned: PlannedSweep, entries: list[dict[str, Any]], home: H
             "kind": planned.kind,
             "preset": planned.preset,
             "overrides": list(planned.base_overrides),
-            "runs": [{k: v for k, v in e.items() if k != "pid"} for e in entries],
+            "runs": [
+                {k: v for k, v in e.items() if k not in ("pid", "slurm_job_id")} for e in entries
+            ],
         },
     )
 

@@ -23,7 +23,13 @@ from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
 from srat_engine.fsutil import WriteFailed, writing
 from srat_engine.runs.home import Home
-from srat_engine.runs.liveness import ACTIVE, process_alive, reconcile
+from srat_engine.runs.liveness import (
+    ACTIVE,
+    LOCAL_BACKEND,
+    process_alive,
+    reconcile,
+    waiting_in_slurm,
+)
 from srat_engine.runs.rundir import RunDir, StateChange, now_iso
 from srat_engine.runs.sync import record_in_index
 
@@ -160,7 +166,7 @@ def _queued_unless_started(pid: int, pid_start: float | None) -> StateChange:
             return None
         host = socket.gethostname()
         return {"status": "queued", "queued": now_iso(), "pid": pid, "pid_start": pid_start,
-                "host": host}  # fmt: skip
+                "host": host, **LOCAL_BACKEND}  # fmt: skip
 
     return change
 
@@ -182,8 +188,12 @@ def _live_pid(run: RunDir) -> int | None:
 
 
 def kill_run(run: RunDir, *, home: Home, grace_seconds: float = 10.0) -> str:
-    """SIGTERM the run's whole process group, SIGKILL after the grace period."""
+    """Stop a queued or running run: a local one by SIGTERM to its whole process group
+    (SIGKILL after the grace period), one on Slurm by cancelling its job (`scancel`)."""
     status = reconcile(run)
+    if status in ACTIVE and run.launch_record().get("backend") == "slurm":
+        _cancel_slurm_job(run, grace_seconds)
+        return _record_killed(run, home)
     pid = _live_pid(run) if status in ACTIVE else None
     if pid is None:
         raise SratError(f"run {run.id} is not running (status {status})")
@@ -195,6 +205,26 @@ def kill_run(run: RunDir, *, home: Home, grace_seconds: float = 10.0) -> str:
     if _live_pid(run) is not None:
         os.killpg(pid, signal.SIGKILL)
         time.sleep(0.2)
+    return _record_killed(run, home)
+
+
+def _cancel_slurm_job(run: RunDir, grace_seconds: float) -> None:
+    """scancel the run's job; a job that runs records its own end on the SIGTERM (waited for up
+    to the grace period), a pending one has nothing to wait for."""
+    from srat_engine.jobs.slurm import cancel_job
+
+    job = run.state().get("slurm_job_id") or run.launch_record().get("job_id")
+    if not job:
+        raise SratError(f"run {run.id} has no Slurm job on record to cancel")
+    cancel_job(str(job))
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and run.exit_record() is None:
+        if waiting_in_slurm(run.state()):
+            return
+        time.sleep(0.1)
+
+
+def _record_killed(run: RunDir, home: Home) -> str:
     if run.exit_record() is None:
         run.write_exit({"status": "killed", "error": "killed by srat runs kill"})
     run.write_state(status="killed")
@@ -211,10 +241,8 @@ def previous_devices(run: RunDir) -> tuple[list[str], int]:
     return resolve_devices(device=run.config()["config"].get("device", "auto"))
 
 
-def resume_run(run: RunDir, devices: list[str], per_device: int, *, home: Home) -> int:
-    """Relaunch a failed, killed, dead or lost run from its last checkpoint; returns the worker
-    pid. A lost run's host may only be cut off: its process, should it come back, sees itself
-    replaced and stops beating, but only its end (or its host's) stops it training."""
+def check_resumable(run: RunDir) -> None:
+    """Refuse (SratError) to resume a run that has finished, is still active, or never ran."""
     status = reconcile(run)
     if status == "finished":
         raise SratError(f"run {run.id} has finished: nothing to resume")
@@ -222,6 +250,14 @@ def resume_run(run: RunDir, devices: list[str], per_device: int, *, home: Home) 
         raise SratError(f"run {run.id} is {status}: kill it first to restart it")
     if status not in RESUMABLE:
         raise SratError(f"run {run.id} is {status}: only failed, killed, dead or lost runs resume")
+
+
+def resume_run(run: RunDir, devices: list[str], per_device: int, *, home: Home) -> int:
+    """Relaunch a failed, killed, dead or lost run from its last checkpoint on this host;
+    returns the worker pid. A lost run's host may only be cut off: its process, should it come
+    back, sees itself replaced and stops beating, but only its end (or its host's) stops it
+    training. (`jobs.slurm.resume_in_slurm` resubmits one to Slurm instead.)"""
+    check_resumable(run)
     return launch_detached(run, devices, per_device, home=home, resume=True)
 
 
@@ -247,3 +283,19 @@ def remove_run(run: RunDir, *, home: Home, purge: bool = False) -> Path | None:
         run.path.rename(destination)
     home.index.remove(run.id)
     return destination
+
+
+def resume_as_launched(run: RunDir, *, home: Home) -> str:
+    """Resume the run where it was launched last: resubmitted to Slurm with the options it had
+    (the home's config.toml filling any it lacks), else detached here on its devices; returns
+    one line saying which (what the TUI's resume key does)."""
+    if run.launch_record().get("backend") == "slurm":
+        from srat_engine.jobs.slurm import previous_options, resume_in_slurm
+        from srat_engine.jobs.slurm_options import slurm_options
+
+        before = previous_options(run)
+        extra = dict(before.pop("extra", None) or {})
+        options = slurm_options(home.config_file, before, extra)
+        return f"{run.id} resubmitted (Slurm job {resume_in_slurm(run, options, home=home).job_id})"
+    pid = resume_run(run, *previous_devices(run), home=home)
+    return f"{run.id} resumed (worker pid {pid})"

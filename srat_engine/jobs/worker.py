@@ -31,6 +31,7 @@ from srat_engine.errors import (
 from srat_engine.jobs.slots import hold_slot, slots_for
 from srat_engine.runs.heartbeat import Heartbeat, interval_from_env
 from srat_engine.runs.home import Home
+from srat_engine.runs.liveness import LOCAL_BACKEND
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.runs.sync import record_in_index
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             pid_start=psutil.Process(pid).create_time(),
             host=socket.gethostname(),
             queued=now_iso(),
+            **LOCAL_BACKEND,
         )
         record_in_index(run, home.index)
         candidates = slots_for(args.devices.split(","), args.per_device)

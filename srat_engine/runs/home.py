@@ -1,6 +1,7 @@
 """One srat home: the folder that holds runs, device slots, trash, sweeps, exports, the user's
-presets, the default dataset folder and the run index; with the two folders the environment
-may put elsewhere ($SRAT_PRESETS searched first, $SRAT_DATA instead of <home>/data).
+presets, the default dataset folder, Slurm job files, the settings file and the run index;
+with the two folders the environment may put elsewhere ($SRAT_PRESETS searched first,
+$SRAT_DATA instead of <home>/data).
 
 Engine functions take the Home (or the one folder, search path or index they use) as a
 parameter; only the edges build one from the environment with `Home.from_env()`: the CLI
@@ -20,7 +21,7 @@ from srat_engine.runs.index import RunIndex
 
 _REPO_PRESETS = Path(__file__).resolve().parents[2] / "presets"  # editable installs
 _SHARED_PRESETS = Path(sys.prefix) / "share" / "srat" / "presets"  # wheel installs (data-files)
-_FOLDERS = ("runs", "slots", "trash", "sweeps", "exports", "presets", "data")
+_FOLDERS = ("runs", "slots", "trash", "sweeps", "exports", "presets", "data", "slurm")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Home:
     exports: Path = field(init=False, repr=False)  # tables the TUI's compare screen exports
     presets: Path = field(init=False, repr=False)  # the user's own presets
     data: Path = field(init=False, repr=False)  # datasets, unless data_override says otherwise
+    slurm: Path = field(init=False, repr=False)  # submitit's job files and logs, <home>/slurm/<job>
 
     def __post_init__(self) -> None:
         for name in _FOLDERS:
@@ -55,6 +57,11 @@ class Home:
             tuple(Path(p).expanduser() for p in presets.split(os.pathsep) if p),
             Path(data).expanduser() if data else None,
         )
+
+    @property
+    def config_file(self) -> Path:
+        """The user's settings for this home (`[backend.slurm]` defaults): <home>/config.toml."""
+        return self.root / "config.toml"
 
     @property
     def index(self) -> RunIndex:

@@ -19,6 +19,11 @@ import psutil
 
 from srat_engine.fsutil import WriteFailed
 from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.slurm_queue import QueuedJob, queue_snapshot
+
+# What Slurm's queue says of the jobs a reader asks about (`slurm_queue.queue_snapshot`):
+# None where it cannot be asked (no squeue on this host).
+QueueSnapshot = dict[str, QueuedJob] | None
 
 ACTIVE = ("queued", "running")
 # How a run ends; any other status (created, unknown, ...) may still change without the index
@@ -83,39 +88,64 @@ def _on_another_host(run: RunDir, state: dict[str, Any]) -> bool:
     return bool(host) and host != socket.gethostname()
 
 
-def _still_running(run: RunDir, state: dict[str, Any]) -> bool:
+# What a local launch sets in state.json, over what an earlier launch on Slurm left there.
+LOCAL_BACKEND = {"backend": "local", "slurm_job_id": None, "node": None}
+
+
+def waiting_in_slurm(state: dict[str, Any]) -> bool:
+    """Whether the run is in Slurm's queue with no process yet (submitted, or requeued)."""
+    return (
+        state.get("backend") == "slurm" and state.get("status") in ACTIVE and not state.get("pid")
+    )
+
+
+def _still_running(run: RunDir, state: dict[str, Any], queue: QueueSnapshot | bool) -> bool:
     """Whether an active run's recorded process is alive: on this host by its pid (a process
     stopped in a debugger beats no more but is alive), on another by its heartbeat (one never
-    written is unknowable: the recorded status stands)."""
+    written is unknowable: the recorded status stands). A run waiting in Slurm's queue waits
+    while the queue lists its job, or while the queue cannot be asked (`queue` None; False:
+    ask it now)."""
+    if waiting_in_slurm(state):
+        job = state.get("slurm_job_id")
+        if queue is False:
+            queue = queue_snapshot([str(job)]) if job else None
+        return queue is None or not job or str(job) in queue
     if _on_another_host(run, state):
         return not heartbeat_stale(state)
     return process_alive(*_process_record(run, state))
 
 
-def reconcile(run: RunDir) -> str:
+def reconcile(run: RunDir, queue: QueueSnapshot | bool = False) -> str:
     """The run's true status; a queued/running run whose process is gone becomes `dead`, one on
     another host whose heartbeat is stale `lost` (or either the status its exit record gives,
     if it ended but died before updating state.json).
 
-    A run on another host that never wrote a heartbeat keeps its recorded status. A run that
+    A run on another host that never wrote a heartbeat keeps its recorded status. A Slurm
+    job that left the queue without starting its run makes it `dead`; `queue` is what the
+    queue said (a listing asks once for all its runs), False to ask here if needed. A run that
     looks dead or lost is decided again under the run's lock, so a process that has just
     restarted it (a resume) or beaten is never marked on an older reading.
     """
     state = run.state()
     status = state.get("status", "unknown")
-    if status not in ACTIVE or _still_running(run, state):
+    if status not in ACTIVE or _still_running(run, state, queue):
         return status  # the common case: no lock taken, nothing written
     decided: dict[str, Any] = {}
 
     def change(current: dict[str, Any]) -> dict[str, Any] | None:
         status = current.get("status", "unknown")
         decided.update(status=status, pid=_process_record(run, current)[0], marked=False)
-        if status not in ACTIVE or _still_running(run, current):
+        # a fresh look at the queue, taken after this reading of the state: the listing's may
+        # predate the job (a submission or resume since)
+        if status not in ACTIVE or _still_running(run, current, False):
             return None
         exit_record = run.exit_record()
         if exit_record is not None:
             decided.update(status=exit_record.get("status", "failed"))
             return {"status": decided["status"]}
+        if waiting_in_slurm(current):
+            decided.update(status="dead", marked=True, job=current.get("slurm_job_id"))
+            return {"status": "dead"}
         if _on_another_host(run, current):
             # what the run was, so its own heartbeat can restore it should it come back
             decided.update(status=LOST, marked=True, beat=current.get("heartbeat"))
@@ -125,7 +155,9 @@ def reconcile(run: RunDir) -> str:
 
     try:
         run.update_state(change)
-        if decided["marked"] and decided["status"] == LOST:
+        if decided["marked"] and decided.get("job"):
+            run.log(f"Slurm job {decided['job']} left the queue before the run started: dead")
+        elif decided["marked"] and decided["status"] == LOST:
             run.log(f"no heartbeat since {decided['beat']} from another host: marked lost")
         elif decided["marked"]:
             run.log(f"process {decided['pid']} is gone without an exit record: marked dead")

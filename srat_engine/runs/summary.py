@@ -44,6 +44,9 @@ summary_columns: tuple[str, ...] = (
     "host",
     "pid",
     "pid_start",
+    "backend",
+    "slurm_job_id",
+    "node",
     "error",
     "config_key",
 )
@@ -124,6 +127,10 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
         "host": state.get("host"),
         "pid": state.get("pid"),
         "pid_start": state.get("pid_start"),
+        # where it runs: "local" (a process of this host's srat) or "slurm" (a job, its node)
+        "backend": state.get("backend") or "local",
+        "slurm_job_id": state.get("slurm_job_id"),
+        "node": state.get("node"),
         "error": exit_record.get("error") or config_error,
         **metrics,
         # `srat eval` results (eval.json): AutoAttack accuracy and the gradient-masking verdict

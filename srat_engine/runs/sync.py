@@ -15,8 +15,9 @@ from typing import Any
 from srat_engine.errors import SratError
 from srat_engine.fsutil import WriteFailed
 from srat_engine.runs.index import RunIndex
-from srat_engine.runs.liveness import ENDED, reconcile
+from srat_engine.runs.liveness import ENDED, reconcile, waiting_in_slurm
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
+from srat_engine.runs.slurm_queue import queue_snapshot
 from srat_engine.runs.summary import summarize_run
 
 
@@ -68,7 +69,11 @@ def current_records(runs: Sequence[RunDir], index: RunIndex) -> list[dict[str, A
     the index lock (`RunIndex.refresh`). An index that cannot be written (a full disk) still
     gets the runs' records, read from their directories; a corrupt one raises SratError.
     """
-    statuses = {run.id: reconcile(run) for run in runs}
+    states = {run.id: run.state() for run in runs}
+    # one squeue call for every run waiting in Slurm's queue (taken after reading their states)
+    waiting = [str(s.get("slurm_job_id")) for s in states.values() if waiting_in_slurm(s)]
+    queue = queue_snapshot(waiting) if waiting else {}
+    statuses = {run.id: reconcile(run, queue) for run in runs}
     try:
         return index.refresh(runs)
     except (WriteFailed, OSError):

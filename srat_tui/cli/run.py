@@ -17,16 +17,20 @@ from srat_engine.errors import SratError
 from srat_tui.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    NO_SLURM,
     AsJson,
     PerGpu,
+    SlurmRequest,
     error_line,
     stdout_console,
+    with_slurm_options,
 )
 from srat_tui.render import run as render
 from srat_tui.render.format import inert
 
 if TYPE_CHECKING:  # torch loads with the engine's launch path: only `srat run` pays for it
     from srat_engine.config.prepare import PreparedRun
+    from srat_engine.jobs.slurm_options import SlurmOptions
     from srat_engine.runs.home import Home
 
 app = typer.Typer()
@@ -112,7 +116,27 @@ def _run_foreground(prepared: PreparedRun, home: Home, as_json: bool) -> int:
     return 0
 
 
+def _submit_to_slurm(
+    prepared: list[PreparedRun], home: Home, options: SlurmOptions, as_json: bool
+) -> None:
+    """Every run as one Slurm job (one array for several); nothing is left on a refusal."""
+    from srat_engine.jobs.slurm import create_and_submit
+
+    submissions = create_and_submit(prepared, options, home=home)
+    entries = [
+        {"run_id": job.run_id, "source": item.source, "slurm_job_id": job.job_id}
+        for job, item in zip(submissions, prepared, strict=True)
+    ]
+    if as_json:
+        typer.echo(json.dumps(entries))
+        return
+    for entry in entries:
+        job = entry["slurm_job_id"]
+        typer.echo(inert(f"{entry['run_id']}  {entry['source']}  submitted (Slurm job {job})"))
+
+
 @app.command()
+@with_slurm_options
 def run(
     presets: Annotated[
         list[str] | None,
@@ -144,12 +168,16 @@ def run(
         bool, typer.Option("--dry-run", help="validate and print the resolved config, run nothing")
     ] = False,
     as_json: AsJson = False,
+    slurm_request: SlurmRequest = NO_SLURM,
 ) -> None:
-    """Run configurations: in the foreground (one line per epoch), or detached and queued."""
+    """Run configurations: in the foreground (one line per epoch), detached and queued on this
+    machine, or as Slurm jobs (--backend slurm; several runs make one job array)."""
     from srat_engine.config.prepare import create_run, prepare
     from srat_engine.runs.home import Home
 
     home = Home.from_env()
+    options = slurm_request.options(home, local=(gpus, slots, per_gpu))
+    on_slurm = options is not None
     assignments = tuple(overrides or ())
     if device is not None:
         assignments = (*assignments, f'device="{device}"')
@@ -159,7 +187,7 @@ def run(
     names = expand_patterns(presets, dirs) if presets else []
     if (gpus is not None or slots is not None) and not detach:
         raise SratError("--gpus and --slots schedule detached runs: add --detach")
-    if len(names) > 1 and not (detach or dry_run):
+    if len(names) > 1 and not (detach or dry_run or on_slurm):
         raise SratError(f"{len(names)} presets match: add --detach to queue them all")
     # validate every configuration before creating any run
     if names:
@@ -179,6 +207,9 @@ def run(
     if dry_run:
         for item in prepared:
             _print_dry_run(item, as_json)
+        return
+    if options is not None:
+        _submit_to_slurm(prepared, home, options, as_json)
         return
     if not detach:
         from srat_engine.training.device import pick_device

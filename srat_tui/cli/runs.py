@@ -16,8 +16,17 @@ from srat_engine.runs.home import Home
 from srat_engine.runs.index import reindex
 from srat_engine.runs.records import class_count, damage_note, metric_damage, result_record
 from srat_engine.runs.rundir import RunDir, is_valid_run_id, validate_run_id
+from srat_engine.runs.slurm_queue import with_queue_states
 from srat_engine.runs.sync import add_note, current_record, refreshed_records, set_tag
-from srat_tui.cli.common import PerGpu, open_run, stdout_console
+from srat_tui.cli.common import (
+    NO_SLURM,
+    PerGpu,
+    SlurmRequest,
+    chosen_backend,
+    open_run,
+    stdout_console,
+    with_slurm_options,
+)
 from srat_tui.render.format import inert, runs_cell
 
 if TYPE_CHECKING:
@@ -42,7 +51,7 @@ def _reconcile_on_start(ctx: typer.Context) -> None:
 
 LS_COLUMNS = (
     "id", "status", "method", "dataset", "imbalance", "epoch", "std_overall", "std_under",
-    "rob_overall", "rob_under", "aa_overall", "device", "age",
+    "rob_overall", "rob_under", "aa_overall", "device", "backend", "age",
 )  # fmt: skip
 
 
@@ -109,7 +118,7 @@ def runs_ls(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every run with status, progress and the paper's four columns."""
-    records = select_records(_reconciled(ctx), status, filters or [], sort)
+    records = with_queue_states(select_records(_reconciled(ctx), status, filters or [], sort))
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
@@ -176,6 +185,9 @@ def runs_show(
             f"(host {state.get('host', '-')}, pid {state.get('pid', '-')})"
         )
     )
+    slurm_line = _slurm_line(run, summary)
+    if slurm_line:
+        console.print(inert(slurm_line))
     if summary.get("tags"):
         console.print(inert(f"tags     {', '.join(map(str, summary['tags']))}"))
     for note in summary.get("notes", []):
@@ -184,7 +196,7 @@ def runs_show(
     if exit_record and exit_record.get("error"):
         console.print(inert(f"error    {exit_record['error']}"))
     if summary["status"] in ("failed", "dead"):
-        for path in (run.log_path, run.path / "output.log"):
+        for path in (run.log_path, run.path / "output.log", *_slurm_logs(run)):
             if path.exists():
                 tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
                 console.rule(f"{path.name} (last {len(tail)} lines)")
@@ -209,6 +221,36 @@ def runs_show(
         console.print(renderable)
 
 
+def _slurm_line(run: RunDir, summary: dict[str, Any]) -> str | None:
+    """Where a Slurm run's job is: "slurm    job 12_3 (array 12, task 3) on node7, requeued 1
+    time; RUNNING on node7"; None for a local run."""
+    if summary.get("backend") != "slurm":
+        return None
+    state, launch = run.state(), run.launch_record()
+    job = state.get("slurm_job_id") or launch.get("job_id") or "?"
+    parts = [f"slurm    job {job}"]
+    if state.get("slurm_array_job_id") is not None or launch.get("array_job_id"):
+        array = state.get("slurm_array_job_id") or launch.get("array_job_id")
+        index = state.get("slurm_array_index", launch.get("array_index"))
+        parts.append(f" (array {array}, task {index})")
+    if state.get("node"):
+        parts.append(f" on {state['node']}")
+    requeues = state.get("requeues")
+    if requeues:
+        parts.append(f", requeued {requeues} time{'s' if requeues != 1 else ''}")
+    queued = with_queue_states([summary])[0].get("slurm_state")
+    if queued:
+        parts.append(f"; {queued}")
+    return "".join(parts)
+
+
+def _slurm_logs(run: RunDir) -> list[Path]:
+    """The Slurm job's output file, where Slurm wrote what the job printed (a job that died
+    before training says why there)."""
+    log = run.launch_record().get("log") if run.launch_record().get("backend") == "slurm" else None
+    return [Path(str(log))] if log else []
+
+
 def warn_damaged(run_id: str, records: list[dict[str, Any]], doc: dict[str, Any]) -> None:
     """One warning line on stderr when readers leave out part of a run's metrics.jsonl
     (`records.damage_note`): a hand edit or another tool damaged it."""
@@ -223,11 +265,12 @@ def runs_logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="last N lines")] = 40,
 ) -> None:
-    """The run's log (and its process output), optionally followed until the run ends."""
+    """The run's log (and its process output, or its Slurm job's), optionally followed until
+    the run ends."""
     from srat_engine.runs.liveness import ACTIVE, reconcile
 
     run = open_run(run_id)
-    paths = [run.log_path, run.path / "output.log"]
+    paths = [run.log_path, run.path / "output.log", *_slurm_logs(run)]
     for path in paths:
         if path.exists():
             tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
@@ -251,7 +294,7 @@ def runs_logs(
 
 @app.command("kill")
 def runs_kill(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
-    """Stop a queued or running run (its whole process group)."""
+    """Stop a queued or running run: its whole process group, or its Slurm job (scancel)."""
     from srat_engine.jobs.supervisor import kill_run
 
     run = open_run(run_id)
@@ -260,24 +303,42 @@ def runs_kill(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
 
 
 @app.command("resume")
+@with_slurm_options
 def runs_resume(
     run_id: Annotated[str, typer.Argument(help="run id")],
     gpus: Annotated[str | None, typer.Option("--gpus", help="'all' or ids like 0,1,3")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N")] = None,
     slots: Annotated[int | None, typer.Option("--slots", help="CPU runs at once")] = None,
     per_gpu: PerGpu = 1,
+    slurm_request: SlurmRequest = NO_SLURM,
 ) -> None:
-    """Continue a failed, killed, dead or lost run from its last checkpoint, detached."""
+    """Continue a failed, killed, dead or lost run from its last checkpoint: detached on this
+    machine, or resubmitted to Slurm (with the options it had, unless given again; --backend:
+    where it ran last unless given)."""
     from srat_engine.jobs.supervisor import previous_devices, resolve_devices, resume_run
 
     run = open_run(run_id)
+    home = Home.from_env()
+    from srat_engine.jobs.slurm import previous_options, resume_in_slurm
+
+    last = "slurm" if run.launch_record().get("backend") == "slurm" else "local"
+    request = slurm_request
+    if device is not None and chosen_backend(request.backend or last) == "slurm":
+        raise SratError("--device is for local runs; on Slurm use --gpus-per-run")
+    options = request.options(
+        home, local=(gpus, slots, per_gpu), default_backend=last, before=previous_options(run)
+    )
+    if options is not None:
+        job = resume_in_slurm(run, options, home=home)
+        typer.echo(f"{run.id} resubmitted (Slurm job {job.job_id})")
+        return
     if gpus is None and device is None:
         devices, per_device = previous_devices(run)
     else:
         devices, per_device = resolve_devices(
             gpus=gpus, device=device, slots=slots, per_gpu=per_gpu
         )
-    pid = resume_run(run, devices, per_device, home=Home.from_env())
+    pid = resume_run(run, devices, per_device, home=home)
     typer.echo(f"{run.id} resumed (worker pid {pid})")
 
 

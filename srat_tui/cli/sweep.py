@@ -11,7 +11,14 @@ import typer
 
 from srat_engine.errors import SratError
 from srat_engine.evaluation.metrics import class_group_mean
-from srat_tui.cli.common import AsJson, PerGpu, stdout_console
+from srat_tui.cli.common import (
+    NO_SLURM,
+    AsJson,
+    PerGpu,
+    SlurmRequest,
+    stdout_console,
+    with_slurm_options,
+)
 from srat_tui.render.termplot import Series, line_plot, parse_numbers
 
 app = typer.Typer(help="Sweeps of a reweighting weight or lambda (paper Figures 2, 5, 6).")
@@ -39,11 +46,13 @@ def _queue(
     slots: int | None,
     dry_run: bool,
     as_json: bool,
+    slurm: SlurmRequest,
 ) -> None:
     from srat_engine.analysis.sweeps import launch_sweep, prepare_sweep, sweep_tag
     from srat_engine.runs.home import Home
 
     home = Home.from_env()
+    options = slurm.options(home, local=(gpus, slots, per_gpu))
     assignments = tuple(overrides or ())
     if device is not None:
         assignments = (*assignments, f'device="{device}"')
@@ -63,24 +72,34 @@ def _queue(
         return
     from srat_engine.jobs.supervisor import resolve_devices
 
-    # on the device the sweep's config names (--device sets it), as `srat run --detach` does
     configured = planned.prepared[0].config.device
-    devices, per_device = resolve_devices(
-        gpus=gpus, device=configured, slots=slots, per_gpu=per_gpu
-    )
-    entries = launch_sweep(planned, devices, per_device, home=home)
+    if options is not None:
+        from srat_engine.jobs.slurm import check_cluster, job_device
+
+        check_cluster(options)
+        job_device(configured, options.gpus_for(configured))
+        devices, per_device = [], 1
+    else:
+        # on the device the sweep's config names (--device sets it), as `srat run --detach` does
+        devices, per_device = resolve_devices(
+            gpus=gpus, device=configured, slots=slots, per_gpu=per_gpu
+        )
+    entries = launch_sweep(planned, devices, per_device, home=home, slurm=options)
     if as_json:
         typer.echo(json.dumps({"sweep_id": planned.sweep_id, "runs": entries}))
         return
-    typer.echo(f"sweep {planned.sweep_id}: {len(entries)} runs queued, tagged "
+    where = "submitted to Slurm as one job array" if options is not None else "queued"
+    typer.echo(f"sweep {planned.sweep_id}: {len(entries)} runs {where}, tagged "
                f"{sweep_tag(planned.sweep_id)}")  # fmt: skip
     for entry in entries:
-        typer.echo(f"  {entry['run_id']}  {entry['arm']:<11} {entry['value']:g}")
+        job = f"  Slurm job {entry['slurm_job_id']}" if "slurm_job_id" in entry else ""
+        typer.echo(f"  {entry['run_id']}  {entry['arm']:<11} {entry['value']:g}{job}")
     typer.echo(f"follow: srat runs ls -f tag={sweep_tag(planned.sweep_id)}; "
                f"plot: srat sweep plot {planned.sweep_id}")  # fmt: skip
 
 
 @app.command("reweight")
+@with_slurm_options
 def sweep_reweight(
     preset: Annotated[str, typer.Option("--preset", "-p", help="the base configuration")],
     weights: Annotated[
@@ -97,8 +116,10 @@ def sweep_reweight(
     slots: Slots = None,
     dry_run: DryRun = False,
     as_json: AsJson = False,
+    slurm_request: SlurmRequest = NO_SLURM,
 ) -> None:
-    """Queue one run per weight of the under-represented classes (others keep weight 1)."""
+    """Queue one run per weight of the under-represented classes (others keep weight 1); with
+    --backend slurm, one Slurm job array."""
     _queue(
         "reweight",
         parse_numbers(weights, "--weights"),
@@ -111,10 +132,12 @@ def sweep_reweight(
         slots=slots,
         dry_run=dry_run,
         as_json=as_json,
+        slurm=slurm_request,
     )
 
 
 @app.command("lambda")
+@with_slurm_options
 def sweep_lambda(
     preset: Annotated[str, typer.Option("--preset", "-p", help="an SRAT configuration")],
     lambdas: Annotated[str, typer.Option("--lambdas", help="values of lambda, e.g. 0,0.5,1,2")],
@@ -125,8 +148,10 @@ def sweep_lambda(
     slots: Slots = None,
     dry_run: DryRun = False,
     as_json: AsJson = False,
+    slurm_request: SlurmRequest = NO_SLURM,
 ) -> None:
-    """Queue one run per lambda (the separation loss weight of Eq. 7)."""
+    """Queue one run per lambda (the separation loss weight of Eq. 7); with --backend slurm,
+    one Slurm job array."""
     _queue(
         "lambda",
         parse_numbers(lambdas, "--lambdas"),
@@ -139,6 +164,7 @@ def sweep_lambda(
         slots=slots,
         dry_run=dry_run,
         as_json=as_json,
+        slurm=slurm_request,
     )
 
 

@@ -89,9 +89,10 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
     """One cell of the runs table (`srat runs ls`, the TUI runs screen) from an index record.
 
     imbalance: kind and ratio ("step100"), the bare kind for a balanced run ("none"). epoch:
-    "done/total". age: since creation. aa_overall: the AutoAttack accuracy, "!" appended when
-    gradient masking is suspected. The four metric columns: `pct`. Anything else as stored,
-    "-" when missing; every string `inert`.
+    "done/total". age: since creation. backend: local or slurm, with what Slurm's queue says of
+    an active run's job when a listing asked it (`slurm_state`: "slurm PENDING (Priority)").
+    aa_overall: the AutoAttack accuracy, "!" appended when gradient masking is suspected. The
+    four metric columns: `pct`. Anything else as stored, "-" when missing; every string `inert`.
     """
     if column == "imbalance":
         imbalance, ratio = record.get("imbalance"), record.get("ratio")
@@ -102,6 +103,10 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
         return f"{record.get('epoch') or 0}/{record.get('epochs') or '?'}"
     if column == "age":
         return age(record.get("created"), now)
+    if column == "backend":
+        backend = str(record.get("backend") or "local")
+        state = record.get("slurm_state")
+        return inert(f"{backend} {state}" if backend == "slurm" and state else backend)
     value = record.get(column)
     if column == "aa_overall":
         masked = is_number(value) and record.get("masking") is True

@@ -1,0 +1,331 @@
+"""The Slurm backend: runs submitted as sbatch jobs through submitit, one job array per batch.
+
+The run directory stays the contract: each job trains `<home>/runs/<id>/` on the shared
+filesystem (`jobs.slurm_job`), writing its state, metrics, checkpoints, log and heartbeat
+there, and never the run index (a TinyDB file is not safe to write from many nodes over NFS;
+readers refresh it from the run directories). Slurm allocates the GPUs; srat's slots are for
+local runs only. submitit writes the sbatch files and job pickles under `<home>/slurm/<job>/`,
+where Slurm also writes each job's output.
+
+A submission is all or nothing: bad options, no sbatch, an unknown partition or a refused
+sbatch raise SratError before (or instead of) anything being left behind: runs created for it
+are removed again, runs resumed by it get their previous launch record back.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from srat_engine.devices import parse_device
+from srat_engine.errors import SratError
+from srat_engine.jobs.slurm_options import SlurmOptions
+from srat_engine.runs.home import Home
+from srat_engine.runs.rundir import RunDir, StateChange, now_iso
+from srat_engine.runs.sync import record_in_index
+
+if TYPE_CHECKING:
+    from srat_engine.config.prepare import PreparedRun
+
+CLIENT_TIMEOUT_S = 30.0
+NO_SBATCH = "no sbatch on PATH: submit from a Slurm login node, or use --backend local"
+
+
+@dataclass(frozen=True)
+class SlurmSubmission:
+    """One run's job: its Slurm job id ("1234" or, for an array task, "1234_5")."""
+
+    run_id: str
+    job_id: str
+    array_job_id: str | None
+    array_index: int | None
+
+
+def _client(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SratError(NO_SBATCH if name == "sbatch" else f"no {name} on PATH: is Slurm here?")
+    return path
+
+
+def _call(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [_client(name), *args],
+            capture_output=True,
+            text=True,
+            timeout=CLIENT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise SratError(f"{name} did not answer in {CLIENT_TIMEOUT_S:g} s") from None
+    except OSError as err:
+        raise SratError(f"cannot run {name}: {err}") from None
+
+
+def known_partitions() -> list[str]:
+    """The partitions this cluster has, as `sinfo` lists them (the default marked `*` there)."""
+    done = _call("sinfo", "--noheader", "--format=%P")
+    if done.returncode != 0:
+        raise SratError(f"sinfo failed: {_first_line(done.stderr)}")
+    names = [line.strip().rstrip("*") for line in done.stdout.splitlines() if line.strip()]
+    return list(dict.fromkeys(names))
+
+
+def check_cluster(options: SlurmOptions) -> None:
+    """Refuse (SratError) a submission this cluster cannot take, before anything is created:
+    no sbatch on PATH, or a partition it does not have."""
+    _client("sbatch")
+    if options.partition is not None:
+        partitions = known_partitions()
+        if options.partition not in partitions:
+            known = ", ".join(partitions) or "none"
+            raise SratError(f"unknown Slurm partition {options.partition!r} (this cluster has: "
+                            f"{known})")  # fmt: skip
+
+
+def job_device(config_device: str, gpus: int) -> str:
+    """The device a job trains on: its config's, with the GPU Slurm allocated seen as `cuda`
+    (a cuda:N of the config names a GPU of another machine)."""
+    chosen = parse_device(config_device)
+    if chosen.kind == "cpu":
+        return "cpu"
+    if gpus == 0:
+        if chosen.kind == "cuda":
+            raise SratError(f"device {config_device} needs a GPU: --gpus-per-run 0 gives none")
+        return "cpu"  # auto, with no GPU asked for
+    return "cuda"
+
+
+def create_and_submit(
+    prepared: Sequence[PreparedRun], options: SlurmOptions, *, home: Home
+) -> list[SlurmSubmission]:
+    """Create and submit one run per prepared configuration (one job array for several): the
+    cluster and every run's device are checked before any run directory is created, and none
+    is left behind when a creation or the submission fails. What `srat run --backend slurm`
+    and the TUI's new-run form do."""
+    from srat_engine.config.prepare import create_run
+
+    check_cluster(options)
+    for item in prepared:  # a cuda run with --gpus-per-run 0 fails before anything exists
+        job_device(item.config.device, options.gpus_for(item.config.device))
+    created: list[RunDir] = []
+    try:
+        for item in prepared:
+            created.append(create_run(item, home.runs))
+    except BaseException:
+        for run in created:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return submit_runs(created, options, home=home)  # it removes the runs if sbatch refuses
+
+
+def submit_runs(
+    runs: Sequence[RunDir],
+    options: SlurmOptions,
+    *,
+    home: Home,
+    resume: bool = False,
+    created: bool = True,
+) -> list[SlurmSubmission]:
+    """Submit `runs` (one job array per resource shape) and record each job in its run.
+
+    `created`: the runs were made for this submission and are removed if it fails; else (a
+    resume) their previous launch records are put back. `check_cluster(options)` should have
+    been called before the runs were created.
+    """
+    import submitit
+
+    from srat_engine.jobs.slurm_job import run_job
+
+    previous = {run.id: run.launch_record() for run in runs}
+    groups: dict[tuple[int, str], list[tuple[RunDir, str]]] = {}
+    for run in runs:
+        device = run.config()["config"].get("device", "auto")
+        gpus = options.gpus_for(device)
+        launch_id = uuid.uuid4().hex
+        groups.setdefault((gpus, job_device(device, gpus)), []).append((run, launch_id))
+    submissions: list[SlurmSubmission] = []
+    try:
+        for (gpus, device), members in groups.items():
+            for run, launch_id in members:
+                # before sbatch: a job that starts at once finds the launch it belongs to
+                run.write_launch_record(_launch_record(launch_id, options, device, gpus, resume))
+            executor = submitit.SlurmExecutor(folder=home.slurm / "%j")
+            executor.update_parameters(**_sbatch_parameters(options, gpus, members))
+            # one sbatch for the group: an array when there are several runs
+            jobs = executor.map_array(
+                run_job,
+                [str(run.path) for run, _ in members],
+                [str(home.root)] * len(members),
+                [launch_id for _, launch_id in members],
+            )
+            for (run, _), job in zip(members, jobs, strict=True):
+                array_job, _, index = str(job.job_id).partition("_")
+                submissions.append(
+                    SlurmSubmission(
+                        run.id, str(job.job_id), array_job if index else None,
+                        int(index) if index else None,
+                    )
+                )  # fmt: skip
+    except SratError:
+        _undo(runs, previous, created, home)
+        raise
+    except Exception as err:  # sbatch's refusal reaches us as whatever submitit raised
+        _undo(runs, previous, created, home)
+        raise SratError(f"sbatch refused the job: {_submit_error(err)}") from None
+    record_submissions(runs, submissions, home)
+    return submissions
+
+
+def _sbatch_parameters(
+    options: SlurmOptions, gpus: int, members: list[tuple[RunDir, str]]
+) -> dict[str, Any]:
+    count = len(members)
+    name = f"srat-{members[0][0].id}" if count == 1 else f"srat-{count}-runs"
+    parameters: dict[str, Any] = {
+        "job_name": name,
+        "time": options.minutes,
+        "signal_delay_s": options.signal_s,
+        "array_parallelism": options.max_parallel or count,
+        "stderr_to_stdout": True,
+        # `--slurm exclusive=` is the bare flag (#SBATCH --exclusive)
+        "additional_parameters": {k: v if v != "" else True for k, v in options.extra.items()},
+    }
+    optional = {
+        "partition": options.partition,
+        "gpus_per_node": gpus or None,
+        "cpus_per_task": options.cpus_per_run,
+        "mem": options.mem,
+        "account": options.account,
+        "qos": options.qos,
+    }
+    parameters.update({key: value for key, value in optional.items() if value is not None})
+    return parameters
+
+
+def _launch_record(
+    launch_id: str, options: SlurmOptions, device: str, gpus: int, resume: bool
+) -> dict[str, Any]:
+    return {
+        "backend": "slurm",
+        "launch_id": launch_id,
+        "options": options.model_dump(),
+        "device": device,
+        "gpus": gpus,
+        "resume": resume,
+        "host": socket.gethostname(),
+        "launched": now_iso(),
+    }
+
+
+def _undo(
+    runs: Sequence[RunDir], previous: dict[str, dict[str, Any]], created: bool, home: Home
+) -> None:
+    for run in runs:
+        if created:
+            shutil.rmtree(run.path, ignore_errors=True)
+            with suppress(SratError, OSError):
+                home.index.remove(run.id)
+        elif previous[run.id]:
+            with suppress(SratError, OSError):
+                run.write_launch_record(previous[run.id])
+        else:
+            (run.path / "launch.json").unlink(missing_ok=True)
+
+
+def _submit_error(err: BaseException) -> str:
+    output = getattr(err, "output", None) or getattr(err, "stderr", None)
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    return _first_line(str(output or err))
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
+
+
+def _queued_in_slurm(run: RunDir, launch_id: str, job: SlurmSubmission) -> StateChange:
+    """The state change that makes a submitted run `queued` in Slurm, unless its job has
+    started already (it then wrote this launch id itself, and only the job id is added).
+    A resumed run's old exit record goes with it (under the run's lock: a job that has started
+    clears it itself, and may already have written its own)."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        fields: dict[str, Any] = {
+            "backend": "slurm",
+            "slurm_job_id": job.job_id,
+            "slurm_array_job_id": job.array_job_id,
+            "slurm_array_index": job.array_index,
+        }
+        if state.get("launch_id") != launch_id:
+            run.clear_exit()
+            fields.update(
+                status="queued",
+                queued=now_iso(),
+                launch_id=launch_id,
+                pid=None,
+                pid_start=None,
+                host=None,
+                slot=None,
+                node=None,
+            )
+        return fields
+
+    return change
+
+
+def cancel_job(job_id: str) -> None:
+    """`scancel JOB`; SratError with scancel's reason if it refuses."""
+    done = _call("scancel", job_id)
+    if done.returncode != 0:
+        raise SratError(f"scancel {job_id} failed: {_first_line(done.stderr)}")
+
+
+def record_submissions(
+    runs: Sequence[RunDir], submissions: Sequence[SlurmSubmission], home: Home
+) -> None:
+    """Write each job's ids into its run (launch.json, state.json, log) and list the run."""
+    by_id = {run.id: run for run in runs}
+    for job in submissions:
+        run = by_id[job.run_id]
+        launch = run.launch_record()
+        log = str(slurm_log(home, job.job_id))
+        launch.update(
+            job_id=job.job_id, array_job_id=job.array_job_id, array_index=job.array_index, log=log
+        )
+        run.write_launch_record(launch)
+        run.update_state(_queued_in_slurm(run, str(launch["launch_id"]), job))
+        run.log(f"submitted to Slurm as job {job.job_id}")
+        record_in_index(run, home.index)
+
+
+def slurm_log(home: Home, job_id: str) -> Any:
+    """Where Slurm writes the job's output (stdout and stderr together)."""
+    return home.slurm / job_id / f"{job_id}_0_log.out"
+
+
+def resume_in_slurm(run: RunDir, options: SlurmOptions, *, home: Home) -> SlurmSubmission:
+    """Resubmit a failed, killed, dead or lost run to Slurm; its job resumes from the last
+    checkpoint. SratError before anything changes if the run may not resume or the cluster
+    cannot take the job."""
+    from srat_engine.jobs.supervisor import check_resumable
+
+    check_resumable(run)
+    check_cluster(options)
+    (submission,) = submit_runs([run], options, home=home, resume=True, created=False)
+    return submission
+
+
+def previous_options(run: RunDir) -> dict[str, Any]:
+    """The Slurm options the run was last submitted with ({} if it never was)."""
+    launch = run.launch_record()
+    options = launch.get("options") if launch.get("backend") == "slurm" else None
+    return dict(options) if isinstance(options, dict) else {}
