@@ -112,7 +112,7 @@ async def test_table_shows_every_run(context: AppContext, three_runs: dict[str, 
         labels = [str(column.label).rstrip(" ▲▼") for column in screen.table.ordered_columns]
         assert labels == [
             "", "id", "status", "method", "imb", "epoch",
-            "std", "std:u", "rob", "rob:u", "aa", "dataset", "device", "age",
+            "std", "std:u", "rob", "rob:u", "aa", "dataset", "device", "backend", "age",
         ]  # fmt: skip
         assert cell(screen, "run-a", "status") == "running"
         assert cell(screen, "run-a", "method") == "SRAT-LDAM"
@@ -124,6 +124,7 @@ async def test_table_shows_every_run(context: AppContext, three_runs: dict[str, 
             assert cell(screen, "run-a", column) == f"{record[column]:.2f}"
         assert cell(screen, "run-a", "imbalance") == f"{record['imbalance']}{record['ratio']:g}"
         assert cell(screen, "run-a", "device") == "cpu"
+        assert cell(screen, "run-a", "backend") == "local"
         assert cell(screen, "run-a", "age") == "2h"
         assert cell(screen, "run-b", "status") == "finished"
         assert cell(screen, "run-b", "epoch") == "10/10"

@@ -12,7 +12,7 @@ none of the other screens' imports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,9 +146,10 @@ class FormChecked(WorkerResult):
 
 @dataclass
 class LaunchFinished(WorkerResult):
-    """The runs the form launched, one per seed."""
+    """The runs the form launched, one per seed; submitted to Slurm: each one's job id."""
 
     run_ids: list[str]
+    slurm_jobs: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -3,7 +3,11 @@ check of the result through the engine (the same `prepare` as `srat run`).
 
 Every edit is validated off the UI thread; the engine's one-line message shows under the form
 and Launch stays disabled until the config is valid. Counts, the method and the cost come from
-the engine's resolved config, never from the form.
+the engine's resolved config, never from the form. The backend decides where the runs go:
+`local` launches detached runs on this machine's slots (the devices field), `slurm` submits
+them as sbatch jobs (partition, time limit, GPUs per run; unset ones from the home's
+config.toml), validated and checked against the cluster (`srat run --backend slurm`'s checks)
+before anything is created.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
-from typing import ClassVar, get_args
+from typing import Any, ClassVar, get_args
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -33,9 +37,11 @@ from srat_engine.config.presets import describe, list_presets
 from srat_engine.config.schema import DataConfig, RunConfig
 from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
+from srat_engine.jobs.slurm import SlurmSubmission, check_cluster, create_and_submit, job_device
+from srat_engine.jobs.slurm_options import DEFAULT_TIME, SlurmOptions, load_defaults, slurm_options
 from srat_engine.jobs.supervisor import launch_detached, resolve_devices
 from srat_engine.runs.home import Home
-from srat_tui.render.format import inert_text
+from srat_tui.render.format import inert, inert_text
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import FormChecked, LaunchFailed, LaunchFinished, PresetLoaded
 
@@ -43,6 +49,10 @@ DEFAULT_PRESET = "demo"
 LOSSES: tuple[str, ...] = get_args(LossName)
 DATASETS: tuple[str, ...] = get_args(DataConfig.model_fields["dataset"].annotation)
 IMBALANCES: tuple[str, ...] = get_args(DataConfig.model_fields["imbalance"].annotation)
+BACKENDS: tuple[str, ...] = ("local", "slurm")
+SLURM_FIELDS = ("partition", "time", "gpus_per_run")  # slurm_options' names
+# Where the runs go, not what they are: no preset sets these, so choosing another keeps them.
+LAUNCH_FIELDS = ("backend", *SLURM_FIELDS)
 _BAR_WIDTH = 30
 
 
@@ -77,6 +87,10 @@ class FormValues:
     devices: str = ""
     seeds: str = ""
     extra: str = ""
+    backend: str = "local"
+    partition: str = ""
+    time: str = ""
+    gpus_per_run: str = ""
 
 
 def format_budget(value: float) -> str:
@@ -186,7 +200,8 @@ def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
         # one budget for training and evaluation, as in the paper's protocol
         out.append(f"attack.eps={values.eps.strip()}")
         out.append(f"eval.eps={values.eps.strip()}")
-    config_device = parse_devices(values.devices).config_device
+    # devices schedule this machine's slots; on Slurm, Slurm allocates the GPUs
+    config_device = None if on_slurm(values) else parse_devices(values.devices).config_device
     if config_device is not None and config_device != base.devices.strip().lower():
         out.append(f'device="{config_device}"')
     try:
@@ -204,6 +219,43 @@ def seed_override(seed: int) -> str:
     return f"seed={seed}"
 
 
+def on_slurm(values: FormValues) -> bool:
+    return values.backend == "slurm"
+
+
+def slurm_overrides(values: FormValues) -> dict[str, Any]:
+    """The Slurm fields as `slurm_options` overrides: an empty field is None (the home's
+    config.toml default, else Slurm's); the engine parses and checks every value."""
+    return {name: getattr(values, name).strip() or None for name in SLURM_FIELDS}
+
+
+def slurm_placeholders(defaults: dict[str, Any]) -> dict[str, str]:
+    """What the empty Slurm fields say they default to: the `[backend.slurm]` table of the
+    home's config.toml (`load_defaults`) where it sets the value, else Slurm's own default or
+    srat's `DEFAULT_TIME`."""
+
+    def given(key: str) -> str | None:
+        value = defaults.get(key)
+        return None if value is None else inert(str(value))
+
+    partition, time, gpus = given("partition"), given("time"), given("gpus_per_run")
+    return {
+        "partition": f"{partition} (config.toml)" if partition else "the cluster's default",
+        "time": f"{time} (config.toml)" if time else f"{DEFAULT_TIME}, or e.g. 90, 1-12",
+        "gpus_per_run": f"{gpus} (config.toml)" if gpus else "1, 0 for a cpu run",
+    }
+
+
+def check_slurm(values: FormValues, config_device: str, home: Home) -> SlurmOptions:
+    """The Slurm options the form asks for, checked as `srat run --backend slurm` checks them
+    before creating anything: valid values, sbatch here, a partition this cluster has, and a
+    GPU for a run whose device needs one. SratError with the first problem."""
+    options = slurm_options(home.config_file, slurm_overrides(values))
+    check_cluster(options)
+    job_device(config_device, options.gpus_for(config_device))
+    return options
+
+
 @dataclass(frozen=True)
 class Validation:
     """One check of the form through the engine; `error` set means Launch is off."""
@@ -216,6 +268,7 @@ class Validation:
     seeds: tuple[int, ...] = ()
     devices: tuple[str, ...] = ()
     per_device: int = 1
+    slurm: SlurmOptions | None = None  # set: the runs go to Slurm with these options
     error: str | None = None
 
     @property
@@ -247,6 +300,9 @@ def check_form(
         )
         if seed_error is not None:
             return replace(result, error=seed_error)
+        if on_slurm(values):
+            options = check_slurm(values, prepared.config.device, home)
+            return replace(result, prepared=prepared, seeds=tuple(seeds), slurm=options)
         choice = parse_devices(values.devices)
         devices, per_device = resolve_devices(
             gpus=choice.gpus, device=choice.device, slots=choice.slots
@@ -264,11 +320,8 @@ def check_form(
     )
 
 
-def launch_runs(validation: Validation, preset: str, context: AppContext) -> list[str]:
-    """Create and start one detached run per seed; every seed is validated before any run
-    directory is created, as `srat run --detach` does."""
-    home = context.home
-    prepared = [
+def _prepare_seeds(validation: Validation, preset: str, home: Home) -> list[PreparedRun]:
+    return [
         prepare(
             preset=preset,
             overrides=(*validation.overrides, seed_override(seed)),
@@ -277,12 +330,32 @@ def launch_runs(validation: Validation, preset: str, context: AppContext) -> lis
         )
         for seed in validation.seeds
     ]
+
+
+def launch_runs(validation: Validation, preset: str, context: AppContext) -> list[str]:
+    """Create and start one detached run per seed; every seed is validated before any run
+    directory is created, as `srat run --detach` does."""
+    home = context.home
+    prepared = _prepare_seeds(validation, preset, home)
     launched: list[str] = []
     for item in prepared:
         run = create_run(item, context.runs_root)
         launch_detached(run, list(validation.devices), validation.per_device, home=home)
         launched.append(run.id)
     return launched
+
+
+def submit_to_slurm(
+    validation: Validation, preset: str, context: AppContext
+) -> list[SlurmSubmission]:
+    """One Slurm job per seed (one job array for several), as `srat run --backend slurm`
+    submits them: every seed validated and the cluster checked again before any run directory
+    is created; nothing is left behind when a creation or the submission fails."""
+    options = validation.slurm
+    assert options is not None
+    home = context.home
+    # the cluster may have changed since the form was checked: create_and_submit checks again
+    return create_and_submit(_prepare_seeds(validation, preset, home), options, home=home)
 
 
 def command_line(preset: str, validation: Validation) -> str:
@@ -292,12 +365,22 @@ def command_line(preset: str, validation: Validation) -> str:
         parts += ["--set", assignment]
     if validation.seeds:
         parts += ["--set", seed_override(validation.seeds[0])]
-    parts.append("--detach")
-    choice = parse_devices(validation.values.devices)
-    if choice.gpus is not None:
-        parts += ["--gpus", choice.gpus]
-    elif choice.device is not None:
-        parts += ["--device", choice.device]
+    options = validation.slurm
+    if options is not None:
+        # the options as the engine resolved them (the home's config.toml filled the blanks)
+        parts += ["--backend", "slurm"]
+        if options.partition is not None:
+            parts += ["--partition", options.partition]
+        parts += ["--time", options.time]
+        if options.gpus_per_run is not None:
+            parts += ["--gpus-per-run", str(options.gpus_per_run)]
+    else:
+        parts.append("--detach")
+        choice = parse_devices(validation.values.devices)
+        if choice.gpus is not None:
+            parts += ["--gpus", choice.gpus]
+        elif choice.device is not None:
+            parts += ["--device", choice.device]
     text = shlex.join(parts)
     if len(validation.seeds) > 1:
         text += f"   (once per seed: {', '.join(map(str, validation.seeds))})"
@@ -406,7 +489,8 @@ def method_line(prepared: PreparedRun) -> Text:
 
 
 class NewRunScreen(Screen[list[str] | None]):
-    """A form that launches detached runs; dismisses with the new run ids."""
+    """A form that launches detached runs or submits them to Slurm; dismisses with the new
+    run ids."""
 
     CSS_PATH = "new_run.tcss"
 
@@ -460,8 +544,13 @@ class NewRunScreen(Screen[list[str] | None]):
                 yield from self._input(
                     "devices", "device(s)", "auto, cpu, cuda:N, all or GPU ids 0,1"
                 )
-                yield Label("", classes="-spacer")
-                yield Static("", classes="-spacer")
+                yield from self._select("backend", BACKENDS)
+                # shown for the slurm backend only (`-slurm`); placeholders filled on mount
+                yield from self._input("partition", "partition", "", classes="-slurm")
+                yield from self._input("time", "time limit", "", classes="-slurm")
+                yield from self._input("gpus_per_run", "gpus per run", "", classes="-slurm")
+                yield Label("", classes="-spacer -slurm")
+                yield Static("", classes="-spacer -slurm")
                 yield from self._input(
                     "extra",
                     "extra overrides",
@@ -486,17 +575,21 @@ class NewRunScreen(Screen[list[str] | None]):
             [(option, option) for option in options], allow_blank=False, compact=True, id=field
         )
 
-    def _input(self, field: str, label: str, placeholder: str, wide: bool = False) -> ComposeResult:
-        yield Label(label)
+    def _input(
+        self, field: str, label: str, placeholder: str, wide: bool = False, classes: str = ""
+    ) -> ComposeResult:
+        yield Label(label, classes=classes)
         yield Input(
             placeholder=placeholder,
             compact=True,
             id=field,
-            classes="-wide-field" if wide else None,
+            classes=" ".join(filter(None, ["-wide-field" if wide else "", classes])) or None,
         )
 
     def on_mount(self) -> None:
         self.title = "New run"
+        self._show_slurm_defaults(app_context(self).home)
+        self._sync_backend()
         if self._initial_preset is not None:
             self._load_preset(self._initial_preset, app_context(self).home)
         else:
@@ -525,6 +618,8 @@ class NewRunScreen(Screen[list[str] | None]):
         # one validation after filling, not one per field
         with self.prevent(Input.Changed, Select.Changed):
             for item in fields(FormValues):
+                if item.name in LAUNCH_FIELDS:
+                    continue  # a preset says what runs, not where
                 widget = self.query_one(f"#{item.name}")
                 value = getattr(values, item.name)
                 if isinstance(widget, Select):
@@ -533,6 +628,21 @@ class NewRunScreen(Screen[list[str] | None]):
                 else:
                     assert isinstance(widget, Input)
                     widget.value = value
+
+    def _show_slurm_defaults(self, home: Home) -> None:
+        try:
+            defaults = load_defaults(home.config_file)  # one small file, as list_presets reads
+        except SratError:
+            defaults = {}  # choosing slurm shows the file's error, as a validation error
+        for field, placeholder in slurm_placeholders(defaults).items():
+            self.query_one(f"#{field}", Input).placeholder = placeholder
+
+    def _sync_backend(self) -> None:
+        """Slurm's fields for the slurm backend, the devices field (this machine's slots) for
+        local runs only."""
+        slurm = self.query_one("#backend", Select).value == "slurm"
+        self.set_class(slurm, "-slurm-backend")
+        self.query_one("#devices", Input).disabled = slurm
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -575,12 +685,16 @@ class NewRunScreen(Screen[list[str] | None]):
     @work(thread=True, exclusive=True, group="newrun-launch")
     def _launch(self, validation: Validation, preset: str, context: AppContext) -> None:
         try:
-            run_ids = launch_runs(validation, preset, context)
+            if validation.slurm is not None:
+                jobs = submit_to_slurm(validation, preset, context)
+                finished = LaunchFinished([j.run_id for j in jobs], [j.job_id for j in jobs])
+            else:
+                finished = LaunchFinished(launch_runs(validation, preset, context))
         except Exception as error:  # the form stays open and says why
             message = str(error) if isinstance(error, SratError) else repr(error)
             self.post_message(LaunchFailed(message))
         else:
-            self.post_message(LaunchFinished(run_ids))
+            self.post_message(finished)
 
     def on_preset_loaded(self, message: PresetLoaded) -> None:
         if message.name != self.preset:
@@ -599,15 +713,20 @@ class NewRunScreen(Screen[list[str] | None]):
             self.validation = message.validation
 
     def on_launch_finished(self, message: LaunchFinished) -> None:
-        self.notify(f"launched {', '.join(message.run_ids)}", title="New run")
+        if message.slurm_jobs:
+            jobs = zip(message.run_ids, message.slurm_jobs, strict=True)
+            text = "submitted " + ", ".join(f"{run} (Slurm job {job})" for run, job in jobs)
+        else:
+            text = f"launched {', '.join(message.run_ids)}"
+        self.notify(text, title="New run")
         self.launching = False
         self.dismiss(message.run_ids)
 
     def on_launch_failed(self, message: LaunchFailed) -> None:
         self.launching = False
-        self.query_one("#newrun-error", Static).update(
-            inert_text(f"launch failed: {message.error}")
-        )
+        error = self.query_one("#newrun-error", Static)
+        error.update(inert_text(f"launch failed: {message.error}"))
+        error.display = True  # hidden while the form was valid
         self.notify(message.error, severity="error", title="Launch failed")
 
     # -- events --------------------------------------------------------------------------------
@@ -619,6 +738,8 @@ class NewRunScreen(Screen[list[str] | None]):
             if isinstance(event.value, str):
                 self._load_preset(event.value, app_context(self).home)
             return
+        if event.select.id == "backend":
+            self._sync_backend()
         self._request_validation()
 
     @on(Input.Changed)

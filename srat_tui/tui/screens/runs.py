@@ -1,11 +1,11 @@
 """The runs screen: every run, live, with sort, filter, marks and the run verbs.
 
-Data flow: a timer starts a thread worker that calls `refreshed_records` (liveness checks and
-file reads stay off the UI thread) and turns records into display rows, posted back as a
-`RunsRefreshed` message; the UI thread then diffs those rows against what the table shows and
-touches only the cells that changed, so a 1,000-run table costs nothing when nothing moved and
-keeps its cursor and scroll when something did. Every number shown comes from the engine's
-records as is.
+Data flow: a timer starts a thread worker that calls `refreshed_records` and `with_queue_states`
+(liveness checks, file reads and Slurm's queue stay off the UI thread) and turns records into
+display rows, posted back as a `RunsRefreshed` message; the UI thread then diffs those rows
+against what the table shows and touches only the cells that changed, so a 1,000-run table
+costs nothing when nothing moved and keeps its cursor and scroll when something did. Every
+number shown comes from the engine's records as is.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from textual.worker import get_current_worker
 from srat_engine.errors import SratError
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.slurm_queue import with_queue_states
 from srat_engine.runs.sync import refreshed_records, set_tag
 from srat_tui.render.format import runs_cell, status_style
 from srat_tui.tui.context import AppContext, app_context
@@ -69,6 +70,8 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("aa_overall", "aa", right=True),
     ColumnSpec("dataset", "dataset"),
     ColumnSpec("device", "device"),
+    # local, or slurm and what Slurm's queue says of an active run's job
+    ColumnSpec("backend", "backend"),
     ColumnSpec("age", "age", right=True),
 )
 DATA_COLUMNS: tuple[ColumnSpec, ...] = COLUMNS[1:]
@@ -269,7 +272,8 @@ class RunsScreen(Screen[None]):
         worker = get_current_worker()
         message: Message
         try:
-            records = refreshed_records(context.index, context.runs_root)
+            # squeue (one call, bounded by its timeout) runs here too, off the UI thread
+            records = with_queue_states(refreshed_records(context.index, context.runs_root))
             message = RunsRefreshed(build_rows(records, context.now()))
         except (SratError, OSError) as err:
             message = RunsRefreshFailed(str(err))
@@ -532,15 +536,10 @@ class RunsScreen(Screen[None]):
 
     @work(thread=True, group="verbs")
     def _resume(self, ids: list[str]) -> None:
-        from srat_engine.jobs.supervisor import previous_devices, resume_run
+        from srat_engine.jobs.supervisor import resume_as_launched
 
         home = self.context.home
-
-        def resume(run: RunDir) -> str:
-            pid = resume_run(run, *previous_devices(run), home=home)
-            return f"{run.id} resumed (worker pid {pid})"
-
-        self._each(ids, resume)
+        self._each(ids, lambda run: resume_as_launched(run, home=home))
 
     def action_delete(self) -> None:
         ids = self._targets()
