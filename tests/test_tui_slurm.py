@@ -308,3 +308,40 @@ async def test_the_form_submits_to_a_real_slurm(
     assert state["node"] == slurm_cluster.node
     record = context.index.get(run.id)
     assert record is not None and record["backend"] == "slurm"
+
+
+@scenario
+async def test_a_run_training_in_slurm_shows_live_in_the_runs_table(
+    slurm_cluster: SlurmCluster, srat_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    from fake_runs import prepare_from_env
+
+    from srat_engine.jobs.slurm import create_and_submit
+
+    home = Home(srat_home)
+    options = slurm_options(home.config_file, {"gpus_per_run": 0})
+    prepared = prepare_from_env("demo", (*TINY_RUN, "train.epochs=400"))
+    (job,) = create_and_submit([prepared], options, home=home)
+    run = RunDir(home.runs / job.run_id)
+    wait_status(run, "running", timeout=30)
+
+    app = SratApp(pinned_context(srat_home, poll_seconds=0.1))
+    async with app.run_test(size=(200, 40)) as pilot:
+        await wait_for(pilot, lambda: app.runs_screen is not None and app.runs_screen.loaded)
+        screen = app.runs_screen
+        assert screen is not None
+
+        def cell(column: str) -> str:
+            return str(screen.table.get_cell(run.id, column))
+
+        assert cell("status") == "running"
+        assert cell("backend") == f"slurm RUNNING on {slurm_cluster.node}"
+        first = int(cell("epoch").split("/")[0])
+        # its metrics come in while it trains: the epoch and the accuracy columns move on
+        await wait_for(
+            pilot, lambda: int(cell("epoch").split("/")[0]) > first and cell("std_overall") != "-",
+            "new epochs in the table", timeout=20,
+        )  # fmt: skip
+    slurm_cluster.scancel(job.job_id)
+    wait_status(run, "killed", timeout=20)
