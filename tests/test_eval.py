@@ -34,7 +34,11 @@ from srat_engine.errors import SratError
 from srat_engine.evaluation.autoattack import AA_ORDER
 from srat_engine.evaluation.classwise import class_totals, count_correct
 from srat_engine.evaluation.cw import cw_loss, cw_margin
-from srat_engine.evaluation.masking import MASKING_THRESHOLD, gradient_masking_suspected
+from srat_engine.evaluation.masking import (
+    LOGIT_SCALES,
+    MASKING_THRESHOLD,
+    gradient_masking_suspected,
+)
 from srat_engine.evaluation.runner import evaluate_run
 from srat_engine.runs.evaluations import read_eval, store_result
 from srat_engine.runs.home import Home as SratHome
@@ -153,6 +157,42 @@ def test_autoattack_counts_add_up_and_record_the_standard_settings(template: Tem
     )
     for clean, robust in zip(aa["clean_class"], aa["class"], strict=True):
         assert robust <= clean
+
+
+def test_autoattack_entry_carries_the_logit_scaled_pgd(template: Template) -> None:
+    """PGD-20 on scaled logits, on the same examples, in eval.json and in the verdict."""
+    aa = template.autoattack
+    scaled = aa["logit_scaled"]
+    params = scaled["params"]
+    assert params["logit_scales"] == list(LOGIT_SCALES) and params["loss"] == "ce"
+    assert {k: params[k] for k in ("eps", "step_size", "steps")} == {
+        k: aa["pgd20"]["params"][k] for k in ("eps", "step_size", "steps")
+    }
+    assert list(scaled["by_scale"]) == ["10", "0.1", "0.01"]
+    # robust only if it survives every factor: never above any one factor's accuracy
+    assert scaled["overall"] <= min(scaled["by_scale"].values())
+    for clean, robust in zip(aa["clean_class"], scaled["class"], strict=True):
+        assert robust <= clean
+    masking = aa["masking"]
+    assert masking["logit_scaled_overall"] == scaled["overall"]
+    assert masking["logit_scaled_gap"] == aa["pgd20"]["overall"] - scaled["overall"]
+    by_scaled = gradient_masking_suspected(aa["pgd20"]["overall"], scaled["overall"])
+    assert masking["logit_scaled_suspected"] is by_scaled
+    assert masking["suspected"] is (masking["autoattack_suspected"] or by_scaled)
+    # sound PGD-AT with a linear head: logit scaling changes little
+    assert by_scaled is False
+
+
+def test_runs_show_prints_the_logit_scaled_check_and_its_verdict(home: Home, srat: Srat) -> None:
+    out = srat("runs", "show", home.run.id).out
+    aa = home.template.autoattack
+    assert "logit-scaled PGD-20 (x10, x0.1, x0.01)" in out
+    assert f"{aa['logit_scaled']['overall']:.2f}" in out
+    assert "no sign of gradient masking" in out
+    stored = read_eval(home.run)["autoattack"]
+    stored["masking"] = {**stored["masking"], "suspected": True, "logit_scaled_suspected": True}
+    store_result(home.run, "autoattack", stored)
+    assert "gradient masking suspected" in srat("runs", "show", home.run.id).out
 
 
 def test_pgd20_on_the_whole_test_set_reproduces_the_training_evaluation(home: Home) -> None:

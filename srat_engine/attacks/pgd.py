@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,19 +44,27 @@ def pgd_linf(
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
     clip: tuple[float, float] | None = (0.0, 1.0),
+    logit_scale: float = 1.0,
 ) -> PGDResult:
-    """Projected gradient ascent on ``loss_fn(model(x'), y)`` inside the l_inf ball of radius eps:
+    """Projected gradient ascent on ``loss_fn(a * model(x'), y)`` inside the l_inf ball of radius
+    eps, with ``a = logit_scale``:
 
         x_0     = clip(x + U(-eps, eps))                       (x_0 = x without random_start)
-        x_{t+1} = Π_{[x - eps, x + eps] ∩ clip}(x_t + step_size * sign(∇_x loss(model(x_t), y)))
+        x_{t+1} = Π_{[x - eps, x + eps] ∩ clip}(x_t + step_size * sign(∇_x loss(a * model(x_t), y)))
 
     kappa_i counts the t in 0..steps-1 with argmax model(x_t)_i == y_i, read off the same forward
     passes that give the gradients. Only input gradients are computed (``autograd.grad``), so
     parameters' ``.grad`` stay untouched; the model's train/eval mode is the caller's choice
     (see ``attack_mode``). ``clip=None`` disables range clipping. x should lie inside ``clip``.
+
+    ``logit_scale`` != 1 is the logit-scaled attack of the gradient-masking check
+    (`srat_engine.evaluation.masking.LOGIT_SCALES`): a positive factor changes no prediction
+    (kappa counts the unscaled logits) but changes where cross-entropy saturates.
     """
     if eps < 0 or step_size < 0 or steps < 0:
         raise ValueError(f"PGD needs eps, step_size, steps >= 0; got {eps}, {step_size}, {steps}")
+    if not (math.isfinite(logit_scale) and logit_scale > 0):
+        raise ValueError(f"PGD's logit_scale must be a finite number > 0, got {logit_scale}")
     loss_fn = _sum_cross_entropy if loss_fn is None else loss_fn
     x = x.detach()
     kappa = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
@@ -85,7 +94,8 @@ def pgd_linf(
             x_adv.requires_grad_(True)
             logits = model(x_adv)
             kappa += logits.detach().argmax(dim=1) == y
-            loss = loss_fn(logits, y)
+            # no multiplication at 1: training's attack stays the very same graph
+            loss = loss_fn(logits if logit_scale == 1.0 else logit_scale * logits, y)
             (grad,) = torch.autograd.grad(loss, [x_adv])
             x_adv = torch.clamp(x_adv.detach() + step_size * grad.sign(), lower, upper)
     return PGDResult(x_adv=x_adv.detach(), kappa=kappa)

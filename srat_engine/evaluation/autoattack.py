@@ -3,17 +3,26 @@
 The standard l_inf ensemble runs four attacks in sequence, each only on the examples that all
 earlier attacks failed to break, and an example counts as robust only if it survives all four:
 
-    APGD-CE   step-size-free PGD on cross-entropy, 100 iterations, 1 restart
+    APGD-CE   step-size-free PGD on cross-entropy, 100 iterations, 1 restart, momentum rho 0.75
     APGD-T    APGD on the targeted DLR loss, 100 iterations, 9 target classes, 1 restart
     FAB-T     targeted minimal-perturbation attack (linearised boundary), 100 iterations,
-              9 target classes, 1 restart
-    Square    score-based black-box random search (no gradients), 5000 queries, 1 restart
+              9 target classes, 1 restart, alpha_max 0.1, eta 1.05, beta 0.9
+    Square    score-based black-box random search (no gradients) on the margin loss, 5000
+              queries, 1 restart, p_init 0.8, its p schedule not rescaled to n_queries
 
-These are the settings of the reference implementation (fra31/auto-attack, version="standard").
-torchattacks' own ``AutoAttack(version="standard")`` leaves each attack at its class default of
-10 iterations (and n_classes - 1 targets), a weaker attack than the one the paper and RobustBench
-report, so the ensemble is assembled here from torchattacks' APGD, APGDT, FAB and Square with
-the reference settings; the attack code itself is torchattacks'.
+These are the settings of the reference implementation (fra31/auto-attack, version="standard":
+the constructors in ``AutoAttack.__init__`` and ``set_version``), every one of them passed
+explicitly here rather than left to torchattacks' class defaults, which differ: 10 iterations,
+n_classes - 1 targets, and Square's ``resc_schedule=True``, which squeezes the schedule of the
+square size p into n_queries (at 5000 queries p halves twice as often as in the reference).
+torchattacks' own ``AutoAttack(version="standard")`` inherits those defaults, a weaker attack
+than the one the paper and RobustBench report, so the ensemble is assembled here from
+torchattacks' APGD, APGDT, FAB and Square; the attack code itself is torchattacks'.
+tests/test_autoattack_settings.py checks the built attacks against the reference's values.
+
+Seeds: like the reference with a fixed ``seed``, every attack gets the same seed and reseeds
+torch's RNG with it at each call (one call per batch); the reference's default (``seed=None``)
+is the clock, srat passes the evaluation's seed so a result can be reproduced.
 
 Inputs are images in [0, 1]: srat models have no normalisation layer (`SratModel`), which is
 what AutoAttack assumes (it clips to [0, 1] and measures eps in that space).
@@ -34,6 +43,13 @@ AA_ITERATIONS = 100
 AA_TARGET_CLASSES = 9
 AA_SQUARE_QUERIES = 5000
 AA_ORDER: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")
+# torchattacks' class of each attack of the ensemble
+_CLASSES: dict[str, str] = {
+    "apgd-ce": "APGD",
+    "apgd-t": "APGDT",
+    "fab-t": "FAB",
+    "square": "Square",
+}
 
 
 def torchattacks_version() -> str:
@@ -57,36 +73,70 @@ def require_autoattack(num_classes: int, input_dims: int) -> None:
         raise SratError(f"AutoAttack needs at least 4 classes (APGD-T), this run has {num_classes}")
 
 
+def ensemble_settings(num_classes: int) -> dict[str, dict[str, Any]]:
+    """Each attack's settings in torchattacks' constructor names (eps and seed aside), the
+    reference's standard l_inf values. ``n_target_classes`` is set after construction:
+    torchattacks derives it as n_classes - 1, the reference uses 9 for any dataset (fewer only
+    when there are fewer other classes). The reference's APGD options ``use_largereps`` and
+    ``topk`` (both off) have no torchattacks counterpart; they only act for l_1."""
+    targets = min(AA_TARGET_CLASSES, num_classes - 1)
+    linf: dict[str, Any] = {"norm": "Linf", "n_restarts": 1}
+    apgd: dict[str, Any] = {**linf, "steps": AA_ITERATIONS, "eot_iter": 1, "rho": 0.75}
+    return {
+        "apgd-ce": {**apgd, "loss": "ce"},
+        "apgd-t": {**apgd, "n_classes": num_classes, "n_target_classes": targets},
+        "fab-t": {
+            **linf,
+            "steps": AA_ITERATIONS,
+            "alpha_max": 0.1,
+            "eta": 1.05,
+            "beta": 0.9,
+            "multi_targeted": True,
+            "n_classes": num_classes,
+            "n_target_classes": targets,
+        },
+        "square": {
+            **linf,
+            "n_queries": AA_SQUARE_QUERIES,
+            "p_init": 0.8,
+            "loss": "margin",
+            "resc_schedule": False,
+        },
+    }
+
+
 def standard_settings(num_classes: int) -> dict[str, Any]:
     """What eval.json records about the ensemble (the reference's standard version)."""
-    targets = min(AA_TARGET_CLASSES, num_classes - 1)
     return {
         "version": "standard",
         "norm": "Linf",
         "attacks": list(AA_ORDER),
         "iterations": AA_ITERATIONS,
-        "target_classes": targets,
+        "target_classes": min(AA_TARGET_CLASSES, num_classes - 1),
         "square_queries": AA_SQUARE_QUERIES,
         "restarts": 1,
+        "settings": ensemble_settings(num_classes),
         "package": f"torchattacks {torchattacks_version()}",
     }
 
 
-def _build(model: nn.Module, num_classes: int, eps: float, seed: int) -> list[tuple[str, Any]]:
+def build_ensemble(
+    model: nn.Module, num_classes: int, eps: float, seed: int
+) -> list[tuple[str, Any]]:
+    """The four torchattacks attacks in AA_ORDER, built with `ensemble_settings`."""
     import torchattacks
 
-    targets = min(AA_TARGET_CLASSES, num_classes - 1)
-    common: dict[str, Any] = {"norm": "Linf", "eps": eps, "seed": seed, "n_restarts": 1}
-    apgd_ce = torchattacks.APGD(model, steps=AA_ITERATIONS, loss="ce", **common)
-    apgd_t = torchattacks.APGDT(model, steps=AA_ITERATIONS, n_classes=num_classes, **common)
-    fab_t = torchattacks.FAB(
-        model, steps=AA_ITERATIONS, multi_targeted=True, n_classes=num_classes, **common
-    )
-    square = torchattacks.Square(model, n_queries=AA_SQUARE_QUERIES, **common)
-    # the classes set n_target_classes = n_classes - 1; the reference uses 9 for any dataset
-    apgd_t.n_target_classes = targets
-    fab_t.n_target_classes = targets
-    return list(zip(AA_ORDER, (apgd_ce, apgd_t, fab_t, square), strict=True))
+    attacks = []
+    for name, settings in ensemble_settings(num_classes).items():
+        kwargs = dict(settings)
+        targets = kwargs.pop("n_target_classes", None)
+        attack = getattr(torchattacks, _CLASSES[name])(
+            model, eps=eps, seed=seed, verbose=False, **kwargs
+        )
+        if targets is not None:
+            attack.n_target_classes = targets
+        attacks.append((name, attack))
+    return attacks
 
 
 @dataclass
@@ -115,7 +165,7 @@ def autoattack_linf(
     result = AutoAttackResult(robust=torch.zeros(len(y), dtype=torch.bool, device=y.device))
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), attack_mode(model, "eval"):
-        attacks = _build(model, num_classes, eps, seed)
+        attacks = build_ensemble(model, num_classes, eps, seed)
         with torch.no_grad():
             robust = model(x).argmax(dim=1) == y
         for name, attack in attacks:

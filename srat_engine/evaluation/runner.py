@@ -31,7 +31,13 @@ from srat_engine.evaluation.autoattack import (
 )
 from srat_engine.evaluation.classwise import BatchHits, class_totals, clean_hits, count_correct
 from srat_engine.evaluation.cw import CW_KAPPA, cw_loss
-from srat_engine.evaluation.masking import MASKING_THRESHOLD, masking_record
+from srat_engine.evaluation.masking import (
+    LOGIT_SCALES,
+    MASKING_THRESHOLD,
+    logit_scaled_hits,
+    masking_record,
+    scale_key,
+)
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
 from srat_engine.models import SratModel, build_model
 from srat_engine.runs.evaluations import check_request, store_result
@@ -142,6 +148,36 @@ class _AutoAttack:
         return result.robust
 
 
+class _LogitScaled:
+    """A BatchHits for the logit-scaled PGD (robust = survives every factor) that also counts,
+    per factor, the examples that survived that factor alone."""
+
+    def __init__(self, model: nn.Module, config: RunConfig, clip: Any) -> None:
+        self.model, self.config, self.clip = model, config, clip
+        self.survived: Tensor | None = None  # summed on the device: no host sync per batch
+
+    def __call__(self, xb: Tensor, yb: Tensor, generator: torch.Generator) -> Tensor:
+        hits = logit_scaled_hits(
+            self.model,
+            xb,
+            yb,
+            eps=self.config.eval.eps,
+            step_size=self.config.eval.step_size,
+            steps=self.config.eval.steps,
+            generator=generator,
+            clip=self.clip,
+        )
+        counts = hits.sum(dim=1)
+        self.survived = counts if self.survived is None else self.survived + counts
+        return hits.all(dim=0)
+
+    def by_scale(self, n: int) -> dict[str, float]:
+        """Robust accuracy (percent of n) under each factor alone."""
+        counts = [0] * len(LOGIT_SCALES) if self.survived is None else self.survived.tolist()
+        pairs = zip(LOGIT_SCALES, counts, strict=True)
+        return {scale_key(s): 100.0 * c / n if n else 0.0 for s, c in pairs}
+
+
 def _scores(correct: Tensor, total: list[int], under: list[int]) -> dict[str, Any]:
     counts = correct.tolist()
     return {"class": per_class_accuracy(counts, total), **aggregate(counts, total, under)}
@@ -160,6 +196,9 @@ def _params(attack: str, config: RunConfig, num_classes: int) -> dict[str, Any]:
     }
     if attack == "cw":
         params["kappa"] = CW_KAPPA
+    if attack == "logit_scaled":
+        params["loss"] = "ce"
+        params["logit_scales"] = list(LOGIT_SCALES)
     return params
 
 
@@ -177,8 +216,9 @@ def evaluate_run(
     test subset (None: the whole test set). device: auto | cpu | cuda | cuda:N. Returns the
     stored entry: per-class ("class"), "overall" and "under" robust accuracy in percent, the
     clean accuracy on the same examples, the attack's parameters and provenance; for
-    autoattack also PGD-20 on the same examples, the masking verdict and which attack of the
-    ensemble broke how many examples. on_start: called once the checkpoint has loaded (so a
+    autoattack also PGD-20 and the logit-scaled PGD ("logit_scaled", `masking.LOGIT_SCALES`)
+    on the same examples, the masking verdict and which attack of the ensemble broke how many
+    examples. on_start: called once the checkpoint has loaded (so a
     corrupt or foreign one is refused before anything says the evaluation started).
     """
     from srat_engine.training.device import (
@@ -234,10 +274,20 @@ def evaluate_run(
             # PGD-20 on the same examples: the masking flag compares like with like
             pgd = _scores(correct(_pgd_attack(model, config, splits.clip)), total, under)
             aa_overall = _scores(robust, total, under)["overall"]
+            # the second half of the masking check: PGD-20 on scaled logits, same examples
+            scaled_attack = _LogitScaled(model, config, splits.clip)
+            scaled = _scores(correct(scaled_attack), total, under)
             extra = {
                 "broken_by": ensemble.broken_by,
                 "pgd20": {**pgd, "params": _params("pgd20", config, num_classes)},
-                "masking": masking_record(pgd["overall"], aa_overall, MASKING_THRESHOLD),
+                "logit_scaled": {
+                    **scaled,
+                    "by_scale": scaled_attack.by_scale(len(y)),
+                    "params": _params("logit_scaled", config, num_classes),
+                },
+                "masking": masking_record(
+                    pgd["overall"], aa_overall, MASKING_THRESHOLD, scaled_rob=scaled["overall"]
+                ),
             }
         else:
             loss_fn = cw_loss if attack == "cw" else None

@@ -14,19 +14,29 @@ from rich.table import Table
 from rich.text import Text
 
 from srat_engine.runs.evaluations import ATTACK_TITLES, ATTACKS
-from srat_tui.render.format import MASKING_STYLE, inert_text, masking_flag, pct
+from srat_tui.render.format import MASKING_STYLE, inert_text, is_number, masking_flag, pct
 
 
 def masking_text(entry: Mapping[str, Any]) -> Text | None:
-    """The masking verdict of an AutoAttack entry as one line (None for other attacks)."""
+    """The masking verdict of an AutoAttack entry as one line (None for other attacks): PGD-20
+    against AutoAttack and against the logit-scaled PGD, each gap, the threshold."""
     masking = entry.get("masking")
     if not isinstance(masking, Mapping) or not isinstance(masking.get("suspected"), bool):
         return None
     numbers = (
         f"PGD-20 {pct(masking.get('pgd20_overall'))} vs AutoAttack "
         f"{pct(masking.get('autoattack_overall'))} on the same examples, gap "
-        f"{pct(masking.get('gap'))} points, threshold {masking.get('threshold', '?')}"
+        f"{pct(masking.get('gap'))} points"
     )
+    if "logit_scaled_overall" in masking:  # absent from results stored before the check
+        params = (entry.get("logit_scaled") or {}).get("params") or {}
+        scales = ", ".join(f"x{s:g}" for s in params.get("logit_scales") or [] if is_number(s))
+        numbers += (
+            f"; vs logit-scaled PGD-20{f' ({scales})' if scales else ''} "
+            f"{pct(masking.get('logit_scaled_overall'))}, gap "
+            f"{pct(masking.get('logit_scaled_gap'))} points"
+        )
+    numbers += f"; threshold {masking.get('threshold', '?')}"
     if masking["suspected"]:
         return Text(f"gradient masking suspected: {numbers}", style=MASKING_STYLE)
     return Text(f"no sign of gradient masking: {numbers}")
