@@ -21,6 +21,7 @@ CASES = [
     ("resnet18", (3, 16, 16), 2, 512),
     ("preact_resnet18", (3, 16, 16), 2, 512),
     ("wrn34_10", (3, 8, 8), 2, 640),
+    ("wrn28_10", (3, 8, 8), 2, 640),
     ("small_cnn", (1, 8, 8), 4, 64),
     ("small_cnn", (3, 32, 32), 2, 64),
     ("linear", (5,), 6, 5),
@@ -45,7 +46,7 @@ def test_cases_cover_every_architecture() -> None:
 # Every arch with the linear head, plus the cosine head on the cheap ones (the head never
 # depends on the body beyond feature_dim, so building WRN-34-10 twice would buy nothing).
 HEAD_CASES = [(*case, "linear") for case in CASES] + [
-    (*case, "cosine") for case in CASES if case[0] != "wrn34_10"
+    (*case, "cosine") for case in CASES if case[0] not in ("wrn34_10", "wrn28_10")
 ]
 
 
@@ -85,9 +86,15 @@ def test_input_gradient_flows(
 # preact_resnet18: 11,172,170, Rice et al. 2020's PreActResNet18 (kuangliu's PreActResNet18,
 # 11,171,146, plus the final 512-channel BN's 1,024). wrn34_10: 46,160,474, TRADES/Madry's
 # WRN-34-10 counted without TRADES' unused sub_block1: the "46.16M" the literature reports.
+# wrn28_10: 36,479,194, the "36.5M" of Zagoruyko & Komodakis 2016 (Table 4) for CIFAR-10.
 @pytest.mark.parametrize(
     ("arch", "expected"),
-    [("resnet18", 11_173_962), ("preact_resnet18", 11_172_170), ("wrn34_10", 46_160_474)],
+    [
+        ("resnet18", 11_173_962),
+        ("preact_resnet18", 11_172_170),
+        ("wrn34_10", 46_160_474),
+        ("wrn28_10", 36_479_194),
+    ],
 )
 def test_parameter_counts(arch: str, expected: int) -> None:
     model = build_model(arch, 10, (3, 32, 32))

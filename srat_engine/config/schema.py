@@ -78,7 +78,9 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Literal["resnet18", "preact_resnet18", "wrn34_10", "small_cnn", "linear"] = "resnet18"
+    arch: Literal["resnet18", "preact_resnet18", "wrn34_10", "wrn28_10", "small_cnn", "linear"] = (
+        "resnet18"
+    )
     head: Literal["auto", "linear", "cosine"] = Field(
         "auto", description="auto = cosine (normalised) for LDAM, linear otherwise"
     )

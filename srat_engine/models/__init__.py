@@ -43,6 +43,11 @@ def _wrn34_10(input_shape: tuple[int, ...], make_head: HeadFactory) -> SratModel
     return WideResNet(channels, make_head(640), depth=34, widen_factor=10)
 
 
+def _wrn28_10(input_shape: tuple[int, ...], make_head: HeadFactory) -> SratModel:
+    channels = _image_channels("wrn28_10", input_shape)
+    return WideResNet(channels, make_head(640), depth=28, widen_factor=10)
+
+
 def _small_cnn(input_shape: tuple[int, ...], make_head: HeadFactory) -> SratModel:
     return SmallCNN(_image_channels("small_cnn", input_shape), make_head(64))
 
@@ -58,6 +63,7 @@ ARCHITECTURES: dict[str, Builder] = {
     "resnet18": _resnet18,
     "preact_resnet18": _preact_resnet18,
     "wrn34_10": _wrn34_10,
+    "wrn28_10": _wrn28_10,
     "small_cnn": _small_cnn,
     "linear": _linear,
 }
