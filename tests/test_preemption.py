@@ -203,7 +203,7 @@ def test_a_diverged_model_is_not_checkpointed_on_request(
     monkeypatch: pytest.MonkeyPatch,
     request_after: Callable[[int], threading.Event],
 ) -> None:
-    def poisoned(config: Any, margins: Any) -> Any:
+    def poisoned(config: Any, margins: Any, log_prior: Any = None) -> Any:
         return lambda logits, y: logits.sum(dim=1) * math.nan
 
     monkeypatch.setattr(trainer_module, "per_sample_loss", poisoned)

@@ -100,7 +100,7 @@ def test_nan_loss_stops_the_run_with_a_clear_message(
 ) -> None:
     import srat_engine.training.trainer as train_module
 
-    def poisoned(config: Any, margins: Any) -> Any:
+    def poisoned(config: Any, margins: Any, log_prior: Any = None) -> Any:
         return lambda logits, y: logits.sum(dim=1) * math.nan
 
     monkeypatch.setattr(train_module, "per_sample_loss", poisoned)

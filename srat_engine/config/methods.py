@@ -14,6 +14,7 @@ from srat_engine.errors import SratError
 
 LossName = Literal["ce", "focal", "ldam"]
 ReweightName = Literal["none", "cb", "drcb"]
+ObjectiveName = Literal["pgd", "trades"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class MethodSpec:
     the first epoch, "drcb" defers them to `train.reweight_epoch` (Cao et al. 2019).
     separation: adds lambda * L_sep (Eq. 7). gair: GAIRAT's instance weights.
     adversarial: False trains on natural examples (the paper's Section 2 comparison).
+    objective: "pgd" attacks L and updates on the adversarial examples (Madry et al. 2018);
+    "trades" attacks KL(f(x) || f(x')) and updates on CE(f(x), y) + beta KL (Zhang et al.
+    2019). prior_shift: L sees the prior-shifted logits z + tau log(pi) (balanced softmax,
+    Ren et al. 2020; AT-BSL, Yue et al. 2024); the attack and evaluation see plain z.
     """
 
     name: str
@@ -33,6 +38,8 @@ class MethodSpec:
     gair: bool = False
     adversarial: bool = True
     description: str = ""
+    objective: ObjectiveName = "pgd"
+    prior_shift: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -53,6 +60,20 @@ _SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("SRAT-LDAM", "ldam", "drcb", separation=True, description="SRAT with LDAM"),
     MethodSpec("GAIRAT", "ce", "none", gair=True, description="geometry-aware instance weights"),
     MethodSpec("Natural", "ce", "none", adversarial=False, description="no attack, CE"),
+    MethodSpec(
+        "TRADES",
+        "ce",
+        "none",
+        objective="trades",
+        description="TRADES (Zhang et al. 2019): KL attack, CE + beta KL update",
+    ),
+    MethodSpec(
+        "AT-BSL",
+        "ce",
+        "none",
+        prior_shift=True,
+        description="PGD-AT with balanced softmax (Yue et al. 2024)",
+    ),
     # reweighted natural training, the natural arm of the paper's Figure 2 reweighting sweep
     MethodSpec(
         "Natural-CB", "ce", "cb", adversarial=False, description="no attack, CE, class weights"
@@ -60,6 +81,8 @@ _SPECS: tuple[MethodSpec, ...] = (
 )
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
+# Other names the field uses for a registered method.
+ALIASES: dict[str, str] = {"PGD-AT": "CE"}
 
 # The rows of the paper's Tables 1-4, in table order.
 PAPER_METHODS: tuple[str, ...] = (
@@ -77,10 +100,14 @@ PAPER_METHODS: tuple[str, ...] = (
 )
 
 # Scheme x loss -> method name, for interfaces that pick the two separately.
-SCHEMES: tuple[str, ...] = ("none", "cb", "drcb", "srat", "gairat", "natural")
+SCHEMES: tuple[str, ...] = ("none", "cb", "drcb", "srat", "gairat", "trades", "bsl", "natural")
 _BY_SCHEME: dict[tuple[str, str], str] = {}
 for _spec in _SPECS:
-    if not _spec.adversarial:
+    if _spec.objective == "trades":
+        _scheme = "trades"
+    elif _spec.prior_shift:
+        _scheme = "bsl"
+    elif not _spec.adversarial:
         # Natural-CB gets its own key: ("natural", "ce") stays plain natural training
         _scheme = "natural" if _spec.reweight == "none" else f"natural-{_spec.reweight}"
     elif _spec.gair:
@@ -95,12 +122,14 @@ for _spec in _SPECS:
 def canonical_method(name: str) -> str:
     """The registered spelling of a method name, matched case-insensitively."""
     lookup = {key.lower(): key for key in METHODS}
+    lookup.update({alias.lower(): target for alias, target in ALIASES.items()})
     key = name.strip().lower()
     if key in lookup:
         return lookup[key]
     near = difflib.get_close_matches(key, list(lookup), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(lookup[n] for n in near)}?" if near else ""
-    raise SratError(f"unknown method {name!r}{hint} (known: {', '.join(METHODS)})")
+    known = ", ".join([*METHODS, *ALIASES])
+    raise SratError(f"unknown method {name!r}{hint} (known: {known})")
 
 
 def get_method(name: str) -> MethodSpec:
@@ -108,7 +137,8 @@ def get_method(name: str) -> MethodSpec:
 
 
 def compose_method(scheme: str, loss: str) -> str:
-    """The method for a scheme (none/cb/drcb/srat/gairat/natural) and a loss (ce/focal/ldam)."""
+    """The method for a scheme (none/cb/drcb/srat/gairat/trades/bsl/natural) and a loss
+    (ce/focal/ldam)."""
     try:
         return _BY_SCHEME[(scheme.lower(), loss.lower())]
     except KeyError:

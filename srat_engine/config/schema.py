@@ -161,6 +161,12 @@ class LossConfig(_Section):
     )
     sep_lambda: NonNegative = Field(1.0, description="lambda in Eq. 7 (SRAT methods)")
     sep_tau: Positive = Field(0.1, description="temperature tau in Eq. 6 (SRAT methods)")
+    trades_beta: NonNegative = Field(
+        6.0, description="beta of TRADES' CE + beta * KL (Zhang et al. 2019; 6 for CIFAR-10)"
+    )
+    prior_tau: NonNegative = Field(
+        1.0, description="tau of the prior-shifted logits z + tau log(pi) (AT-BSL: 1)"
+    )
     class_weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
         default_factory=list, description="explicit per-class weights replacing CB weights"
     )

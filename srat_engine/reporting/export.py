@@ -92,8 +92,8 @@ class RobustSource:
 
 MASK_MARK = "(!)"
 MASK_NOTE = (
-    "gradient masking suspected: AutoAttack more than 10 points below PGD-20 "
-    "(srat eval --attack autoattack)"
+    "gradient masking suspected: AutoAttack or logit-scaled PGD more than 10 points below "
+    "PGD-20 (srat eval --attack autoattack)"
 )
 
 

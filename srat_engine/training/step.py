@@ -18,21 +18,30 @@ from srat_engine.config.schema import RunConfig
 from srat_engine.data.augment import random_crop_flip
 from srat_engine.data.resident import to_inputs
 from srat_engine.losses import focal_loss, gair_weights, ldam_loss, separation_loss, weighted_mean
+from srat_engine.losses.logit_adjustment import prior_shifted_logits
+from srat_engine.losses.trades import trades_kl, trades_loss
 from srat_engine.models import SratModel
 from srat_engine.models.fold import BatchNormFoldedView
 
 
 def per_sample_loss(
-    config: RunConfig, margins: torch.Tensor | None
+    config: RunConfig, margins: torch.Tensor | None, log_prior: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The prediction loss L of Eq. 5, unreduced."""
+    """The prediction loss L of Eq. 5, unreduced; for a prior-shift method (AT-BSL) on the
+    logits z + tau log(pi) (`log_prior`: log of the training class frequencies)."""
     loss = config.spec.loss
     if loss == "focal":
-        return lambda logits, y: focal_loss(logits, y, config.loss.focal_gamma)
-    if loss == "ldam":
+        plain = lambda logits, y: focal_loss(logits, y, config.loss.focal_gamma)  # noqa: E731
+    elif loss == "ldam":
         assert margins is not None
-        return lambda logits, y: ldam_loss(logits, y, margins, config.loss.ldam_scale)
-    return lambda logits, y: F.cross_entropy(logits, y, reduction="none")
+        plain = lambda logits, y: ldam_loss(logits, y, margins, config.loss.ldam_scale)  # noqa: E731
+    else:
+        plain = lambda logits, y: F.cross_entropy(logits, y, reduction="none")  # noqa: E731
+    if not config.spec.prior_shift:
+        return plain
+    assert log_prior is not None
+    tau = config.loss.prior_tau
+    return lambda logits, y: plain(prior_shifted_logits(logits, log_prior, tau), y)
 
 
 def _augment(x: torch.Tensor, config: RunConfig, generator: torch.Generator) -> torch.Tensor:
@@ -97,6 +106,7 @@ class TrainStep:
         self.clip = clip
         self.device = device
         self.adversarial = config.spec.adversarial and config.attack.steps > 0
+        self.trades = self.adversarial and config.spec.objective == "trades"
         self.precision = resolve_precision(config.train.precision, device)
         self.channels_last = resolve_channels_last(config.train.channels_last, device, model)
         if self.channels_last:
@@ -144,11 +154,18 @@ class TrainStep:
         return xb
 
     def attack(self, xb: torch.Tensor, y: torch.Tensor) -> PGDResult:
-        """The training attack (Algorithm 1, line 5) on augmented float inputs ``xb``."""
+        """The training attack (Algorithm 1, line 5) on augmented float inputs ``xb``: PGD on
+        the sum of L over the batch, or for TRADES on the sum of KL(f(x) || f(x')), with f(x)
+        taken in the attack's BatchNorm mode (the reference computes it under model.eval())."""
         config = self.config
         if self.folded is not None:
             self.folded.refresh()  # the last update moved weights and BN statistics
         with attack_mode(self.model, config.attack.bn_mode), self.autocast():
+            loss_fn = None
+            if self.trades:
+                with torch.no_grad():
+                    natural = self.attack_forward(xb).float()
+                loss_fn = lambda logits, _y: trades_kl(natural, logits.float()).sum()  # noqa: E731
             return pgd_linf(
                 self.attack_forward,
                 xb,
@@ -157,6 +174,7 @@ class TrainStep:
                 step_size=config.attack.step_size,
                 steps=config.attack.steps,
                 random_start=config.attack.random_start,
+                loss_fn=loss_fn,
                 generator=self.generator,
                 clip=self.clip,
             )
@@ -178,13 +196,21 @@ class TrainStep:
         """
         config = self.config
         xb = self.inputs(x)
+        natural = xb
         kappa = None
         if self.adversarial:
             result = self.attack(xb, y)
             xb, kappa = result.x_adv, result.kappa
         with self.autocast():
             features, logits = self.update_forward(xb)
-            per_sample = self.loss_fn(logits.float(), y)
+            if self.trades:
+                # two forward passes in train mode, as the reference: CE on f(x) + beta KL
+                _, natural_logits = self.update_forward(natural)
+                per_sample = trades_loss(
+                    natural_logits.float(), logits.float(), y, config.loss.trades_beta
+                )
+            else:
+                per_sample = self.loss_fn(logits.float(), y)
             weights = class_w[y] if class_w is not None else None
             if use_gair and kappa is not None:
                 geometry = gair_weights(

@@ -38,6 +38,7 @@ from srat_engine.errors import (
 from srat_engine.evaluation.classwise import AttackParams, class_totals, classwise_correct
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
 from srat_engine.evaluation.separability import feature_separability
+from srat_engine.losses.logit_adjustment import class_log_prior
 from srat_engine.models import build_model
 from srat_engine.runs.heartbeat import Heartbeat
 from srat_engine.runs.index import RunIndex
@@ -145,7 +146,8 @@ class Trainer:
         margins = resolved.ldam_margins
         self.margins = torch.tensor(margins, device=device) if margins is not None else None
         self.class_weights = torch.tensor(resolved.class_weights, device=device)
-        self.loss_fn = per_sample_loss(config, self.margins)
+        log_prior = class_log_prior(resolved.class_counts).to(device)
+        self.loss_fn = per_sample_loss(config, self.margins, log_prior)
         step = TrainStep(
             self.model,
             self.optimizer,
