@@ -331,3 +331,29 @@ async def test_in_srat_app() -> None:
         assert screen.validation is not None and screen.validation.ok
         await pilot.press("escape")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
+
+
+@scenario
+async def test_trades_and_bsl_schemes_show_their_own_field_and_set_it() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await settled(pilot)
+        beta, prior = screen.query_one("#trades_beta", Input), screen.query_one("#prior_tau", Input)
+        assert not beta.display and not prior.display  # demo is SRAT-LDAM
+        await set_field(pilot, "loss", "ce")
+        screen = await set_field(pilot, "scheme", "trades")
+        assert beta.display and not prior.display and beta.value == "6"
+        screen = await set_field(pilot, "trades_beta", "3")
+        validation = screen.validation
+        assert validation is not None and validation.ok, validation
+        assert "method=TRADES" in validation.overrides
+        assert "loss.trades_beta=3" in validation.overrides
+        screen = await set_field(pilot, "trades_beta", "-1")
+        assert screen.validation is not None and not screen.validation.ok
+        screen = await set_field(pilot, "scheme", "bsl")
+        assert prior.display and not beta.display
+        screen = await set_field(pilot, "trades_beta", "6")
+        screen = await set_field(pilot, "prior_tau", "0.5")
+        validation = screen.validation
+        assert validation is not None and validation.ok, validation
+        assert {"method=AT-BSL", "loss.prior_tau=0.5"} <= set(validation.overrides)

@@ -91,6 +91,8 @@ class FormValues:
     partition: str = ""
     time: str = ""
     gpus_per_run: str = ""
+    trades_beta: str = ""  # a scheme's own fields, last: tests build FormValues positionally
+    prior_tau: str = ""
 
 
 def format_budget(value: float) -> str:
@@ -112,6 +114,8 @@ def form_values(config: RunConfig) -> FormValues:
         scheme=scheme,
         sep_lambda=f"{config.loss.sep_lambda:g}",
         sep_tau=f"{config.loss.sep_tau:g}",
+        trades_beta=f"{config.loss.trades_beta:g}",
+        prior_tau=f"{config.loss.prior_tau:g}",
         epochs=str(config.train.epochs),
         eps=format_budget(config.attack.eps),
         devices=config.device,
@@ -194,6 +198,10 @@ def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
         out.append(f"loss.sep_lambda={values.sep_lambda.strip()}")
     if changed("sep_tau"):
         out.append(f"loss.sep_tau={values.sep_tau.strip()}")
+    if changed("trades_beta"):
+        out.append(f"loss.trades_beta={values.trades_beta.strip()}")
+    if changed("prior_tau"):
+        out.append(f"loss.prior_tau={values.prior_tau.strip()}")
     if changed("epochs"):
         out.append(f"train.epochs={values.epochs.strip()}")
     if changed("eps"):
@@ -539,6 +547,13 @@ class NewRunScreen(Screen[list[str] | None]):
                 yield from self._select("scheme", SCHEMES)
                 yield from self._input("sep_lambda", "lambda", "loss.sep_lambda, ≥ 0")
                 yield from self._input("sep_tau", "tau", "loss.sep_tau, > 0")
+                # a scheme's own fields, shown while it is chosen (`-trades`, `-bsl`)
+                yield from self._input(
+                    "trades_beta", "beta", "loss.trades_beta, ≥ 0 (TRADES)", classes="-trades"
+                )
+                yield from self._input(
+                    "prior_tau", "prior tau", "loss.prior_tau, ≥ 0 (AT-BSL)", classes="-bsl"
+                )
                 yield from self._input("eps", "eps", "e.g. 8/255 (attack and eval)")
                 yield from self._input("seeds", "seeds", "0 or 0,1,2 (one run each)")
                 yield from self._input(
@@ -628,6 +643,7 @@ class NewRunScreen(Screen[list[str] | None]):
                 else:
                     assert isinstance(widget, Input)
                     widget.value = value
+        self._sync_scheme()
 
     def _show_slurm_defaults(self, home: Home) -> None:
         try:
@@ -643,6 +659,12 @@ class NewRunScreen(Screen[list[str] | None]):
         slurm = self.query_one("#backend", Select).value == "slurm"
         self.set_class(slurm, "-slurm-backend")
         self.query_one("#devices", Input).disabled = slurm
+
+    def _sync_scheme(self) -> None:
+        """The chosen scheme's own fields: TRADES' beta, AT-BSL's prior tau."""
+        scheme = self.query_one("#scheme", Select).value
+        self.set_class(scheme == "trades", "-trades-scheme")
+        self.set_class(scheme == "bsl", "-bsl-scheme")
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -740,6 +762,8 @@ class NewRunScreen(Screen[list[str] | None]):
             return
         if event.select.id == "backend":
             self._sync_backend()
+        if event.select.id == "scheme":
+            self._sync_scheme()
         self._request_validation()
 
     @on(Input.Changed)
