@@ -174,3 +174,22 @@ def test_cifar_presets_resolve(preset: str) -> None:
     prepared = prepare_from_env(preset, ("data.dataset=synthetic",))
     assert prepared.config.data.ratio == 50 and prepared.config.data.imbalance == "exp"
     assert get_method(prepared.config.method).name in ("AT-BSL", "TRADES")
+
+
+def test_each_method_reduces_as_its_reference_code() -> None:
+    def reduction(method: str, **loss: str) -> str:
+        return validate_config({"method": method, "loss": loss}).reduction()
+
+    assert reduction("SRAT-LDAM") == reduction("GAIRAT") == reduction("DRCB-Focal") == "mean"
+    assert (
+        reduction("DRCB-LDAM") == reduction("CB-Reweight") == reduction("DRCB-CE") == "normalized"
+    )
+    assert reduction("DRCB-LDAM", reduction="mean") == "mean"  # loss.reduction still decides
+    # why it matters: under "mean" the batch's weights average sum_c pi_c w_c, 0.171 for the
+    # class-balanced weights of CIFAR-10 Exp-100 (the README's figure), under "normalized" 1
+    from srat_engine.losses import class_balanced_weights
+
+    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    weights = class_balanced_weights(counts, 0.9999).double()
+    prior = torch.tensor(counts, dtype=torch.float64) / sum(counts)
+    assert float((prior * weights).sum()) == pytest.approx(0.171, abs=5e-4)

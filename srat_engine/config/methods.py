@@ -40,6 +40,9 @@ class MethodSpec:
     description: str = ""
     objective: ObjectiveName = "pgd"
     prior_shift: bool = False
+    # how the code a method comes from reduces weighted losses (weights change nothing when
+    # none apply): "normalized" = F.cross_entropy(weight=...) of the LDAM-DRW reference
+    reduction: Literal["mean", "normalized"] = "mean"
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -49,12 +52,32 @@ _SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("CE", "ce", "none", description="PGD adversarial training, cross entropy"),
     MethodSpec("Focal", "focal", "none", description="PGD-AT with focal loss"),
     MethodSpec("LDAM", "ldam", "none", description="PGD-AT with LDAM loss, cosine head"),
-    MethodSpec("CB-Reweight", "ce", "cb", description="class-balanced weights from epoch 0"),
+    MethodSpec(
+        "CB-Reweight",
+        "ce",
+        "cb",
+        description="class-balanced weights from epoch 0",
+        reduction="normalized",
+    ),
     MethodSpec("CB-Focal", "focal", "cb", description="class-balanced focal loss"),
-    MethodSpec("CB-LDAM", "ldam", "cb", description="class-balanced LDAM (not in the tables)"),
-    MethodSpec("DRCB-CE", "ce", "drcb", description="deferred class-balanced CE"),
+    MethodSpec(
+        "CB-LDAM",
+        "ldam",
+        "cb",
+        description="class-balanced LDAM (not in the tables)",
+        reduction="normalized",
+    ),
+    MethodSpec(
+        "DRCB-CE", "ce", "drcb", description="deferred class-balanced CE", reduction="normalized"
+    ),
     MethodSpec("DRCB-Focal", "focal", "drcb", description="deferred class-balanced focal"),
-    MethodSpec("DRCB-LDAM", "ldam", "drcb", description="LDAM-DRW (Cao et al. 2019)"),
+    MethodSpec(
+        "DRCB-LDAM",
+        "ldam",
+        "drcb",
+        description="LDAM-DRW (Cao et al. 2019)",
+        reduction="normalized",
+    ),
     MethodSpec("SRAT-CE", "ce", "drcb", separation=True, description="SRAT with CE"),
     MethodSpec("SRAT-Focal", "focal", "drcb", separation=True, description="SRAT with focal"),
     MethodSpec("SRAT-LDAM", "ldam", "drcb", separation=True, description="SRAT with LDAM"),
@@ -76,7 +99,12 @@ _SPECS: tuple[MethodSpec, ...] = (
     ),
     # reweighted natural training, the natural arm of the paper's Figure 2 reweighting sweep
     MethodSpec(
-        "Natural-CB", "ce", "cb", adversarial=False, description="no attack, CE, class weights"
+        "Natural-CB",
+        "ce",
+        "cb",
+        adversarial=False,
+        description="no attack, CE, class weights",
+        reduction="normalized",  # as CB-Reweight, the adversarial arm of the same sweep
     ),
 )
 

@@ -156,8 +156,10 @@ class LossConfig(_Section):
     ldam_max_margin: Positive = 0.5
     ldam_scale: Positive = 30.0
     cb_beta: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.9999
-    reduction: Literal["mean", "normalized"] = Field(
-        "mean", description="mean: (1/N) sum w_i L_i (Eq. 5); normalized: / sum w_i"
+    reduction: Literal["mean", "normalized"] | None = Field(
+        None,
+        description="mean: (1/N) sum w_i L_i (Eq. 5); normalized: / sum w_i; unset: the "
+        "method's own (the reduction of the code it comes from, README method table)",
     )
     sep_lambda: NonNegative = Field(1.0, description="lambda in Eq. 7 (SRAT methods)")
     sep_tau: Positive = Field(0.1, description="temperature tau in Eq. 6 (SRAT methods)")
@@ -218,6 +220,10 @@ class RunConfig(_Section):
     @property
     def spec(self) -> MethodSpec:
         return get_method(self.method)
+
+    def reduction(self) -> str:
+        """How weighted per-sample losses become one: loss.reduction, else the method's."""
+        return self.loss.reduction or self.spec.reduction
 
     def head(self) -> str:
         """The classifier head actually used: LDAM needs the cosine (normalised) head."""

@@ -217,7 +217,7 @@ class TrainStep:
                     kappa, config.attack.steps, config.gair.lam, config.gair.func
                 )
                 weights = geometry if weights is None else weights * geometry
-            loss = weighted_mean(per_sample, weights, config.loss.reduction)
+            loss = weighted_mean(per_sample, weights, config.reduction())
             sep = separation_loss(features.float(), y, config.loss.sep_tau) if lam else None
             total = loss + lam * sep if sep is not None else loss
         self.optimizer.zero_grad(set_to_none=True)
