@@ -193,3 +193,24 @@ def test_each_method_reduces_as_its_reference_code() -> None:
     weights = class_balanced_weights(counts, 0.9999).double()
     prior = torch.tensor(counts, dtype=torch.float64) / sum(counts)
     assert float((prior * weights).sum()) == pytest.approx(0.171, abs=5e-4)
+
+
+def test_the_common_protocol_presets_share_one_protocol() -> None:
+    from srat_engine.config.presets import list_presets, load_preset
+    from srat_engine.runs.home import Home
+
+    dirs = Home.from_env().preset_dirs
+    names = [n for n in list_presets(dirs) if n.startswith("lt2026-")]
+    assert len(names) >= 10
+    protocols = set()
+    for name in names:
+        config = prepare_from_env(name, ("data.dataset=synthetic",)).config
+        dataset, ratio, method = name.removeprefix("lt2026-").split("-", 2)
+        assert (config.data.ratio, f"ir{config.data.ratio:g}") == (50, ratio)
+        assert canonical_method(config.method) == canonical_method(method)
+        assert load_preset(name, dirs)["data"]["dataset"] == dataset
+        protocols.add(
+            (config.model.arch, config.train.epochs, tuple(config.train.lr_milestones),
+             config.train.weight_decay, config.attack.steps, config.train.reweight_epoch)
+        )  # fmt: skip
+    assert protocols == {("wrn28_10", 100, (75, 90), 5e-4, 10, 75)}
