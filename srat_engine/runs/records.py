@@ -108,6 +108,25 @@ def latest_epoch(records: Sequence[R]) -> R | None:
     return None
 
 
+def best_epoch(
+    records: Sequence[R], num_classes: int | None = None, column: str = "rob_overall"
+) -> R | None:
+    """The undamaged epoch record with the highest `column` among those that measured it (the
+    earliest of equals), or None: "the best epoch by PGD on the test set", the checkpoint
+    AT-BSL's and REAT's code report. The per-epoch robust accuracy is measured on the test
+    set's balanced robust subset, so a choice by it is a choice on the test set."""
+    best: R | None = None
+    for record in records:
+        value = record.get(column)
+        if record.get("event") != "epoch" or not is_number(value):
+            continue
+        if damage(record, num_classes) is not None:
+            continue
+        if best is None or value > best[column]:
+            best = record
+    return best
+
+
 def result_record(records: Sequence[R], num_classes: int | None = None) -> tuple[R | None, bool]:
     """The whole record to show as the run's result, and whether it is a final evaluation:
     the current final record (`current_final`), else the latest undamaged epoch record

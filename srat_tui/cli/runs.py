@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from contextlib import suppress
@@ -14,7 +15,14 @@ import typer
 from srat_engine.errors import SratError
 from srat_engine.runs.home import Home
 from srat_engine.runs.index import reindex
-from srat_engine.runs.records import class_count, damage_note, metric_damage, result_record
+from srat_engine.runs.records import (
+    METRIC_COLUMNS,
+    best_epoch,
+    class_count,
+    damage_note,
+    metric_damage,
+    result_record,
+)
 from srat_engine.runs.rundir import RunDir, is_valid_run_id, validate_run_id
 from srat_engine.runs.slurm_queue import with_queue_states
 from srat_engine.runs.sync import add_note, current_record, refreshed_records, set_tag
@@ -454,6 +462,14 @@ def runs_export(
     attack: Annotated[
         str | None, typer.Option("--attack", help=_ATTACK_HELP, show_default=False)
     ] = None,
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            "--checkpoint",
+            help="last (each run's end) | best (the epoch with the best PGD robust accuracy "
+            "on the test set, as AT-BSL and REAT report: marked as selected on the test set)",
+        ),
+    ] = "last",
 ) -> None:
     """Results in the paper's table layout (mean ± std over seeds of one configuration)."""
     from srat_engine.reporting.export import format_export
@@ -470,10 +486,22 @@ def runs_export(
         if missing:
             raise SratError(f"no run {sorted(missing)[0]!r} in the index")
         records = [r for r in records if r["id"] in wanted]
+    if checkpoint not in ("last", "best"):
+        raise SratError(f"--checkpoint is last or best (got {checkpoint!r})")
+    if checkpoint == "best" and attack:
+        raise SratError(
+            "--attack results are of each run's last checkpoint: not with --checkpoint best"
+        )
     if attack:
         root = Home.from_env().runs
         records = [with_eval_robust(r, read_eval(RunDir(root / r["id"])), attack) for r in records]
+    if checkpoint == "best":
+        records = [_at_best_epoch(r, Home.from_env().runs) for r in records]
     robust = _robust_source(attack, {r["id"] for r in records if r.get("masking") is True})
+    if checkpoint == "best":
+        from srat_engine.reporting.export import SELECTED_ON_TEST
+
+        robust = dataclasses.replace(robust, selection=SELECTED_ON_TEST)
     groups = group_seeds(records)
     if groups.skipped:
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"
@@ -485,6 +513,22 @@ def runs_export(
     else:
         output.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}", err=True)
+
+
+def _at_best_epoch(record: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The run's index record with the four columns of its best epoch (`records.best_epoch`)
+    instead of its final evaluation's; a finished run only (one still training has no
+    settled best), and none that never measured robust accuracy."""
+    if record.get("status") != "finished" or not is_valid_run_id(str(record.get("id"))):
+        return {**record, "final": False}
+    run = RunDir(root / str(record["id"]))
+    try:
+        chosen = best_epoch(run.metrics(), class_count(run.config()))
+    except (OSError, ValueError):
+        chosen = None
+    if chosen is None:
+        return {**record, "final": False}
+    return {**record, **{c: chosen.get(c) for c in METRIC_COLUMNS}, "best_epoch": chosen["epoch"]}
 
 
 def _warn_damaged_skips(records: list[dict[str, Any]], skipped: list[str]) -> None:
