@@ -218,6 +218,9 @@ def test_ls_filter_by_field(home: Home) -> None:
     assert ls_ids("-f", "method=natural") == [home.natural]  # case-insensitive
     assert ls_ids("--filter", "method=CE", "--filter", "dataset=digits") == [home.ce]
     assert ls_ids("--filter", "method=GAIRAT") == []
+    # key=a,b: either, so one table can hold a chosen set of methods
+    assert ls_ids("--filter", "method=CE,Natural") == sorted([home.ce, home.natural])
+    assert ls_ids("--filter", "method=GAIRAT, natural") == [home.natural]
 
 
 def test_ls_filter_by_tag(home: Home) -> None:

@@ -87,7 +87,8 @@ def _reconciled(ctx: typer.Context) -> list[dict[str, Any]]:
 def select_records(
     records: list[dict[str, Any]], status: str | None, filters: list[str], sort: str | None
 ) -> list[dict[str, Any]]:
-    """Index records filtered by status and `key=value`, sorted by a column."""
+    """Index records filtered by status and `key=value` (`key=a,b`: either), sorted by a
+    column."""
     if status:
         records = [r for r in records if r.get("status") == status]
     for item in filters:
@@ -95,7 +96,9 @@ def select_records(
         if not sep:
             raise SratError(f"--filter expects key=value (got {item!r})")
         key = {"tag": "tags"}.get(key.strip(), key.strip())
-        records = [r for r in records if _matches(r, key, wanted.strip())]
+        # key=a,b: any of them (a table of several methods: --filter method=CE,TRADES,AT-BSL)
+        choices = [w.strip() for w in wanted.split(",")] if "," in wanted else [wanted.strip()]
+        records = [r for r in records if any(_matches(r, key, w) for w in choices)]
     if sort:
         key = sort.lstrip("-")
         present = [r for r in records if r.get(key) is not None]
@@ -118,7 +121,9 @@ def runs_ls(
     ] = None,
     filters: Annotated[
         list[str] | None,
-        typer.Option("--filter", "-f", help="key=value on any listed field; tag=NAME"),
+        typer.Option(
+            "--filter", "-f", help="key=value on any listed field (key=a,b: either); tag=NAME"
+        ),
     ] = None,
     sort: Annotated[
         str | None, typer.Option("--sort", help="column to sort by; prefix - to reverse")
@@ -452,7 +457,8 @@ def runs_export(
     ctx: typer.Context,
     run_ids: Annotated[list[str] | None, typer.Argument(help="run ids (default: all)")] = None,
     filters: Annotated[
-        list[str] | None, typer.Option("--filter", "-f", help="key=value, as in `runs ls`")
+        list[str] | None,
+        typer.Option("--filter", "-f", help="key=value (key=a,b: either), as in `runs ls`"),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv | md | latex | json")] = "md",
     paper: Annotated[bool, typer.Option("--paper", help="the paper's numbers beside ours")] = False,
