@@ -221,6 +221,7 @@ def test_ls_filter_by_field(home: Home) -> None:
     # key=a,b: either, so one table can hold a chosen set of methods
     assert ls_ids("--filter", "method=CE,Natural") == sorted([home.ce, home.natural])
     assert ls_ids("--filter", "method=GAIRAT, natural") == [home.natural]
+    assert ls_ids("--filter", "method=PGD-AT") == [home.ce]  # another name of CE
 
 
 def test_ls_filter_by_tag(home: Home) -> None:

@@ -84,6 +84,16 @@ def _reconciled(ctx: typer.Context) -> list[dict[str, Any]]:
     return refreshed_records(home.index, home.runs)
 
 
+def _method_name(name: str) -> str:
+    """The registered name of a method (an alias resolved), or `name` when it is none."""
+    from srat_engine.config.methods import canonical_method
+
+    try:
+        return canonical_method(name)
+    except SratError:
+        return name
+
+
 def select_records(
     records: list[dict[str, Any]], status: str | None, filters: list[str], sort: str | None
 ) -> list[dict[str, Any]]:
@@ -98,6 +108,8 @@ def select_records(
         key = {"tag": "tags"}.get(key.strip(), key.strip())
         # key=a,b: any of them (a table of several methods: --filter method=CE,TRADES,AT-BSL)
         choices = [w.strip() for w in wanted.split(",")] if "," in wanted else [wanted.strip()]
+        if key == "method":  # another name of a method finds its runs (PGD-AT: CE)
+            choices = [_method_name(w) for w in choices]
         records = [r for r in records if any(_matches(r, key, w) for w in choices)]
     if sort:
         key = sort.lstrip("-")
