@@ -366,3 +366,21 @@ def test_run_failure_is_one_line_on_stderr(
     assert len(result.err_lines) == 1, result.err
     assert "cifar-10-python.tar.gz" in result.err_lines[0]
     assert str(srat_home / "data") in result.err_lines[0]
+
+
+def test_seeds_make_one_run_per_seed_of_each_configuration(srat: Srat) -> None:
+    result = srat("run", "--preset", "demo", "--seeds", "0-2", "--set", "seed=9", "--dry-run",
+                  "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    decoder, text, seeds = json.JSONDecoder(), result.out, []
+    while text.strip():
+        document, end = decoder.raw_decode(text.strip())
+        seeds.append(document["config"]["seed"])
+        text = text.strip()[end:]
+    assert seeds == [0, 1, 2]  # --seeds wins over --set seed=
+    refused = srat("run", "--preset", "demo", "--seeds", "0,1")
+    assert refused.code == 2 and refused.err_lines == [
+        "error: 2 runs: add --detach to queue them all"
+    ]
+    bad = srat("run", "--preset", "demo", "--seeds", "2-1", "--dry-run")
+    assert bad.code == 2 and "runs backwards" in bad.err

@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static
 from tui_harness import scenario, wait_for
 
+from srat_engine.config.seeds import parse_seeds
 from srat_engine.errors import SratError
 from srat_engine.jobs.supervisor import kill_run
 from srat_engine.runs.home import Home
@@ -29,7 +30,6 @@ from srat_tui.tui.screens.new_run import (
     form_overrides,
     format_budget,
     parse_devices,
-    parse_seeds,
 )
 
 FAST = "data.n_max=20 attack.steps=1 eval.steps=1 eval.robust_per_class=2"

@@ -306,3 +306,12 @@ def set_override(raw: dict[str, Any], assignment: str) -> None:
             raise SratError(f"--set {key}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def config_toml(config: RunConfig) -> str:
+    """The config as an editable TOML document (`srat presets show`, `srat run --dry-run`).
+    TOML has no null: fields left unset (None, e.g. loss.reduction: the method's own) are left
+    out, and read back as unset, so the document validates to the same config."""
+    import tomli_w
+
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))

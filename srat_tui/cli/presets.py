@@ -42,18 +42,16 @@ def presets_show(
 ) -> None:
     """Print a preset as a complete TOML file you can copy, edit and pass to --config."""
     from srat_engine.config.presets import preset_path
-    from srat_engine.config.schema import validate_config
+    from srat_engine.config.schema import config_toml, validate_config
 
     dirs = Home.from_env().preset_dirs
     if raw:
         typer.echo(preset_path(name, dirs).read_text(encoding="utf-8"), nl=False)
         return
-    import tomli_w
-
     config = validate_config(load_preset(name, dirs))
     description = inert(" ".join(describe(name, dirs).split()))
     header = (
         f"# preset {name}: {description}\n"
         f"# every field, resolved; save it, edit it, run it: srat run --config FILE\n\n"
     )
-    typer.echo(header + tomli_w.dumps(config.model_dump(mode="json")), nl=False)
+    typer.echo(header + config_toml(config), nl=False)

@@ -40,7 +40,7 @@ def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(prepared.document(), indent=2))
         return
-    import tomli_w
+    from srat_engine.config.schema import config_toml
 
     console = stdout_console()
     console.print(render.heading(str(prepared.source), " (dry run: nothing was created)"))
@@ -48,7 +48,7 @@ def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
         console.print(line)
     console.print(render.resolved_table(prepared))
     console.rule("resolved config (TOML, usable with --config)")
-    console.print(tomli_w.dumps(prepared.config.model_dump(mode="json")), markup=False)
+    console.print(config_toml(prepared.config), markup=False)
 
 
 def _run_foreground(prepared: PreparedRun, home: Home, as_json: bool) -> int:
@@ -164,6 +164,10 @@ def run(
     slots: Annotated[
         int | None, typer.Option("--slots", help="with --device cpu: CPU runs at once")
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", help="one run per seed of each configuration: 0,1,2 or 0-2"),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="validate and print the resolved config, run nothing")
     ] = False,
@@ -173,6 +177,7 @@ def run(
     """Run configurations: in the foreground (one line per epoch), detached and queued on this
     machine, or as Slurm jobs (--backend slurm; several runs make one job array)."""
     from srat_engine.config.prepare import create_run, prepare
+    from srat_engine.config.seeds import parse_seeds, seed_override
     from srat_engine.runs.home import Home
 
     home = Home.from_env()
@@ -187,22 +192,33 @@ def run(
     names = expand_patterns(presets, dirs) if presets else []
     if (gpus is not None or slots is not None) and not detach:
         raise SratError("--gpus and --slots schedule detached runs: add --detach")
-    if len(names) > 1 and not (detach or dry_run or on_slurm):
-        raise SratError(f"{len(names)} presets match: add --detach to queue them all")
+    # one run per seed: the seed's override comes last, so it wins over a --set seed=
+    per_seed = [(seed_override(seed),) for seed in parse_seeds(seeds)] if seeds else [()]
+    count = max(len(names), 1) * len(per_seed)
+    if count > 1 and not (detach or dry_run or on_slurm):
+        what = f"{len(names)} presets match" if len(names) > 1 else f"{count} runs"
+        raise SratError(f"{what}: add --detach to queue them all")
     # validate every configuration before creating any run
     if names:
         prepared = [
-            prepare(preset=n, overrides=assignments, preset_dirs=dirs, data_dir=home.data_dir)
+            prepare(
+                preset=n,
+                overrides=(*assignments, *seed),
+                preset_dirs=dirs,
+                data_dir=home.data_dir,
+            )
             for n in names
+            for seed in per_seed
         ]
     else:
         prepared = [
             prepare(
                 config_file=config,
-                overrides=assignments,
+                overrides=(*assignments, *seed),
                 preset_dirs=dirs,
                 data_dir=home.data_dir,
             )
+            for seed in per_seed
         ]
     if dry_run:
         for item in prepared:

@@ -12,7 +12,6 @@ before anything is created.
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -35,6 +34,7 @@ from srat_engine.config.methods import SCHEMES, LossName, compose_method
 from srat_engine.config.prepare import PreparedRun, create_run, prepare
 from srat_engine.config.presets import describe, list_presets
 from srat_engine.config.schema import DataConfig, RunConfig
+from srat_engine.config.seeds import parse_seeds, seed_override
 from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
 from srat_engine.jobs.slurm import SlurmSubmission, check_cluster, create_and_submit, job_device
@@ -124,30 +124,6 @@ def form_values(config: RunConfig) -> FormValues:
     )
 
 
-_SEED_RANGE = re.compile(r"(\d+)-(\d+)")
-
-
-def parse_seeds(text: str) -> list[int]:
-    """ "0", "0,1,2", "0 1 2" or "0-2"; duplicates dropped, order kept."""
-    seeds: list[int] = []
-    for token in re.split(r"[,\s]+", text.strip()):
-        if not token:
-            continue
-        span = _SEED_RANGE.fullmatch(token)
-        if span:
-            first, last = int(span.group(1)), int(span.group(2))
-            if last < first:
-                raise SratError(f"seeds: range {token!r} runs backwards")
-            seeds.extend(range(first, last + 1))
-        elif token.isdigit():
-            seeds.append(int(token))
-        else:
-            raise SratError(f"seeds: expected integers ≥ 0 like 0 or 0,1,2 (got {token!r})")
-    if not seeds:
-        raise SratError("seeds: give at least one seed, e.g. 0 or 0,1,2")
-    return list(dict.fromkeys(seeds))
-
-
 @dataclass(frozen=True)
 class DeviceChoice:
     """How the devices field maps onto `resolve_devices` and the config's `device`."""
@@ -221,10 +197,6 @@ def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
             raise SratError(f"extra overrides: expected section.key=value (got {assignment!r})")
         out.append(assignment)
     return tuple(out)
-
-
-def seed_override(seed: int) -> str:
-    return f"seed={seed}"
 
 
 def on_slurm(values: FormValues) -> bool:

@@ -1,0 +1,35 @@
+"""Seeds as people type them ("0", "0,1,2", "0-2"): one run per seed, the same config else."""
+
+from __future__ import annotations
+
+import re
+
+from srat_engine.errors import SratError
+
+_SEED_RANGE = re.compile(r"(\d+)-(\d+)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """ "0", "0,1,2", "0 1 2" or "0-2"; duplicates dropped, order kept."""
+    seeds: list[int] = []
+    for token in re.split(r"[,\s]+", text.strip()):
+        if not token:
+            continue
+        span = _SEED_RANGE.fullmatch(token)
+        if span:
+            first, last = int(span.group(1)), int(span.group(2))
+            if last < first:
+                raise SratError(f"seeds: range {token!r} runs backwards")
+            seeds.extend(range(first, last + 1))
+        elif token.isdigit():
+            seeds.append(int(token))
+        else:
+            raise SratError(f"seeds: expected integers ≥ 0 like 0 or 0,1,2 (got {token!r})")
+    if not seeds:
+        raise SratError("seeds: give at least one seed, e.g. 0 or 0,1,2")
+    return list(dict.fromkeys(seeds))
+
+
+def seed_override(seed: int) -> str:
+    """The `--set` assignment that makes a run of this seed."""
+    return f"seed={seed}"
