@@ -3,7 +3,8 @@
 arXiv 2605.13395; reference code github zhang-lilin/RobustLT ``core/methods/robustlt.py``).
 
 Per sample, the attack uses eps_{y_i} and step_{y_i}. The reference's random start still draws
-U(-eps, eps) with the GLOBAL eps and only then projects onto each class's ball."""
+U(-eps, eps) with the GLOBAL eps, clipped to [0, 1] only; the first step's projection takes it
+into each class's ball (`pgd_linf`'s ``start_eps``, which training's attack follows)."""
 
 from __future__ import annotations
 

@@ -32,19 +32,32 @@ def _sum_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits, target, reduction="sum")
 
 
+def _per_sample(value: float | Tensor, x: Tensor) -> float | Tensor:
+    """A float as it is; a Tensor [N] as [N, 1, ...] in x's dtype and device, to broadcast
+    over each sample's coordinates."""
+    if not isinstance(value, Tensor):
+        return value
+    if value.shape != (x.shape[0],):
+        raise ValueError(
+            f"per-sample PGD budgets need shape ({x.shape[0]},), got {tuple(value.shape)}"
+        )
+    return value.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+
 def pgd_linf(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
     *,
-    eps: float,
-    step_size: float,
+    eps: float | Tensor,
+    step_size: float | Tensor,
     steps: int,
     random_start: bool = True,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
     clip: tuple[float, float] | None = (0.0, 1.0),
     logit_scale: float = 1.0,
+    start_eps: float | None = None,
 ) -> PGDResult:
     """Projected gradient ascent on ``loss_fn(a * model(x'), y)`` inside the l_inf ball of radius
     eps, with ``a = logit_scale``:
@@ -60,21 +73,44 @@ def pgd_linf(
     ``logit_scale`` != 1 is the logit-scaled attack of the gradient-masking check
     (`srat_engine.evaluation.masking.LOGIT_SCALES`): a positive factor changes no prediction
     (kappa counts the unscaled logits) but changes where cross-entropy saturates.
+
+    Per-sample budgets (RobustLT's class-wise budget, `srat_engine.attacks.class_budget`):
+    ``eps`` and ``step_size`` may each be a Tensor [N] of values >= 0 (not checked: that would
+    read the device), and sample i then ascends with step_i inside its own ball
+    [x_i - eps_i, x_i + eps_i] ∩ clip; eps_i = 0 leaves x_i unchanged (steps >= 1). The random
+    start is x + U(-s, s) with s = ``start_eps`` when given, else each sample's eps_i. The
+    training attack passes start_eps = the global eps, the reference's choice (RobustLT,
+    zhang-lilin/RobustLT ``core/methods/utils.py`` get_adversarial_examples: the start draws
+    U(-eps, eps) with the global eps for every class); as there, a start from ``start_eps`` is
+    only clipped to the range, and the first step's projection takes it into each ball. Floats
+    (and start_eps=None) run exactly the code of a single global budget.
     """
-    if eps < 0 or step_size < 0 or steps < 0:
-        raise ValueError(f"PGD needs eps, step_size, steps >= 0; got {eps}, {step_size}, {steps}")
+    if isinstance(eps, Tensor) or isinstance(step_size, Tensor):
+        per_sample = True
+        if steps < 0:
+            raise ValueError(f"PGD needs steps >= 0; got {steps}")
+    else:
+        per_sample = False
+        if eps < 0 or step_size < 0 or steps < 0:
+            raise ValueError(
+                f"PGD needs eps, step_size, steps >= 0; got {eps}, {step_size}, {steps}"
+            )
     if not (math.isfinite(logit_scale) and logit_scale > 0):
         raise ValueError(f"PGD's logit_scale must be a finite number > 0, got {logit_scale}")
+    if start_eps is not None and not (math.isfinite(start_eps) and start_eps >= 0):
+        raise ValueError(f"PGD's start_eps must be a finite number >= 0, got {start_eps}")
     loss_fn = _sum_cross_entropy if loss_fn is None else loss_fn
     x = x.detach()
     kappa = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
     if steps == 0:
         return PGDResult(x_adv=x.clone(), kappa=kappa)
-    if eps == 0:
+    if not per_sample and eps == 0:
         # Every iterate is x itself, so kappa is `steps` where x is classified correctly.
         with torch.no_grad():
             correct = model(x).argmax(dim=1) == y
         return PGDResult(x_adv=x.clone(), kappa=kappa + steps * correct)
+    # a Tensor budget is [N, 1, ...] from here on; a float stays the float it was
+    eps, step_size = _per_sample(eps, x), _per_sample(step_size, x)
 
     lower, upper = x - eps, x + eps
     if clip is not None:
@@ -84,7 +120,12 @@ def pgd_linf(
         # Drawn on the generator's device so a seeded CPU generator also drives a CUDA attack.
         noise_device = generator.device if generator is not None else x.device
         noise = torch.rand(x.shape, generator=generator, device=noise_device, dtype=x.dtype)
-        x_adv = torch.clamp(x + (2 * noise.to(x.device) - 1) * eps, lower, upper)
+        if start_eps is None:
+            x_adv = torch.clamp(x + (2 * noise.to(x.device) - 1) * eps, lower, upper)
+        else:
+            x_adv = x + (2 * noise.to(x.device) - 1) * start_eps
+            if clip is not None:
+                x_adv = x_adv.clamp(clip[0], clip[1])
     else:
         x_adv = x.clone()
 

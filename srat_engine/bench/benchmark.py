@@ -126,6 +126,8 @@ def bench_config(arch: str, batch: int, steps: int, overrides: Sequence[str] = (
         "model.arch": (config.model.arch, arch),
         "train.batch_size": (config.train.batch_size, batch),
         "attack.steps": (config.attack.steps, steps),
+        # the reference attacks every example within one eps
+        "attack.class_budget": (config.attack.class_budget, False),
     }
     for key, (got, want) in fixed.items():
         if got != want:

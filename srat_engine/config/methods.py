@@ -14,7 +14,7 @@ from srat_engine.errors import SratError
 
 LossName = Literal["ce", "focal", "ldam"]
 ReweightName = Literal["none", "cb", "drcb"]
-ObjectiveName = Literal["pgd", "trades"]
+ObjectiveName = Literal["pgd", "trades", "taet"]
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,12 @@ class MethodSpec:
     adversarial: False trains on natural examples (the paper's Section 2 comparison).
     objective: "pgd" attacks L and updates on the adversarial examples (Madry et al. 2018);
     "trades" attacks KL(f(x) || f(x')) and updates on CE(f(x), y) + beta KL (Zhang et al.
-    2019). prior_shift: L sees the prior-shifted logits z + tau log(pi) (balanced softmax,
-    Ren et al. 2020; AT-BSL, Yue et al. 2024); the attack and evaluation see plain z.
+    2019); "taet" trains on clean inputs with L for its first `taet.stage1_epochs` and then
+    attacks L and updates on TAET's equalisation loss of L(f(x'), y) (Wang et al. 2025).
+    prior_shift: L sees the prior-shifted logits z + tau log(pi) (balanced softmax, Ren et al.
+    2020; AT-BSL, Yue et al. 2024); the attack and evaluation see plain z. awp: the update's
+    gradient is taken at adversarially perturbed weights w + v from `awp.warmup` on (Wu et al.
+    2020, `training/awp.py`), whatever the objective.
     """
 
     name: str
@@ -43,6 +47,7 @@ class MethodSpec:
     # how the code a method comes from reduces weighted losses (weights change nothing when
     # none apply): "normalized" = F.cross_entropy(weight=...) of the LDAM-DRW reference
     reduction: Literal["mean", "normalized"] = "mean"
+    awp: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -97,6 +102,28 @@ _SPECS: tuple[MethodSpec, ...] = (
         prior_shift=True,
         description="PGD-AT with balanced softmax (Yue et al. 2024)",
     ),
+    MethodSpec(
+        "AWP",
+        "ce",
+        "none",
+        awp=True,
+        description="PGD-AT with adversarial weight perturbation (Wu et al. 2020)",
+    ),
+    MethodSpec(
+        "TRADES-AWP",
+        "ce",
+        "none",
+        objective="trades",
+        awp=True,
+        description="TRADES with adversarial weight perturbation (Wu et al. 2020)",
+    ),
+    MethodSpec(
+        "TAET",
+        "ce",
+        "none",
+        objective="taet",
+        description="natural CE, then PGD-AT on the equalisation loss (Wang et al. 2025)",
+    ),
     # reweighted natural training, the natural arm of the paper's Figure 2 reweighting sweep
     MethodSpec(
         "Natural-CB",
@@ -128,10 +155,17 @@ PAPER_METHODS: tuple[str, ...] = (
 )
 
 # Scheme x loss -> method name, for interfaces that pick the two separately.
-SCHEMES: tuple[str, ...] = ("none", "cb", "drcb", "srat", "gairat", "trades", "bsl", "natural")
+SCHEMES: tuple[str, ...] = (
+    "none", "cb", "drcb", "srat", "gairat", "trades", "bsl", "awp", "trades-awp", "taet",
+    "natural",
+)  # fmt: skip
 _BY_SCHEME: dict[tuple[str, str], str] = {}
 for _spec in _SPECS:
-    if _spec.objective == "trades":
+    # the newer methods get schemes of their own (their names), so that ("none", "ce") and
+    # ("trades", "ce") stay CE and TRADES
+    if _spec.awp or _spec.objective == "taet":
+        _scheme = _spec.name.lower()
+    elif _spec.objective == "trades":
         _scheme = "trades"
     elif _spec.prior_shift:
         _scheme = "bsl"
@@ -165,8 +199,8 @@ def get_method(name: str) -> MethodSpec:
 
 
 def compose_method(scheme: str, loss: str) -> str:
-    """The method for a scheme (none/cb/drcb/srat/gairat/trades/bsl/natural) and a loss
-    (ce/focal/ldam)."""
+    """The method for a scheme (none/cb/drcb/srat/gairat/trades/bsl/natural, and awp/trades-awp/
+    taet) and a loss (ce/focal/ldam)."""
     try:
         return _BY_SCHEME[(scheme.lower(), loss.lower())]
     except KeyError:

@@ -1,8 +1,9 @@
 """Everything a run derives from its config before it touches data: the `resolved` block.
 
-Per-class train counts, the under-represented classes, class weights, LDAM margins and the
-epoch schedule scaled to the run's length. `srat run --dry-run` prints exactly this, and
-`config.json` records it, so a reader never has to re-derive what a run trained with.
+Per-class train counts, the under-represented classes, class weights, LDAM margins, the
+class-wise attack budgets and the epoch schedule scaled to the run's length. `srat run
+--dry-run` prints exactly this, and `config.json` records it, so a reader never has to
+re-derive what a run trained with.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from srat_engine import __version__
+from srat_engine.attacks.class_budget import class_budgets
 from srat_engine.config.schema import RunConfig, scaled_epoch
 from srat_engine.data.catalog import dataset_info
 from srat_engine.data.imbalance import class_counts, under_represented_classes
@@ -40,6 +42,14 @@ class Resolved:
     reweight_epoch: int | None
     gair_begin_epoch: int | None
     versions: dict[str, str]
+    # the class-wise attack budgets eps_c once warmed up, and the warm-up's length on this run's
+    # epoch scale; None without attack.class_budget (and in run directories made before them)
+    class_budgets: list[float] | None = None
+    budget_warmup_epochs: int | None = None
+    # the first epoch with AWP (None: a method without it, or awp.gamma = 0 as in the reference)
+    # and TAET's first adversarial (stage-2) epoch, on this run's epoch scale
+    awp_begin_epoch: int | None = None
+    taet_stage2_epoch: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +122,14 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
     margins = None
     if spec.loss == "ldam":
         margins = ldam_margins(counts, config.loss.ldam_max_margin).tolist()
+    budgets = None
+    if config.attack.class_budget:
+        if not spec.adversarial or config.attack.steps == 0:
+            raise SratError(
+                f"attack.class_budget has no effect without a training attack ({spec.name}, "
+                f"attack.steps={config.attack.steps})"
+            )
+        budgets = class_budgets(counts, config.attack.eps, config.attack.budget_alpha).tolist()
     head = config.head()
     if config.model.arch == "linear" and len(info.input_shape) != 1:
         raise SratError("model.arch 'linear' takes vectors (data.dataset = 'gaussian')")
@@ -136,4 +154,14 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
         gair_begin_epoch=scaled_epoch(config.gair.begin_epoch, config) if spec.gair else None,
         # torchvision only where the dataset's loader imported it: other runs do not use it
         versions=versions(if_loaded=("torchvision",)),
+        class_budgets=budgets,
+        budget_warmup_epochs=scaled_epoch(config.attack.budget_warmup, config)
+        if budgets is not None
+        else None,
+        awp_begin_epoch=scaled_epoch(config.awp.warmup, config)
+        if spec.awp and config.awp.gamma > 0
+        else None,
+        taet_stage2_epoch=scaled_epoch(config.taet.stage1_epochs, config)
+        if spec.objective == "taet"
+        else None,
     )

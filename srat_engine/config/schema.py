@@ -136,6 +136,24 @@ class AttackConfig(_Section):
     bn_mode: Literal["eval", "train"] = Field(
         "eval", description="BatchNorm mode while generating attacks (TRADES/GAIRAT: eval)"
     )
+    class_budget: bool = Field(
+        False,
+        description="class-wise budgets (RobustLT, Zhang et al. 2026): class c's examples are "
+        "attacked within eps_c, step step_size * eps_c / eps; evaluation keeps eval.eps",
+    )
+    budget_alpha: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        0.3,
+        description="alpha of eps_c = (1 - alpha) eps + t sqrt(log(n_max / n_c)) eps "
+        "(RobustLT's CIFAR-10 configs: 0.3; CIFAR-100, Tiny-ImageNet: 0.4)",
+    )
+    budget_warmup: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="epochs of the linear warm-up of the class-wise budgets, on the "
+        "reference_epochs scale; 0 = none (RobustLT: beta 0.8 of the epochs)",
+    )
+    budget_warmup_start: Literal["zero", "eps"] = Field(
+        "zero", description="the warm-up ramps from 0 (RobustLT) or from the global eps"
+    )
 
 
 class EvalConfig(_Section):
@@ -182,6 +200,31 @@ class GairConfig(_Section):
     )
 
 
+class AwpConfig(_Section):
+    """Adversarial weight perturbation, for the methods that carry it (AWP, TRADES-AWP)."""
+
+    gamma: NonNegative = Field(
+        5e-3,
+        description="relative size of v = gamma ||w|| g / ||g|| per layer; 0 = no AWP (Wu et "
+        "al. 2020: 5e-3 for TRADES-AWP, 1e-2 for AT-AWP)",
+    )
+    warmup: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="epochs before AWP starts, on the reference_epochs scale (AT-AWP: 0; "
+        "TRADES-AWP: 9 of 200, from its 1-based epoch 10)",
+    )
+
+
+class TaetConfig(_Section):
+    """TAET's two stages (Wang et al. 2025)."""
+
+    stage1_epochs: Annotated[int, Field(ge=0)] = Field(
+        80,
+        description="epochs of natural (clean CE) training before the adversarial stage 2, on "
+        "the reference_epochs scale (TAET's 40 of 100)",
+    )
+
+
 class RunConfig(_Section):
     name: str = ""
     method: str = "SRAT-LDAM"
@@ -194,6 +237,8 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     gair: GairConfig = Field(default_factory=GairConfig)
+    awp: AwpConfig = Field(default_factory=AwpConfig)
+    taet: TaetConfig = Field(default_factory=TaetConfig)
 
     @field_validator("method")
     @classmethod

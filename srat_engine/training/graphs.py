@@ -11,10 +11,10 @@ statistics and the RNG generator are updated in place by each replay (the genera
 registered with the graph, so each replay draws fresh random starts, crops and flips from the
 generator's advancing offset, as the eager step would). Whatever a step's kernels bake in is
 part of the graph's key: the batch shape, the learning rate (a Python float in SGD's update),
-whether class weights are used, GAIR on/off and lambda; a new key is warmed up eagerly and
-captured anew. The first ``warmup`` steps of each key run eagerly (on a side stream, as
-capture requires), which also creates the optimiser's momentum buffers before capture, so
-the captured update is the steady-state one.
+whether class weights are used, GAIR on/off, lambda, AWP on/off and TAET's stage; a new key
+is warmed up eagerly and captured anew. The first ``warmup`` steps of each key run eagerly
+(on a side stream, as capture requires), which also creates the optimiser's momentum buffers
+before capture, so the captured update is the steady-state one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -73,10 +73,10 @@ class GraphedTrainStep:
         return self.step.device.type == "cuda" and self.failed is None
 
     def _key(
-        self, x: torch.Tensor, class_w: torch.Tensor | None, use_gair: bool, lam: float
+        self, x: torch.Tensor, class_w: torch.Tensor | None, switches: dict[str, Any]
     ) -> Hashable:
         lrs = tuple(float(group["lr"]) for group in self.step.optimizer.param_groups)
-        return (tuple(x.shape), x.dtype, class_w is None, use_gair, float(lam), lrs)
+        return (tuple(x.shape), x.dtype, class_w is None, *switches.values(), lrs)
 
     def __call__(
         self,
@@ -86,15 +86,19 @@ class GraphedTrainStep:
         class_w: torch.Tensor | None = None,
         use_gair: bool = False,
         lam: float = 0.0,
+        awp: bool = False,
+        natural_stage: bool = False,
         sums: torch.Tensor | None = None,
     ) -> None:
+        switches = {"use_gair": use_gair, "lam": lam, "awp": awp, "natural_stage": natural_stage}
+
         def eager() -> None:
-            self.step(x, y, class_w=class_w, use_gair=use_gair, lam=lam, sums=sums)
+            self.step(x, y, class_w=class_w, sums=sums, **switches)
 
         if not self.enabled:
             eager()
             return
-        key = self._key(x, class_w, use_gair, lam)
+        key = self._key(x, class_w, switches)
         captured = self._graphs.get(key)
         if captured is None:
             runs = self._eager_runs.get(key, 0)
@@ -102,7 +106,7 @@ class GraphedTrainStep:
                 self._eager_runs[key] = runs + 1
                 self._on_side_stream(eager)
                 return
-            captured = self._capture(key, x, y, class_w, use_gair, lam)
+            captured = self._capture(key, x, y, class_w, switches)
             if captured is None:  # capture failed: this run stays eager
                 eager()
                 return
@@ -132,8 +136,7 @@ class GraphedTrainStep:
         x: torch.Tensor,
         y: torch.Tensor,
         class_w: torch.Tensor | None,
-        use_gair: bool,
-        lam: float,
+        switches: dict[str, Any],
     ) -> _Captured | None:
         device = self.step.device
         static = _Captured(
@@ -154,14 +157,7 @@ class GraphedTrainStep:
             torch.cuda.synchronize(device)
             with torch.cuda.graph(static.graph):
                 static.sums.zero_()
-                self.step(
-                    static.x,
-                    static.y,
-                    class_w=static.class_w,
-                    use_gair=use_gair,
-                    lam=lam,
-                    sums=static.sums,
-                )
+                self.step(static.x, static.y, class_w=static.class_w, sums=static.sums, **switches)
         except Exception as err:  # capture is an optimisation: any failure means eager steps
             self.failed = f"{type(err).__name__}: {err}"
             torch.cuda.synchronize(device)

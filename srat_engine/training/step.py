@@ -18,10 +18,12 @@ from srat_engine.config.schema import RunConfig
 from srat_engine.data.augment import random_crop_flip
 from srat_engine.data.resident import to_inputs
 from srat_engine.losses import focal_loss, gair_weights, ldam_loss, separation_loss, weighted_mean
+from srat_engine.losses.equalisation import taet_equalisation_loss
 from srat_engine.losses.logit_adjustment import prior_shifted_logits
 from srat_engine.losses.trades import trades_kl, trades_loss
 from srat_engine.models import SratModel
 from srat_engine.models.fold import BatchNormFoldedView
+from srat_engine.training.awp import add_perturbation, ascent_perturbation
 
 
 def per_sample_loss(
@@ -80,11 +82,12 @@ class TrainStep:
     """One mini-batch of Algorithm 1 on device-resident data: augment, attack, update.
 
     Built once per run; the epoch loop passes the epoch's class weights, GAIR switch and
-    separation weight lambda. Every quantity is accumulated into a device tensor, so a step
-    never waits for the device (no ``.item()``, no data-dependent Python branch). The fast-path
-    choices here change speed, not the maths: the attack takes input-only gradients with
-    frozen parameters (``pgd_linf`` + ``attack_mode``), bf16 autocast when configured,
-    channels_last memory format, and optional ``torch.compile`` of the two forward passes.
+    separation weight lambda, and sets its class-wise attack budgets. Every quantity is
+    accumulated into a device tensor, so a step never waits for the device (no ``.item()``,
+    no data-dependent Python branch). The fast-path choices here change speed, not the maths:
+    the attack takes input-only gradients with frozen parameters (``pgd_linf`` +
+    ``attack_mode``), bf16 autocast when configured, channels_last memory format, and optional
+    ``torch.compile`` of the two forward passes.
     """
 
     def __init__(
@@ -107,6 +110,11 @@ class TrainStep:
         self.device = device
         self.adversarial = config.spec.adversarial and config.attack.steps > 0
         self.trades = self.adversarial and config.spec.objective == "trades"
+        self.taet = self.adversarial and config.spec.objective == "taet"
+        # RobustLT's class-wise budgets eps_c and steps [C] (attack.class_budget), on the device;
+        # the epoch loop sets them (set_class_budgets), the attack indexes them by label
+        self.class_eps: torch.Tensor | None = None
+        self.class_step: torch.Tensor | None = None
         self.precision = resolve_precision(config.train.precision, device)
         self.channels_last = resolve_channels_last(config.train.channels_last, device, model)
         if self.channels_last:
@@ -153,11 +161,32 @@ class TrainStep:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb
 
+    def set_class_budgets(self, eps: torch.Tensor, step_size: torch.Tensor) -> None:
+        """The class-wise budgets eps_c and step sizes [C] of the attacks from now on (the epoch
+        loop sets each epoch's warmed-up ones). After the first call they are copied in place:
+        a captured CUDA graph reads these very tensors, so its replays attack with the new ones."""
+        if self.class_eps is None or self.class_step is None:
+            self.class_eps = eps.to(self.device, torch.float32, copy=True)
+            self.class_step = step_size.to(self.device, torch.float32, copy=True)
+            return
+        self.class_eps.copy_(eps)
+        self.class_step.copy_(step_size)
+
     def attack(self, xb: torch.Tensor, y: torch.Tensor) -> PGDResult:
         """The training attack (Algorithm 1, line 5) on augmented float inputs ``xb``: PGD on
         the sum of L over the batch, or for TRADES on the sum of KL(f(x) || f(x')), with f(x)
-        taken in the attack's BatchNorm mode (the reference computes it under model.eval())."""
+        taken in the attack's BatchNorm mode (the reference computes it under model.eval()).
+        With attack.class_budget, sample i is attacked within eps_{y_i} with step step_{y_i}
+        (`set_class_budgets`), from RobustLT's start U(-eps, eps) of the global eps."""
         config = self.config
+        eps: float | torch.Tensor = config.attack.eps
+        step_size: float | torch.Tensor = config.attack.step_size
+        start_eps = None
+        if config.attack.class_budget:
+            if self.class_eps is None or self.class_step is None:
+                raise RuntimeError("attack.class_budget is on: call set_class_budgets first")
+            eps, step_size = self.class_eps[y], self.class_step[y]
+            start_eps = config.attack.eps
         if self.folded is not None:
             self.folded.refresh()  # the last update moved weights and BN statistics
         with attack_mode(self.model, config.attack.bn_mode), self.autocast():
@@ -170,40 +199,36 @@ class TrainStep:
                 self.attack_forward,
                 xb,
                 y,
-                eps=config.attack.eps,
-                step_size=config.attack.step_size,
+                eps=eps,
+                step_size=step_size,
                 steps=config.attack.steps,
                 random_start=config.attack.random_start,
                 loss_fn=loss_fn,
                 generator=self.generator,
                 clip=self.clip,
+                start_eps=start_eps,
             )
 
-    def __call__(
+    def update_loss(
         self,
-        x: torch.Tensor,
+        xb: torch.Tensor,
+        natural: torch.Tensor,
         y: torch.Tensor,
         *,
-        class_w: torch.Tensor | None = None,
-        use_gair: bool = False,
-        lam: float = 0.0,
-        sums: torch.Tensor | None = None,
-    ) -> None:
-        """Train on raw batch ``x`` (uint8 images or float vectors) with labels ``y``.
-
-        ``sums`` (4 floats on the device), when given, accumulates the batch's total loss x N,
-        separation loss x N, adversarial hits and a non-finite-loss flag.
-        """
+        adversarial: bool,
+        kappa: torch.Tensor | None,
+        class_w: torch.Tensor | None,
+        use_gair: bool,
+        lam: float,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The method's update loss at the current weights on the step's inputs ``xb`` (the
+        attack's examples when ``adversarial``; ``natural`` the clean ones): (total, separation
+        loss or None, logits of ``xb``). TRADES adds CE(f(x), y) + beta KL; TAET reduces L over
+        the batch with its equalisation loss instead of the weighted mean."""
         config = self.config
-        xb = self.inputs(x)
-        natural = xb
-        kappa = None
-        if self.adversarial:
-            result = self.attack(xb, y)
-            xb, kappa = result.x_adv, result.kappa
         with self.autocast():
             features, logits = self.update_forward(xb)
-            if self.trades:
+            if self.trades and adversarial:
                 # two forward passes in train mode, as the reference: CE on f(x) + beta KL
                 _, natural_logits = self.update_forward(natural)
                 per_sample = trades_loss(
@@ -217,12 +242,69 @@ class TrainStep:
                     kappa, config.attack.steps, config.gair.lam, config.gair.func
                 )
                 weights = geometry if weights is None else weights * geometry
-            loss = weighted_mean(per_sample, weights, config.reduction())
+            if self.taet and adversarial:
+                # the reference's HARL: unweighted per-sample CE, its default 0.1/0.1/0.1
+                loss = taet_equalisation_loss(per_sample, y, logits.shape[1])
+            else:
+                loss = weighted_mean(per_sample, weights, config.reduction())
             sep = separation_loss(features.float(), y, config.loss.sep_tau) if lam else None
             total = loss + lam * sep if sep is not None else loss
+        return total, sep, logits
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        class_w: torch.Tensor | None = None,
+        use_gair: bool = False,
+        lam: float = 0.0,
+        awp: bool = False,
+        natural_stage: bool = False,
+        sums: torch.Tensor | None = None,
+    ) -> None:
+        """Train on raw batch ``x`` (uint8 images or float vectors) with labels ``y``.
+
+        ``awp``: take the update's gradient at adversarially perturbed weights (Wu et al. 2020,
+        `training/awp.py`), stepping there and taking the perturbation off after the step, as
+        the reference does. ``natural_stage``: no attack, the plain loss on clean inputs
+        (TAET's stage 1). ``sums`` (4 floats on the device), when given, accumulates the
+        batch's total loss x N, separation loss x N, adversarial hits and a non-finite-loss
+        flag.
+        """
+        xb = self.inputs(x)
+        natural = xb
+        kappa = None
+        adversarial = self.adversarial and not natural_stage
+        if adversarial:
+            result = self.attack(xb, y)
+            xb, kappa = result.x_adv, result.kappa
+
+        def current_loss() -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+            return self.update_loss(
+                xb,
+                natural,
+                y,
+                adversarial=adversarial,
+                kappa=kappa,
+                class_w=class_w,
+                use_gair=use_gair,
+                lam=lam,
+            )
+
+        perturbed: tuple[list[torch.nn.Parameter], list[torch.Tensor]] | None = None
+        if awp:
+            # g: the gradient of the method's own update loss on the same examples
+            perturbed = ascent_perturbation(
+                self.model, lambda: current_loss()[0], self.config.awp.gamma
+            )
+            add_perturbation(*perturbed, sign=1.0)
+        total, sep, logits = current_loss()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        if perturbed is not None:
+            add_perturbation(*perturbed, sign=-1.0)
         if sums is not None:
             with torch.no_grad():
                 sums[0] += total.detach() * len(y)

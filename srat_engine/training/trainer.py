@@ -48,7 +48,14 @@ from srat_engine.runs.sync import record_in_index
 from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
 from srat_engine.training.device import pick_device
 from srat_engine.training.graphs import GraphedTrainStep, graphed_step
-from srat_engine.training.schedule import gair_active, learning_rate, reweighting_active
+from srat_engine.training.schedule import (
+    attack_budgets,
+    awp_active,
+    gair_active,
+    learning_rate,
+    natural_stage,
+    reweighting_active,
+)
 from srat_engine.training.step import TrainStep, per_sample_loss
 
 EventHandler = Callable[[dict[str, Any]], None]
@@ -157,6 +164,7 @@ class Trainer:
             clip=self.data.clip,
             device=device,
         )
+        self.train_step = step  # the eager step, whose class-wise budgets each epoch sets
         self.step = graphed_step(step, on_fallback=self.run.log)
         self.run.log(
             f"fast path: {step.precision} training attacks and updates (evaluation fp32), "
@@ -235,6 +243,11 @@ class Trainer:
             group["lr"] = lr
         class_w = self.class_weights if reweighting_active(epoch, self.resolved) else None
         use_gair = gair_active(epoch, self.resolved)
+        awp = awp_active(epoch, self.resolved)
+        natural = natural_stage(epoch, self.resolved)
+        budgets = attack_budgets(epoch, config, self.resolved)
+        if budgets is not None:
+            self.train_step.set_class_budgets(*budgets)
         lam = config.loss.sep_lambda if self.spec.separation else 0.0
         n = len(data.train_y)
         position, self.position = self.position, None
@@ -253,6 +266,8 @@ class Trainer:
                 class_w=class_w,
                 use_gair=use_gair,
                 lam=lam,
+                awp=awp,
+                natural_stage=natural,
                 sums=sums,
             )
             # checked after the last batch too: a request stops before the epoch's evaluation
@@ -268,6 +283,8 @@ class Trainer:
             "train_acc": 100.0 * hits / n,
             "reweighting": class_w is not None,
             "gair": use_gair,
+            "awp": awp,
+            "natural_stage": natural,
         }
 
     @staticmethod
