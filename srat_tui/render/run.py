@@ -85,19 +85,25 @@ def class_table(
 
 
 def resolved_table(prepared: PreparedRun) -> Table:
-    """Per-class train counts, class weights and LDAM margins of a resolved config."""
+    """Per-class train counts, class weights, LDAM margins and class-wise attack budgets of a
+    resolved config."""
     resolved = prepared.resolved
+    budgets = resolved.class_budgets
     table = Table(title_justify="left")
     table.add_column("class", justify="right")
     table.add_column("train n", justify="right")
     table.add_column("weight", justify="right")
     if resolved.ldam_margins is not None:
         table.add_column("LDAM margin", justify="right")
+    if budgets is not None:
+        table.add_column("attack eps", justify="right")
     table.add_column("under", justify="center")
     for cls, n in enumerate(resolved.class_counts):
         row = [str(cls), str(n), f"{resolved.class_weights[cls]:.4f}"]
         if resolved.ldam_margins is not None:
             row.append(f"{resolved.ldam_margins[cls]:.4f}")
+        if budgets is not None:
+            row.append(f"{budgets[cls] * 255:.3f}/255")
         row.append("*" if cls in resolved.under_classes else "")
         table.add_row(*row)
     return table
@@ -132,4 +138,16 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         lines.append(f"reweight class-balanced from epoch {resolved.reweight_epoch + 1}")
     if resolved.gair_begin_epoch is not None:
         lines.append(f"gair     from epoch {resolved.gair_begin_epoch + 1}")
+    if resolved.class_budgets is not None:
+        warmup = resolved.budget_warmup_epochs or 0
+        ramp = (
+            f", warmed up linearly from {'0' if attack.budget_warmup_start == 'zero' else 'eps'} "
+            f"over epochs 1-{warmup}"
+            if warmup
+            else ""
+        )
+        lines.append(
+            f"budgets  class-wise eps_c (alpha {attack.budget_alpha:g}), step scaled by "
+            f"eps_c / eps{ramp}; evaluation eps stays global"
+        )
     return lines
