@@ -23,7 +23,7 @@ from srat_engine.training.trainer import execute
 # 3 epochs of 4 batches (159 training digits: 40, 40, 40 and a partial 39); SRAT-LDAM, so the
 # separation loss, DRCB's reweighting (from epoch 3) and PGD's random starts all take part.
 BATCHES = 4
-CONFIG = ("train.epochs=3", "train.batch_size=40", "method=SRAT-LDAM", *TINY_RUN)
+CONFIG = (*TINY_RUN, "train.epochs=3", "train.batch_size=40", "method=SRAT-LDAM")
 _TIMING = ("time", "train_seconds", "eval_seconds")
 
 
