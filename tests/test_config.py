@@ -252,7 +252,8 @@ def test_method_names_are_case_insensitive_and_canonical(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_auto_head_is_cosine_exactly_for_ldam(name: str) -> None:
     config = validate_config({"method": name})
-    assert config.head() == ("cosine" if METHODS[name].loss == "ldam" else "linear")
+    expected = {"ldam": "cosine", "robal": "robal"}.get(METHODS[name].loss, "linear")
+    assert config.head() == expected
     assert config.spec is METHODS[name]
 
 

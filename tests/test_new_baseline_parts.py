@@ -19,8 +19,6 @@ from srat_engine.losses import (
     prior_shifted_logits,
     reat_inner_weights,
     reat_tail_classes,
-    robal_cosine,
-    robal_eval_logits,
     robal_margins,
     robal_train_logits,
     taet_equalisation_loss,
@@ -30,6 +28,7 @@ from srat_engine.losses import (
     weighted_mean,
 )
 from srat_engine.models.heads import CosineHead
+from srat_engine.models.robal import robal_cosine, robal_eval_logits
 
 EPS = 8 / 255
 

@@ -174,7 +174,7 @@ def test_every_preset_file_validates_and_resolves(name: str) -> None:
 
 def test_every_preset_file_is_listed_and_bases_are_hidden() -> None:
     on_disk = {p.stem for p in PRESET_DIR.glob("*.toml")}
-    assert len(on_disk) == 144  # the 88 grid cells, bases, short names, digits, new baselines
+    assert len(on_disk) == 156  # the 88 grid cells, bases, short names, digits, new baselines
     visible, everything = list_presets(env_dirs()), list_presets(env_dirs(), include_bases=True)
     assert set(everything) == on_disk
     assert set(visible) == {n for n in on_disk if not n.startswith("_")}

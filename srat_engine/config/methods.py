@@ -12,23 +12,29 @@ from typing import Literal
 
 from srat_engine.errors import SratError
 
-LossName = Literal["ce", "focal", "ldam"]
+LossName = Literal["ce", "focal", "ldam", "robal"]
 ReweightName = Literal["none", "cb", "drcb"]
-ObjectiveName = Literal["pgd", "trades", "taet"]
+ObjectiveName = Literal["pgd", "trades", "taet", "reat", "pgd-kl"]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """What a method trains with.
 
-    loss: the prediction loss L in Eq. 5. reweight: "cb" applies class-balanced weights from
-    the first epoch, "drcb" defers them to `train.reweight_epoch` (Cao et al. 2019).
+    loss: the prediction loss L in Eq. 5 ("robal": CE(s (cos - m_y onehot(y)) + tau_b log(pi))
+    on the cosines of RoBal's head, Wu et al. 2021, `models/robal.py`). reweight: "cb"
+    applies class-balanced weights from the first epoch, "drcb" defers them to
+    `train.reweight_epoch` (Cao et al. 2019).
     separation: adds lambda * L_sep (Eq. 7). gair: GAIRAT's instance weights.
     adversarial: False trains on natural examples (the paper's Section 2 comparison).
     objective: "pgd" attacks L and updates on the adversarial examples (Madry et al. 2018);
     "trades" attacks KL(f(x) || f(x')) and updates on CE(f(x), y) + beta KL (Zhang et al.
     2019); "taet" trains on clean inputs with L for its first `taet.stage1_epochs` and then
-    attacks L and updates on TAET's equalisation loss of L(f(x'), y) (Wang et al. 2025).
+    attacks L and updates on TAET's equalisation loss of L(f(x'), y) (Wang et al. 2025);
+    "reat" attacks CE weighted by the effective number of the previous epoch's adversarial
+    predictions per class and adds REAT's tail feature alignment term to L (Li et al. 2023);
+    "pgd-kl" attacks as "pgd" and updates on L(f(x'), y) + beta KL(f(x) || f(x')), beta =
+    `loss.trades_beta` (RoBal's `add_reg` with its TRADES regulariser, Wu et al. 2021).
     prior_shift: L sees the prior-shifted logits z + tau log(pi) (balanced softmax, Ren et al.
     2020; AT-BSL, Yue et al. 2024); the attack and evaluation see plain z. awp: the update's
     gradient is taken at adversarially perturbed weights w + v from `awp.warmup` on (Wu et al.
@@ -124,6 +130,21 @@ _SPECS: tuple[MethodSpec, ...] = (
         objective="taet",
         description="natural CE, then PGD-AT on the equalisation loss (Wang et al. 2025)",
     ),
+    MethodSpec(
+        "REAT",
+        "ce",
+        "none",
+        objective="reat",
+        prior_shift=True,
+        description="re-balancing AT: RBL-weighted attack, balanced softmax + TFA (Li et al. 2023)",
+    ),
+    MethodSpec(
+        "RoBal",
+        "robal",
+        "none",
+        objective="pgd-kl",
+        description="RoBal (Wu et al. 2021): cosine head, margins, logit adjustment, TRADES term",
+    ),
     # reweighted natural training, the natural arm of the paper's Figure 2 reweighting sweep
     MethodSpec(
         "Natural-CB",
@@ -157,13 +178,13 @@ PAPER_METHODS: tuple[str, ...] = (
 # Scheme x loss -> method name, for interfaces that pick the two separately.
 SCHEMES: tuple[str, ...] = (
     "none", "cb", "drcb", "srat", "gairat", "trades", "bsl", "awp", "trades-awp", "taet",
-    "natural",
+    "reat", "robal", "natural",
 )  # fmt: skip
 _BY_SCHEME: dict[tuple[str, str], str] = {}
 for _spec in _SPECS:
     # the newer methods get schemes of their own (their names), so that ("none", "ce") and
     # ("trades", "ce") stay CE and TRADES
-    if _spec.awp or _spec.objective == "taet":
+    if _spec.awp or _spec.objective in ("taet", "reat", "pgd-kl"):
         _scheme = _spec.name.lower()
     elif _spec.objective == "trades":
         _scheme = "trades"
@@ -200,7 +221,7 @@ def get_method(name: str) -> MethodSpec:
 
 def compose_method(scheme: str, loss: str) -> str:
     """The method for a scheme (none/cb/drcb/srat/gairat/trades/bsl/natural, and awp/trades-awp/
-    taet) and a loss (ce/focal/ldam)."""
+    taet/reat, robal) and a loss (ce/focal/ldam, robal: RoBal's)."""
     try:
         return _BY_SCHEME[(scheme.lower(), loss.lower())]
     except KeyError:

@@ -22,7 +22,7 @@ from srat_engine.config.schema import RunConfig, scaled_epoch
 from srat_engine.data.catalog import dataset_info
 from srat_engine.data.imbalance import class_counts, under_represented_classes
 from srat_engine.errors import SratError
-from srat_engine.losses import class_balanced_weights, ldam_margins
+from srat_engine.losses import class_balanced_weights, ldam_margins, robal_margins
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class Resolved:
     # and TAET's first adversarial (stage-2) epoch, on this run's epoch scale
     awp_begin_epoch: int | None = None
     taet_stage2_epoch: int | None = None
+    # RoBal's per-class margins m_c in cosine units (None: another method)
+    robal_margins: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +133,16 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
             )
         budgets = class_budgets(counts, config.attack.eps, config.attack.budget_alpha).tolist()
     head = config.head()
+    if (spec.loss == "robal") != (head == "robal"):
+        raise SratError(
+            f"model.head {head!r} does not fit {spec.name}: RoBal's loss needs its own head "
+            "(model.head = 'robal' or 'auto'), and that head trains only with RoBal"
+        )
+    margins_robal = None
+    if spec.loss == "robal":
+        margins_robal = robal_margins(
+            counts, config.robal.margin, config.robal.tau_m, config.robal.scale
+        ).tolist()
     if config.model.arch == "linear" and len(info.input_shape) != 1:
         raise SratError("model.arch 'linear' takes vectors (data.dataset = 'gaussian')")
     if config.model.arch != "linear" and len(info.input_shape) == 1:
@@ -164,4 +176,5 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
         taet_stage2_epoch=scaled_epoch(config.taet.stage1_epochs, config)
         if spec.objective == "taet"
         else None,
+        robal_margins=margins_robal,
     )

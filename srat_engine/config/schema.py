@@ -72,6 +72,11 @@ class DataConfig(_Section):
     )
     augment: Literal["crop_flip", "crop", "flip", "none"] = "crop_flip"
     pad: Annotated[int, Field(ge=0)] = 4
+    policy: Literal["none", "autoaugment", "randaugment"] = Field(
+        "none",
+        description="drawn per image before `augment`: autoaugment = torchvision's CIFAR-10 "
+        "policy, randaugment = RandAugment(2, 8) (AT-BSL-AuA / AT-BSL-RA); images only",
+    )
     options: dict[str, float | int | str] = Field(
         default_factory=dict, description="dataset-specific: digits/folder test_per_class, ..."
     )
@@ -81,8 +86,10 @@ class ModelConfig(_Section):
     arch: Literal["resnet18", "preact_resnet18", "wrn34_10", "wrn28_10", "small_cnn", "linear"] = (
         "resnet18"
     )
-    head: Literal["auto", "linear", "cosine"] = Field(
-        "auto", description="auto = cosine (normalised) for LDAM, linear otherwise"
+    head: Literal["auto", "linear", "cosine", "robal"] = Field(
+        "auto",
+        description="auto = cosine (normalised) for LDAM, robal (RoBal's cosine head) for "
+        "RoBal, linear otherwise",
     )
 
 
@@ -182,7 +189,9 @@ class LossConfig(_Section):
     sep_lambda: NonNegative = Field(1.0, description="lambda in Eq. 7 (SRAT methods)")
     sep_tau: Positive = Field(0.1, description="temperature tau in Eq. 6 (SRAT methods)")
     trades_beta: NonNegative = Field(
-        6.0, description="beta of TRADES' CE + beta * KL (Zhang et al. 2019; 6 for CIFAR-10)"
+        6.0,
+        description="beta of TRADES' CE + beta * KL (Zhang et al. 2019; 6 for CIFAR-10), and "
+        "of RoBal's L + beta * KL (its beta_reg: 6 on CIFAR-10-LT, 3 for RoBal-N on CIFAR-100-LT)",
     )
     prior_tau: NonNegative = Field(
         1.0, description="tau of the prior-shifted logits z + tau log(pi) (AT-BSL: 1)"
@@ -225,6 +234,44 @@ class TaetConfig(_Section):
     )
 
 
+class ReatConfig(_Section):
+    """REAT's tail feature alignment term (Li et al. 2023, GuanlinLee/REAT loss_functions.py)."""
+
+    tfa_weight: NonNegative = Field(
+        1.0,
+        description="weight of the TFA term added to the balanced softmax (the reference adds "
+        "it with weight 1); 0 = balanced softmax only",
+    )
+    # the modes of srat_engine.losses.reat.TFA_MODES (not imported: config never imports torch)
+    tfa_mode: Literal["reference", "pairwise"] = Field(
+        "reference",
+        description="reference: the reference's computation, each anchor's KL mean-reduced "
+        "over all pairs and features (its size_average quirk); pairwise: one KL per pair",
+    )
+
+
+class RobalConfig(_Section):
+    """RoBal's classifier and loss (Wu et al. 2021; wutong16/Adversarial_Long-Tail's RoBal-N
+    CIFAR-10-LT configs, cifar10_LT0.02_pgdat_robal_N_{train,eval}.yaml)."""
+
+    scale: Positive = Field(10.0, description="s of the loss's and inference's s * cos")
+    gamma: NonNegative = Field(
+        0.03125, description="the head's w_c / (||w_c|| + gamma); 0 = exact cosine"
+    )
+    margin: NonNegative = Field(0.1, description="m of m_c = m + tau_m log(n_c / n_min) / s")
+    tau_m: NonNegative = Field(
+        0.0, description="tau_m of the class-aware margins (RoBal-N 0, RoBal-R 0.3)"
+    )
+    tau_b: NonNegative = Field(
+        1.2, description="train-time logit adjustment + tau_b log(pi) (RoBal-N 1.2, -R 1.5)"
+    )
+    tau_p: NonNegative = Field(
+        0.1,
+        description="post-hoc - tau_p log(pi) of the inference logits s * cos - tau_p log(pi) "
+        "(RoBal-N: 0.1 on CIFAR-10-LT, 1.5 on CIFAR-100-LT; RoBal-R: 0)",
+    )
+
+
 class RunConfig(_Section):
     name: str = ""
     method: str = "SRAT-LDAM"
@@ -239,6 +286,8 @@ class RunConfig(_Section):
     gair: GairConfig = Field(default_factory=GairConfig)
     awp: AwpConfig = Field(default_factory=AwpConfig)
     taet: TaetConfig = Field(default_factory=TaetConfig)
+    reat: ReatConfig = Field(default_factory=ReatConfig)
+    robal: RobalConfig = Field(default_factory=RobalConfig)
 
     @field_validator("method")
     @classmethod
@@ -271,10 +320,11 @@ class RunConfig(_Section):
         return self.loss.reduction or self.spec.reduction
 
     def head(self) -> str:
-        """The classifier head actually used: LDAM needs the cosine (normalised) head."""
+        """The classifier head actually used: LDAM needs the cosine (normalised) head, RoBal
+        its own (`srat_engine.models.robal.RobalHead`)."""
         if self.model.head != "auto":
             return self.model.head
-        return "cosine" if self.spec.loss == "ldam" else "linear"
+        return {"ldam": "cosine", "robal": "robal"}.get(self.spec.loss, "linear")
 
 
 def scaled_epoch(epoch: int, config: RunConfig) -> int:

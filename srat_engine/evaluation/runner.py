@@ -44,6 +44,7 @@ from srat_engine.runs.evaluations import check_request, store_result
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.training.checkpoint import load_checkpoint
+from srat_engine.training.step import robal_options
 
 # The class-balanced test subset uses the seed of training's per-epoch robust subset, so
 # `--n` equal to eval.robust_per_class evaluates exactly the examples training tracked.
@@ -89,6 +90,8 @@ def restore_model(
         tuple(resolved["input_shape"]),
         head=str(resolved["head"]),
         cosine_scale=config.loss.ldam_scale,
+        # RoBal's head: evaluation attacks its post-hoc logits s cos - tau_p log(pi)
+        robal=robal_options(config, [int(n) for n in resolved["class_counts"]]),
     ).to(device)
     weights = state["model"]
     if not isinstance(weights, dict):

@@ -18,12 +18,7 @@ from srat_engine.losses.reat import (
     tail_feature_alignment,
 )
 from srat_engine.losses.reduction import REDUCTION_MODES, weighted_mean
-from srat_engine.losses.robal import (
-    robal_cosine,
-    robal_eval_logits,
-    robal_margins,
-    robal_train_logits,
-)
+from srat_engine.losses.robal import robal_margins, robal_train_logits
 from srat_engine.losses.separation import separation_loss
 from srat_engine.losses.trades import trades_kl, trades_loss
 
@@ -44,8 +39,6 @@ __all__ = [
     "prior_shifted_logits",
     "reat_inner_weights",
     "reat_tail_classes",
-    "robal_cosine",
-    "robal_eval_logits",
     "robal_margins",
     "robal_train_logits",
     "separation_loss",

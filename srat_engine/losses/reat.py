@@ -72,8 +72,8 @@ def reat_tail_classes(counts: Sequence[int]) -> list[int]:
 def tail_feature_alignment(
     features: Tensor,
     target: Tensor,
-    counts: Sequence[int],
-    tail_classes: Sequence[int],
+    counts: Sequence[int] | Tensor,
+    tail_classes: Sequence[int] | Tensor,
     mode: str = "reference",
 ) -> Tensor:
     """TFA, REAT's feature term on the adversarial penultimate features F [N, D] (scalar).
@@ -93,14 +93,17 @@ def tail_feature_alignment(
     same-class ones (s = -1); the paper's text was not available to check the intended sign, so
     both modes keep the code's. The softmax is taken over the feature dimensions (the reference
     applies it to the pooled ResNet features, not the logits).
+
+    ``counts`` and ``tail_classes`` may be tensors already on ``features``' device: the training
+    step passes those, so that no host-to-device copy runs inside a captured CUDA graph.
     """
     if mode not in TFA_MODES:
         raise ValueError(f"unknown TFA mode {mode!r}; expected one of {TFA_MODES}")
     n, d = features.shape
     device = features.device
-    w = torch.tensor(list(counts), dtype=torch.float64)
-    w = (w.sum() / w).sqrt().to(device=device, dtype=features.dtype)
-    tails = torch.tensor(list(tail_classes), dtype=target.dtype, device=device)
+    w = torch.as_tensor(counts, device=device).to(features.dtype)
+    w = (w.sum() / w).sqrt()
+    tails = torch.as_tensor(tail_classes, dtype=target.dtype, device=device)
     is_anchor = (target.unsqueeze(1) == tails).any(dim=1)
     log_q = F.log_softmax(features, dim=1)
     log_p = log_q.detach()

@@ -13,6 +13,7 @@ from srat_engine.models.heads import CosineHead, LinearHead
 from srat_engine.models.linear import LinearModel
 from srat_engine.models.preact_resnet import PreActResNet18
 from srat_engine.models.resnet import ResNet18
+from srat_engine.models.robal import RobalCosineView, RobalHead, RobalOptions
 from srat_engine.models.small_cnn import SmallCNN
 from srat_engine.models.wide_resnet import WideResNet
 
@@ -21,7 +22,7 @@ HeadFactory = Callable[[int], nn.Module]
 # An architecture builder: (input_shape, head factory) -> model.
 Builder = Callable[[tuple[int, ...], HeadFactory], SratModel]
 
-HEADS: tuple[str, ...] = ("linear", "cosine")
+HEADS: tuple[str, ...] = ("linear", "cosine", "robal")
 
 
 def _image_channels(arch: str, input_shape: tuple[int, ...]) -> int:
@@ -76,16 +77,30 @@ def build_model(
     *,
     head: str = "linear",
     cosine_scale: float = 30.0,
+    robal: RobalOptions | None = None,
 ) -> SratModel:
-    """Build ``arch`` for inputs of ``input_shape`` ((C, H, W) or (d,)) with a ``head`` head."""
+    """Build ``arch`` for inputs of ``input_shape`` ((C, H, W) or (d,)) with a ``head`` head;
+    the ``robal`` head takes its prior and inference settings from ``robal``."""
     if arch not in ARCHITECTURES:
         raise SratError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     if head not in HEADS:
         raise SratError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
     if num_classes < 2:
         raise SratError(f"num_classes must be at least 2, got {num_classes}")
+    if head == "robal" and robal is None:
+        raise SratError("the robal head needs its RobalOptions (class prior, scale, gamma, tau_p)")
 
     def make_head(feature_dim: int) -> nn.Module:
+        if head == "robal":
+            assert robal is not None
+            return RobalHead(
+                feature_dim,
+                num_classes,
+                log_prior=robal.log_prior,
+                scale=robal.scale,
+                gamma=robal.gamma,
+                tau_p=robal.tau_p,
+            )
         if head == "cosine":
             return CosineHead(feature_dim, num_classes, scale=cosine_scale)
         return LinearHead(feature_dim, num_classes)
@@ -98,6 +113,9 @@ __all__ = [
     "HEADS",
     "CosineHead",
     "LinearHead",
+    "RobalCosineView",
+    "RobalHead",
+    "RobalOptions",
     "SratModel",
     "build_model",
 ]

@@ -6,7 +6,7 @@ and :class:`TrainStep`, which the epoch loop and `srat bench` both execute.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -16,12 +16,15 @@ import torch.nn.functional as F
 from srat_engine.attacks import PGDResult, attack_mode, pgd_linf
 from srat_engine.config.schema import RunConfig
 from srat_engine.data.augment import random_crop_flip
+from srat_engine.data.autoaugment import policy_augment
 from srat_engine.data.resident import to_inputs
 from srat_engine.losses import focal_loss, gair_weights, ldam_loss, separation_loss, weighted_mean
 from srat_engine.losses.equalisation import taet_equalisation_loss
-from srat_engine.losses.logit_adjustment import prior_shifted_logits
+from srat_engine.losses.logit_adjustment import class_log_prior, prior_shifted_logits
+from srat_engine.losses.reat import reat_tail_classes, tail_feature_alignment
+from srat_engine.losses.robal import robal_train_logits
 from srat_engine.losses.trades import trades_kl, trades_loss
-from srat_engine.models import SratModel
+from srat_engine.models import RobalCosineView, RobalHead, RobalOptions, SratModel
 from srat_engine.models.fold import BatchNormFoldedView
 from srat_engine.training.awp import add_perturbation, ascent_perturbation
 
@@ -30,13 +33,20 @@ def per_sample_loss(
     config: RunConfig, margins: torch.Tensor | None, log_prior: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The prediction loss L of Eq. 5, unreduced; for a prior-shift method (AT-BSL) on the
-    logits z + tau log(pi) (`log_prior`: log of the training class frequencies)."""
+    logits z + tau log(pi) (`log_prior`: log of the training class frequencies). RoBal's is
+    CE(s (cos - m_y onehot(y)) + tau_b log(pi)) on its head's cosines, `margins` its m_c."""
     loss = config.spec.loss
     if loss == "focal":
         plain = lambda logits, y: focal_loss(logits, y, config.loss.focal_gamma)  # noqa: E731
     elif loss == "ldam":
         assert margins is not None
         plain = lambda logits, y: ldam_loss(logits, y, margins, config.loss.ldam_scale)  # noqa: E731
+    elif loss == "robal":
+        assert margins is not None and log_prior is not None
+        scale, tau_b = config.robal.scale, config.robal.tau_b
+        plain = lambda cos, y: F.cross_entropy(  # noqa: E731
+            robal_train_logits(cos, y, margins, scale, log_prior, tau_b), y, reduction="none"
+        )
     else:
         plain = lambda logits, y: F.cross_entropy(logits, y, reduction="none")  # noqa: E731
     if not config.spec.prior_shift:
@@ -46,9 +56,25 @@ def per_sample_loss(
     return lambda logits, y: plain(prior_shifted_logits(logits, log_prior, tau), y)
 
 
+def robal_options(config: RunConfig, class_counts: Sequence[int]) -> RobalOptions | None:
+    """What `build_model` needs for RoBal's head, None for any other head: log(pi) of the
+    training class counts and the run's robal.scale, gamma and tau_p (the inference logits
+    s cos - tau_p log(pi) that evaluation and `srat eval` see)."""
+    if config.head() != "robal":
+        return None
+    robal = config.robal
+    log_prior = tuple(class_log_prior(class_counts).tolist())
+    return RobalOptions(log_prior, scale=robal.scale, gamma=robal.gamma, tau_p=robal.tau_p)
+
+
 def _augment(x: torch.Tensor, config: RunConfig, generator: torch.Generator) -> torch.Tensor:
+    if x.dim() != 4:
+        return x
+    if config.data.policy != "none":
+        # before the crop and flip, as AT-BSL's transforms
+        x = policy_augment(x, config.data.policy, generator=generator)
     mode = config.data.augment
-    if mode == "none" or x.dim() != 4:
+    if mode == "none":
         return x
     pad = config.data.pad if mode in {"crop", "crop_flip"} else 0
     return random_crop_flip(x, pad=pad, flip=mode in {"flip", "crop_flip"}, generator=generator)
@@ -82,12 +108,12 @@ class TrainStep:
     """One mini-batch of Algorithm 1 on device-resident data: augment, attack, update.
 
     Built once per run; the epoch loop passes the epoch's class weights, GAIR switch and
-    separation weight lambda, and sets its class-wise attack budgets. Every quantity is
-    accumulated into a device tensor, so a step never waits for the device (no ``.item()``,
-    no data-dependent Python branch). The fast-path choices here change speed, not the maths:
-    the attack takes input-only gradients with frozen parameters (``pgd_linf`` +
-    ``attack_mode``), bf16 autocast when configured, channels_last memory format, and optional
-    ``torch.compile`` of the two forward passes.
+    separation weight lambda, and sets its class-wise attack budgets and REAT's per-epoch
+    state. Every quantity is accumulated into a device tensor, so a step never waits for the
+    device (no ``.item()``, no data-dependent Python branch). The fast-path choices here change
+    speed, not the maths: the attack takes input-only gradients with frozen parameters
+    (``pgd_linf`` + ``attack_mode``), bf16 autocast when configured, channels_last memory
+    format, and optional ``torch.compile`` of the two forward passes.
     """
 
     def __init__(
@@ -100,6 +126,7 @@ class TrainStep:
         generator: torch.Generator,
         clip: tuple[float, float] | None,
         device: torch.device,
+        class_counts: Sequence[int] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -111,10 +138,25 @@ class TrainStep:
         self.adversarial = config.spec.adversarial and config.attack.steps > 0
         self.trades = self.adversarial and config.spec.objective == "trades"
         self.taet = self.adversarial and config.spec.objective == "taet"
+        self.pgd_kl = self.adversarial and config.spec.objective == "pgd-kl"
         # RobustLT's class-wise budgets eps_c and steps [C] (attack.class_budget), on the device;
         # the epoch loop sets them (set_class_budgets), the attack indexes them by label
         self.class_eps: torch.Tensor | None = None
         self.class_step: torch.Tensor | None = None
+        # REAT: the attack's RBL class weights [C] and the counts [C] of this epoch's
+        # adversarial predictions, which the epoch loop sets (set_reat_state) and the steps add
+        # to; its TFA term's class counts and tail classes (`class_counts`), on the device once
+        self.reat = self.adversarial and config.spec.objective == "reat"
+        self.reat_inner_w: torch.Tensor | None = None
+        self.reat_pred_counts: torch.Tensor | None = None
+        if self.reat:
+            if class_counts is None:
+                raise ValueError("REAT's training step needs the training class counts")
+            self.reat_counts = torch.tensor(list(class_counts), device=device)
+            self.reat_tails = torch.tensor(
+                reat_tail_classes(class_counts), dtype=torch.int64, device=device
+            )
+            self.reat_classes = torch.arange(len(class_counts), device=device)
         self.precision = resolve_precision(config.train.precision, device)
         self.channels_last = resolve_channels_last(config.train.channels_last, device, model)
         if self.channels_last:
@@ -122,11 +164,16 @@ class TrainStep:
         if device.type == "cuda":
             # input shapes are fixed within a run: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = True
+        # RoBal's head gives its post-hoc inference logits in eval mode; its training attack
+        # ascends CE on the scale-1 cosines instead, as the reference's does
+        attacked: torch.nn.Module = model
+        if isinstance(model.head, RobalHead):
+            attacked = RobalCosineView(model)
         self.folded: BatchNormFoldedView | None = None
         if self.adversarial and config.train.fold_bn and config.attack.bn_mode == "eval":
-            view = BatchNormFoldedView(model)
+            view = BatchNormFoldedView(attacked)
             self.folded = view if view.folded else None
-        self.attack_forward: torch.nn.Module = self.folded or model
+        self.attack_forward: torch.nn.Module = self.folded or attacked
         self.update_forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
         self.update_forward = self._features_and_logits
         mode = config.train.compile
@@ -172,6 +219,24 @@ class TrainStep:
         self.class_eps.copy_(eps)
         self.class_step.copy_(step_size)
 
+    def set_reat_state(
+        self, inner_w: torch.Tensor, pred_counts: torch.Tensor | None = None
+    ) -> None:
+        """REAT's per-epoch state: the RBL class weights [C] of this epoch's attacks
+        (`losses.reat.reat_inner_weights` of the previous epoch's counts), and the per-class
+        counts of adversarial predictions this epoch's steps add to, from 0, or from
+        `pred_counts` (a checkpointed epoch's done batches). Copied in place after the first
+        call, as set_class_budgets: a captured CUDA graph reads and adds to these very tensors."""
+        if not self.reat:
+            raise RuntimeError("set_reat_state: this step does not train REAT adversarially")
+        counts = torch.zeros_like(self.reat_classes) if pred_counts is None else pred_counts
+        if self.reat_inner_w is None or self.reat_pred_counts is None:
+            self.reat_inner_w = inner_w.to(self.device, torch.float32, copy=True)
+            self.reat_pred_counts = counts.to(self.device, torch.int64, copy=True)
+            return
+        self.reat_inner_w.copy_(inner_w)
+        self.reat_pred_counts.copy_(counts)
+
     def attack(self, xb: torch.Tensor, y: torch.Tensor) -> PGDResult:
         """The training attack (Algorithm 1, line 5) on augmented float inputs ``xb``: PGD on
         the sum of L over the batch, or for TRADES on the sum of KL(f(x) || f(x')), with f(x)
@@ -187,6 +252,9 @@ class TrainStep:
                 raise RuntimeError("attack.class_budget is on: call set_class_budgets first")
             eps, step_size = self.class_eps[y], self.class_step[y]
             start_eps = config.attack.eps
+        inner_w = self.reat_inner_w
+        if self.reat and inner_w is None:
+            raise RuntimeError("REAT weights its attack's loss: call set_reat_state first")
         if self.folded is not None:
             self.folded.refresh()  # the last update moved weights and BN statistics
         with attack_mode(self.model, config.attack.bn_mode), self.autocast():
@@ -195,6 +263,13 @@ class TrainStep:
                 with torch.no_grad():
                     natural = self.attack_forward(xb).float()
                 loss_fn = lambda logits, _y: trades_kl(natural, logits.float()).sum()  # noqa: E731
+            elif self.reat and inner_w is not None:
+                # RBL, the reference's F.cross_entropy(weight=w): sum_i w_yi CE_i / sum_i w_yi
+                loss_fn = lambda logits, target: weighted_mean(  # noqa: E731
+                    F.cross_entropy(logits.float(), target, reduction="none"),
+                    inner_w[target],
+                    "normalized",
+                )
             return pgd_linf(
                 self.attack_forward,
                 xb,
@@ -224,7 +299,9 @@ class TrainStep:
         """The method's update loss at the current weights on the step's inputs ``xb`` (the
         attack's examples when ``adversarial``; ``natural`` the clean ones): (total, separation
         loss or None, logits of ``xb``). TRADES adds CE(f(x), y) + beta KL; TAET reduces L over
-        the batch with its equalisation loss instead of the weighted mean."""
+        the batch with its equalisation loss instead of the weighted mean; REAT adds
+        reat.tfa_weight times its TFA term on the penultimate features; pgd-kl (RoBal) adds
+        beta KL(f(x) || f(x')) to L(f(x'), y)."""
         config = self.config
         with self.autocast():
             features, logits = self.update_forward(xb)
@@ -234,6 +311,12 @@ class TrainStep:
                 per_sample = trades_loss(
                     natural_logits.float(), logits.float(), y, config.loss.trades_beta
                 )
+            elif self.pgd_kl and adversarial:
+                # RoBal's add_reg: L(f(x'), y) + beta KL(f(x) || f(x')), f the train-mode
+                # (scale-1) head output; its beta_nat = 0 CE term on f(x) adds no gradient
+                _, natural_logits = self.update_forward(natural)
+                kl = trades_kl(natural_logits.float(), logits.float())
+                per_sample = self.loss_fn(logits.float(), y) + config.loss.trades_beta * kl
             else:
                 per_sample = self.loss_fn(logits.float(), y)
             weights = class_w[y] if class_w is not None else None
@@ -247,6 +330,12 @@ class TrainStep:
                 loss = taet_equalisation_loss(per_sample, y, logits.shape[1])
             else:
                 loss = weighted_mean(per_sample, weights, config.reduction())
+            if self.reat and adversarial and config.reat.tfa_weight:
+                # REAT's TFA on the adversarial penultimate features (the reference: weight 1)
+                tfa = tail_feature_alignment(
+                    features.float(), y, self.reat_counts, self.reat_tails, config.reat.tfa_mode
+                )
+                loss = loss + config.reat.tfa_weight * tfa
             sep = separation_loss(features.float(), y, config.loss.sep_tau) if lam else None
             total = loss + lam * sep if sep is not None else loss
         return total, sep, logits
@@ -305,6 +394,12 @@ class TrainStep:
         self.optimizer.step()
         if perturbed is not None:
             add_perturbation(*perturbed, sign=-1.0)
+        if self.reat and adversarial and self.reat_pred_counts is not None:
+            with torch.no_grad():
+                # m_c += the batch's x' predicted as c, by the update's forward before the
+                # optimiser step (the reference's `logits_adv`); no host read
+                predicted = logits.argmax(1).unsqueeze(1)
+                self.reat_pred_counts += (predicted == self.reat_classes).sum(0)
         if sums is not None:
             with torch.no_grad():
                 sums[0] += total.detach() * len(y)

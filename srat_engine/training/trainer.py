@@ -39,6 +39,7 @@ from srat_engine.evaluation.classwise import AttackParams, class_totals, classwi
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
 from srat_engine.evaluation.separability import feature_separability
 from srat_engine.losses.logit_adjustment import class_log_prior
+from srat_engine.losses.reat import reat_inner_weights
 from srat_engine.models import build_model
 from srat_engine.runs.heartbeat import Heartbeat
 from srat_engine.runs.index import RunIndex
@@ -56,7 +57,7 @@ from srat_engine.training.schedule import (
     natural_stage,
     reweighting_active,
 )
-from srat_engine.training.step import TrainStep, per_sample_loss
+from srat_engine.training.step import TrainStep, per_sample_loss, robal_options
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -97,11 +98,13 @@ def _stop_on_signals() -> Iterator[None]:
 @dataclass
 class _EpochPosition:
     """Where an epoch in progress stands: its permutation of the training set, the batches of
-    it already trained, and what those batches added to the epoch's sums."""
+    it already trained, and what those batches added to the epoch's sums (and, for REAT, to
+    its counts of adversarial predictions per class)."""
 
     order: torch.Tensor
     batch: int
     sums: torch.Tensor
+    pred_counts: torch.Tensor | None = None
 
 
 class Trainer:
@@ -142,6 +145,7 @@ class Trainer:
             resolved.input_shape,
             head=resolved.head,
             cosine_scale=config.loss.ldam_scale,
+            robal=robal_options(config, resolved.class_counts),
         ).to(device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
@@ -150,7 +154,8 @@ class Trainer:
             weight_decay=config.train.weight_decay,
         )
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
-        margins = resolved.ldam_margins
+        # LDAM's or RoBal's per-class margins (a method has one loss)
+        margins = resolved.ldam_margins or resolved.robal_margins
         self.margins = torch.tensor(margins, device=device) if margins is not None else None
         self.class_weights = torch.tensor(resolved.class_weights, device=device)
         log_prior = class_log_prior(resolved.class_counts).to(device)
@@ -163,6 +168,7 @@ class Trainer:
             generator=self.generator,
             clip=self.data.clip,
             device=device,
+            class_counts=resolved.class_counts,
         )
         self.train_step = step  # the eager step, whose class-wise budgets each epoch sets
         self.step = graphed_step(step, on_fallback=self.run.log)
@@ -176,6 +182,9 @@ class Trainer:
         self.start_epoch = 0
         # set by a resume from a checkpoint taken mid-epoch: the next epoch continues it
         self.position: _EpochPosition | None = None
+        # REAT: the counts m_c of adversarial predictions per class that the next epoch's (or
+        # the current one's) attack weights come from; the reference starts from m = n
+        self.reat_m: list[int] = list(resolved.class_counts)
 
     def _checkpoint_state(
         self, epochs_done: int, position: _EpochPosition | None = None
@@ -191,7 +200,36 @@ class Trainer:
             # the generator has already drawn this epoch's order and the done batches' crops
             # and attack starts: the order itself and the partial sums must travel with it
             state.update(batch=position.batch, order=position.order, sums=position.sums)
+        state.update(self._reat_state(position))
         return state
+
+    def _reat_state(self, position: _EpochPosition | None) -> dict[str, torch.Tensor]:
+        """REAT's per-epoch state for a checkpoint (tensors only): the m its attack weights
+        come from and, mid-epoch, the done batches' counts of adversarial predictions."""
+        if not self.train_step.reat:
+            return {}
+        state = {"reat_m": torch.tensor(self.reat_m, dtype=torch.int64)}
+        counts = self.train_step.reat_pred_counts
+        if position is not None and counts is not None:
+            state["reat_pred_counts"] = counts.detach().clone()
+        return state
+
+    def _restore_reat(self, state: dict[str, Any]) -> None:
+        """REAT's per-epoch state from a checkpoint, checked against this run's classes."""
+        classes = len(self.resolved.class_counts)
+        names = ["reat_m", *(["reat_pred_counts"] if self.position is not None else [])]
+        for name in names:
+            value = state[name]
+            if (
+                not isinstance(value, torch.Tensor)
+                or value.shape != (classes,)
+                or value.is_floating_point()
+                or bool((value < 0).any())
+            ):
+                raise ValueError(f"its {name} are not {classes} counts")
+        self.reat_m = [int(m) for m in state["reat_m"].tolist()]
+        if self.position is not None:
+            self.position.pred_counts = state["reat_pred_counts"].to(self.device)
 
     def _checkpoint_requested(self) -> bool:
         return self.checkpoint_request is not None and self.checkpoint_request.is_set()
@@ -216,6 +254,8 @@ class Trainer:
             # position: the next epoch starts afresh
             if int(state.get("batch", 0)):
                 self.position = self._restored_position(state)
+            if self.train_step.reat:
+                self._restore_reat(state)
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise SratError(f"checkpoint {self.run.checkpoint_path} does not fit: {err}") from None
 
@@ -256,6 +296,11 @@ class Trainer:
             sums = torch.zeros(4, device=self.device)  # loss, sep loss, adversarial hits, finite
             position = _EpochPosition(order, 0, sums)
         sums = position.sums
+        if self.train_step.reat:
+            # RBL weights from the previous epoch's counts; this epoch's count from 0, or on
+            # from a checkpointed position's
+            inner_w = reat_inner_weights(self.resolved.class_counts, self.reat_m)
+            self.train_step.set_reat_state(inner_w, position.pred_counts)
         batches = position.order.split(config.train.batch_size)
         model.train()
         for index in range(position.batch, len(batches)):
@@ -276,6 +321,9 @@ class Trainer:
                 self._check_finite(sums, epoch, lr)  # a diverged model is never checkpointed
                 raise self._preempt(epoch, position)
         loss_sum, sep_sum, hits, _ = self._check_finite(sums, epoch, lr)
+        if self.train_step.reat and self.train_step.reat_pred_counts is not None:
+            # the epoch boundary: this epoch's counts weight the next epoch's attacks
+            self.reat_m = [int(m) for m in self.train_step.reat_pred_counts.tolist()]
         return {
             "lr": lr,
             "loss": loss_sum / n,
