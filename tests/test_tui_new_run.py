@@ -357,3 +357,21 @@ async def test_trades_and_bsl_schemes_show_their_own_field_and_set_it() -> None:
         validation = screen.validation
         assert validation is not None and validation.ok, validation
         assert {"method=AT-BSL", "loss.prior_tau=0.5"} <= set(validation.overrides)
+
+
+@scenario
+async def test_awp_schemes_show_gamma_and_trades_awp_also_beta() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await settled(pilot)
+        gamma, beta = screen.query_one("#awp_gamma", Input), screen.query_one("#trades_beta", Input)
+        assert not gamma.display
+        await set_field(pilot, "loss", "ce")
+        screen = await set_field(pilot, "scheme", "trades-awp")
+        assert gamma.display and beta.display
+        screen = await set_field(pilot, "awp_gamma", "0.01")
+        validation = screen.validation
+        assert validation is not None and validation.ok, validation
+        assert {"method=TRADES-AWP", "awp.gamma=0.01"} <= set(validation.overrides)
+        screen = await set_field(pilot, "scheme", "awp")
+        assert gamma.display and not beta.display

@@ -93,6 +93,7 @@ class FormValues:
     gpus_per_run: str = ""
     trades_beta: str = ""  # a scheme's own fields, last: tests build FormValues positionally
     prior_tau: str = ""
+    awp_gamma: str = ""
 
 
 def format_budget(value: float) -> str:
@@ -116,6 +117,7 @@ def form_values(config: RunConfig) -> FormValues:
         sep_tau=f"{config.loss.sep_tau:g}",
         trades_beta=f"{config.loss.trades_beta:g}",
         prior_tau=f"{config.loss.prior_tau:g}",
+        awp_gamma=f"{config.awp.gamma:g}",
         epochs=str(config.train.epochs),
         eps=format_budget(config.attack.eps),
         devices=config.device,
@@ -178,6 +180,8 @@ def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
         out.append(f"loss.trades_beta={values.trades_beta.strip()}")
     if changed("prior_tau"):
         out.append(f"loss.prior_tau={values.prior_tau.strip()}")
+    if changed("awp_gamma"):
+        out.append(f"awp.gamma={values.awp_gamma.strip()}")
     if changed("epochs"):
         out.append(f"train.epochs={values.epochs.strip()}")
     if changed("eps"):
@@ -526,6 +530,9 @@ class NewRunScreen(Screen[list[str] | None]):
                 yield from self._input(
                     "prior_tau", "prior tau", "loss.prior_tau, ≥ 0 (AT-BSL)", classes="-bsl"
                 )
+                yield from self._input(
+                    "awp_gamma", "awp gamma", "awp.gamma, ≥ 0 (AWP)", classes="-awp"
+                )
                 yield from self._input("eps", "eps", "e.g. 8/255 (attack and eval)")
                 yield from self._input("seeds", "seeds", "0 or 0,1,2 (one run each)")
                 yield from self._input(
@@ -633,10 +640,11 @@ class NewRunScreen(Screen[list[str] | None]):
         self.query_one("#devices", Input).disabled = slurm
 
     def _sync_scheme(self) -> None:
-        """The chosen scheme's own fields: TRADES' beta, AT-BSL's prior tau."""
+        """The chosen scheme's own fields: TRADES' beta, AT-BSL's prior tau, AWP's gamma."""
         scheme = self.query_one("#scheme", Select).value
-        self.set_class(scheme == "trades", "-trades-scheme")
+        self.set_class(scheme in ("trades", "trades-awp"), "-trades-scheme")
         self.set_class(scheme == "bsl", "-bsl-scheme")
+        self.set_class(scheme in ("awp", "trades-awp"), "-awp-scheme")
 
     # -- workers -------------------------------------------------------------------------------
 
