@@ -80,3 +80,18 @@ def test_export_best_refuses_what_it_cannot_honour(srat: Srat, srat_home: Path) 
     assert bad.code == 2 and bad.err_lines == ["error: --checkpoint is last or best (got 'middle')"]
     mixed = srat("runs", "export", "--checkpoint", "best", "--attack", "autoattack")
     assert mixed.code == 2 and "last checkpoint" in mixed.err
+
+
+def test_compare_best_shows_the_peak_epoch_and_says_so(srat: Srat, srat_home: Path) -> None:
+    peak = peaked_run(srat_home)
+    other = make_fake_run(srat_home / "runs", "run-other", status="finished", epochs_done=5,
+                          epochs=5, index=Home(srat_home).index)  # fmt: skip
+    last = srat("runs", "compare", peak.id, other.id)
+    best = srat("runs", "compare", peak.id, other.id, "--checkpoint", "best")
+    assert last.code == best.code == 0, (last.err, best.err)
+    assert "selected on the test set" not in last.out and "final" in last.out
+    assert "[best epoch]" in best.out and "selected on the test set" in best.out
+    row = next(line for line in best.out.splitlines() if "run-peak" in line and "epoch" in line)
+    assert "epoch 3/5" in row and "41.00" in row  # the peak, not the final evaluation
+    bad = srat("runs", "compare", peak.id, other.id, "--checkpoint", "first")
+    assert bad.code == 2 and "--checkpoint is last or best" in bad.err

@@ -418,6 +418,29 @@ def runs_reindex() -> None:
 
 
 _ATTACK_HELP = "robust columns from `srat eval` results: pgd20 | cw | autoattack"
+Checkpoint = Annotated[
+    str,
+    typer.Option(
+        "--checkpoint",
+        help="last (each run's end) | best (the epoch with the best PGD robust accuracy on the "
+        "test set, as AT-BSL and REAT report: marked as selected on the test set)",
+    ),
+]
+
+
+def _with_selection(robust: RobustSource, checkpoint: str, attack: str | None) -> RobustSource:
+    """The tables' RobustSource for --checkpoint (last | best: marked as selected on the test
+    set); SratError for another value, or for best with --attack, whose stored results are of
+    each run's last checkpoint."""
+    from srat_engine.reporting.export import SELECTED_ON_TEST
+
+    if checkpoint not in ("last", "best"):
+        raise SratError(f"--checkpoint is last or best (got {checkpoint!r})")
+    if checkpoint == "last":
+        return robust
+    if attack:
+        raise SratError("--attack results are of each run's last checkpoint: not with --checkpoint")
+    return dataclasses.replace(robust, selection=SELECTED_ON_TEST)
 
 
 def _robust_source(attack: str | None, flagged: set[str]) -> RobustSource:
@@ -439,13 +462,14 @@ def runs_compare(
     attack: Annotated[
         str | None, typer.Option("--attack", help=_ATTACK_HELP, show_default=False)
     ] = None,
+    checkpoint: Checkpoint = "last",
 ) -> None:
     """Config diff, the four columns and per-class accuracy of runs side by side."""
     from srat_engine.reporting.report import pick_metrics
     from srat_engine.runs.evaluations import eval_summary, read_eval, with_eval_robust
     from srat_tui.render.compare import CompareRun, compare_renderables
 
-    robust = _robust_source(attack, set())
+    robust = _with_selection(_robust_source(attack, set()), checkpoint, attack)
     if len(run_ids) < 2:
         raise SratError("compare needs at least two run ids")
     runs = [open_run(run_id) for run_id in run_ids]
@@ -454,6 +478,9 @@ def runs_compare(
         records, doc = run.metrics(), run.config()
         warn_damaged(run.id, records, doc)
         metrics, results = pick_metrics(records, class_count(doc)), read_eval(run)
+        if checkpoint == "best" and metrics is not None:
+            chosen = best_epoch(records, class_count(doc))
+            metrics = dict(chosen) if chosen is not None else metrics
         if attack and metrics is not None:
             metrics = with_eval_robust(metrics, results, attack)
         elif results and metrics is not None:
@@ -480,14 +507,7 @@ def runs_export(
     attack: Annotated[
         str | None, typer.Option("--attack", help=_ATTACK_HELP, show_default=False)
     ] = None,
-    checkpoint: Annotated[
-        str,
-        typer.Option(
-            "--checkpoint",
-            help="last (each run's end) | best (the epoch with the best PGD robust accuracy "
-            "on the test set, as AT-BSL and REAT report: marked as selected on the test set)",
-        ),
-    ] = "last",
+    checkpoint: Checkpoint = "last",
 ) -> None:
     """Results in the paper's table layout (mean ± std over seeds of one configuration)."""
     from srat_engine.reporting.export import format_export
@@ -504,22 +524,14 @@ def runs_export(
         if missing:
             raise SratError(f"no run {sorted(missing)[0]!r} in the index")
         records = [r for r in records if r["id"] in wanted]
-    if checkpoint not in ("last", "best"):
-        raise SratError(f"--checkpoint is last or best (got {checkpoint!r})")
-    if checkpoint == "best" and attack:
-        raise SratError(
-            "--attack results are of each run's last checkpoint: not with --checkpoint best"
-        )
+    _with_selection(_robust_source(attack, set()), checkpoint, attack)  # bad input: before reading
     if attack:
         root = Home.from_env().runs
         records = [with_eval_robust(r, read_eval(RunDir(root / r["id"])), attack) for r in records]
     if checkpoint == "best":
         records = [_at_best_epoch(r, Home.from_env().runs) for r in records]
-    robust = _robust_source(attack, {r["id"] for r in records if r.get("masking") is True})
-    if checkpoint == "best":
-        from srat_engine.reporting.export import SELECTED_ON_TEST
-
-        robust = dataclasses.replace(robust, selection=SELECTED_ON_TEST)
+    flagged = {r["id"] for r in records if r.get("masking") is True}
+    robust = _with_selection(_robust_source(attack, flagged), checkpoint, attack)
     groups = group_seeds(records)
     if groups.skipped:
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"

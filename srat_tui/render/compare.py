@@ -181,4 +181,6 @@ def compare_renderables(
     ]
     if any(run.metrics and run.metrics.get("std_class") for run in runs):
         out.append(class_table(runs, digits, robust))
+    if robust is not None and robust.selection:
+        out.append(Text(f"[best epoch] {robust.selection}", style="bold"))
     return out
