@@ -133,6 +133,10 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
             )
         budgets = class_budgets(counts, config.attack.eps, config.attack.budget_alpha).tolist()
     head = config.head()
+    if spec.loss == "robal" and config.eval.posthoc_tau:
+        raise SratError(
+            "eval.posthoc_tau: RoBal applies its own post-hoc shift (robal.tau_p); leave it 0"
+        )
     if (spec.loss == "robal") != (head == "robal"):
         raise SratError(
             f"model.head {head!r} does not fit {spec.name}: RoBal's loss needs its own head "

@@ -174,6 +174,11 @@ class EvalConfig(_Section):
     )
     robust_per_class: Annotated[int, Field(ge=1)] = 100
     batch_size: Annotated[int, Field(ge=1)] = 512
+    posthoc_tau: NonNegative = Field(
+        0.0,
+        description="evaluate the post-hoc adjusted logits z - tau log(pi) (Menon et al. 2021; "
+        "AT-BSL's optional inference step); 0 = the raw logits; training never sees it",
+    )
 
 
 class LossConfig(_Section):

@@ -39,7 +39,9 @@ from srat_engine.evaluation.masking import (
     scale_key,
 )
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
+from srat_engine.losses.logit_adjustment import class_log_prior
 from srat_engine.models import SratModel, build_model
+from srat_engine.models.posthoc import posthoc_view
 from srat_engine.runs.evaluations import check_request, store_result
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.rundir import RunDir, now_iso
@@ -106,7 +108,10 @@ def restore_model(
             f"checkpoint {run.checkpoint_path} does not fit the run: {reason}"
         ) from None
     epoch = state.get("epoch")
-    return model.float().eval(), int(epoch) if isinstance(epoch, int) else None
+    # read as training's evaluation read it: with the post-hoc shift when eval.posthoc_tau > 0
+    log_prior = class_log_prior([int(n) for n in resolved["class_counts"]])
+    model = posthoc_view(model.float(), log_prior, config.eval.posthoc_tau)
+    return model.eval(), int(epoch) if isinstance(epoch, int) else None
 
 
 def _pgd_attack(

@@ -41,6 +41,7 @@ from srat_engine.evaluation.separability import feature_separability
 from srat_engine.losses.logit_adjustment import class_log_prior
 from srat_engine.losses.reat import reat_inner_weights
 from srat_engine.models import build_model
+from srat_engine.models.posthoc import posthoc_view
 from srat_engine.runs.heartbeat import Heartbeat
 from srat_engine.runs.index import RunIndex
 from srat_engine.runs.liveness import HEARTBEAT_S
@@ -160,6 +161,8 @@ class Trainer:
         self.class_weights = torch.tensor(resolved.class_weights, device=device)
         log_prior = class_log_prior(resolved.class_counts).to(device)
         self.loss_fn = per_sample_loss(config, self.margins, log_prior)
+        # what every evaluation pass reads (eval.posthoc_tau); training uses self.model
+        self.eval_model = posthoc_view(self.model, log_prior, config.eval.posthoc_tau)
         step = TrainStep(
             self.model,
             self.optimizer,
@@ -354,7 +357,7 @@ class Trainer:
         # the clean pass also yields the penultimate features for separability: no extra pass
         features: list[torch.Tensor] | None = None if robust else []
         correct = classwise_correct(
-            self.model,
+            self.eval_model,
             x,
             y,
             resolved.num_classes,
