@@ -89,14 +89,19 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def with_queue_states(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_queue_states(
+    records: list[dict[str, Any]], queue: dict[str, QueuedJob] | bool | None = False
+) -> list[dict[str, Any]]:
     """The records, each active Slurm run's with `slurm_state` added: what the queue says of its
-    job ("PENDING (Priority)", "RUNNING on node3"; "not in queue"), from one squeue call. Where
-    the queue cannot be asked, or for any other run, the records are returned as they are."""
+    job ("PENDING (Priority)", "RUNNING on node3"; "not in queue"). `queue`: a snapshot already
+    taken (`queue_snapshot`; `sync.current_records` takes one per listing), None where the
+    queue cannot be asked, False to ask it here with one squeue call. Where the queue cannot be
+    asked, or for any other run, the records are returned as they are."""
     active = [r for r in records if r.get("backend") == "slurm" and r.get("status") in ACTIVE]
-    jobs = [str(r["slurm_job_id"]) for r in active if r.get("slurm_job_id")]
-    queue = queue_snapshot(jobs) if jobs else None
-    if queue is None:
+    if queue is False:
+        jobs = [str(r["slurm_job_id"]) for r in active if r.get("slurm_job_id")]
+        queue = queue_snapshot(jobs) if jobs else None
+    if not isinstance(queue, dict):
         return records
     described = {}
     for record in active:

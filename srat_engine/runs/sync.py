@@ -15,9 +15,9 @@ from typing import Any
 from srat_engine.errors import SratError
 from srat_engine.fsutil import WriteFailed
 from srat_engine.runs.index import RunIndex
-from srat_engine.runs.liveness import ENDED, reconcile, waiting_in_slurm
+from srat_engine.runs.liveness import ACTIVE, ENDED, reconcile
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
-from srat_engine.runs.slurm_queue import queue_snapshot
+from srat_engine.runs.slurm_queue import queue_snapshot, with_queue_states
 from srat_engine.runs.summary import summarize_run
 
 
@@ -68,19 +68,31 @@ def current_records(runs: Sequence[RunDir], index: RunIndex) -> list[dict[str, A
     gone becomes `dead`, or what its exit record says), then summarised from its directory under
     the index lock (`RunIndex.refresh`). An index that cannot be written (a full disk) still
     gets the runs' records, read from their directories; a corrupt one raises SratError.
+    An active Slurm run's record also says what the queue says of its job (`slurm_state`, not
+    stored in the index).
     """
     states = {run.id: run.state() for run in runs}
-    # one squeue call for every run waiting in Slurm's queue (taken after reading their states)
-    waiting = [str(s.get("slurm_job_id")) for s in states.values() if waiting_in_slurm(s)]
-    queue = queue_snapshot(waiting) if waiting else {}
+    # one squeue call for every active Slurm run (taken after reading their states): it decides
+    # whether a waiting job is still queued, and says where each job stands
+    jobs = [str(s["slurm_job_id"]) for s in states.values() if _active_in_slurm(s)]
+    queue = queue_snapshot(jobs) if jobs else {}
     statuses = {run.id: reconcile(run, queue) for run in runs}
     try:
-        return index.refresh(runs)
+        records = index.refresh(runs)
     except (WriteFailed, OSError):
         # the index is a cache: a full disk must not hide the runs, nor their true status
         # (which reconcile may not have been able to record either)
         present = [run for run in runs if (run.path / "config.json").is_file()]
-        return [{**summarize_run(run), "status": statuses[run.id]} for run in present]
+        records = [{**summarize_run(run), "status": statuses[run.id]} for run in present]
+    return with_queue_states(records, queue if jobs else None)
+
+
+def _active_in_slurm(state: dict[str, Any]) -> bool:
+    return (
+        state.get("backend") == "slurm"
+        and state.get("status") in ACTIVE
+        and bool(state.get("slurm_job_id"))
+    )
 
 
 def current_record(run: RunDir, index: RunIndex) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from srat_engine.runs.records import (
     result_record,
 )
 from srat_engine.runs.rundir import RunDir, is_valid_run_id, validate_run_id
-from srat_engine.runs.slurm_queue import with_queue_states
 from srat_engine.runs.sync import add_note, current_record, refreshed_records, set_tag
 from srat_tui.cli.common import (
     NO_SLURM,
@@ -143,7 +142,7 @@ def runs_ls(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every run with status, progress and the paper's four columns."""
-    records = with_queue_states(select_records(_reconciled(ctx), status, filters or [], sort))
+    records = select_records(_reconciled(ctx), status, filters or [], sort)
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
@@ -263,7 +262,7 @@ def _slurm_line(run: RunDir, summary: dict[str, Any]) -> str | None:
     requeues = state.get("requeues")
     if requeues:
         parts.append(f", requeued {requeues} time{'s' if requeues != 1 else ''}")
-    queued = with_queue_states([summary])[0].get("slurm_state")
+    queued = summary.get("slurm_state")  # current_record asked the queue
     if queued:
         parts.append(f"; {queued}")
     return "".join(parts)

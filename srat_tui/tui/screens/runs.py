@@ -1,7 +1,7 @@
 """The runs screen: every run, live, with sort, filter, marks and the run verbs.
 
-Data flow: a timer starts a thread worker that calls `refreshed_records` and `with_queue_states`
-(liveness checks, file reads and Slurm's queue stay off the UI thread) and turns records into
+Data flow: a timer starts a thread worker that calls `refreshed_records` (liveness checks, file
+reads and Slurm's queue, one squeue call at most, stay off the UI thread) and turns records into
 display rows, posted back as a `RunsRefreshed` message; the UI thread then diffs those rows
 against what the table shows and touches only the cells that changed, so a 1,000-run table
 costs nothing when nothing moved and keeps its cursor and scroll when something did. Every
@@ -31,7 +31,6 @@ from textual.worker import get_current_worker
 from srat_engine.errors import SratError
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir
-from srat_engine.runs.slurm_queue import with_queue_states
 from srat_engine.runs.sync import refreshed_records, set_tag
 from srat_tui.render.format import runs_cell, status_style
 from srat_tui.tui.context import AppContext, app_context
@@ -273,7 +272,7 @@ class RunsScreen(Screen[None]):
         message: Message
         try:
             # squeue (one call, bounded by its timeout) runs here too, off the UI thread
-            records = with_queue_states(refreshed_records(context.index, context.runs_root))
+            records = refreshed_records(context.index, context.runs_root)
             message = RunsRefreshed(build_rows(records, context.now()))
         except (SratError, OSError) as err:
             message = RunsRefreshFailed(str(err))
