@@ -90,6 +90,15 @@ def check_cluster(options: SlurmOptions) -> None:
                             f"{known})")  # fmt: skip
 
 
+def check_submission(options: SlurmOptions, devices: Sequence[str]) -> None:
+    """Everything a submission of runs on `devices` (their configs' devices) is refused for,
+    before anything is created: `check_cluster`, and a device that needs a GPU the options
+    do not give (`job_device`)."""
+    check_cluster(options)
+    for device in devices:
+        job_device(device, options.gpus_for(device))
+
+
 def job_device(config_device: str, gpus: int) -> str:
     """The device a job trains on: its config's, with the GPU Slurm allocated seen as `cuda`
     (a cuda:N of the config names a GPU of another machine)."""
@@ -112,9 +121,7 @@ def create_and_submit(
     and the TUI's new-run form do."""
     from srat_engine.config.prepare import create_run
 
-    check_cluster(options)
-    for item in prepared:  # a cuda run with --gpus-per-run 0 fails before anything exists
-        job_device(item.config.device, options.gpus_for(item.config.device))
+    check_submission(options, [item.config.device for item in prepared])
     created: list[RunDir] = []
     try:
         for item in prepared:
@@ -137,7 +144,7 @@ def submit_runs(
     """Submit `runs` (one job array per resource shape) and record each job in its run.
 
     `created`: the runs were made for this submission and are removed if it fails; else (a
-    resume) their previous launch records are put back. `check_cluster(options)` should have
+    resume) their previous launch records are put back. `check_submission` should have
     been called before the runs were created.
     """
     import submitit

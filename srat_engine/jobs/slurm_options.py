@@ -185,20 +185,27 @@ def load_defaults(config_file: Path) -> dict[str, Any]:
 
 
 def slurm_options(
-    config_file: Path, overrides: dict[str, Any], extra: dict[str, str] | None = None
+    config_file: Path,
+    overrides: dict[str, Any],
+    extra: dict[str, str] | None = None,
+    before: dict[str, Any] | None = None,
 ) -> SlurmOptions:
-    """The options of one submission: `config_file`'s `[backend.slurm]` defaults, then the
-    command's `overrides` (None values are left to the defaults), then `extra` sbatch options
-    on top of the file's. SratError (one line) for any bad value, naming where it came from."""
+    """The options of one submission: `config_file`'s `[backend.slurm]` defaults, then `before`
+    (a resubmitted run's last options, `jobs.slurm.previous_options`), then the command's
+    `overrides` (None values are left to the layers below), and `extra` sbatch options on top
+    of the file's and `before`'s. SratError (one line) for any bad value, naming where it came
+    from."""
     try:  # the command's own --slurm items first, so an error names the right source
         SlurmOptions(extra=extra or {})
     except ValidationError as err:
         message = str(err.errors()[0]["msg"]).removeprefix("Value error, ")
         raise SratError(f"--slurm: {message}") from None
     defaults = load_defaults(config_file)
+    previous = dict(before or {})
+    previous_extra = dict(previous.pop("extra", None) or {})
     given = {key: value for key, value in overrides.items() if value is not None}
-    merged = {**defaults, **given}
-    merged["extra"] = {**dict(defaults.get("extra") or {}), **(extra or {})}
+    merged = {**defaults, **previous, **given}
+    merged["extra"] = {**dict(defaults.get("extra") or {}), **previous_extra, **(extra or {})}
     try:
         options = SlurmOptions(**merged)
     except ValidationError as err:
@@ -206,6 +213,8 @@ def slurm_options(
         loc = [str(part) for part in first["loc"]]
         name = loc[0] if loc else "options"
         where = "" if name in given else f" (in {config_file} [backend.slurm])"
+        if name in previous and name not in given:
+            where = " (the run's last submission)"
         flag = "--slurm" if name == "extra" else f"--{name.replace('_', '-')}"
         message = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":

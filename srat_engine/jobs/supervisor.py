@@ -293,9 +293,7 @@ def resume_as_launched(run: RunDir, *, home: Home) -> str:
         from srat_engine.jobs.slurm import previous_options, resume_in_slurm
         from srat_engine.jobs.slurm_options import slurm_options
 
-        before = previous_options(run)
-        extra = dict(before.pop("extra", None) or {})
-        options = slurm_options(home.config_file, before, extra)
+        options = slurm_options(home.config_file, {}, before=previous_options(run))
         return f"{run.id} resubmitted (Slurm job {resume_in_slurm(run, options, home=home).job_id})"
     pid = resume_run(run, *previous_devices(run), home=home)
     return f"{run.id} resumed (worker pid {pid})"

@@ -184,10 +184,8 @@ class SlurmRequest:
                 "--gpus, --slots and --per-gpu schedule this machine's slots; on Slurm, Slurm "
                 "allocates the GPUs: use --gpus-per-run"
             )
-        previous = dict(before or {})
-        extra = {**dict(previous.pop("extra", None) or {}), **parse_assignments(self.extra or [])}
-        values = {**previous, **{k: v for k, v in self.values().items() if v is not None}}
-        return slurm_options(home.config_file, values, extra)
+        extra = parse_assignments(self.extra or [])
+        return slurm_options(home.config_file, self.values(), extra, before=before)
 
 
 NO_SLURM = SlurmRequest()  # the default a decorated command's `slurm_request` never keeps

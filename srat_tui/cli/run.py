@@ -198,28 +198,19 @@ def run(
     if count > 1 and not (detach or dry_run or on_slurm):
         what = f"{len(names)} presets match" if len(names) > 1 else f"{count} runs"
         raise SratError(f"{what}: add --detach to queue them all")
-    # validate every configuration before creating any run
-    if names:
-        prepared = [
-            prepare(
-                preset=n,
-                overrides=(*assignments, *seed),
-                preset_dirs=dirs,
-                data_dir=home.data_dir,
-            )
-            for n in names
-            for seed in per_seed
-        ]
-    else:
-        prepared = [
-            prepare(
-                config_file=config,
-                overrides=(*assignments, *seed),
-                preset_dirs=dirs,
-                data_dir=home.data_dir,
-            )
-            for seed in per_seed
-        ]
+    # validate every configuration before creating any run: each preset (or the config
+    # file) once per seed
+    sources: list[dict[str, Any]] = [{"preset": n} for n in names] or [{"config_file": config}]
+    prepared = [
+        prepare(
+            **source,
+            overrides=(*assignments, *seed),
+            preset_dirs=dirs,
+            data_dir=home.data_dir,
+        )
+        for source in sources
+        for seed in per_seed
+    ]
     if dry_run:
         for item in prepared:
             _print_dry_run(item, as_json)

@@ -74,10 +74,9 @@ def _queue(
 
     configured = planned.prepared[0].config.device
     if options is not None:
-        from srat_engine.jobs.slurm import check_cluster, job_device
+        from srat_engine.jobs.slurm import check_submission
 
-        check_cluster(options)
-        job_device(configured, options.gpus_for(configured))
+        check_submission(options, [configured])
         devices, per_device = [], 1
     else:
         # on the device the sweep's config names (--device sets it), as `srat run --detach` does

@@ -37,7 +37,7 @@ from srat_engine.config.schema import DataConfig, RunConfig
 from srat_engine.config.seeds import parse_seeds, seed_override
 from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
-from srat_engine.jobs.slurm import SlurmSubmission, check_cluster, create_and_submit, job_device
+from srat_engine.jobs.slurm import SlurmSubmission, check_submission, create_and_submit
 from srat_engine.jobs.slurm_options import DEFAULT_TIME, SlurmOptions, load_defaults, slurm_options
 from srat_engine.jobs.supervisor import launch_detached, resolve_devices
 from srat_engine.runs.home import Home
@@ -235,8 +235,7 @@ def check_slurm(values: FormValues, config_device: str, home: Home) -> SlurmOpti
     before creating anything: valid values, sbatch here, a partition this cluster has, and a
     GPU for a run whose device needs one. SratError with the first problem."""
     options = slurm_options(home.config_file, slurm_overrides(values))
-    check_cluster(options)
-    job_device(config_device, options.gpus_for(config_device))
+    check_submission(options, [config_device])
     return options
 
 
