@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fake_runs import TINY_RUN, prepare_from_env
+from test_new_methods import tiny_step
 from torch import nn
 
 from srat_engine.attacks import WARMUP_STARTS, pgd_linf
@@ -19,7 +20,7 @@ from srat_engine.errors import SratError
 from srat_engine.models import build_model
 from srat_engine.runs.home import Home
 from srat_engine.training.schedule import attack_budgets
-from srat_engine.training.step import TrainStep, per_sample_loss
+from srat_engine.training.step import TrainStep
 
 EPS, STEP, STEPS = 0.1, 0.025, 10
 # counts [30, 10, 5], alpha 0.3, eps 0.1, by hand: s_c = sqrt(log(30 / n_c)) = 0, sqrt(log 3) =
@@ -140,16 +141,7 @@ def _train_step(config: RunConfig) -> tuple[TrainStep, nn.Module]:
     torch.manual_seed(0)
     model = build_model("linear", 3, (4,))
     log_prior = torch.log(torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS))
-    step = TrainStep(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.5),
-        config,
-        per_sample_loss(config, None, log_prior),
-        generator=torch.Generator().manual_seed(11),
-        clip=(0.0, 1.0),
-        device=torch.device("cpu"),
-    )
-    return step, model
+    return tiny_step(config, model, log_prior), model
 
 
 def test_train_step_attacks_each_sample_within_its_class_budget() -> None:

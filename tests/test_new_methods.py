@@ -39,8 +39,12 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor([0, 1, 2, 0, 1, 2])
 
 
-def one_step(config: RunConfig, model: torch.nn.Module, log_prior: torch.Tensor | None = None):
-    step = TrainStep(
+def tiny_step(
+    config: RunConfig, model: torch.nn.Module, log_prior: torch.Tensor | None = None
+) -> TrainStep:
+    """A TrainStep on `model` with plain SGD (lr 0.5), its generator seeded 11, inputs in
+    [0, 1] on the CPU: what the direct implementations in these tests replay."""
+    return TrainStep(
         model,
         torch.optim.SGD(model.parameters(), lr=0.5),
         config,
@@ -49,8 +53,13 @@ def one_step(config: RunConfig, model: torch.nn.Module, log_prior: torch.Tensor 
         clip=(0.0, 1.0),
         device=torch.device("cpu"),
     )
+
+
+def one_step(
+    config: RunConfig, model: torch.nn.Module, log_prior: torch.Tensor | None = None
+) -> torch.nn.Module:
     x, y = tiny_batch()
-    step(x, y)
+    tiny_step(config, model, log_prior)(x, y)
     return model
 
 

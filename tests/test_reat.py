@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import threading
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from fake_runs import TINY_RUN, prepare_from_env
 from test_awp_taet import LR, MOMENTUM, WEIGHT_DECAY, TwoLayer, assert_same_state
 from test_new_methods import EPS, STEP, STEPS, uniform_start
+from test_preemption import request_after
 from torch import nn
 
 import srat_engine.training.trainer as trainer_module
@@ -30,6 +32,8 @@ from srat_engine.runs.rundir import RunDir
 from srat_engine.training.checkpoint import load_checkpoint
 from srat_engine.training.step import TrainStep, per_sample_loss
 from srat_engine.training.trainer import execute
+
+__all__ = ["request_after"]  # the fixture, imported for pytest
 
 # four classes, so that TFA has an anchor class (C - (2 (C // 3) + 1) = 1: the rarest, 3)
 COUNTS = [40, 20, 10, 5]
@@ -287,28 +291,6 @@ def _same_weights(resumed: list[torch.Tensor], straight: list[torch.Tensor]) -> 
     return len(resumed) == len(straight) and all(map(torch.equal, resumed, straight))
 
 
-def _request_after(monkeypatch: pytest.MonkeyPatch, k: int) -> threading.Event:
-    """An event the next execute's trainer sets right after its k-th training batch."""
-    event = threading.Event()
-    real = trainer_module.graphed_step
-
-    def counting(step: Any, on_fallback: Any = None) -> Any:
-        inner = real(step, on_fallback=on_fallback)
-        calls = 0
-
-        def counted(*args: Any, **kwargs: Any) -> None:
-            nonlocal calls
-            inner(*args, **kwargs)
-            calls += 1
-            if calls == k:
-                event.set()
-
-        return counted
-
-    monkeypatch.setattr(trainer_module, "graphed_step", counting)
-    return event
-
-
 @pytest.mark.parametrize(
     "k, epoch, batch",
     [(2, 0, 2), (BATCHES, 0, BATCHES), (BATCHES + 3, 1, 3)],
@@ -318,13 +300,14 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_uninterrupted_results(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     straight: Straight,
+    request_after: Callable[[int], threading.Event],
     k: int,
     epoch: int,
     batch: int,
 ) -> None:
     run = _create(tmp_path)
     with pytest.raises(RunPreempted) as stop:
-        execute(run, checkpoint_request=_request_after(monkeypatch, k), heartbeat_s=None)
+        execute(run, checkpoint_request=request_after(k), heartbeat_s=None)
     assert (stop.value.epoch, stop.value.batch) == (epoch, batch)
     state = load_checkpoint(run.checkpoint_path)
     assert state["reat_m"].shape == state["reat_pred_counts"].shape == (10,)
@@ -362,26 +345,29 @@ def test_a_run_stopped_at_an_epoch_boundary_resumes_to_the_uninterrupted_results
 
 
 def test_a_resume_that_lost_the_counts_would_not_match(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, straight: Straight
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    straight: Straight,
+    request_after: Callable[[int], threading.Event],
 ) -> None:
     # the check above can fail: without the restored counts (epoch 2's last batch attacks with
     # the weights of m = n, not of epoch 1's predictions) the results differ
     run = _create(tmp_path)
     with pytest.raises(RunPreempted):
-        execute(run, checkpoint_request=_request_after(monkeypatch, 7), heartbeat_s=None)
+        execute(run, checkpoint_request=request_after(7), heartbeat_s=None)
     monkeypatch.setattr(trainer_module.Trainer, "_restore_reat", lambda self, state: None)
     execute(run, resume=True, heartbeat_s=None)
     assert _results(run) != straight[0]
 
 
 def test_a_checkpoint_with_wrong_counts_refuses_to_resume(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, request_after: Callable[[int], threading.Event]
 ) -> None:
     from srat_engine.errors import SratError
 
     run = _create(tmp_path)
     with pytest.raises(RunPreempted):
-        execute(run, checkpoint_request=_request_after(monkeypatch, 1), heartbeat_s=None)
+        execute(run, checkpoint_request=request_after(1), heartbeat_s=None)
     state = load_checkpoint(run.checkpoint_path)
     torch.save({**state, "reat_m": torch.tensor([1.5] * 10)}, run.checkpoint_path)
     with pytest.raises(SratError, match="does not fit: its reat_m are not 10 counts"):
