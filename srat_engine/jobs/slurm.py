@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srat_engine.devices import parse_device
@@ -314,7 +315,7 @@ def record_submissions(
         record_in_index(run, home.index)
 
 
-def slurm_log(home: Home, job_id: str) -> Any:
+def slurm_log(home: Home, job_id: str) -> Path:
     """Where Slurm writes the job's output (stdout and stderr together)."""
     return home.slurm / job_id / f"{job_id}_0_log.out"
 

@@ -109,10 +109,11 @@ def _skip_reason(run: RunDir, launch_id: str) -> str | None:
     launch = run.launch_record()
     if launch.get("launch_id") != launch_id:
         return "the run has been launched again since (a later resume)"
-    status = run.state().get("status", "unknown")
+    state = run.state()
+    status = state.get("status", "unknown")
     # a resume's job may start before its launcher has marked the run queued again
     resumed = bool(launch.get("resume")) and status in ("failed", "killed")
-    if status not in _STARTABLE and not (resumed and run.state().get("launch_id") != launch_id):
+    if status not in _STARTABLE and not (resumed and state.get("launch_id") != launch_id):
         return f"the run is {status}"
     return None
 

@@ -152,6 +152,15 @@ def parse_devices(text: str) -> DeviceChoice:
     return DeviceChoice(device=device, config_device=device)
 
 
+# Form fields that become one `--set key=value` each when edited, in the order they are set.
+_DATA_FIELDS = {"dataset": "data.dataset", "imbalance": "data.imbalance", "ratio": "data.ratio"}
+_METHOD_FIELDS = {
+    "sep_lambda": "loss.sep_lambda", "sep_tau": "loss.sep_tau",
+    "trades_beta": "loss.trades_beta", "prior_tau": "loss.prior_tau", "awp_gamma": "awp.gamma",
+    "epochs": "train.epochs",
+}  # fmt: skip
+
+
 def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
     """`--set` assignments for the fields that differ from the preset, then the extra ones.
 
@@ -164,26 +173,14 @@ def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
     def changed(name: str) -> bool:
         return getattr(values, name).strip() != getattr(base, name).strip()
 
-    if changed("dataset"):
-        out.append(f"data.dataset={values.dataset}")
-    if changed("imbalance"):
-        out.append(f"data.imbalance={values.imbalance}")
-    if changed("ratio"):
-        out.append(f"data.ratio={values.ratio.strip()}")
+    def plain(fields: dict[str, str]) -> None:
+        out.extend(f"{key}={getattr(values, name).strip()}" for name, key in fields.items()
+                   if changed(name))  # fmt: skip
+
+    plain(_DATA_FIELDS)
     if changed("scheme") or changed("loss"):
         out.append(f"method={compose_method(values.scheme, values.loss)}")
-    if changed("sep_lambda"):
-        out.append(f"loss.sep_lambda={values.sep_lambda.strip()}")
-    if changed("sep_tau"):
-        out.append(f"loss.sep_tau={values.sep_tau.strip()}")
-    if changed("trades_beta"):
-        out.append(f"loss.trades_beta={values.trades_beta.strip()}")
-    if changed("prior_tau"):
-        out.append(f"loss.prior_tau={values.prior_tau.strip()}")
-    if changed("awp_gamma"):
-        out.append(f"awp.gamma={values.awp_gamma.strip()}")
-    if changed("epochs"):
-        out.append(f"train.epochs={values.epochs.strip()}")
+    plain(_METHOD_FIELDS)
     if changed("eps"):
         # one budget for training and evaluation, as in the paper's protocol
         out.append(f"attack.eps={values.eps.strip()}")
