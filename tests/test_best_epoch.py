@@ -12,6 +12,7 @@ import pytest
 from cli_harness import Srat, make_invoker
 from fake_runs import make_fake_run
 
+from srat_engine.runs.evaluations import store_result
 from srat_engine.runs.home import Home
 from srat_engine.runs.records import best_epoch
 from srat_engine.runs.rundir import RunDir
@@ -78,8 +79,30 @@ def test_export_best_refuses_what_it_cannot_honour(srat: Srat, srat_home: Path) 
     peaked_run(srat_home)
     bad = srat("runs", "export", "--checkpoint", "middle")
     assert bad.code == 2 and bad.err_lines == ["error: --checkpoint is last or best (got 'middle')"]
-    mixed = srat("runs", "export", "--checkpoint", "best", "--attack", "autoattack")
-    assert mixed.code == 2 and "last checkpoint" in mixed.err
+
+
+def test_export_best_with_an_attack_reads_only_the_best_epochs_own_evaluation(
+    srat: Srat, srat_home: Path
+) -> None:
+    """`--checkpoint best --attack A`: A's result on best.pt (`A@best`), never the last
+    checkpoint's, and none that evaluated another epoch than the best one."""
+    run = peaked_run(srat_home)
+    entry = {"attack": "pgd20", "overall": 39.5, "under": 30.0, "class": None, "n": 50}
+    store_result(run, "pgd20", {**entry, "overall": 33.0, "checkpoint_epoch": 5})
+    store_result(run, "pgd20", {**entry, "checkpoint_epoch": 3}, checkpoint="best")
+
+    def robust(*args: str) -> str:
+        result = srat("runs", "export", "--format", "csv", *args)
+        assert result.code == 0, result.err
+        (row,) = csv.DictReader(io.StringIO(result.out))
+        return row["rob_overall"]
+
+    assert float(robust("--attack", "pgd20")) == 33.0  # the last checkpoint's
+    assert float(robust("--attack", "pgd20", "--checkpoint", "best")) == 39.5
+    assert robust("--attack", "cw", "--checkpoint", "best") == ""  # never evaluated: no number
+    # a best-epoch result of another epoch (the run trained on and found a new best): none
+    store_result(run, "pgd20", {**entry, "checkpoint_epoch": 2}, checkpoint="best")
+    assert robust("--attack", "pgd20", "--checkpoint", "best") == ""
 
 
 def test_compare_best_shows_the_peak_epoch_and_says_so(srat: Srat, srat_home: Path) -> None:

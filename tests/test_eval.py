@@ -448,3 +448,56 @@ def test_compare_and_export_use_the_stored_attack(home: Home, srat: Srat) -> Non
     assert row_text.endswith("PGD-20 (training),1")
     assert "aa" in srat("runs", "ls").out.splitlines()[0].split()
     assert_user_error(srat("runs", "export", "--attack", "fgsm"), "unknown attack")
+
+
+# --- the best epoch's checkpoint (best.pt) ---------------------------------------------------
+
+
+def test_eval_of_best_pt_reproduces_the_best_epochs_robust_accuracy(home: Home) -> None:
+    """`--n` = eval.robust_per_class and the best checkpoint: the very examples, seed and weights
+    of the best epoch's own robust evaluation; stored beside the last checkpoint's result."""
+    from srat_engine.runs.records import best_epoch
+
+    best = best_epoch(home.run.metrics(), 10)
+    assert best is not None
+    result = evaluate_run(home.run, "pgd20", 5, "cpu", checkpoint="best")
+    assert result["checkpoint"] == "best" and result["checkpoint_epoch"] == best["epoch"]
+    assert result["overall"] == best["rob_overall"] and result["class"] == best["rob_class"]
+    stored = read_eval(home.run)
+    assert stored["pgd20@best"]["overall"] == result["overall"]
+    assert stored["pgd20"] == home.template.pgd20  # the last checkpoint's entry is kept
+
+
+def test_eval_checkpoint_best_on_the_command_line(home: Home, srat: Srat) -> None:
+    from srat_engine.runs.records import best_epoch
+
+    best = best_epoch(home.run.metrics(), 10)
+    assert best is not None
+    done = srat("eval", home.run.id, "--n", "5", "--checkpoint", "best", "--device", "cpu")
+    assert done.code == 0, done.err
+    assert f"best epoch {best['epoch']} (chosen by PGD on the test set)" in done.out
+    assert "PGD-20 (best epoch)" in done.out and "best-epoch checkpoint" in done.err
+    shown = srat("runs", "show", home.run.id).out
+    assert "PGD-20 (best epoch)" in shown and "AutoAttack" in shown
+    before = snapshot(home.path)
+    assert_user_error(srat("eval", home.run.id, "--checkpoint", "first"), "last or best")
+    assert_unchanged(before, home.path)
+
+
+def test_eval_checkpoint_best_refuses_a_missing_or_mismatched_best_pt(
+    home: Home, srat: Srat
+) -> None:
+    from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
+
+    path = home.run.best_checkpoint_path
+    state = load_checkpoint(path)
+    save_checkpoint(path, {**state, "epoch": state["epoch"] - 1})  # not the records' best
+    before = snapshot(home.path)
+    outcome = srat("eval", home.run.id, "--checkpoint", "best", "--device", "cpu")
+    assert_user_error(outcome, f"best.pt holds epoch {state['epoch'] - 1}", "--checkpoint last")
+    assert_unchanged(before, home.path)
+    path.unlink()
+    before = snapshot(home.path)
+    outcome = srat("eval", home.run.id, "--checkpoint", "best", "--device", "cpu")
+    assert_user_error(outcome, "kept no best-epoch checkpoint", "train.keep_best")
+    assert_unchanged(before, home.path)

@@ -148,3 +148,48 @@ def test_default_export_path_stays_short(srat_home: Path) -> None:
     path = default_export_path(srat_home / "exports", ids, "latex")
     assert path.parent == srat_home / "exports" and path.suffix == ".tex"
     assert path.name == "compare-run-0_run-1_run-2_run-3_and-6-more.tex"
+
+
+@scenario
+async def test_best_epoch_key_shows_and_exports_each_runs_best_epoch_marked(
+    context: AppContext, tmp_path: Path
+) -> None:
+    """`b`: every number from each run's best epoch by PGD (as `srat runs compare --checkpoint
+    best`), said on the screen and in the export; `b` again: the last checkpoint's."""
+    import json
+
+    run = context.runs_root / "run-srat"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for record in records:  # robust accuracy peaks at epoch 3 at 77.7, then overfits
+        if record.get("event") == "epoch":
+            record["rob_overall"] = 77.7 if record["epoch"] == 3 else 10.0 + record["epoch"]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    target = tmp_path / "best.md"
+    async with SratApp(context).run_test(size=SIZE) as pilot:
+        screen = await open_compare(pilot)
+        last = text(screen.query_one("#compare-metrics", Static))
+        assert "77.70" not in last and "[best epoch]" not in last
+        await pilot.press("b")
+        await wait_for(pilot, lambda: "77.70" in text(screen.query_one("#compare-metrics",
+                       Static)), "the best epoch's numbers")  # fmt: skip
+        best = text(screen.query_one("#compare-metrics", Static))
+        assert "epoch 3/10" in best  # the record the numbers come from
+        note = text(screen.query_one("#per-class", Static))
+        assert "[best epoch] selected on the test set" in note
+        assert "best epoch" in screen.sub_title
+
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ExportScreen), "export dialog")
+        dialog = pilot.app.screen
+        next(b for b in dialog.query(RadioButton) if b.name == "md").value = True
+        dialog.query_one("#export-path", Input).value = str(target)
+        await pilot.click("#export-ok")
+        await wait_for(pilot, target.exists, "the export file")
+        exported = target.read_text()
+        assert "77.70" in exported and "[best epoch] selected on the test set" in exported
+
+        await pilot.press("b")
+        await wait_for(pilot, lambda: "77.70" not in text(screen.query_one("#compare-metrics",
+                       Static)), "the last checkpoint's numbers")  # fmt: skip
+        assert "best epoch" not in screen.sub_title

@@ -288,8 +288,8 @@ def sweep_results(sweep_id: str, home: Home) -> tuple[dict[str, Any], list[Sweep
 
 
 def latest_classwise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The final record if there is one, else the last epoch record with class-wise accuracy;
-    rob_class falls back to the last epoch that measured it (robust_every > 1)."""
+    """The final record if there is one, else the last epoch record, its std_class and
+    rob_class falling back to the last epoch that measured each (eval.every, robust_every)."""
     final = next((r for r in reversed(records) if r.get("event") == "final"), None)
     if final is not None:
         return final
@@ -297,8 +297,9 @@ def latest_classwise(records: list[dict[str, Any]]) -> dict[str, Any]:
     if not epochs:
         return {}
     last = dict(epochs[-1])
-    if last.get("rob_class") is None:
-        measured = next((r for r in reversed(epochs) if r.get("rob_class") is not None), None)
-        if measured is not None:
-            last["rob_class"] = measured["rob_class"]
+    for key in ("std_class", "rob_class"):
+        if last.get(key) is None:
+            measured = next((r for r in reversed(epochs) if r.get(key) is not None), None)
+            if measured is not None:
+                last[key] = measured[key]
     return last

@@ -131,6 +131,11 @@ class TrainConfig(_Section):
         "makes graphs of its own",
     )
     checkpoint_every: Annotated[int, Field(ge=1)] = 1
+    keep_best: bool = Field(
+        True,
+        description="also keep checkpoints/best.pt: the weights of the epoch with the best "
+        "per-epoch PGD robust accuracy (chosen on the test set), for `srat eval --checkpoint best`",
+    )
 
 
 class AttackConfig(_Section):
@@ -169,8 +174,15 @@ class EvalConfig(_Section):
     eps: Budget = 8 / 255
     step_size: Budget = 2 / 255
     steps: Annotated[int, Field(ge=0)] = 20
+    every: Annotated[int, Field(ge=1)] = Field(
+        1,
+        description="evaluate (standard and robust) every N epochs; the last epoch and the "
+        "final evaluation always",
+    )
     robust_every: Annotated[int, Field(ge=1)] = Field(
-        1, description="robust accuracy on the balanced subset every N epochs"
+        1,
+        description="robust accuracy on the balanced subset every N epochs (on epochs that "
+        "eval.every evaluates)",
     )
     robust_per_class: Annotated[int, Field(ge=1)] = 100
     batch_size: Annotated[int, Field(ge=1)] = 512

@@ -1,4 +1,5 @@
-"""`evaluate_run`: robust accuracy of a run's last checkpoint under PGD-20, CW-l_inf or AutoAttack.
+"""`evaluate_run`: robust accuracy of a run's checkpoint under PGD-20, CW-l_inf or AutoAttack:
+its last one, or its best epoch's (best.pt, chosen by PGD on the test set) when asked.
 
 Everything is checked before anything is computed (attack name, subset size, run status,
 checkpoint), and eval.json is written once, at the end: a failed or interrupted evaluation
@@ -44,6 +45,7 @@ from srat_engine.models import SratModel, build_model
 from srat_engine.models.posthoc import posthoc_view
 from srat_engine.runs.evaluations import check_request, store_result
 from srat_engine.runs.liveness import ACTIVE, reconcile
+from srat_engine.runs.records import best_epoch, class_count
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.training.checkpoint import load_checkpoint
 from srat_engine.training.step import robal_options
@@ -55,16 +57,40 @@ SUBSET_SEED = 0
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def check_evaluable(run: RunDir) -> str:
-    """The run's status, if its checkpoint may be evaluated now; else SratError."""
+def checkpoint_file(run: RunDir, checkpoint: str) -> Path:
+    """last.pt or best.pt of `run` (`evaluations.CHECKPOINTS`)."""
+    return run.best_checkpoint_path if checkpoint == "best" else run.checkpoint_path
+
+
+def check_evaluable(run: RunDir, checkpoint: str = "last") -> str:
+    """The run's status, if its `checkpoint` (last | best) may be evaluated now; else
+    SratError."""
     status = reconcile(run)
     if status in ACTIVE:
         raise SratError(
             f"run {run.id} is {status}: evaluate it when it has finished (or kill it first)"
         )
-    if not run.checkpoint_path.is_file():
-        raise SratError(f"run {run.id} has no checkpoint to evaluate ({run.checkpoint_path})")
+    path = checkpoint_file(run, checkpoint)
+    if checkpoint == "best" and not path.is_file():
+        raise SratError(
+            f"run {run.id} kept no best-epoch checkpoint ({path}): it trained with "
+            "train.keep_best = false, measured no robust accuracy, or predates best.pt"
+        )
+    if not path.is_file():
+        raise SratError(f"run {run.id} has no checkpoint to evaluate ({path})")
     return status
+
+
+def _check_best(run: RunDir, epoch: int | None) -> None:
+    """SratError unless best.pt holds the epoch its records name best (`records.best_epoch`):
+    a resume that trained the best epoch again with another result leaves them apart."""
+    chosen = best_epoch(run.metrics(), class_count(run.config()))
+    if chosen is None or chosen.get("epoch") != epoch:
+        named = "no epoch" if chosen is None else f"epoch {chosen.get('epoch')}"
+        raise SratError(
+            f"run {run.id}: best.pt holds epoch {epoch} but its records name {named} the best; "
+            "evaluate --checkpoint last"
+        )
 
 
 @contextmanager
@@ -81,11 +107,17 @@ def strict_fp32() -> Iterator[None]:
 
 
 def restore_model(
-    run: RunDir, config: RunConfig, resolved: dict[str, Any], device: torch.device
+    run: RunDir,
+    config: RunConfig,
+    resolved: dict[str, Any],
+    device: torch.device,
+    path: Path | None = None,
 ) -> tuple[SratModel, int | None]:
-    """The run's model as `Trainer._build` makes it, with the checkpoint's weights (loaded
-    with weights_only=True); returns the model in fp32 eval mode and the checkpoint's epoch."""
-    state = load_checkpoint(run.checkpoint_path, map_location=device)
+    """The run's model as `Trainer._build` makes it, with the weights of checkpoint `path`
+    (default last.pt; loaded with weights_only=True); returns the model in fp32 eval mode and
+    the checkpoint's epoch."""
+    path = path or run.checkpoint_path
+    state = load_checkpoint(path, map_location=device)
     model = build_model(
         config.model.arch,
         int(resolved["num_classes"]),
@@ -97,16 +129,14 @@ def restore_model(
     ).to(device)
     weights = state["model"]
     if not isinstance(weights, dict):
-        raise SratError(f"checkpoint {run.checkpoint_path} holds no model state dict")
+        raise SratError(f"checkpoint {path} holds no model state dict")
     # a model saved from torch.compile carries an `_orig_mod.` prefix on every key
     weights = {str(k).removeprefix("_orig_mod."): v for k, v in weights.items()}
     try:
         model.load_state_dict(weights)
     except (RuntimeError, ValueError, TypeError) as err:
         reason = str(err).strip().splitlines()[0]
-        raise SratError(
-            f"checkpoint {run.checkpoint_path} does not fit the run: {reason}"
-        ) from None
+        raise SratError(f"checkpoint {path} does not fit the run: {reason}") from None
     epoch = state.get("epoch")
     # read as training's evaluation read it: with the post-hoc shift when eval.posthoc_tau > 0
     log_prior = class_log_prior([int(n) for n in resolved["class_counts"]])
@@ -216,9 +246,11 @@ def evaluate_run(
     n_per_class: int | None,
     device: str = "auto",
     *,
+    checkpoint: str = "last",
     on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Robust accuracy of `run`'s last checkpoint under `attack`, stored in its eval.json.
+    """Robust accuracy of `run`'s `checkpoint` (last | best: best.pt, the epoch with the best
+    per-epoch PGD robust accuracy) under `attack`, stored in its eval.json.
 
     attack: pgd20 | cw | autoattack. n_per_class: examples per class of the class-balanced
     test subset (None: the whole test set). device: auto | cpu | cuda | cuda:N. Returns the
@@ -233,15 +265,18 @@ def evaluate_run(
         pick_device,  # deferred: train imports most of the engine
     )
 
-    check_request(attack, n_per_class)
-    status = check_evaluable(run)
+    check_request(attack, n_per_class, checkpoint)
+    status = check_evaluable(run, checkpoint)
     doc = run.config()
     config = validate_config(doc["config"])
     resolved = doc["resolved"]
     num_classes = int(resolved["num_classes"])
     under = [int(c) for c in resolved["under_classes"]]
     torch_device = pick_device(device)
-    model, epoch = restore_model(run, config, resolved, torch_device)
+    path = checkpoint_file(run, checkpoint)
+    model, epoch = restore_model(run, config, resolved, torch_device, path)
+    if checkpoint == "best":
+        _check_best(run, epoch)
     if on_start is not None:
         on_start()
     splits = load_splits(
@@ -317,6 +352,7 @@ def evaluate_run(
         "under_classes": under,
         "subset_seed": SUBSET_SEED,
         "seed": seed,
+        "checkpoint": checkpoint,
         "checkpoint_epoch": epoch,
         "run_status": status,
         "precision": "fp32",
@@ -326,7 +362,8 @@ def evaluate_run(
         # torchattacks whenever installed, as only AutoAttack needs it: PGD-20 and CW run without
         "versions": versions(if_importable=("torchattacks",)),
     }
-    store_result(run, attack, result)
-    run.log(f"eval {attack}: robust {result['overall']:.2f} / under {result['under']:.2f} "
+    store_result(run, attack, result, checkpoint)
+    run.log(f"eval {attack} ({checkpoint} checkpoint, epoch {epoch}): robust "
+            f"{result['overall']:.2f} / under {result['under']:.2f} "
             f"on {result['n']} test examples")  # fmt: skip
     return result

@@ -1,8 +1,11 @@
 """`eval.json` in the run directory: the latest result of each evaluation attack.
 
-    {"format": 1, "results": {"pgd20": {...}, "cw": {...}, "autoattack": {...}}}
+    {"format": 1, "results": {"pgd20": {...}, "cw": {...}, "autoattack": {...},
+                              "autoattack@best": {...}}}
 
-One entry per attack; evaluating an attack again replaces its entry and keeps the others.
+One entry per attack and checkpoint: the run's last checkpoint under the attack's name, its
+best epoch's (`srat eval --checkpoint best`, best.pt) under `<attack>@best`. Evaluating an
+attack again replaces its entry and keeps the others.
 Every write is read-merge-replace under a per-run file lock (two `srat eval` of one run at
 once must not drop each other's attack) through `atomic_write_json` (a crash leaves the old
 file or the new one, never a torn one). Nothing here imports torch: the run summary, `srat runs`
@@ -28,15 +31,39 @@ ATTACK_TITLES: dict[str, str] = {
     "cw": "CW-inf",
     "autoattack": "AutoAttack",
 }
+# Which weights an evaluation attacks: the run's end (last.pt) or the epoch with the best
+# per-epoch PGD robust accuracy (best.pt), a choice made on the test set.
+CHECKPOINTS: tuple[str, ...] = ("last", "best")
+_BEST_SUFFIX = "@best"
 _LOCK_TIMEOUT_S = 30.0
 
 
-def check_request(attack: str, n_per_class: int | None) -> None:
-    """SratError for an unknown attack or a subset of fewer than 1 example per class."""
+def check_request(attack: str, n_per_class: int | None, checkpoint: str = "last") -> None:
+    """SratError for an unknown attack or checkpoint, or a subset of fewer than 1 example per
+    class."""
     if attack not in ATTACKS:
         raise SratError(f"unknown attack {attack!r}: use one of {', '.join(ATTACKS)}")
+    if checkpoint not in CHECKPOINTS:
+        raise SratError(f"--checkpoint is last or best (got {checkpoint!r})")
     if n_per_class is not None and n_per_class < 1:
         raise SratError(f"--n must be at least 1 example per class (got {n_per_class})")
+
+
+def result_key(attack: str, checkpoint: str = "last") -> str:
+    """The entry of eval.json that holds `attack` on `checkpoint`: the attack's name for the
+    last checkpoint, `<attack>@best` for the best epoch's."""
+    return attack if checkpoint == "last" else attack + _BEST_SUFFIX
+
+
+def attack_of(key: str) -> str:
+    """The attack an eval.json entry's key names (`result_key` inverted)."""
+    return key.removesuffix(_BEST_SUFFIX)
+
+
+def result_title(key: str) -> str:
+    """How tables name an entry: "AutoAttack", or "AutoAttack (best epoch)" for best.pt's."""
+    title = ATTACK_TITLES.get(attack_of(key), attack_of(key))
+    return f"{title} (best epoch)" if key.endswith(_BEST_SUFFIX) else title
 
 
 def eval_path(run: RunDir) -> Path:
@@ -59,13 +86,28 @@ def read_eval(run: RunDir) -> dict[str, dict[str, Any]]:
     return _results_of(data)
 
 
-def store_result(run: RunDir, attack: str, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Replace `attack`'s entry, keep every other attack's; returns all results after the write.
+def current_results(
+    results: dict[str, dict[str, Any]], best_epoch: int | None
+) -> dict[str, dict[str, Any]]:
+    """`results` without the best-epoch entries that evaluated another epoch than the run's
+    best one now (`records.best_epoch`; a run resumed for more epochs can have a new best)."""
+    return {
+        key: entry
+        for key, entry in results.items()
+        if key == attack_of(key) or entry.get("checkpoint_epoch") == best_epoch
+    }
+
+
+def store_result(
+    run: RunDir, attack: str, result: dict[str, Any], checkpoint: str = "last"
+) -> dict[str, dict[str, Any]]:
+    """Replace the entry of `attack` on `checkpoint` (`result_key`), keep every other; returns
+    all results after the write.
 
     An unparseable eval.json is moved aside (eval.json.corrupt-<unix time>) rather than
     silently overwritten, so whatever a person can still recover from it stays on disk.
     """
-    check_request(attack, None)
+    check_request(attack, None, checkpoint)
     path = eval_path(run)
     lock_path = path.with_name(EVAL_FILE + ".lock")
     busy = f"{path}.lock is held by another srat eval; try again"
@@ -76,18 +118,20 @@ def store_result(run: RunDir, attack: str, result: dict[str, Any]) -> dict[str, 
                 results = _results_of(read_json(path))
             except (ValueError, OSError):
                 path.replace(path.with_name(f"{EVAL_FILE}.corrupt-{int(time.time())}"))
-        results[attack] = json.loads(json.dumps(result))  # plain JSON types, or fail here
+        # plain JSON types, or fail here
+        results[result_key(attack, checkpoint)] = json.loads(json.dumps(result))
         atomic_write_json(path, {"format": FORMAT, "results": results})
     return results
 
 
-def eval_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The fields the run index keeps: AutoAttack's robust accuracy and the masking verdict.
+def eval_summary(results: dict[str, dict[str, Any]], checkpoint: str = "last") -> dict[str, Any]:
+    """The fields the run index keeps (of the last checkpoint): AutoAttack's robust accuracy
+    and the masking verdict.
 
     aa_overall, aa_under: percent (None before `srat eval RUN --attack autoattack`);
     aa_n: how many test examples they were measured on; masking: True/False, None unknown.
     """
-    aa = results.get("autoattack") or {}
+    aa = results.get(result_key("autoattack", checkpoint)) or {}
     masking = aa.get("masking") if isinstance(aa.get("masking"), dict) else {}
     suspected = masking.get("suspected")
     return {
@@ -103,18 +147,21 @@ def _number(value: Any) -> float | None:
 
 
 def with_eval_robust(
-    metrics: dict[str, Any] | None, results: dict[str, dict[str, Any]], attack: str
+    metrics: dict[str, Any] | None,
+    results: dict[str, dict[str, Any]],
+    attack: str,
+    checkpoint: str = "last",
 ) -> dict[str, Any]:
     """`metrics` (a metrics event or an index record) with its robust columns replaced by the
-    stored `attack` evaluation: rob_overall, rob_under, rob_class (None where the run has no
-    such evaluation, never the training-time numbers under another attack's name), and the
-    run's masking verdict."""
-    entry = results.get(attack) or {}
+    stored evaluation of `attack` on `checkpoint`: rob_overall, rob_under, rob_class (None
+    where the run has no such evaluation, never the training-time numbers under another
+    attack's name), and the masking verdict of that checkpoint."""
+    entry = results.get(result_key(attack, checkpoint)) or {}
     classes = entry.get("class")
     return {
         **(metrics or {}),
         "rob_overall": _number(entry.get("overall")),
         "rob_under": _number(entry.get("under")),
         "rob_class": classes if isinstance(classes, list) else None,
-        "masking": eval_summary(results)["masking"],
+        "masking": eval_summary(results, checkpoint)["masking"],
     }

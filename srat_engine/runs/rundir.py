@@ -8,7 +8,8 @@
             meta.json      tags and notes people add later
             launch.json    how a detached run was launched: worker pid, devices, slots
             run.lock       held (fcntl) for each read-modify-write of state.json or meta.json
-            checkpoints/   last.pt (atomic)
+            checkpoints/   last.pt (atomic); best.pt, the weights of the epoch with the
+                           best per-epoch robust accuracy (train.keep_best)
             space.reserve  64 KiB held until the run ends: freed to record a failure on a
                            disk that filled up meanwhile
 Files, not pipes, so a run outlives the terminal that started it.
@@ -114,6 +115,10 @@ class RunDir:
     @property
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def best_checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / "best.pt"
 
     @property
     def metrics_path(self) -> Path:

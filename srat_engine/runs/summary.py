@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from srat_engine.runs.evaluations import eval_summary, read_eval
-from srat_engine.runs.records import METRIC_COLUMNS, class_count, latest_epoch, result_columns
-from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.records import (
+    METRIC_COLUMNS,
+    best_epoch,
+    class_count,
+    latest_epoch,
+    result_columns,
+)
+from srat_engine.runs.rundir import RunDir, is_valid_run_id
 
 # Display order for tables: what a person scans first, then provenance, then bookkeeping.
 summary_columns: tuple[str, ...] = (
@@ -56,11 +63,12 @@ summary_columns: tuple[str, ...] = (
 # differing in them belong to one group for mean ± std over seeds.
 _KEY_EXCLUDED = ("seed", "name", "device")
 # Nested fields of the same kind: where data live, bookkeeping cadence, evaluation batching
-# (evaluation is per-sample, BatchNorm in eval mode), the per-epoch robust-subset cadence.
+# (evaluation is per-sample, BatchNorm in eval mode), the per-epoch evaluation cadence and
+# whether the best epoch's weights are kept.
 _KEY_EXCLUDED_NESTED = {
     "data": ("root", "download"),
-    "train": ("checkpoint_every",),
-    "eval": ("batch_size", "robust_every"),
+    "train": ("checkpoint_every", "keep_best"),
+    "eval": ("batch_size", "every", "robust_every"),
 }
 
 
@@ -141,3 +149,20 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
         "config_key": config_key(config) if config else None,
     }
     return {column: record[column] for column in summary_columns}
+
+
+def at_best_epoch(record: dict[str, Any], runs_root: Path) -> dict[str, Any]:
+    """The run's index record with the four columns of its best epoch (`records.best_epoch`)
+    instead of its final evaluation's, and `best_epoch` its number; a finished run only (one
+    still training has no settled best), and none that never measured robust accuracy (those
+    come back with final False: tables leave them out)."""
+    if record.get("status") != "finished" or not is_valid_run_id(str(record.get("id"))):
+        return {**record, "final": False}
+    run = RunDir(runs_root / str(record["id"]))
+    try:
+        chosen = best_epoch(run.metrics(), class_count(run.config()))
+    except (OSError, ValueError):
+        chosen = None
+    if chosen is None:
+        return {**record, "final": False}
+    return {**record, **{c: chosen.get(c) for c in METRIC_COLUMNS}, "best_epoch": chosen["epoch"]}

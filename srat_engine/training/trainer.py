@@ -45,6 +45,7 @@ from srat_engine.models.posthoc import posthoc_view
 from srat_engine.runs.heartbeat import Heartbeat
 from srat_engine.runs.index import RunIndex
 from srat_engine.runs.liveness import HEARTBEAT_S
+from srat_engine.runs.records import best_epoch
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.runs.sync import record_in_index
 from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
@@ -53,6 +54,7 @@ from srat_engine.training.graphs import GraphedTrainStep, graphed_step
 from srat_engine.training.schedule import (
     attack_budgets,
     awp_active,
+    evaluation_due,
     gair_active,
     learning_rate,
     natural_stage,
@@ -185,6 +187,8 @@ class Trainer:
         self.start_epoch = 0
         # set by a resume from a checkpoint taken mid-epoch: the next epoch continues it
         self.position: _EpochPosition | None = None
+        # the epoch record whose weights best.pt holds (train.keep_best)
+        self.best_record: dict[str, Any] | None = None
         # REAT: the counts m_c of adversarial predictions per class that the next epoch's (or
         # the current one's) attack weights come from; the reference starts from m = n
         self.reat_m: list[int] = list(resolved.class_counts)
@@ -380,17 +384,45 @@ class Trainer:
             result["separability"] = separability if math.isfinite(separability) else None
         return result
 
-    def _columns(self, std: dict[str, Any], rob: dict[str, Any] | None) -> dict[str, Any]:
+    def _columns(self, std: dict[str, Any] | None, rob: dict[str, Any] | None) -> dict[str, Any]:
+        """The record's measurement columns; None for what this epoch did not measure."""
         return {
-            "std_overall": std["overall"],
-            "std_under": std["under"],
-            "std_class": std["class"],
-            "separability": std.get("separability"),
+            "std_overall": std["overall"] if std else None,
+            "std_under": std["under"] if std else None,
+            "std_class": std["class"] if std else None,
+            "separability": std.get("separability") if std else None,
             "rob_overall": rob["overall"] if rob else None,
             "rob_under": rob["under"] if rob else None,
             "rob_class": rob["class"] if rob else None,
             "rob_n": rob["n"] if rob else None,
         }
+
+    def _keep_if_best(self, record: dict[str, Any]) -> None:
+        """Save best.pt (model weights and epoch) when `record` is the run's best epoch so far,
+        by the one rule of `records.best_epoch` (the earliest of equals)."""
+        if not self.config.train.keep_best or record.get("rob_overall") is None:
+            return
+        if self.best_record is not None and best_epoch([self.best_record, record]) is not record:
+            return
+        best = {"model": self.model.state_dict(), "epoch": record["epoch"],
+                "rob_overall": record["rob_overall"]}  # fmt: skip
+        save_checkpoint(self.run.best_checkpoint_path, best)
+        self.best_record = record
+
+    def _restore_best(self) -> None:
+        """On resume: the best epoch among the records kept, and no best.pt of an epoch the
+        resume trains again (saved after its record, before the checkpoint a kill prevented)."""
+        self.best_record = best_epoch(self.run.metrics(), self.resolved.num_classes)
+        path = self.run.best_checkpoint_path
+        if not path.is_file():
+            return
+        epoch = load_checkpoint(path).get("epoch")
+        if not isinstance(epoch, int) or epoch > self.start_epoch:
+            path.unlink()
+            self.run.log(
+                f"removed best.pt of epoch {epoch}: after the checkpoint's epoch "
+                f"{self.start_epoch}, it is trained again"
+            )
 
     def _emit(self, record: dict[str, Any]) -> None:
         self.run.append_metrics(record)
@@ -408,6 +440,7 @@ class Trainer:
                     f"dropped {dropped} epoch record(s) after epoch {self.start_epoch}, the "
                     "checkpoint's: they are trained again"
                 )
+            self._restore_best()
             from_batch = self.position.batch if self.position is not None else 0
             self._emit(
                 {
@@ -423,10 +456,11 @@ class Trainer:
             started = time.perf_counter()
             stats = self._train_epoch(epoch)
             trained = time.perf_counter()
-            std = self._evaluate(data.test_x, data.test_y, robust=False)
-            rob = None
-            due = (epoch + 1) % self.config.eval.robust_every == 0 or epoch + 1 == epochs
-            if due and self.robust_eval_enabled:
+            std = rob = None
+            evaluated, robust_due = evaluation_due(epoch + 1, epochs, self.config.eval)
+            if evaluated:
+                std = self._evaluate(data.test_x, data.test_y, robust=False)
+            if robust_due and self.robust_eval_enabled:
                 rob = self._evaluate(data.robust_x, data.robust_y, robust=True)
             done = time.perf_counter()
             record = {
@@ -443,6 +477,7 @@ class Trainer:
             # and a resume drops the records that run ahead of its checkpoint, so a kill at any
             # point of this epoch's end leaves every epoch recorded exactly once after resume.
             self.run.append_metrics(record)
+            self._keep_if_best(record)
             saved = (epoch + 1) % self.config.train.checkpoint_every == 0 or epoch + 1 == epochs
             if saved:
                 save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epoch + 1))

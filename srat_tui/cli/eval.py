@@ -12,21 +12,25 @@ from typing import Annotated, Any
 
 import typer
 
-from srat_engine.runs.evaluations import ATTACK_TITLES, check_request
+from srat_engine.runs.evaluations import ATTACK_TITLES, check_request, result_key
 from srat_tui.cli.common import open_run, stdout_console
 from srat_tui.render.format import inert
 
 app = typer.Typer()
 
 
-def _reference_entries(attack: str, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The result to print, plus for AutoAttack the PGD-20 run on the same examples."""
-    entries = {attack: result}
+def _reference_entries(
+    attack: str, result: dict[str, Any], checkpoint: str
+) -> dict[str, dict[str, Any]]:
+    """The result to print, plus for AutoAttack the PGD-20 run on the same examples; keyed as
+    eval.json keys them (`result_key`), so a best-epoch result says so."""
+    entries = {result_key(attack, checkpoint): result}
     reference = result.get("pgd20")
     if attack == "autoattack" and isinstance(reference, dict):
         shared = {k: result.get(k) for k in ("n", "class_n", "clean_overall", "clean_class",
                                               "checkpoint_epoch", "time")}  # fmt: skip
-        entries = {"pgd20": {**shared, **reference, "attack": "pgd20"}, **entries}
+        pgd = {**shared, **reference, "attack": "pgd20"}
+        entries = {result_key("pgd20", checkpoint): pgd, **entries}
     return entries
 
 
@@ -44,6 +48,14 @@ def eval_(
         str | None,
         typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N (default: config)"),
     ] = None,
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            "--checkpoint",
+            help="last (the run's end) | best (best.pt: the epoch with the best per-epoch PGD "
+            "robust accuracy, chosen on the test set; stored as <attack>@best)",
+        ),
+    ] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="the stored result as JSON")] = False,
 ) -> None:
     """Robust accuracy of a finished run's checkpoint, per class, into its eval.json.
@@ -53,7 +65,7 @@ def eval_(
     autoattack: APGD-CE, APGD-T, FAB-T, Square (standard), plus PGD-20 on the same
     examples and the gradient-masking check. All in fp32, BatchNorm in eval mode.
     """
-    check_request(attack, n)  # before torch loads: a typo costs nothing
+    check_request(attack, n, checkpoint)  # before torch loads: a typo costs nothing
     from srat_engine.evaluation.runner import check_evaluable, evaluate_run
     from srat_engine.runs.home import Home
     from srat_engine.runs.sync import record_in_index
@@ -62,15 +74,17 @@ def eval_(
     run = open_run(run_id)
     doc = run.config()
     chosen = device or str(doc.get("config", {}).get("device", "auto"))
-    check_evaluable(run)  # a running or untrained run fails before the progress line
+    check_evaluable(run, checkpoint)  # a running or untrained run fails before the progress
 
     def announce() -> None:  # once the checkpoint has loaded: a corrupt one says only that
         if not as_json:
             size = f"{n} per class" if n is not None else "the whole test set"
-            line = f"evaluating {run.id}: {ATTACK_TITLES[attack]} on {size}, device {chosen}"
+            which = "" if checkpoint == "last" else ", best-epoch checkpoint"
+            line = (f"evaluating {run.id}: {ATTACK_TITLES[attack]} on {size}, device {chosen}"
+                    f"{which}")  # fmt: skip
             print(inert(line), file=sys.stderr, flush=True)
 
-    result = evaluate_run(run, attack, n, chosen, on_start=announce)
+    result = evaluate_run(run, attack, n, chosen, checkpoint=checkpoint, on_start=announce)
     record_in_index(run, Home.from_env().index)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -78,8 +92,11 @@ def eval_(
     resolved = doc.get("resolved", {})
     console = stdout_console(piped_width=240)  # as wide as `srat runs` prints when piped
     title = f"{ATTACK_TITLES[attack]} on run {run.id} ({doc.get('config', {}).get('method')})"
+    if checkpoint == "best":
+        title += (f", best epoch {result.get('checkpoint_epoch')} (chosen by PGD on the test "
+                  "set)")  # fmt: skip
     for renderable in eval_renderables(
-        _reference_entries(attack, result),
+        _reference_entries(attack, result, checkpoint),
         resolved.get("class_names", []),
         resolved.get("under_classes", []),
         title=title,

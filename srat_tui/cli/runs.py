@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from srat_engine.errors import SratError
+from srat_engine.runs.evaluations import CHECKPOINTS
 from srat_engine.runs.home import Home
 from srat_engine.runs.index import reindex
 from srat_engine.runs.records import (
-    METRIC_COLUMNS,
     best_epoch,
     class_count,
     damage_note,
@@ -24,6 +24,7 @@ from srat_engine.runs.records import (
     result_record,
 )
 from srat_engine.runs.rundir import RunDir, is_valid_run_id, validate_run_id
+from srat_engine.runs.summary import at_best_epoch
 from srat_engine.runs.sync import add_note, current_record, refreshed_records, set_tag
 from srat_tui.cli.common import (
     NO_SLURM,
@@ -427,18 +428,15 @@ Checkpoint = Annotated[
 ]
 
 
-def _with_selection(robust: RobustSource, checkpoint: str, attack: str | None) -> RobustSource:
+def _with_selection(robust: RobustSource, checkpoint: str) -> RobustSource:
     """The tables' RobustSource for --checkpoint (last | best: marked as selected on the test
-    set); SratError for another value, or for best with --attack, whose stored results are of
-    each run's last checkpoint."""
+    set); SratError for another value."""
     from srat_engine.reporting.export import SELECTED_ON_TEST
 
-    if checkpoint not in ("last", "best"):
+    if checkpoint not in CHECKPOINTS:
         raise SratError(f"--checkpoint is last or best (got {checkpoint!r})")
     if checkpoint == "last":
         return robust
-    if attack:
-        raise SratError("--attack results are of each run's last checkpoint: not with --checkpoint")
     return dataclasses.replace(robust, selection=SELECTED_ON_TEST)
 
 
@@ -465,10 +463,15 @@ def runs_compare(
 ) -> None:
     """Config diff, the four columns and per-class accuracy of runs side by side."""
     from srat_engine.reporting.report import pick_metrics
-    from srat_engine.runs.evaluations import eval_summary, read_eval, with_eval_robust
+    from srat_engine.runs.evaluations import (
+        current_results,
+        eval_summary,
+        read_eval,
+        with_eval_robust,
+    )
     from srat_tui.render.compare import CompareRun, compare_renderables
 
-    robust = _with_selection(_robust_source(attack, set()), checkpoint, attack)
+    robust = _with_selection(_robust_source(attack, set()), checkpoint)
     if len(run_ids) < 2:
         raise SratError("compare needs at least two run ids")
     runs = [open_run(run_id) for run_id in run_ids]
@@ -480,10 +483,12 @@ def runs_compare(
         if checkpoint == "best" and metrics is not None:
             chosen = best_epoch(records, class_count(doc))
             metrics = dict(chosen) if chosen is not None else metrics
+            results = current_results(results, chosen["epoch"] if chosen else None)
         if attack and metrics is not None:
-            metrics = with_eval_robust(metrics, results, attack)
+            metrics = with_eval_robust(metrics, results, attack, checkpoint)
         elif results and metrics is not None:
-            metrics = {**(metrics or {}), "masking": eval_summary(results)["masking"]}
+            masking = eval_summary(results, checkpoint)["masking"]
+            metrics = {**(metrics or {}), "masking": masking}
         items.append(CompareRun(run.id, doc, metrics))
     console = stdout_console(piped_width=240)
     for renderable in compare_renderables(items, only_changed=only_changed, robust=robust):
@@ -511,7 +516,7 @@ def runs_export(
     """Results in the paper's table layout (mean ± std over seeds of one configuration)."""
     from srat_engine.reporting.export import format_export
     from srat_engine.reporting.report import group_seeds, paper_table
-    from srat_engine.runs.evaluations import read_eval, with_eval_robust
+    from srat_engine.runs.evaluations import current_results, read_eval, with_eval_robust
 
     if fmt not in ("csv", "md", "markdown", "latex", "tex", "json"):
         raise SratError(f"unknown export format {fmt!r}: use csv, md, latex or json")
@@ -523,14 +528,22 @@ def runs_export(
         if missing:
             raise SratError(f"no run {sorted(missing)[0]!r} in the index")
         records = [r for r in records if r["id"] in wanted]
-    _with_selection(_robust_source(attack, set()), checkpoint, attack)  # bad input: before reading
-    if attack:
-        root = Home.from_env().runs
-        records = [with_eval_robust(r, read_eval(RunDir(root / r["id"])), attack) for r in records]
+    _with_selection(_robust_source(attack, set()), checkpoint)  # bad input: before reading
+    root = Home.from_env().runs
     if checkpoint == "best":
-        records = [_at_best_epoch(r, Home.from_env().runs) for r in records]
+        records = [at_best_epoch(r, root) for r in records]
+    if attack:
+        records = [
+            with_eval_robust(
+                r,
+                current_results(read_eval(RunDir(root / r["id"])), r.get("best_epoch")),
+                attack,
+                checkpoint,
+            )
+            for r in records
+        ]
     flagged = {r["id"] for r in records if r.get("masking") is True}
-    robust = _with_selection(_robust_source(attack, flagged), checkpoint, attack)
+    robust = _with_selection(_robust_source(attack, flagged), checkpoint)
     groups = group_seeds(records)
     if groups.skipped:
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"
@@ -542,22 +555,6 @@ def runs_export(
     else:
         output.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}", err=True)
-
-
-def _at_best_epoch(record: dict[str, Any], root: Path) -> dict[str, Any]:
-    """The run's index record with the four columns of its best epoch (`records.best_epoch`)
-    instead of its final evaluation's; a finished run only (one still training has no
-    settled best), and none that never measured robust accuracy."""
-    if record.get("status") != "finished" or not is_valid_run_id(str(record.get("id"))):
-        return {**record, "final": False}
-    run = RunDir(root / str(record["id"]))
-    try:
-        chosen = best_epoch(run.metrics(), class_count(run.config()))
-    except (OSError, ValueError):
-        chosen = None
-    if chosen is None:
-        return {**record, "final": False}
-    return {**record, **{c: chosen.get(c) for c in METRIC_COLUMNS}, "best_epoch": chosen["epoch"]}
 
 
 def _warn_damaged_skips(records: list[dict[str, Any]], skipped: list[str]) -> None:

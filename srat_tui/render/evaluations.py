@@ -13,7 +13,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from srat_engine.runs.evaluations import ATTACK_TITLES, ATTACKS
+from srat_engine.runs.evaluations import ATTACKS, CHECKPOINTS, result_key, result_title
 from srat_tui.render.format import MASKING_STYLE, inert_text, is_number, masking_flag, pct
 
 
@@ -77,14 +77,14 @@ def summary_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table
     for attack in ordered(results):
         entry = results[attack]
         table.add_row(
-            inert_text(ATTACK_TITLES.get(attack, attack)),
+            inert_text(result_title(attack)),
             pct(entry.get("overall")),
             pct(entry.get("under")),
             pct(entry.get("clean_overall")),
             inert_text(entry.get("n", "-")),
             inert_text(entry.get("checkpoint_epoch", "-")),
             inert_text(_budget(entry)),
-            masking_cell(entry) if attack == "autoattack" else Text("-"),
+            masking_cell(entry) if entry.get("attack") == "autoattack" else Text("-"),
             inert_text(_when(entry.get("time"))),
         )
     return table
@@ -106,7 +106,7 @@ def class_table(
         table.add_column("n", justify="right")
         table.add_column("clean", justify="right")
     for attack in attacks:
-        title = ATTACK_TITLES.get(attack, attack)
+        title = result_title(attack)
         if not shared:
             title += f" (n={results[attack].get('n', '?')})"
         table.add_column(inert_text(title), justify="right")
@@ -130,8 +130,10 @@ def _at(values: Any, index: int, fmt: Any) -> str:
 
 
 def ordered(results: Mapping[str, Any]) -> list[str]:
-    """Known attacks in their fixed order, anything else after them."""
-    return [a for a in ATTACKS if a in results] + sorted(a for a in results if a not in ATTACKS)
+    """Known attacks in their fixed order, the last checkpoint's first, then the best epoch's;
+    anything else after them."""
+    known = [result_key(a, c) for c in CHECKPOINTS for a in ATTACKS]
+    return [k for k in known if k in results] + sorted(k for k in results if k not in known)
 
 
 def eval_renderables(
@@ -144,9 +146,10 @@ def eval_renderables(
     if not results:
         return []
     out: list[RenderableType] = [summary_table(results, title)]
-    aa = results.get("autoattack")
-    line = masking_text(aa) if aa else None
-    if line is not None:
-        out.append(line)
+    for checkpoint in CHECKPOINTS:
+        aa = results.get(result_key("autoattack", checkpoint))
+        line = masking_text(aa) if aa else None
+        if line is not None:
+            out.append(line if checkpoint == "last" else Text("best epoch: ") + line)
     out.append(class_table(results, class_names, under))
     return out

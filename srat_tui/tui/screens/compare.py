@@ -1,5 +1,6 @@
 """Runs side by side: the config keys that differ, the paper's four columns, per-class accuracy,
-overlaid accuracy curves, and an export of the comparison in the paper's table layout.
+overlaid accuracy curves, and an export of the comparison in the paper's table layout; each
+run's last checkpoint, or (`b`) its best epoch by PGD on the test set, marked as such.
 
 Everything shown comes from the run directories through the same functions as
 `srat runs compare` and `srat runs export`; the screen only lays it out.
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.console import Group
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -32,11 +34,16 @@ from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from srat_engine.errors import SratError
-from srat_engine.reporting.export import EXPORT_FORMATS, format_export
+from srat_engine.reporting.export import (
+    EXPORT_FORMATS,
+    SELECTED_ON_TEST,
+    RobustSource,
+    format_export,
+)
 from srat_engine.reporting.report import group_seeds, paper_table, pick_metrics
-from srat_engine.runs.records import class_count
+from srat_engine.runs.records import best_epoch, class_count
 from srat_engine.runs.rundir import RunDir
-from srat_engine.runs.summary import summarize_run
+from srat_engine.runs.summary import at_best_epoch, summarize_run
 from srat_tui.render.compare import CompareRun, compare_renderables
 from srat_tui.render.format import inert_text
 from srat_tui.tui.context import app_context
@@ -91,7 +98,15 @@ def curve_of(run_id: str, events: list[dict[str, Any]]) -> Curve:
     return Curve(run_id, pairs("std_overall"), pairs("rob_overall"))
 
 
-def load_runs(runs_root: Path, run_ids: list[str]) -> Loaded:
+def robust_source(checkpoint: str) -> RobustSource:
+    """How the tables label the robust columns: plain for the last checkpoint, marked as
+    selected on the test set for the best epoch (as `srat runs compare --checkpoint best`)."""
+    return RobustSource(selection=SELECTED_ON_TEST if checkpoint == "best" else None)
+
+
+def load_runs(runs_root: Path, run_ids: list[str], checkpoint: str = "last") -> Loaded:
+    """The runs' documents, what to show for each (`pick_metrics`, or with checkpoint "best"
+    the best epoch's record when it has one) and their curves."""
     runs: list[CompareRun] = []
     curves: list[Curve] = []
     errors: list[str] = []
@@ -103,17 +118,27 @@ def load_runs(runs_root: Path, run_ids: list[str]) -> Loaded:
         except (SratError, OSError, ValueError) as err:
             errors.append(f"{run_id}: {err}")
             continue
-        runs.append(CompareRun(run.id, doc, pick_metrics(events, class_count(doc))))
+        metrics = pick_metrics(events, class_count(doc))
+        if checkpoint == "best" and metrics is not None:
+            chosen = best_epoch(events, class_count(doc))
+            metrics = dict(chosen) if chosen is not None else metrics
+        runs.append(CompareRun(run.id, doc, metrics))
         curves.append(curve_of(run.id, events))
     return Loaded(tuple(runs), tuple(curves), tuple(errors))
 
 
-def write_export(runs_root: Path, run_ids: list[str], request: ExportRequest) -> tuple[Path, int]:
-    """Write the comparison in the paper's layout; returns the path and how many runs were left
-    out for lack of final metrics."""
+def write_export(
+    runs_root: Path, run_ids: list[str], request: ExportRequest, checkpoint: str = "last"
+) -> tuple[Path, int]:
+    """Write the comparison in the paper's layout (each run's last checkpoint, or its best
+    epoch, marked); returns the path and how many runs were left out for lack of final
+    metrics."""
     records = [summarize_run(RunDir.open(runs_root, run_id)) for run_id in run_ids]
+    if checkpoint == "best":
+        records = [at_best_epoch(record, runs_root) for record in records]
     groups = group_seeds(records)
-    text = format_export(paper_table(groups, with_paper=request.with_paper), request.fmt)
+    table = paper_table(groups, with_paper=request.with_paper)
+    text = format_export(table, request.fmt, robust=robust_source(checkpoint))
     path = request.path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -177,11 +202,14 @@ class CompareScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("a", "toggle_all", "All keys"),
+        Binding("b", "toggle_best", "Best epoch"),
         Binding("e", "export", "Export"),
         Binding("r", "reload", "Reload"),
     ]
 
     show_all: reactive[bool] = reactive(False)
+    # which weights' numbers: "last" (each run's end) or "best" (its best epoch by PGD)
+    checkpoint: reactive[str] = reactive("last", init=False)
     loaded: var[Loaded | None] = var(None)
 
     def __init__(self, run_ids: list[str]) -> None:
@@ -202,8 +230,13 @@ class CompareScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.title = "Compare"
-        self.sub_title = " vs ".join(self.run_ids)
+        self._subtitle()
         self.action_reload()
+
+    def _subtitle(self) -> None:
+        shown = " vs ".join(self.run_ids)
+        best = "  ·  best epoch, selected on the test set" if self.checkpoint == "best" else ""
+        self.sub_title = shown + best
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -212,7 +245,7 @@ class CompareScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="compare-load")
     def _load(self) -> None:
-        loaded = load_runs(app_context(self).runs_root, self.run_ids)
+        loaded = load_runs(app_context(self).runs_root, self.run_ids, self.checkpoint)
         if not get_current_worker().is_cancelled:  # a newer reload is on its way
             self.post_message(CompareLoaded(loaded))
 
@@ -247,12 +280,17 @@ class CompareScreen(Screen[None]):
     def _show_tables(self) -> None:
         if self.loaded is None:
             return
-        renderables = compare_renderables(list(self.loaded.runs), only_changed=not self.show_all)
+        renderables = compare_renderables(
+            list(self.loaded.runs),
+            only_changed=not self.show_all,
+            robust=robust_source(self.checkpoint),
+        )
         config, metrics, *rest = renderables
         self.query_one("#config-diff", Static).update(config)
         self.query_one("#compare-metrics", Static).update(metrics)
         per_class = self.query_one("#per-class", Static)
-        per_class.update(rest[0] if rest else "")
+        # per-class accuracy and, for the best epoch, the note on how it was selected
+        per_class.update(Group(*rest) if rest else "")
         per_class.display = bool(rest)
 
     def _plot(self, widget: PlotextPlot, title: str, which: str) -> None:
@@ -276,6 +314,13 @@ class CompareScreen(Screen[None]):
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all
 
+    def action_toggle_best(self) -> None:
+        self.checkpoint = "last" if self.checkpoint == "best" else "best"
+
+    def watch_checkpoint(self) -> None:
+        self._subtitle()
+        self.action_reload()
+
     def action_export(self) -> None:
         def chosen(request: ExportRequest | None) -> None:
             if request is not None:
@@ -286,7 +331,8 @@ class CompareScreen(Screen[None]):
     @work(thread=True, group="compare-export")
     def _export(self, request: ExportRequest) -> None:
         try:
-            path, skipped = write_export(app_context(self).runs_root, self.run_ids, request)
+            root = app_context(self).runs_root
+            path, skipped = write_export(root, self.run_ids, request, self.checkpoint)
         except Exception as error:  # a file that cannot be written is a notification, not a crash
             self.post_message(ExportFailed(str(error)))
         else:
