@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from fake_runs import prepare_from_env
@@ -30,6 +32,7 @@ from srat_tui.tui.screens.new_run import (
     form_overrides,
     format_budget,
     parse_devices,
+    scheme_field_classes,
 )
 
 FAST = "data.n_max=20 attack.steps=1 eval.steps=1 eval.robust_per_class=2"
@@ -375,3 +378,159 @@ async def test_awp_schemes_show_gamma_and_trades_awp_also_beta() -> None:
         assert {"method=TRADES-AWP", "awp.gamma=0.01"} <= set(validation.overrides)
         screen = await set_field(pilot, "scheme", "awp")
         assert gamma.display and not beta.display
+
+
+# -- the newer methods' own fields and the class-wise budget --------------------------------
+
+
+def test_scheme_field_classes_follow_the_methods() -> None:
+    expected = {
+        "none": set(),
+        "srat": set(),  # the paper's protocol: one budget, the snapshots' form
+        "natural": set(),  # no attack, no budget
+        "gairat": {"-budget"},
+        "trades": {"-trades", "-budget"},
+        "bsl": {"-bsl", "-budget"},
+        "awp": {"-awp", "-budget"},
+        "trades-awp": {"-trades", "-awp", "-budget"},
+        "taet": {"-taet", "-budget"},
+        "reat": {"-bsl", "-reat", "-budget"},  # REAT's balanced softmax takes loss.prior_tau
+        "robal": {"-trades", "-robal", "-budget"},  # RoBal's KL term takes loss.trades_beta
+    }
+    for scheme, classes in expected.items():
+        assert scheme_field_classes(scheme, False) == classes, scheme
+        on = scheme_field_classes(scheme, True)
+        assert on == classes | {"-budget", "-budget-on"}, scheme
+
+
+class Case(NamedTuple):
+    """One field: its `--set` key, the value the preset fills in, a valid edit and the value it
+    gives the config, an invalid one (None for a select, which offers valid values only)."""
+
+    field: str
+    key: str
+    prefilled: str
+    good: str
+    expected: object
+    bad: str | None
+
+
+async def check_field(pilot: Pilot[None], case: Case, fixed: tuple[str, ...]) -> None:
+    """The field is shown with the preset's value and adds no override untouched; `bad` shows
+    the engine's own message and launches nothing; `good` adds exactly its `--set` (after the
+    form's `fixed` ones) and reaches the config; the preset's value again removes it."""
+    screen = screen_of(pilot.app)
+    widget = screen.query_one(f"#{case.field}")
+    assert isinstance(widget, Input | Select)
+    assert widget.display and widget.value == case.prefilled, case
+    assert screen.validation is not None and screen.validation.overrides == fixed
+    error = screen.query_one("#newrun-error", Static)
+    if case.bad is not None:
+        screen = await set_field(pilot, case.field, case.bad)
+        message = engine_message(*fixed, f"{case.key}={case.bad}")
+        assert error.display and text_of(error).strip() == message
+        assert screen.query_one("#launch", Button).disabled
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert pilot.app.screen is screen and run_dirs(Home.from_env().runs) == []
+    screen = await set_field(pilot, case.field, case.good)
+    validation = screen.validation
+    assert validation is not None and validation.ok and validation.prepared is not None, case
+    assert validation.overrides == (*fixed, f"{case.key}={case.good}")
+    value = functools.reduce(getattr, case.key.split("."), validation.prepared.config)
+    assert value == case.expected
+    screen = await set_field(pilot, case.field, case.prefilled)
+    assert screen.validation is not None and screen.validation.overrides == fixed
+
+
+def shown(screen: NewRunScreen, *fields: str) -> list[bool]:
+    return [screen.query_one(f"#{field}").display for field in fields]
+
+
+TAET_REAT = ("taet_stage1_epochs", "reat_tfa_weight", "reat_tfa_mode")
+ROBAL = tuple(f"robal_{name}" for name in ("scale", "gamma", "margin", "tau_m", "tau_b", "tau_p"))
+BUDGET = ("class_budget", "budget_alpha", "budget_warmup")
+
+
+@scenario
+async def test_taet_and_reat_schemes_show_and_check_their_fields() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await settled(pilot)
+        assert not any(shown(screen, *TAET_REAT, *ROBAL, *BUDGET))  # demo: SRAT-LDAM
+        await set_field(pilot, "loss", "ce")
+        screen = await set_field(pilot, "scheme", "taet")
+        assert shown(screen, *TAET_REAT, "prior_tau") == [True, False, False, False]
+        stage1 = Case("taet_stage1_epochs", "taet.stage1_epochs", "80", "5", 5, "-1")
+        await check_field(pilot, stage1, ("method=TAET",))
+        screen = await set_field(pilot, "scheme", "reat")
+        assert shown(screen, *TAET_REAT, "prior_tau") == [False, True, True, True]
+        for case in (
+            Case("reat_tfa_weight", "reat.tfa_weight", "1", "0.5", 0.5, "nan"),
+            Case("reat_tfa_mode", "reat.tfa_mode", "reference", "pairwise", "pairwise", None),
+        ):
+            await check_field(pilot, case, ("method=REAT",))
+
+
+@scenario
+async def test_robal_scheme_shows_and_checks_its_fields() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        await settled(pilot)
+        await set_field(pilot, "scheme", "robal")  # no RoBal with LDAM: the engine says so
+        screen = await set_field(pilot, "loss", "robal")
+        assert all(shown(screen, *ROBAL, "trades_beta")) and not any(shown(screen, *TAET_REAT))
+        for name, prefilled, good, bad in (
+            ("scale", "10", "20", "0"),
+            ("gamma", "0.03125", "0", "-1"),
+            ("margin", "0.1", "0.2", "nan"),
+            ("tau_m", "0", "0.3", "-.1"),
+            ("tau_b", "1.2", "1.5", "inf"),
+            ("tau_p", "0.1", "0", "-1"),
+        ):
+            case = Case(f"robal_{name}", f"robal.{name}", prefilled, good, float(good), bad)
+            await check_field(pilot, case, ("method=RoBal",))
+
+
+@scenario
+async def test_class_budget_prefilled_from_the_preset_and_checked() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        await settled(pilot)
+        screen = await set_field(pilot, "preset", "digits-at-bsl-cbudget")
+        assert all(shown(screen, *BUDGET))
+        for case in (
+            Case("budget_alpha", "attack.budget_alpha", "0.3", "0.4", 0.4, "1.5"),
+            Case("budget_warmup", "attack.budget_warmup", "160", "40", 40, "-1"),
+            Case("class_budget", "attack.class_budget", "true", "false", False, None),
+        ):
+            await check_field(pilot, case, ())
+        screen = await set_field(pilot, "class_budget", "false")
+        assert shown(screen, *BUDGET) == [True, False, False]
+        # the paper's schemes offer the switch only while it is on
+        screen = await set_field(pilot, "scheme", "srat")
+        assert not any(shown(screen, *BUDGET))
+
+
+@scenario
+async def test_launched_run_has_the_new_fields_overrides(stop_runs: None) -> None:
+    context = make_context()
+    app = Host(context)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await fill_fast_run(pilot, "0")
+        await set_field(pilot, "scheme", "robal")
+        await set_field(pilot, "loss", "robal")
+        await set_field(pilot, "robal_tau_b", "1.5")
+        screen = await set_field(pilot, "class_budget", "true")
+        assert all(shown(screen, "budget_alpha", "budget_warmup"))
+        screen = await set_field(pilot, "budget_alpha", "0.4")
+        assert screen.validation is not None and screen.validation.ok, screen.validation
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.result is not None, timeout=30)
+    assert app.result is not None and len(app.result) == 1
+    config = RunDir(context.runs_root / app.result[0]).config()["config"]
+    assert config["method"] == "RoBal" and config["robal"]["tau_b"] == 1.5
+    assert config["attack"]["class_budget"] is True and config["attack"]["budget_alpha"] == 0.4
+    assert config["robal"]["scale"] == 10.0 and config["attack"]["budget_warmup"] == 0
+    # the run trains with them (one tiny epoch): waiting is quicker than killing it mid-import
+    assert wait_status(context.runs_root / app.result[0], {"finished"}, timeout=60) == "finished"

@@ -13,7 +13,7 @@ before anything is created.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from typing import Any, ClassVar, get_args
@@ -30,10 +30,17 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from srat_engine.config.methods import SCHEMES, LossName, compose_method
+from srat_engine.config.methods import (
+    PAPER_METHODS,
+    SCHEMES,
+    LossName,
+    MethodSpec,
+    compose_method,
+    get_method,
+)
 from srat_engine.config.prepare import PreparedRun, create_run, prepare
 from srat_engine.config.presets import describe, list_presets
-from srat_engine.config.schema import DataConfig, RunConfig
+from srat_engine.config.schema import DataConfig, ReatConfig, RunConfig
 from srat_engine.config.seeds import parse_seeds, seed_override
 from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
@@ -49,6 +56,7 @@ DEFAULT_PRESET = "demo"
 LOSSES: tuple[str, ...] = get_args(LossName)
 DATASETS: tuple[str, ...] = get_args(DataConfig.model_fields["dataset"].annotation)
 IMBALANCES: tuple[str, ...] = get_args(DataConfig.model_fields["imbalance"].annotation)
+TFA_MODES: tuple[str, ...] = get_args(ReatConfig.model_fields["tfa_mode"].annotation)
 BACKENDS: tuple[str, ...] = ("local", "slurm")
 SLURM_FIELDS = ("partition", "time", "gpus_per_run")  # slurm_options' names
 # Where the runs go, not what they are: no preset sets these, so choosing another keeps them.
@@ -69,6 +77,35 @@ def _method_parts() -> dict[str, tuple[str, str]]:
 
 
 METHOD_PARTS = _method_parts()
+
+# A scheme's own fields carry one of these CSS classes; each is shown while the chosen scheme
+# has a method that trains with it (the engine's `MethodSpec`, so the form cannot disagree).
+SCHEME_FIELDS: dict[str, Callable[[MethodSpec], bool]] = {
+    "-trades": lambda spec: spec.objective in ("trades", "pgd-kl"),  # loss.trades_beta's KL
+    "-bsl": lambda spec: spec.prior_shift,  # loss.prior_tau
+    "-awp": lambda spec: spec.awp,
+    "-taet": lambda spec: spec.objective == "taet",
+    "-reat": lambda spec: spec.objective == "reat",
+    "-robal": lambda spec: spec.loss == "robal",
+}
+# The SRAT paper's schemes (its tables' methods) keep its protocol, one budget for every
+# class: with them the class-wise budget switch shows only while it is on (a preset's);
+# `attack.class_budget=true` in the extra overrides still works with any method.
+PAPER_SCHEMES = frozenset(METHOD_PARTS[name][0] for name in PAPER_METHODS)
+
+
+def scheme_field_classes(scheme: str, class_budget: bool) -> frozenset[str]:
+    """The CSS classes of the fields the form shows for `scheme`: its methods' own fields
+    (`SCHEME_FIELDS`), `-budget` (the class-wise budget switch) for an adversarial scheme
+    beyond the paper's or while the switch is on, and `-budget-on` (alpha, warm-up) while on."""
+    specs = [get_method(name) for name, (s, _) in METHOD_PARTS.items() if s == scheme]
+    shown = {css for css, uses in SCHEME_FIELDS.items() if any(map(uses, specs))}
+    adversarial = any(spec.adversarial for spec in specs)
+    if class_budget or (adversarial and scheme not in PAPER_SCHEMES):
+        shown.add("-budget")
+    if class_budget:
+        shown.add("-budget-on")
+    return frozenset(shown)
 
 
 @dataclass(frozen=True)
@@ -94,6 +131,18 @@ class FormValues:
     trades_beta: str = ""  # a scheme's own fields, last: tests build FormValues positionally
     prior_tau: str = ""
     awp_gamma: str = ""
+    class_budget: str = ""  # "true" | "false", as the engine parses a bool
+    budget_alpha: str = ""
+    budget_warmup: str = ""
+    taet_stage1_epochs: str = ""
+    reat_tfa_weight: str = ""
+    reat_tfa_mode: str = ""
+    robal_scale: str = ""
+    robal_gamma: str = ""
+    robal_margin: str = ""
+    robal_tau_m: str = ""
+    robal_tau_b: str = ""
+    robal_tau_p: str = ""
 
 
 def format_budget(value: float) -> str:
@@ -118,6 +167,18 @@ def form_values(config: RunConfig) -> FormValues:
         trades_beta=f"{config.loss.trades_beta:g}",
         prior_tau=f"{config.loss.prior_tau:g}",
         awp_gamma=f"{config.awp.gamma:g}",
+        class_budget="true" if config.attack.class_budget else "false",
+        budget_alpha=f"{config.attack.budget_alpha:g}",
+        budget_warmup=str(config.attack.budget_warmup),
+        taet_stage1_epochs=str(config.taet.stage1_epochs),
+        reat_tfa_weight=f"{config.reat.tfa_weight:g}",
+        reat_tfa_mode=config.reat.tfa_mode,
+        robal_scale=f"{config.robal.scale:g}",
+        robal_gamma=f"{config.robal.gamma:g}",
+        robal_margin=f"{config.robal.margin:g}",
+        robal_tau_m=f"{config.robal.tau_m:g}",
+        robal_tau_b=f"{config.robal.tau_b:g}",
+        robal_tau_p=f"{config.robal.tau_p:g}",
         epochs=str(config.train.epochs),
         eps=format_budget(config.attack.eps),
         devices=config.device,
@@ -157,6 +218,12 @@ _DATA_FIELDS = {"dataset": "data.dataset", "imbalance": "data.imbalance", "ratio
 _METHOD_FIELDS = {
     "sep_lambda": "loss.sep_lambda", "sep_tau": "loss.sep_tau",
     "trades_beta": "loss.trades_beta", "prior_tau": "loss.prior_tau", "awp_gamma": "awp.gamma",
+    "taet_stage1_epochs": "taet.stage1_epochs",
+    "reat_tfa_weight": "reat.tfa_weight", "reat_tfa_mode": "reat.tfa_mode",
+    "robal_scale": "robal.scale", "robal_gamma": "robal.gamma", "robal_margin": "robal.margin",
+    "robal_tau_m": "robal.tau_m", "robal_tau_b": "robal.tau_b", "robal_tau_p": "robal.tau_p",
+    "class_budget": "attack.class_budget", "budget_alpha": "attack.budget_alpha",
+    "budget_warmup": "attack.budget_warmup",
     "epochs": "train.epochs",
 }  # fmt: skip
 
@@ -519,15 +586,56 @@ class NewRunScreen(Screen[list[str] | None]):
                 yield from self._select("scheme", SCHEMES)
                 yield from self._input("sep_lambda", "lambda", "loss.sep_lambda, ≥ 0")
                 yield from self._input("sep_tau", "tau", "loss.sep_tau, > 0")
-                # a scheme's own fields, shown while it is chosen (`-trades`, `-bsl`)
+                # a scheme's own fields, shown while it is chosen (`scheme_field_classes`)
                 yield from self._input(
-                    "trades_beta", "beta", "loss.trades_beta, ≥ 0 (TRADES)", classes="-trades"
+                    "trades_beta",
+                    "beta",
+                    "loss.trades_beta, ≥ 0 (TRADES, RoBal)",
+                    classes="-trades",
                 )
                 yield from self._input(
                     "prior_tau", "prior tau", "loss.prior_tau, ≥ 0 (AT-BSL)", classes="-bsl"
                 )
                 yield from self._input(
                     "awp_gamma", "awp gamma", "awp.gamma, ≥ 0 (AWP)", classes="-awp"
+                )
+                yield from self._input(
+                    "taet_stage1_epochs",
+                    "stage 1 epochs",
+                    "taet.stage1_epochs, ≥ 0, reference_epochs scale (TAET)",
+                    classes="-taet",
+                )
+                yield from self._input(
+                    "reat_tfa_weight", "tfa weight", "reat.tfa_weight, ≥ 0 (REAT)", classes="-reat"
+                )
+                yield from self._select("reat_tfa_mode", TFA_MODES, "tfa mode", classes="-reat")
+                for name, label, placeholder in (
+                    ("scale", "robal scale", "robal.scale s, > 0"),
+                    ("gamma", "robal gamma", "robal.gamma of the head's norm, ≥ 0"),
+                    ("margin", "robal margin", "robal.margin m, ≥ 0"),
+                    ("tau_m", "robal tau_m", "robal.tau_m of the margins, ≥ 0"),
+                    ("tau_b", "robal tau_b", "robal.tau_b, train-time prior, ≥ 0"),
+                    ("tau_p", "robal tau_p", "robal.tau_p, post-hoc prior, ≥ 0"),
+                ):
+                    yield from self._input(f"robal_{name}", label, placeholder, classes="-robal")
+                # RobustLT's class-wise budgets (`scheme_field_classes` says for which schemes)
+                yield from self._select(
+                    "class_budget",
+                    [("off", "false"), ("on", "true")],
+                    "class budget",
+                    classes="-budget",
+                )
+                yield from self._input(
+                    "budget_alpha",
+                    "budget alpha",
+                    "attack.budget_alpha, 0 to 1",
+                    classes="-budget-on",
+                )
+                yield from self._input(
+                    "budget_warmup",
+                    "budget warm-up",
+                    "attack.budget_warmup, epochs ≥ 0 (0 = none)",
+                    classes="-budget-on",
                 )
                 yield from self._input("eps", "eps", "e.g. 8/255 (attack and eval)")
                 yield from self._input("seeds", "seeds", "0 or 0,1,2 (one run each)")
@@ -559,10 +667,21 @@ class NewRunScreen(Screen[list[str] | None]):
                 yield Button("Cancel", id="cancel")
         yield Footer()
 
-    def _select(self, field: str, options: Sequence[str]) -> ComposeResult:
-        yield Label(field)
+    def _select(
+        self,
+        field: str,
+        options: Sequence[str | tuple[str, str]],
+        label: str = "",
+        classes: str = "",
+    ) -> ComposeResult:
+        """A label and a Select of `options`: values, or (shown, value) pairs."""
+        yield Label(label or field, classes=classes)
         yield Select(
-            [(option, option) for option in options], allow_blank=False, compact=True, id=field
+            [(option, option) if isinstance(option, str) else option for option in options],
+            allow_blank=False,
+            compact=True,
+            id=field,
+            classes=classes or None,
         )
 
     def _input(
@@ -636,11 +755,14 @@ class NewRunScreen(Screen[list[str] | None]):
         self.query_one("#devices", Input).disabled = slurm
 
     def _sync_scheme(self) -> None:
-        """The chosen scheme's own fields: TRADES' beta, AT-BSL's prior tau, AWP's gamma."""
+        """The chosen scheme's own fields (TRADES' beta, AT-BSL's prior tau, AWP's gamma,
+        TAET's, REAT's and RoBal's settings) and the class-wise budget's: a class `-x` on a
+        field is shown while the screen has `-x-scheme`."""
         scheme = self.query_one("#scheme", Select).value
-        self.set_class(scheme in ("trades", "trades-awp"), "-trades-scheme")
-        self.set_class(scheme == "bsl", "-bsl-scheme")
-        self.set_class(scheme in ("awp", "trades-awp"), "-awp-scheme")
+        budget = self.query_one("#class_budget", Select).value == "true"
+        shown = scheme_field_classes(scheme if isinstance(scheme, str) else "", budget)
+        for css in (*SCHEME_FIELDS, "-budget", "-budget-on"):
+            self.set_class(css in shown, f"{css}-scheme")
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -738,7 +860,7 @@ class NewRunScreen(Screen[list[str] | None]):
             return
         if event.select.id == "backend":
             self._sync_backend()
-        if event.select.id == "scheme":
+        if event.select.id in ("scheme", "class_budget"):
             self._sync_scheme()
         self._request_validation()
 
