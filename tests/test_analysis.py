@@ -70,6 +70,27 @@ def test_separability_edge_cases() -> None:
         feature_separability(torch.randn(4), torch.zeros(4, dtype=torch.long))
 
 
+def _separability_by_loops(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """The module docstring's definition, class by class (slow, obvious)."""
+    z = torch.nn.functional.normalize(features.double(), dim=1)
+    classes = sorted(set(labels.tolist()))
+    centroids = {c: z[labels == c].mean(dim=0) for c in classes}
+    within = sum(float((z[labels == c] - centroids[c]).norm(dim=1).mean()) for c in classes)
+    gaps = [float((centroids[a] - centroids[b]).norm()) for a in classes for b in classes if a < b]
+    return (sum(gaps) / len(gaps)) / (within / len(classes))
+
+
+def test_separability_equals_the_class_by_class_definition_with_absent_classes() -> None:
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 100, (3000,), generator=gen)
+    labels = labels[(labels % 7) != 3]  # some classes absent, as in a small tail sample
+    features = torch.randn(len(labels), 32, generator=gen) + torch.eye(100, 32)[labels] * 2
+    expected = _separability_by_loops(features, labels)
+    assert feature_separability(features, labels) == pytest.approx(expected, rel=1e-12)
+    # told the number of classes (the trainer is): the same number, absent classes skipped
+    assert feature_separability(features, labels, 120) == pytest.approx(expected, rel=1e-12)
+
+
 def test_separability_orders_mixtures_by_their_separation() -> None:
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(200)

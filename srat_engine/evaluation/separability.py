@@ -27,12 +27,19 @@ from torch import Tensor
 from srat_engine.models.base import SratModel
 
 
-def feature_separability(features: Tensor, labels: Tensor) -> float:
+def feature_separability(features: Tensor, labels: Tensor, num_classes: int | None = None) -> float:
     """B / W as defined in the module docstring; needs at least two classes present.
+    `num_classes` (labels lie in [0, num_classes)): when given, nothing waits for the device
+    before the end; else the largest label decides it.
 
     Hand example: class 0 at (1, 0) and (0, 1), class 1 at (-1, 0) and (0, -1). Centroids
     (±0.5, ±0.5); every point is sqrt(0.5) from its centroid, so W = sqrt(0.5); B = sqrt(2);
     separability = 2. Returns math.inf when every point sits on its class centroid.
+
+    Per-class sums go through `index_add_` and the centroid pairs through one `cdist`, so the
+    whole computation is a fixed handful of kernels and one host sync at the end, whatever the
+    number of classes (a loop over classes with boolean masks waits for the device twice per
+    class: 200 times an epoch on CIFAR-100).
     """
     if features.dim() != 2 or labels.dim() != 1 or len(features) != len(labels):
         raise ValueError(
@@ -40,18 +47,26 @@ def feature_separability(features: Tensor, labels: Tensor) -> float:
             f"{tuple(labels.shape)}"
         )
     z = torch.nn.functional.normalize(features.detach().double(), dim=1)
-    present = torch.unique(labels)
-    if len(present) < 2:
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if len(labels) else 0
+    counts = torch.bincount(labels, minlength=num_classes).to(z.dtype)
+    present = counts > 0
+    sizes = counts.clamp(min=1)
+    centroids = torch.zeros(num_classes, z.shape[1], dtype=z.dtype, device=z.device)
+    centroids.index_add_(0, labels, z).div_(sizes[:, None])
+    spread = torch.zeros(num_classes, dtype=z.dtype, device=z.device)
+    spread.index_add_(0, labels, (z - centroids[labels]).norm(dim=1)).div_(sizes)
+    n_present = present.sum()
+    within = (spread * present).sum() / n_present.clamp(min=1)
+    pairs = torch.triu(present[:, None] & present[None, :], diagonal=1)
+    gaps = torch.cdist(centroids, centroids, compute_mode="donot_use_mm_for_euclid_dist")
+    between = (gaps * pairs).sum() / pairs.sum().clamp(min=1)
+    n, within_value, between_value = torch.stack([n_present.to(z.dtype), within, between]).tolist()
+    if n < 2:
         raise ValueError("separability needs examples of at least two classes")
-    centroids = torch.stack([z[labels == c].mean(dim=0) for c in present])
-    within = torch.stack(
-        [(z[labels == c] - centroids[k]).norm(dim=1).mean() for k, c in enumerate(present)]
-    ).mean()
-    pairs = torch.triu_indices(len(present), len(present), offset=1)
-    between = (centroids[pairs[0]] - centroids[pairs[1]]).norm(dim=1).mean()
-    if float(within) == 0.0:
+    if within_value == 0.0:
         return math.inf
-    return float(between / within)
+    return between_value / within_value
 
 
 @torch.no_grad()

@@ -380,7 +380,7 @@ class Trainer:
         if features is not None:
             # penultimate-feature separability (evaluation/separability.py) of the same test set,
             # tracked per epoch beside the accuracies
-            separability = feature_separability(torch.cat(features), y)
+            separability = feature_separability(torch.cat(features), y, resolved.num_classes)
             result["separability"] = separability if math.isfinite(separability) else None
         return result
 
