@@ -174,7 +174,7 @@ def test_every_preset_file_validates_and_resolves(name: str) -> None:
 
 def test_every_preset_file_is_listed_and_bases_are_hidden() -> None:
     on_disk = {p.stem for p in PRESET_DIR.glob("*.toml")}
-    assert len(on_disk) == 156  # the 88 grid cells, bases, short names, digits, new baselines
+    assert len(on_disk) == 164  # the 88 grid cells, bases, short names, digits, new baselines
     visible, everything = list_presets(env_dirs()), list_presets(env_dirs(), include_bases=True)
     assert set(everything) == on_disk
     assert set(visible) == {n for n in on_disk if not n.startswith("_")}
@@ -362,3 +362,84 @@ def test_synthetic_stand_in_keeps_a_cifar_presets_class_counts() -> None:
     counts = resolve(stand_in, Home.from_env().data_dir).class_counts
     assert counts == resolve(real, Home.from_env().data_dir).class_counts
     assert sum(counts) == 12406  # the paper's CIFAR-10 Exp-100 training set
+
+
+# --- own CIFAR-100-LT protocols ------------------------------------------------------------
+
+# each method's own CIFAR-100 preset and its CIFAR-10 counterpart (TRADES and TAET publish no
+# CIFAR-100 protocol)
+CIFAR100_OWN = {
+    "at-bsl-cifar100-ir50": "at-bsl-cifar10-ir50",
+    "at-bsl-aua-cifar100-ir50": "at-bsl-aua-cifar10-ir50",
+    "at-bsl-ra-cifar100-ir50": "at-bsl-ra-cifar10-ir50",
+    "at-bsl-cbudget-cifar100-ir50": "at-bsl-cbudget-cifar10-ir50",
+    "reat-cifar100-ir50": "reat-cifar10-ir50",
+    "robal-cifar100-ir50": "robal-cifar10-ir50",
+    "awp-cifar100-ir50": "awp-cifar10-ir50",
+    "trades-awp-cifar100-ir50": "trades-awp-cifar10-ir50",
+}
+
+
+def test_own_cifar100_presets_are_exactly_these() -> None:
+    names = {n for n in list_presets(env_dirs()) if n.endswith("-cifar100-ir50")}
+    assert names == set(CIFAR100_OWN)
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR100_OWN), ids=lambda name: name)
+def test_own_cifar100_preset_is_cifar100_lt_exp50(name: str) -> None:
+    config = preset_config(name)
+    counterpart = preset_config(CIFAR100_OWN[name])
+    resolved = resolve(config, Home.from_env().data_dir)
+    assert config.data.dataset == "cifar100"
+    assert (config.data.imbalance, config.data.ratio) == ("exp", 50)
+    assert resolved.num_classes == 100
+    assert resolved.class_counts[0] == 500
+    assert resolved.class_counts[-1] == 10  # 500 / 50
+    assert config.method == counterpart.method
+    assert config.data.policy == counterpart.data.policy
+
+
+def test_robal_cifar100_is_the_references_robal_n() -> None:
+    """configs/CIFAR100_LT/cifar100_LT0.1_pgdat_robal_N_{train,eval}.yaml (wutong16)."""
+    config = preset_config("robal-cifar100-ir50")
+    robal = config.robal
+    assert (robal.margin, robal.tau_m, robal.tau_b, robal.tau_p) == (0.2, 0.0, 0.0, 1.5)
+    assert (robal.scale, robal.gamma) == (10.0, 0.03125)
+    assert config.loss.trades_beta == 3.0
+    assert (config.train.epochs, config.train.batch_size, config.train.weight_decay) == (
+        80,
+        64,
+        2e-4,
+    )
+    assert config.train.lr_milestones == [59, 74]
+    assert config.attack.steps == 5
+    assert config.model.arch == "wrn34_10"
+
+
+def test_class_budget_cifar100_is_robustlts() -> None:
+    """configs/cifar100lf/robustlt_atbsl_cifar100.yaml: alpha 0.4, beta 0.6 of 100 epochs."""
+    config = preset_config("at-bsl-cbudget-cifar100-ir50")
+    assert config.attack.class_budget
+    assert config.attack.budget_alpha == 0.4
+    assert config.attack.budget_warmup == 60
+    assert config.attack.budget_warmup_start == "zero"
+    assert config.loss.prior_tau == 1.0
+    assert config.model.arch == "wrn28_10"
+    assert config.train.lr_milestones == [75, 90]
+    budgets = resolve(config, Home.from_env().data_dir).class_budgets
+    assert budgets is not None
+    # the head class (n_c = n_max) gets (1 - alpha) eps = 0.6 * 8/255
+    assert budgets[0] == pytest.approx(4.8 / 255, abs=1e-9)
+
+
+def test_at_bsl_and_reat_cifar100_schedules() -> None:
+    """train_at_bsl_cifar100.py (README: --arch wrn) and REAT's train.py --dataset cifar100."""
+    at_bsl = preset_config("at-bsl-cifar100-ir50")
+    assert at_bsl.model.arch == "wrn34_10"
+    assert (at_bsl.train.epochs, at_bsl.train.weight_decay) == (100, 5e-4)
+    assert at_bsl.train.lr_milestones == [74, 89]
+    reat = preset_config("reat-cifar100-ir50")
+    assert reat.model.arch == "resnet18"
+    assert (reat.train.epochs, reat.train.weight_decay) == (80, 5e-4)
+    assert reat.train.lr_milestones == [60, 75]
+    assert reat.reat.tfa_weight == 1.0
