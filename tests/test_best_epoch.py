@@ -114,6 +114,7 @@ def test_compare_best_shows_the_peak_epoch_and_says_so(srat: Srat, srat_home: Pa
     assert last.code == best.code == 0, (last.err, best.err)
     assert "selected on the test set" not in last.out and "final" in last.out
     assert "[best epoch]" in best.out and "selected on the test set" in best.out
+    assert "Rob overall [best epoch]" in best.out  # every robust header says so, not only a note
     row = next(line for line in best.out.splitlines() if "run-peak" in line and "epoch" in line)
     assert "epoch 3/5" in row and "41.00" in row  # the peak, not the final evaluation
     bad = srat("runs", "compare", peak.id, other.id, "--checkpoint", "first")

@@ -70,6 +70,8 @@ async def test_marked_runs_side_by_side(context: AppContext) -> None:
         for run_id in ("run-ce", "run-srat"):
             assert run_id in metrics
         assert "Std" in metrics or "std" in metrics
+        # two configurations, one seed each: no table of seeds to average
+        assert not screen.query_one("#seed-tables", Static).display
 
         await pilot.press("a")  # every config key now, the dataset included
         await wait_for(pilot, lambda: "data.dataset" in text(screen.query_one("#config-diff",
@@ -174,7 +176,7 @@ async def test_best_epoch_key_shows_and_exports_each_runs_best_epoch_marked(
         await wait_for(pilot, lambda: "77.70" in text(screen.query_one("#compare-metrics",
                        Static)), "the best epoch's numbers")  # fmt: skip
         best = text(screen.query_one("#compare-metrics", Static))
-        assert "epoch 3/10" in best  # the record the numbers come from
+        assert "epoch 3/10" in best and "[best epoch]" in best  # marked headers
         note = text(screen.query_one("#per-class", Static))
         assert "[best epoch] selected on the test set" in note
         assert "best epoch" in screen.sub_title
@@ -193,3 +195,32 @@ async def test_best_epoch_key_shows_and_exports_each_runs_best_epoch_marked(
         await wait_for(pilot, lambda: "77.70" not in text(screen.query_one("#compare-metrics",
                        Static)), "the last checkpoint's numbers")  # fmt: skip
         assert "best epoch" not in screen.sub_title
+
+
+@scenario
+async def test_seeds_of_one_configuration_are_averaged_in_the_papers_layout(
+    context: AppContext,
+) -> None:
+    """Marked runs that are seeds of one configuration: a table of mean ± std over them, one
+    row per method (the cells `srat runs export` writes); none while every config has one."""
+    make_fake_run(context.runs_root, "run-ce-seed1", preset="digits-ce", status="finished",
+                  epochs_done=10, overrides=("seed=1",), index=context.index)  # fmt: skip
+    async with SratApp(context).run_test(size=SIZE) as pilot:
+        app = pilot.app
+        assert isinstance(app, SratApp)
+        await wait_for(
+            pilot, lambda: app.runs_screen is not None and app.runs_screen.loaded, "runs"
+        )
+        await pilot.press("space", "space", "space", "c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), "the compare screen")
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        await wait_for(pilot, lambda: screen.loaded is not None, "the runs to load")
+        seeds = screen.query_one("#seed-tables", Static)
+        assert seeds.display
+        shown = text(seeds)
+        assert "mean ± std over seeds" in shown
+        rows = {line.split()[1]: line for line in shown.splitlines() if line.startswith("│")}
+        assert set(rows) == {"CE", "SRAT-LDAM"}
+        assert " 2 " in rows["CE"] and "±" in rows["CE"]  # two seeds averaged
+        assert "±" not in rows["SRAT-LDAM"]  # one seed: no spread to show

@@ -198,7 +198,7 @@ def _export_csv(blocks: Sequence[TableBlock], robust: RobustSource) -> str:
     return out.getvalue()
 
 
-def _value_cells(
+def value_cells(
     block: TableBlock, row: TableRow, digits: int, robust: RobustSource, pm: str, mark: str
 ) -> list[str]:
     """A row's value cells for md and latex: four per ratio (`cell_text`, "-" where the row
@@ -233,7 +233,7 @@ def _export_md(blocks: Sequence[TableBlock], digits: int, robust: RobustSource) 
             "|" + "---|" + "---:|" * (len(header) - 1),
         ]
         for row in block.rows:
-            values = _value_cells(block, row, digits, robust, pm=" ± ", mark=f" {MASK_MARK}")
+            values = value_cells(block, row, digits, robust, pm=" ± ", mark=f" {MASK_MARK}")
             lines.append("| " + " | ".join([_md_escape(row.label), *values]) + " |")
         flagged = _block_flagged(block, robust)
         if flagged:
@@ -289,7 +289,7 @@ def _export_latex(blocks: Sequence[TableBlock], digits: int, robust: RobustSourc
         lines.append("Method & " + " & ".join(["Overall & Under & Overall & Under"] * k) + " \\\\")
         lines.append("\\hline")
         for row in block.rows:
-            values = _value_cells(block, row, digits, robust, pm=" $\\pm$ ", mark="$^\\dagger$")
+            values = value_cells(block, row, digits, robust, pm=" $\\pm$ ", mark="$^\\dagger$")
             lines.append(" & ".join([latex_escape(row.label), *values]) + " \\\\")
         lines += ["\\hline", "\\end{tabular}"]
         flagged = _block_flagged(block, robust)

@@ -15,8 +15,14 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from srat_engine.reporting.export import RobustSource, format_ratio
-from srat_engine.reporting.report import config_diff
+from srat_engine.reporting.export import (
+    MASK_MARK,
+    RobustSource,
+    block_title,
+    format_ratio,
+    value_cells,
+)
+from srat_engine.reporting.report import TableBlock, config_diff
 from srat_engine.runs.records import METRIC_COLUMNS
 from srat_tui.render.format import inert_text, is_number, masking_flag, pct
 
@@ -99,7 +105,8 @@ def metrics_table(
     table.add_column("seed", justify="right")
     table.add_column("from")
     for column in METRIC_COLUMNS:
-        table.add_column(robust.title(column), justify="right")
+        # as Text: "[best epoch]" would be read as Rich markup, and vanish
+        table.add_column(inert_text(robust.title(column)), justify="right")
     if with_masking:
         table.add_column("masking")
     for run in runs:
@@ -184,3 +191,28 @@ def compare_renderables(
     if robust is not None and robust.selection:
         out.append(Text(f"[best epoch] {robust.selection}", style="bold"))
     return out
+
+
+def seed_tables(
+    blocks: Sequence[TableBlock], digits: int = 2, robust: RobustSource | None = None
+) -> list[Table]:
+    """The paper's layout of the compared runs (`report.paper_table`): one table per dataset
+    and imbalance, a row per method, mean ± std over the seeds of each configuration, the
+    cells `srat runs export --format md` writes."""
+    robust = robust or RobustSource()
+    tables: list[Table] = []
+    for block in blocks:
+        title = f"{block_title(block)}: mean ± std over seeds"
+        table = Table(title=inert_text(title), title_justify="left")
+        table.add_column("method")
+        table.add_column("seeds", justify="right")
+        for ratio in block.ratios:
+            for column in METRIC_COLUMNS:
+                header = f"K={format_ratio(ratio)} {robust.title(column)}"
+                table.add_column(inert_text(header), justify="right")
+        for row in block.rows:
+            seeds = "/".join(str(cell.n) for _, cell in sorted(row.cells.items()))
+            cells = value_cells(block, row, digits, robust, pm=" ± ", mark=f" {MASK_MARK}")
+            table.add_row(inert_text(row.label), seeds, *(inert_text(c) for c in cells))
+        tables.append(table)
+    return tables

@@ -40,11 +40,11 @@ from srat_engine.reporting.export import (
     RobustSource,
     format_export,
 )
-from srat_engine.reporting.report import group_seeds, paper_table, pick_metrics
+from srat_engine.reporting.report import TableBlock, group_seeds, paper_table, pick_metrics
 from srat_engine.runs.records import best_epoch, class_count
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import at_best_epoch, summarize_run
-from srat_tui.render.compare import CompareRun, compare_renderables
+from srat_tui.render.compare import CompareRun, compare_renderables, seed_tables
 from srat_tui.render.format import inert_text
 from srat_tui.tui.context import app_context
 from srat_tui.tui.messages import CompareLoaded, ExportFailed, ExportWritten
@@ -78,6 +78,14 @@ class Loaded:
     runs: tuple[CompareRun, ...]
     curves: tuple[Curve, ...]
     errors: tuple[str, ...]  # one line per run that could not be read
+    # the runs in the paper's layout, seeds of one configuration averaged (`paper_table`)
+    blocks: tuple[TableBlock, ...] = ()
+
+    @property
+    def has_seeds(self) -> bool:
+        """Whether some configuration has several seeds here (else the per-run table says
+        it all)."""
+        return any(cell.n > 1 for b in self.blocks for r in b.rows for cell in r.cells.values())
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ def load_runs(runs_root: Path, run_ids: list[str], checkpoint: str = "last") -> 
     runs: list[CompareRun] = []
     curves: list[Curve] = []
     errors: list[str] = []
+    records: list[dict[str, Any]] = []
     for run_id in run_ids:
         try:
             run = RunDir.open(runs_root, run_id)
@@ -118,13 +127,21 @@ def load_runs(runs_root: Path, run_ids: list[str], checkpoint: str = "last") -> 
         except (SratError, OSError, ValueError) as err:
             errors.append(f"{run_id}: {err}")
             continue
+        records.append(table_record(run, runs_root, checkpoint))
         metrics = pick_metrics(events, class_count(doc))
         if checkpoint == "best" and metrics is not None:
             chosen = best_epoch(events, class_count(doc))
             metrics = dict(chosen) if chosen is not None else metrics
         runs.append(CompareRun(run.id, doc, metrics))
         curves.append(curve_of(run.id, events))
-    return Loaded(tuple(runs), tuple(curves), tuple(errors))
+    blocks = paper_table(group_seeds(records))
+    return Loaded(tuple(runs), tuple(curves), tuple(errors), tuple(blocks))
+
+
+def table_record(run: RunDir, runs_root: Path, checkpoint: str) -> dict[str, Any]:
+    """A run's record for the paper's layout: its summary, at its best epoch when asked."""
+    record = summarize_run(run)
+    return at_best_epoch(record, runs_root) if checkpoint == "best" else record
 
 
 def write_export(
@@ -133,9 +150,7 @@ def write_export(
     """Write the comparison in the paper's layout (each run's last checkpoint, or its best
     epoch, marked); returns the path and how many runs were left out for lack of final
     metrics."""
-    records = [summarize_run(RunDir.open(runs_root, run_id)) for run_id in run_ids]
-    if checkpoint == "best":
-        records = [at_best_epoch(record, runs_root) for record in records]
+    records = [table_record(RunDir.open(runs_root, i), runs_root, checkpoint) for i in run_ids]
     groups = group_seeds(records)
     table = paper_table(groups, with_paper=request.with_paper)
     text = format_export(table, request.fmt, robust=robust_source(checkpoint))
@@ -222,6 +237,7 @@ class CompareScreen(Screen[None]):
             yield Static("loading runs…", id="compare-errors")
             yield Static(id="config-diff")
             yield Static(id="compare-metrics")
+            yield Static(id="seed-tables")
             with Horizontal(id="curves"):
                 yield PlotextPlot(id="std-plot")
                 yield PlotextPlot(id="rob-plot")
@@ -288,6 +304,11 @@ class CompareScreen(Screen[None]):
         config, metrics, *rest = renderables
         self.query_one("#config-diff", Static).update(config)
         self.query_one("#compare-metrics", Static).update(metrics)
+        seeds = self.query_one("#seed-tables", Static)
+        seeds.display = self.loaded.has_seeds
+        if self.loaded.has_seeds:
+            robust = robust_source(self.checkpoint)
+            seeds.update(Group(*seed_tables(self.loaded.blocks, robust=robust)))
         per_class = self.query_one("#per-class", Static)
         # per-class accuracy and, for the best epoch, the note on how it was selected
         per_class.update(Group(*rest) if rest else "")
