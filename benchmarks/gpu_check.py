@@ -1,7 +1,9 @@
-"""The GPU measurements of the fast path, in one pass (about 4 minutes on one H200).
+"""The GPU measurements of the fast path, in one pass (the first four sections about 4 minutes
+on one H200; the study section, not yet run on a GPU, is sized for 3-5 more).
 
     python benchmarks/gpu_check.py --out DIR [--device cuda] [--precisions fp32,bf16]
-        [--compile default] [--sections tests,bench,compile,epoch,precision]
+        [--compile default] [--study 1,2,4] [--study-epochs 3]
+        [--sections tests,bench,compile,epoch,precision,study]
 
 (with srat installed, e.g. by `make install`, or with `PYTHONPATH=.` from the repository root)
 
@@ -19,7 +21,14 @@ command and its output), and prints the summary:
    ``cifar10-exp100-ce`` and ``cifar10-exp100-srat-ldam``: epochs 2-3 of a 3-epoch run, so the
    first epoch's cuDNN autotuning is left out (it is reported too);
 4. bf16 against fp32 training on the device: ``digits-srat-ldam`` for seeds 0-2 in each
-   precision, final PGD-20 robust accuracy (the runs go in parallel; the GPU has room).
+   precision, final PGD-20 robust accuracy (the runs go in parallel; the GPU has room);
+5. several runs on one GPU (section ``study``): ``srat bench --study 1,2,4`` (K synthetic
+   ``cifar10-exp100-srat-ldam`` runs of 3 epochs at once: aggregate images/s, TFLOP/s and
+   the share of the bf16 peak, projected 200-epoch run and 11-method column), again with
+   ``--mps`` for K > 1 (skipped, and said so, without ``nvidia-cuda-mps-control``), the
+   issue's targets checked against both; and packed against alone: ``digits-srat-ldam``
+   seeds 0-1 queued on one slot (one after another) and then on two (``--per-gpu 2``),
+   final robust accuracy per run side by side.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +51,11 @@ REPO = Path(__file__).resolve().parent.parent
 SRAT = [sys.executable, "-m", "srat_tui.cli"]
 EPOCH_PRESETS = ("cifar10-exp100-ce", "cifar10-exp100-srat-ldam")
 SEEDS = (0, 1, 2)
-SECTIONS = ("tests", "bench", "compile", "epoch", "precision")
+SECTIONS = ("tests", "bench", "compile", "epoch", "precision", "study")
+PACKED_PRESET = "digits-srat-ldam"
+# issue #15's targets on one H200: a 200-epoch SRAT-LDAM run projected within 6 minutes, the
+# 11-method column within 45 with packing, aggregate >= 2x one run's, >= 30% of bf16 peak
+TARGETS = {"run_minutes": 6.0, "column_minutes": 45.0, "speedup": 2.0, "peak_share": 0.30}
 
 
 class Log:
@@ -163,6 +177,114 @@ def precision_check(
     return summary
 
 
+def study(
+    log: Log, env: dict[str, str], device: str, counts: str, epochs: int, *extra: str
+) -> dict[str, Any]:
+    """`srat bench --study`: each K's figures (minutes for the projections)."""
+    args = [*SRAT, "bench", "--study", counts, "--device", device, "--epochs", str(epochs)]
+    args += ["--timeout", "200", "--json", *extra]
+    code, out = run(log, args, env, timeout=900)
+    if code != 0:
+        return {"error": f"exit {code}"}
+    result = json.loads(out)
+    packs = {}
+    for pack in result["packs"]:
+        runs = pack["runs"]
+        packs[f"K={pack['per_device']}"] = {
+            "images_per_s": round(pack["images_per_s"], 1),
+            "images_per_s_wall": round(pack["images_per_s_wall"], 1),
+            "tflops": round(pack["tflops"], 1),
+            "peak_share": pack["peak_share"] and round(pack["peak_share"], 3),
+            "speedup": pack["speedup"] and round(pack["speedup"], 2),
+            "speedup_wall": pack["speedup_wall"] and round(pack["speedup_wall"], 2),
+            "epoch1_train_s": [round(r["first_train_s"], 2) for r in runs],
+            "train_s": [round(r["train_s"], 2) for r in runs],
+            "eval_s": [round(r["eval_s"], 2) for r in runs],
+            "final_eval_s": [r["final_s"] and round(r["final_s"], 2) for r in runs],
+            "run_minutes": round(pack["projected_run_s"] / 60, 2),
+            "column_minutes": round(pack["projected_column_s"] / 60, 2),
+        }
+    return {
+        "command": " ".join(["srat", *(a for a in args[len(SRAT) :] if a != "--json")]),
+        "device_name": result["device_name"],
+        "peak_tflops": result["peak_tflops"],
+        "peak_source": result["peak_source"],
+        "project_epochs": result["project_epochs"],
+        "packs": packs,
+    }
+
+
+def targets(studies: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets against the best K of the studies that ran; one run and the
+    speed-ups are against the first study's K=1 (the MPS study has no K=1 of its own)."""
+    packs = [p for s in studies for p in s.get("packs", {}).values()]
+    alone = studies[0].get("packs", {}).get("K=1")
+    if not packs or alone is None:
+        return {"error": "no study figures with K=1"}
+    for pack in packs:
+        pack["speedup_vs_alone"] = round(pack["images_per_s"] / alone["images_per_s"], 2)
+    best = {
+        "run_minutes": alone["run_minutes"],
+        "column_minutes": min(p["column_minutes"] for p in packs),
+        "speedup": max(p["speedup_vs_alone"] for p in packs),
+        # None where the device has no known peak (--peak-tflops gives one)
+        "peak_share": max((p["peak_share"] for p in packs if p["peak_share"]), default=None),
+    }
+    met = {
+        key: None
+        if value is None
+        else value <= TARGETS[key]
+        if key.endswith("minutes")
+        else value >= TARGETS[key]
+        for key, value in best.items()
+    }
+    return {"targets": TARGETS, "measured": best, "met": met}
+
+
+def packed_vs_alone(log: Log, env: dict[str, str], device: str, *extra: str) -> dict[str, Any]:
+    """digits-srat-ldam seeds 0-1 one after another on one slot, then packed on two (`extra`:
+    more `srat run` arguments, e.g. --set for a quick try on a CPU)."""
+    runs_root = Path(env["SRAT_HOME"]) / "runs"
+    summary: dict[str, Any] = {
+        "command": f"srat run --preset {PACKED_PRESET} --device {device} --seeds 0-1 --detach "
+        "--per-gpu P   (P = 1: alone, one after another; P = 2: packed)",
+    }
+    for mode, per_gpu in (("alone", 1), ("packed", 2)):
+        args = [*SRAT, "run", "--preset", PACKED_PRESET, "--device", device, "--seeds", "0-1"]
+        args += ["--detach", "--per-gpu", str(per_gpu), "--json", *extra]
+        started = time.perf_counter()
+        code, out = run(log, args, env, timeout=120)
+        if code != 0:
+            summary[mode] = {"error": f"exit {code}"}
+            continue
+        ids = [entry["run_id"] for entry in json.loads(out)]
+        deadline = started + 300
+        while time.perf_counter() < deadline and not all(
+            (runs_root / i / "exit.json").exists() for i in ids
+        ):
+            time.sleep(0.5)
+        wall = time.perf_counter() - started
+        result: dict[str, Any] = {"wall_s": round(wall, 1)}
+        for seed, run_id in enumerate(ids):
+            exit_file = runs_root / run_id / "exit.json"
+            if not exit_file.exists():
+                run(log, [*SRAT, "runs", "kill", run_id], env, timeout=60)
+                result[f"seed {seed}"] = "did not end within 300 s (killed)"
+                continue
+            ended = json.loads(exit_file.read_text())
+            final = ended.get("final") or {}
+            log.write(f"[{mode} seed {seed}: {run_id} {ended.get('status')}] {json.dumps(final)}")
+            result[f"seed {seed}"] = final.get("rob_overall", ended.get("error"))
+        summary[mode] = result
+    alone, packed = summary.get("alone", {}), summary.get("packed", {})
+    summary["packed_minus_alone"] = {
+        seed: round(packed[seed] - alone[seed], 2)
+        for seed in ("seed 0", "seed 1")
+        if isinstance(alone.get(seed), (int, float)) and isinstance(packed.get(seed), (int, float))
+    }
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -176,6 +298,8 @@ def main() -> None:
         default=",".join(SECTIONS),
         help=f"which parts to run, comma-separated: {', '.join(SECTIONS)}",
     )
+    parser.add_argument("--study", default="1,2,4", help="runs at once (K) for the study")
+    parser.add_argument("--study-epochs", type=int, default=3, help="epochs per study run")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     if not sections <= set(SECTIONS):
@@ -223,6 +347,20 @@ def main() -> None:
     if "precision" in sections:
         precisions = args.precisions.split(",")
         summary["bf16_vs_fp32"] = precision_check(log, env, args.device, precisions)
+        save()
+    if "study" in sections:
+        summary["study"] = study(log, env, args.device, args.study, args.study_epochs)
+        save()
+        mps_counts = ",".join(k for k in args.study.split(",") if k.strip() != "1") or args.study
+        if shutil.which("nvidia-cuda-mps-control") is None:
+            summary["study_mps"] = {"skipped": "nvidia-cuda-mps-control is not on PATH"}
+        else:
+            summary["study_mps"] = study(
+                log, env, args.device, mps_counts, args.study_epochs, "--mps"
+            )
+        summary["study_targets"] = targets([summary["study"], summary["study_mps"]])
+        save()
+        summary["packed_vs_alone"] = packed_vs_alone(log, env, args.device)
         save()
     log.write(json.dumps(summary, indent=2))
 

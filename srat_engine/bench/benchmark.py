@@ -39,7 +39,7 @@ from srat_engine.bench.reference import EPS, PAD, STEP_SIZE, reference_loader, r
 from srat_engine.config.schema import RunConfig, set_override, validate_config
 from srat_engine.errors import SratError
 from srat_engine.models import SratModel, build_model
-from srat_engine.models.flops import executed_flops, forward_flops
+from srat_engine.models.flops import executed_flops, forward_flops, pgd_training_forwards
 from srat_engine.training.device import pick_device
 from srat_engine.training.graphs import GraphedTrainStep, graphed_step
 from srat_engine.training.step import TrainStep, per_sample_loss
@@ -254,7 +254,7 @@ def run_benchmark(
 
     engine_model, ref_model, sgd = build_pair(arch, dev, seed)
     flops = forward_flops(engine_model, INPUT_SHAPE)
-    fwd_equivalents = 2 * steps + 3
+    fwd_equivalents = pgd_training_forwards(steps)
 
     # engine path: device-resident uint8, batches drawn by a device permutation
     generator = torch.Generator(device=dev).manual_seed(seed)

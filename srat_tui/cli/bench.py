@@ -1,19 +1,26 @@
-"""`srat bench`: the engine's PGD-AT training step against common public code, side by side."""
+"""`srat bench`: the engine's PGD-AT training step against common public code, side by side;
+with --study, K whole runs of one preset at once on one device (`srat_engine.bench.study`)."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from srat_engine.errors import SratError
-from srat_tui.cli.common import AsJson
+from srat_tui.cli.common import EXIT_FAILED, AsJson, error_line
 
 if TYPE_CHECKING:  # torch loads only when the command runs
     from srat_engine.bench.benchmark import BenchResult
+    from srat_engine.bench.study import PackResult, StudyResult
 
 app = typer.Typer()
+
+_STUDY = "Several runs on one device (--study)"
+_DEFAULT_PRESET = "cifar10-exp100-srat-ldam"  # bench.study.DEFAULT_PRESET, without torch
 
 
 def _lines(result: BenchResult) -> list[str]:
@@ -49,8 +56,73 @@ def _lines(result: BenchResult) -> list[str]:
     return rows
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def _share(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
+
+
+def _speedup(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _pack_lines(pack: PackResult, device: str) -> list[str]:
+    rows = [
+        f"K={pack.per_device}: {len(pack.runs)} run(s) at once on {device}",
+        f"  {'run':20} {'seed':>4} {'epoch 1 s':>9} {'train s':>8} {'eval s':>7} "
+        f"{'final s':>7} {'images/s':>9} {'robust %':>8}",
+    ]
+    for run in pack.runs:
+        final = "-" if run.final_s is None else f"{run.final_s:.2f}"
+        robust = "-" if run.rob_overall is None else f"{run.rob_overall:.1f}"
+        rows.append(
+            f"  {run.run_id:20} {run.seed:>4} {run.first_train_s:9.2f} {run.train_s:8.2f} "
+            f"{run.eval_s:7.2f} {final:>7} {run.images_per_s:9,.1f} {robust:>8}"
+        )
+    return rows
+
+
+def _study_lines(result: StudyResult) -> list[str]:
+    share = "" if result.peak_tflops is None else f"{result.peak_tflops:g} TFLOP/s, "
+    rows = [
+        f"srat bench --study: {result.preset} on {result.device} ({result.device_name}), "
+        f"{result.epochs} epochs per run, MPS {'on' if result.mps else 'off'}",
+        f"overrides: {' '.join(result.overrides) or '-'}; precision {result.precision}",
+        f"{result.arch}: forward {result.forward_gflops:.4g} GFLOP/example, model FLOPs per "
+        f"training example = {result.fwd_equivalents} forwards (PGD-{result.attack_steps})",
+        f"peak: {share}{result.peak_source}",
+        "per run: epoch 1 apart (warm-up); train/eval s = medians of the epochs after it; "
+        "final s = final evaluation",
+        "",
+    ]
+    for pack in result.packs:
+        rows += [*_pack_lines(pack, result.device), ""]
+    length = result.project_epochs
+    rows += [
+        "images/s: steady = sum over runs of examples / median train s (training only); "
+        "wall = every example of every epoch / first epoch start to last epoch end",
+        f"projected: one {length}-epoch run at K (its slowest run; eval.every "
+        f"{result.eval_every}, robust_every {result.robust_every}; every epoch evaluated in "
+        f"brackets) and the {result.column_runs}-run column, ceil({result.column_runs}/K) waves",
+        f"{'K':>3} {'images/s':>10} {'wall img/s':>10} {'TFLOP/s':>8} {'share':>6} "
+        f"{'speed-up':>8} {'(wall)':>7} {'run':>9} {'(every)':>9} {'column':>10}",
+    ]
+    for pack in result.packs:
+        rows.append(
+            f"{pack.per_device:>3} {pack.images_per_s:10,.1f} {pack.images_per_s_wall:10,.1f} "
+            f"{pack.tflops:8.3g} {_share(pack.peak_share):>6} {_speedup(pack.speedup):>8} "
+            f"{'(' + _speedup(pack.speedup_wall) + ')':>7} {_minutes(pack.projected_run_s):>9} "
+            f"{'(' + _minutes(pack.projected_run_every_epoch_s) + ')':>9} "
+            f"{_minutes(pack.projected_column_s):>10}"
+        )
+    return rows
+
+
 @app.command("bench")
 def bench(
+    ctx: typer.Context,
     model: Annotated[
         str, typer.Option("--model", "-m", help="resnet18 | preact18 | wrn34 | small")
     ] = "resnet18",
@@ -73,8 +145,81 @@ def bench(
         ),
     ] = None,
     as_json: AsJson = False,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study",
+            help="time whole runs instead: K runs of --preset at once on one device, for each "
+            "K of a list like 1,2,4",
+            rich_help_panel=_STUDY,
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", "-p", help=f"(default {_DEFAULT_PRESET})", rich_help_panel=_STUDY),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            help="epochs per run (default 3; the first is warm-up)",
+            rich_help_panel=_STUDY,
+        ),
+    ] = None,
+    peak_tflops: Annotated[
+        float | None,
+        typer.Option(
+            "--peak-tflops",
+            help="the device's peak for the share (default: the dense bf16 peak table)",
+            rich_help_panel=_STUDY,
+        ),
+    ] = None,
+    mps: Annotated[
+        bool,
+        typer.Option(
+            "--mps", help="share the GPU through a private CUDA MPS daemon", rich_help_panel=_STUDY
+        ),
+    ] = False,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            help="keep the runs in this srat home (default: a temporary one, removed afterwards)",
+            rich_help_panel=_STUDY,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="seconds each K's runs may take (default 1800)",
+            rich_help_panel=_STUDY,
+        ),
+    ] = None,
 ) -> None:
-    """Time one PGD-10 adversarial training step: engine vs. common public code."""
+    """Time one PGD-10 adversarial training step: engine vs. common public code (or, with
+    --study, whole runs packed K at a time on one device)."""
+
+    def given(*names: str) -> list[str]:
+        """The options among `names` typed on the command line (a default typed counts), by
+        the source's name: Typer may bring its own copy of click's ParameterSource."""
+        typed = [
+            n for n in names if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"
+        ]
+        return [f"--{name.replace('_', '-')}" for name in typed]
+
+    if study is not None:
+        step_only = given("model", "batch", "repeats", "iters", "warmup", "seed", "workers")
+        if step_only:
+            raise SratError(
+                f"{', '.join(step_only)}: one step's options, not a --study's (it runs "
+                "--preset; --set changes its config)"
+            )
+        _study(study, preset, epochs, device, overrides, peak_tflops, mps, home, timeout, as_json)
+        return
+    study_only = given("preset", "epochs", "peak_tflops", "mps", "home", "timeout")
+    if study_only:
+        raise SratError(f"{', '.join(study_only)}: only with --study K,K,... (e.g. --study 1,2,4)")
     if workers is not None and workers < 0:
         raise SratError(f"--workers must be >= 0 (got {workers})")
     from srat_engine.bench.benchmark import run_benchmark
@@ -95,3 +240,58 @@ def bench(
         return
     for line in _lines(result):
         typer.echo(line)
+
+
+def _study(
+    counts: str,
+    preset: str | None,
+    epochs: int | None,
+    device: str,
+    overrides: list[str] | None,
+    peak_tflops: float | None,
+    mps: bool,
+    home: Path | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """`srat bench --study`: the runs go in a temporary home unless --home names one."""
+    from srat_engine.bench.study import (
+        DEFAULT_EPOCHS,
+        StudyFailed,
+        parse_per_device,
+        run_study,
+        study_home,
+    )
+    from srat_engine.runs.home import Home
+
+    per_device = parse_per_device(counts)
+
+    def say(line: str) -> None:  # progress on stderr: stdout stays the table or the JSON
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        with study_home(Home.from_env(), home) as where:
+            result = run_study(
+                where,
+                preset or _DEFAULT_PRESET,
+                per_device,
+                epochs=DEFAULT_EPOCHS if epochs is None else epochs,
+                device=device,
+                overrides=tuple(overrides or ()),
+                peak_tflops=peak_tflops,
+                mps=mps,
+                timeout_s=1800.0 if timeout is None else timeout,
+                say=say,
+            )
+    except StudyFailed as failure:  # a run failed: not bad input (exit 1, not 2)
+        error_line(f"error: {' '.join(str(failure).split())}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        typer.echo(json.dumps({**result.as_dict(), "home_kept": home is not None}, indent=2))
+        return
+    for line in _study_lines(result):
+        typer.echo(line)
+    if home is None:
+        typer.echo(f"(the runs' temporary home {result.home} has been removed; --home keeps them)")
+    else:
+        typer.echo(f"the runs are kept in {home} (SRAT_HOME={home} srat runs ls)")
