@@ -39,6 +39,13 @@ def slots_for(devices: list[str], per_device: int) -> list[Slot]:
     return [Slot(device, k) for device in devices for k in range(per_device)]
 
 
+def threads_per_slot(cores: int, per_device: int) -> int:
+    """Intra-op threads for a run in one of `per_device` CPU slots: max(1, cores // per_device),
+    so K packed runs share the cores instead of each taking all of them (K x cores threads
+    thrash: two runs on two cores trained ~50x slower than one alone, measured)."""
+    return max(1, cores // max(1, per_device))
+
+
 def _try_lock(path: Path, *, create: bool = True) -> int | None:
     """An fd holding an exclusive lock on `path`, or None if someone else holds it.
 

@@ -28,7 +28,7 @@ from srat_engine.errors import (
     failure_message,
     raise_interrupted,
 )
-from srat_engine.jobs.slots import hold_slot, slots_for
+from srat_engine.jobs.slots import hold_slot, slots_for, threads_per_slot
 from srat_engine.runs.heartbeat import Heartbeat, interval_from_env
 from srat_engine.runs.home import Home
 from srat_engine.runs.liveness import LOCAL_BACKEND
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             # only now: a run that waits must not hold torch's ~500 MB (a queue of hundreds)
             from srat_engine.training.trainer import execute
 
-            execute(run, device=slot.device, resume=args.resume, heartbeat_s=None)
+            threads = cpu_share(run, args.per_device) if slot.device == "cpu" else None
+            execute(run, device=slot.device, resume=args.resume, heartbeat_s=None, threads=threads)
     except RunInterrupted as stop:
         if run.exit_record() is None:  # stopped while still queued
             _record_end(run, "killed", f"stopped by {stop} while queued")
@@ -96,6 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         record_in_index(run, home.index)
     return code
+
+
+def cpu_share(run: RunDir, per_device: int) -> int | None:
+    """The intra-op threads of a run in one of `per_device` CPU slots (`threads_per_slot` of
+    the CPUs this process may use), or None (torch's choice) for a lone slot or when
+    OMP_NUM_THREADS is set: whoever set it has chosen."""
+    if os.environ.get("OMP_NUM_THREADS") or per_device < 2:
+        return None
+    threads = threads_per_slot(len(os.sched_getaffinity(0)), per_device)
+    run.log(f"{threads} CPU thread(s): one of {per_device} CPU slots")
+    return threads
 
 
 def _record_end(run: RunDir, status: str, error: str) -> None:

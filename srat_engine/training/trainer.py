@@ -511,8 +511,12 @@ def execute(
     index: RunIndex | None = None,
     heartbeat_s: float | None = HEARTBEAT_S,
     checkpoint_request: threading.Event | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train a created run in this process, recording state and exit in its directory.
+
+    `threads`: torch's intra-op threads for this process (None: torch's own choice), e.g. a
+    CPU slot's share of the cores.
 
     With `index`, the run is listed there as running once it has started (a foreground run;
     the caller records how it ended there, as it also reports it). While it trains, a heartbeat
@@ -526,6 +530,8 @@ def execute(
     """
     config = validate_config(run.config()["config"])
     torch_device = pick_device(device or config.device)
+    if threads is not None:
+        torch.set_num_threads(threads)
     pid = os.getpid()
     run.clear_exit()
     try:
