@@ -4,6 +4,7 @@ and its runs-table cell. A real Slurm: tests/test_slurm_cluster.py and its kind.
 
 from __future__ import annotations
 
+import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
@@ -270,3 +271,43 @@ def test_a_slurm_job_that_left_the_queue_before_its_run_started_makes_it_dead(
 )  # fmt: skip
 def test_backend_cell(record: dict[str, Any], cell: str) -> None:
     assert runs_cell({"id": "a", "status": "queued", **record}, "backend", NOW) == cell
+
+
+# --- the TUI's cached queue -------------------------------------------------------------------
+
+
+def test_queue_cache_asks_squeue_once_per_max_age(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One squeue call serves every listing within max_age_s (squeue lists all of the user's
+    jobs, so any job ids are answered from it); older, or invalidated, it asks again."""
+    bin_dir, queue = tmp_path / "bin", tmp_path / "queue.txt"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    script = bin_dir / "squeue"
+    script.write_text(f"#!/bin/sh\necho x >> '{calls}'\ncat '{queue}'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    queue.write_text("7|PENDING|Priority|\n8|RUNNING|None|node1\n")
+    now = [100.0]
+    cache = slurm_queue.QueueCache(10.0, clock=lambda: now[0])
+
+    def squeue_calls() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    assert set(cache.snapshot(["7"]) or {}) == {"7"}
+    queue.write_text("7|RUNNING|None|node2\n")  # the job starts
+    now[0] = 109.9
+    assert cache.snapshot(["7", "8"]) == {  # still the first answer, for other ids too
+        "7": QueuedJob("7", "PENDING", "Priority", ""),
+        "8": QueuedJob("8", "RUNNING", "None", "node1"),
+    }
+    assert cache.snapshot([]) == {} and squeue_calls() == cache.calls == 1
+    now[0] = 110.0
+    assert cache.snapshot(["7", "8"]) == {"7": QueuedJob("7", "RUNNING", "None", "node2")}
+    cache.invalidate()
+    queue.write_text("")
+    assert cache.snapshot(["7"]) == {} and squeue_calls() == cache.calls == 3
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # squeue gone: the queue is unknown
+    cache.invalidate()
+    assert cache.snapshot(["7"]) is None

@@ -19,6 +19,7 @@ from textual.app import App
 from textual.pilot import Pilot
 
 from srat_engine.runs.home import Home
+from srat_engine.runs.slurm_queue import QueueCache
 from srat_tui.tui.context import AppContext
 
 NOW = datetime(2026, 11, 21, 14, 0, tzinfo=timezone.utc)
@@ -26,7 +27,10 @@ NOW = datetime(2026, 11, 21, 14, 0, tzinfo=timezone.utc)
 
 def pinned_context(home: Path, *, poll_seconds: float = 0.1, now: datetime = NOW) -> AppContext:
     """The app's view of `home` with a fixed clock (ages and snapshots do not drift)."""
-    return AppContext(home=Home(home), now=lambda: now, poll_seconds=poll_seconds)
+    # squeue answers at every poll, so a test sees a change of a fake squeue's queue at once
+    return AppContext(
+        home=Home(home), now=lambda: now, poll_seconds=poll_seconds, queue=QueueCache(0.0)
+    )
 
 
 def scenario(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:

@@ -14,7 +14,8 @@ import getpass
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,15 @@ def queue_snapshot(job_ids: Iterable[str]) -> dict[str, QueuedJob] | None:
     wanted = {str(job_id) for job_id in job_ids if job_id}
     if not wanted:
         return {}
+    jobs = _all_jobs()
+    if jobs is None:
+        return None
+    return {job_id: job for job_id, job in jobs.items() if job_id in wanted}
+
+
+def _all_jobs() -> dict[str, QueuedJob] | None:
+    """Every job of this user in the queue, from one squeue call; None without squeue or when
+    it fails."""
     squeue = shutil.which("squeue")
     if squeue is None:
         return None
@@ -79,7 +89,46 @@ def queue_snapshot(job_ids: Iterable[str]) -> dict[str, QueuedJob] | None:
         return None
     if done.returncode != 0:
         return None
-    return {job_id: job for job_id, job in parse_squeue(done.stdout).items() if job_id in wanted}
+    return parse_squeue(done.stdout)
+
+
+# How a listing asks the queue about job ids: `queue_snapshot`, or a `QueueCache`'s snapshot.
+QueueSource = Callable[[Iterable[str]], "dict[str, QueuedJob] | None"]
+
+
+class QueueCache:
+    """`queue_snapshot` that asks squeue at most once every `max_age_s` seconds: a screen that
+    lists runs every second would otherwise call squeue every second (each call costs
+    slurmctld an RPC). squeue lists all of this user's jobs at once, so one answer serves any
+    job ids asked for until it is `max_age_s` old. A stale answer is a hint for up to that
+    long: a job that started shows its run's own state at once (its process and heartbeat),
+    one that left the queue unstarted reads dead at most `max_age_s` later."""
+
+    def __init__(
+        self, max_age_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_age_s, self.clock = max_age_s, clock
+        self._taken: float | None = None
+        self._jobs: dict[str, QueuedJob] | None = None
+        self.calls = 0  # squeue calls made (what the cache saves is visible)
+
+    def snapshot(self, job_ids: Iterable[str]) -> dict[str, QueuedJob] | None:
+        wanted = {str(job_id) for job_id in job_ids if job_id}
+        if not wanted:
+            return {}
+        now = self.clock()
+        if self._taken is None or now - self._taken >= self.max_age_s:
+            self._jobs = _all_jobs()
+            self._taken = now
+            self.calls += 1
+        if self._jobs is None:
+            return None
+        return {job_id: job for job_id, job in self._jobs.items() if job_id in wanted}
+
+    def invalidate(self) -> None:
+        """The next snapshot asks squeue (after an action that changes the queue: kill,
+        resume, a submission)."""
+        self._taken = None
 
 
 def _user() -> str:

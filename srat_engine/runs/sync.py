@@ -17,7 +17,7 @@ from srat_engine.fsutil import WriteFailed
 from srat_engine.runs.index import RunIndex
 from srat_engine.runs.liveness import ACTIVE, ENDED, reconcile
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
-from srat_engine.runs.slurm_queue import queue_snapshot, with_queue_states
+from srat_engine.runs.slurm_queue import QueueSource, queue_snapshot, with_queue_states
 from srat_engine.runs.summary import summarize_run
 
 
@@ -60,7 +60,9 @@ def add_note(run: RunDir, text: str, *, index: RunIndex) -> list[str]:
     return notes
 
 
-def current_records(runs: Sequence[RunDir], index: RunIndex) -> list[dict[str, Any]]:
+def current_records(
+    runs: Sequence[RunDir], index: RunIndex, queue_source: QueueSource = queue_snapshot
+) -> list[dict[str, Any]]:
     """The runs' records with their true status, also written to `index`: the one rule by which
     `srat runs ls`, `srat runs show` and the TUI decide what a run's status is.
 
@@ -69,13 +71,14 @@ def current_records(runs: Sequence[RunDir], index: RunIndex) -> list[dict[str, A
     the index lock (`RunIndex.refresh`). An index that cannot be written (a full disk) still
     gets the runs' records, read from their directories; a corrupt one raises SratError.
     An active Slurm run's record also says what the queue says of its job (`slurm_state`, not
-    stored in the index).
+    stored in the index); `queue_source` asks the queue (a `QueueCache` for a screen that lists
+    every second).
     """
     states = {run.id: run.state() for run in runs}
     # one squeue call for every active Slurm run (taken after reading their states): it decides
     # whether a waiting job is still queued, and says where each job stands
     jobs = [str(s["slurm_job_id"]) for s in states.values() if _active_in_slurm(s)]
-    queue = queue_snapshot(jobs) if jobs else {}
+    queue = queue_source(jobs) if jobs else {}
     statuses = {run.id: reconcile(run, queue) for run in runs}
     try:
         records = index.refresh(runs)
@@ -111,9 +114,11 @@ def needs_refresh(record: dict[str, Any]) -> bool:
     return record.get("status") not in ENDED
 
 
-def refreshed_records(index: RunIndex, root: Path) -> list[dict[str, Any]]:
+def refreshed_records(
+    index: RunIndex, root: Path, queue_source: QueueSource = queue_snapshot
+) -> list[dict[str, Any]]:
     """All index records, with every run that has not ended re-read from its directory
-    (`current_records`).
+    (`current_records`, asking the queue through `queue_source`).
 
     This is where `dead` runs are found and live ones' summaries (epoch, latest accuracies)
     refreshed, so listings are live without per-epoch index writes; one index write for all.
@@ -124,5 +129,5 @@ def refreshed_records(index: RunIndex, root: Path) -> list[dict[str, Any]]:
         run_id = str(record.get("id", ""))
         if needs_refresh(record) and is_valid_run_id(run_id) and (root / run_id).is_dir():
             stale.append(RunDir(root / run_id))
-    fresh = {record["id"]: record for record in current_records(stale, index)}
+    fresh = {record["id"]: record for record in current_records(stale, index, queue_source)}
     return [fresh.get(str(record.get("id", "")), record) for record in records]

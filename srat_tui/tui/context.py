@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from srat_engine.runs.home import Home
 from srat_engine.runs.index import RunIndex
+from srat_engine.runs.slurm_queue import QueueCache
 
 if TYPE_CHECKING:
     from textual.dom import DOMNode
@@ -28,6 +29,8 @@ class AppContext:
     home: Home = field(default_factory=Home.from_env)  # the one place the app reads $SRAT_HOME
     now: Callable[[], datetime] = _utc_now
     poll_seconds: float = 1.0  # new epochs appear within 2 s: poll at 1 s
+    # squeue at most every 10 s however often the runs table polls (an action asks at once)
+    queue: QueueCache = field(default_factory=lambda: QueueCache(10.0))
 
     @property
     def runs_root(self) -> Path:

@@ -259,11 +259,14 @@ class RunsScreen(Screen[None]):
     # -- refresh ------------------------------------------------------------------------------
     def _poll(self) -> None:
         if not self._refresh_pending:
-            self.request_refresh()
+            self.request_refresh(fresh_queue=False)
 
-    def request_refresh(self) -> None:
-        """Re-read the runs now (cancels a refresh in flight: its data may predate an action)."""
+    def request_refresh(self, *, fresh_queue: bool = True) -> None:
+        """Re-read the runs now (cancels a refresh in flight: its data may predate an action);
+        with `fresh_queue`, ask squeue anew too rather than within its cache's age."""
         self._refresh_pending = True
+        if fresh_queue:
+            self.context.queue.invalidate()
         self.refresh_runs(self.context)
 
     @work(thread=True, exclusive=True, group="refresh")
@@ -272,7 +275,7 @@ class RunsScreen(Screen[None]):
         message: Message
         try:
             # squeue (one call, bounded by its timeout) runs here too, off the UI thread
-            records = refreshed_records(context.index, context.runs_root)
+            records = refreshed_records(context.index, context.runs_root, context.queue.snapshot)
             message = RunsRefreshed(build_rows(records, context.now()))
         except (SratError, OSError) as err:
             message = RunsRefreshFailed(str(err))
