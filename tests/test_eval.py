@@ -479,6 +479,10 @@ def test_eval_checkpoint_best_on_the_command_line(home: Home, srat: Srat) -> Non
     assert "PGD-20 (best epoch)" in done.out and "best-epoch checkpoint" in done.err
     shown = srat("runs", "show", home.run.id).out
     assert "PGD-20 (best epoch)" in shown and "AutoAttack" in shown
+    assert f"best     epoch {best['epoch']}, robust {best['rob_overall']:.2f}" in shown
+    assert "its weights in checkpoints/best.pt" in shown
+    home.run.best_checkpoint_path.unlink()
+    assert "no best.pt kept" in srat("runs", "show", home.run.id).out
     before = snapshot(home.path)
     assert_user_error(srat("eval", home.run.id, "--checkpoint", "first"), "last or best")
     assert_unchanged(before, home.path)

@@ -213,6 +213,9 @@ def runs_show(
     slurm_line = _slurm_line(run, summary)
     if slurm_line:
         console.print(inert(slurm_line))
+    best_line = _best_line(run, records, doc)
+    if best_line:
+        console.print(inert(best_line))
     if summary.get("tags"):
         console.print(inert(f"tags     {', '.join(map(str, summary['tags']))}"))
     for note in summary.get("notes", []):
@@ -244,6 +247,19 @@ def runs_show(
     names, under = resolved.get("class_names", []), resolved.get("under_classes", [])
     for renderable in eval_renderables(evaluations, names, under):
         console.print(renderable)
+
+
+def _best_line(run: RunDir, records: list[dict[str, Any]], doc: dict[str, Any]) -> str | None:
+    """The run's best epoch by per-epoch PGD (`records.best_epoch`) and whether best.pt holds
+    its weights; None before any epoch measured robust accuracy."""
+    chosen = best_epoch(records, class_count(doc))
+    if chosen is None:
+        return None
+    robust = chosen["rob_overall"]
+    line = f"best     epoch {chosen['epoch']}, robust {robust:.2f} (chosen on the test set)"
+    if run.best_checkpoint_path.is_file():
+        return line + "; its weights in checkpoints/best.pt (srat eval --checkpoint best)"
+    return line + "; no best.pt kept"
 
 
 def _slurm_line(run: RunDir, summary: dict[str, Any]) -> str | None:
