@@ -56,12 +56,14 @@ SEEDS = (0, 1, 2)
 # In the order they run: what #15 most needs first, torch.compile (minutes of compiling) last.
 SECTIONS = ("tests", "bench", "study", "epoch", "precision", "compile")
 # The CUDA-only tests: no host sync inside a step or an evaluation, graph replays equal to
-# eager steps, the device-side augmentation policies and REAT's device counts under CUDA.
+# eager steps, the device-side augmentation policies, REAT's device counts and RoBal's head
+# under CUDA.
 CUDA_TESTS = (
     "tests/test_fast_path.py",
     "tests/test_step_graph.py",
     "tests/test_policy_augment.py",
     "tests/test_reat.py",
+    "tests/test_robal.py",
 )
 PACKED_PRESET = "digits-srat-ldam"
 # issue #15's targets on one H200: a 200-epoch SRAT-LDAM run projected within 6 minutes, the
