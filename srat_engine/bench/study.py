@@ -430,7 +430,9 @@ def run_study(
         raise SratError(f"--mps: {MPS_CONTROL} is not on PATH (it comes with the NVIDIA driver)")
     for k in counts:
         resolve_devices(device=target, slots=k, per_gpu=k)
-    base = ("data.dataset=synthetic", *overrides)
+    # synthetic data unless --set names a dataset (then the record shows only that one)
+    chosen = any(o.split("=", 1)[0].strip() == "data.dataset" for o in overrides)
+    base = tuple(overrides) if chosen else ("data.dataset=synthetic", *overrides)
     as_preset = prepare(preset=preset, overrides=base, preset_dirs=home.preset_dirs,
                         data_dir=home.data_dir)  # fmt: skip
     length = as_preset.config.train.epochs if project_epochs is None else project_epochs
