@@ -32,6 +32,7 @@ from srat_tui.tui.screens.new_run import (
     form_overrides,
     format_budget,
     parse_devices,
+    parse_per_device,
     scheme_field_classes,
 )
 
@@ -534,3 +535,40 @@ async def test_launched_run_has_the_new_fields_overrides(stop_runs: None) -> Non
     assert config["robal"]["scale"] == 10.0 and config["attack"]["budget_warmup"] == 0
     # the run trains with them (one tiny epoch): waiting is quicker than killing it mid-import
     assert wait_status(context.runs_root / app.result[0], {"finished"}, timeout=60) == "finished"
+
+
+def test_parse_per_device() -> None:
+    assert [parse_per_device(text) for text in ("", " ", "1", "4", " 2 ")] == [1, 1, 1, 4, 2]
+    for bad in ("0", "-1", "2.5", "x", "²"):
+        with pytest.raises(SratError, match="runs per device is a whole number >= 1"):
+            parse_per_device(bad)
+
+
+@scenario
+async def test_runs_per_device_packs_the_launched_runs(stop_runs: None) -> None:
+    """Two seeds, two at once on the CPU: both launched into two slots (as `srat run --slots
+    2`); the field is the local backend's only and says what is wrong with a bad value."""
+    context = make_context()
+    app = Host(context)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await fill_fast_run(pilot, "0,1")
+        screen = await set_field(pilot, "per_device", "0")
+        assert screen.validation is not None and not screen.validation.ok
+        error = text_of(screen.query_one("#newrun-error", Static))
+        assert "runs per device is a whole number >= 1 (got '0')" in error
+        assert screen.query_one("#launch", Button).disabled
+        screen = await set_field(pilot, "per_device", "2")
+        validation = screen.validation
+        assert validation is not None and validation.ok, validation
+        assert (validation.devices, validation.per_device) == (("cpu",), 2)
+        assert "--device cpu --slots 2" in text_of(screen.query_one("#newrun-command", Static))
+        await set_field(pilot, "backend", "slurm")
+        assert not screen.query_one("#per_device").display  # Slurm places the runs itself
+        screen = await set_field(pilot, "backend", "local")
+        assert screen.query_one("#per_device").display
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.screen is not screen, timeout=30)
+        assert app.result is not None and len(app.result) == 2
+    for run_id in app.result:
+        launch = RunDir(context.runs_root / run_id).launch_record()
+        assert (launch["devices"], launch["per_device"]) == (["cpu"], 2)

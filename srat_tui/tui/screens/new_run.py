@@ -60,7 +60,7 @@ TFA_MODES: tuple[str, ...] = get_args(ReatConfig.model_fields["tfa_mode"].annota
 BACKENDS: tuple[str, ...] = ("local", "slurm")
 SLURM_FIELDS = ("partition", "time", "gpus_per_run")  # slurm_options' names
 # Where the runs go, not what they are: no preset sets these, so choosing another keeps them.
-LAUNCH_FIELDS = ("backend", *SLURM_FIELDS)
+LAUNCH_FIELDS = ("backend", "per_device", *SLURM_FIELDS)
 _BAR_WIDTH = 30
 
 
@@ -143,6 +143,7 @@ class FormValues:
     robal_tau_m: str = ""
     robal_tau_b: str = ""
     robal_tau_p: str = ""
+    per_device: str = ""  # runs at once on each device (local): --per-gpu, or --slots on a CPU
 
 
 def format_budget(value: float) -> str:
@@ -195,6 +196,18 @@ class DeviceChoice:
     device: str | None = None
     slots: int | None = None
     config_device: str | None = None  # a `device=` override, as `srat run --device` adds
+
+
+def parse_per_device(text: str) -> int:
+    """The runs-per-device field: how many runs train at once on each device (`srat run
+    --per-gpu K`, or `--slots K` on the CPU); empty = 1. SratError for anything but a whole
+    number >= 1."""
+    value = text.strip()
+    if not value:
+        return 1
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise SratError(f"runs per device is a whole number >= 1 (got {value!r})")
+    return int(value)
 
 
 def parse_devices(text: str) -> DeviceChoice:
@@ -351,8 +364,9 @@ def check_form(
             options = check_slurm(values, prepared.config.device, home)
             return replace(result, prepared=prepared, seeds=tuple(seeds), slurm=options)
         choice = parse_devices(values.devices)
+        at_once = parse_per_device(values.per_device)
         devices, per_device = resolve_devices(
-            gpus=choice.gpus, device=choice.device, slots=choice.slots
+            gpus=choice.gpus, device=choice.device, slots=at_once, per_gpu=at_once
         )
     except SratError as err:
         return replace(result, error=str(err))
@@ -428,6 +442,9 @@ def command_line(preset: str, validation: Validation) -> str:
             parts += ["--gpus", choice.gpus]
         elif choice.device is not None:
             parts += ["--device", choice.device]
+        if validation.per_device > 1:
+            packing = "--slots" if validation.devices == ("cpu",) else "--per-gpu"
+            parts += [packing, str(validation.per_device)]
     text = shlex.join(parts)
     if len(validation.seeds) > 1:
         text += f"   (once per seed: {', '.join(map(str, validation.seeds))})"
@@ -643,6 +660,13 @@ class NewRunScreen(Screen[list[str] | None]):
                     "devices", "device(s)", "auto, cpu, cuda:N, all or GPU ids 0,1"
                 )
                 yield from self._select("backend", BACKENDS)
+                # this machine's slots: shown for the local backend only (`-local`)
+                yield from self._input(
+                    "per_device",
+                    "runs per device",
+                    "at once on each device: 1, 2, 4 (--per-gpu, --slots)",
+                    classes="-local",
+                )
                 # shown for the slurm backend only (`-slurm`); placeholders filled on mount
                 yield from self._input("partition", "partition", "", classes="-slurm")
                 yield from self._input("time", "time limit", "", classes="-slurm")
