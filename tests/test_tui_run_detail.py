@@ -212,6 +212,32 @@ async def test_classes_tab_steps_epochs(context: AppContext) -> None:
 
 
 @scenario
+async def test_classes_tab_steps_over_epochs_eval_every_left_out(context: AppContext) -> None:
+    """With `eval.every`, epochs that measured nothing are not stepped to (their table would be
+    all "-")."""
+    import json
+
+    run = make_fake_run(context.runs_root, "run-e", epochs_done=5, epochs=10)
+    records = run.metrics()
+    for record in records:
+        if record.get("epoch") in (2, 4):  # not evaluated: what the trainer writes then
+            record.update(dict.fromkeys(("std_overall", "std_under", "std_class", "rob_overall",
+                                         "rob_under", "rob_class", "separability")))  # fmt: skip
+    run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    async with RunApp(context, "run-e").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=5)
+        await pilot.press("3")
+        caption = screen.query_one("#classes-caption", Static)
+        assert "epoch 5/10" in str(caption.render())
+        seen = []
+        for _ in range(3):
+            await pilot.press("[")
+            seen.append(next(f"epoch {n}/10" for n in range(1, 6) if f"epoch {n}/10"
+                             in str(caption.render())))  # fmt: skip
+        assert seen == ["epoch 3/10", "epoch 1/10", "epoch 1/10"]
+
+
+@scenario
 async def test_hundred_classes_group_view_then_per_class_off_thread(
     context: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:

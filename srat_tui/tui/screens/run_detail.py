@@ -241,9 +241,11 @@ class RunScreen(Screen[None]):
         return under if isinstance(under, list) else []
 
     def epoch_choices(self) -> list[Record]:
-        """What `[` / `]` step through: every epoch, then the final evaluation if there is one."""
+        """What `[` / `]` step through: every evaluated epoch (`eval.every` leaves some out),
+        then the final evaluation if there is one."""
         final = final_record(self.records)
-        return [*self.rows, final] if final is not None else list(self.rows)
+        evaluated = [row for row in self.rows if row.get("std_class") is not None]
+        return [*evaluated, final] if final is not None else evaluated
 
     # composition -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
