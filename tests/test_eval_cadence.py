@@ -119,3 +119,15 @@ def test_latest_classwise_falls_back_to_the_last_measured_epoch_for_each_list() 
     ]
     latest = latest_classwise(records)
     assert (latest["epoch"], latest["std_class"], latest["rob_class"]) == (3, [2.0], [0.5])
+
+
+def test_a_corrupt_best_pt_does_not_stop_a_resume(tmp_path: Path) -> None:
+    run = tiny_run(tmp_path)
+    with pytest.raises(RunInterrupted):
+        execute(run, on_event=_interrupt_after(2))
+    run.best_checkpoint_path.write_bytes(b"not a checkpoint")
+    execute(run, resume=True)
+    assert run.exit_record()["status"] == "finished"
+    (aside,) = run.best_checkpoint_path.parent.glob("best.pt.corrupt-*")
+    assert aside.read_bytes() == b"not a checkpoint"  # set aside, not deleted
+    assert "corrupt or unsafe" in run.log_path.read_text()

@@ -416,7 +416,13 @@ class Trainer:
         path = self.run.best_checkpoint_path
         if not path.is_file():
             return
-        epoch = load_checkpoint(path).get("epoch")
+        try:
+            epoch = load_checkpoint(path).get("epoch")
+        except SratError as err:  # the best epoch's copy must not stop training: set aside
+            aside = path.with_name(f"best.pt.corrupt-{int(time.time())}")
+            path.replace(aside)
+            self.run.log(f"{err}; moved to {aside.name}")
+            return
         if not isinstance(epoch, int) or epoch > self.start_epoch:
             path.unlink()
             self.run.log(
