@@ -396,6 +396,8 @@ def main() -> None:
             )
             save()
     log.write(json.dumps(summary, indent=2))
+    # the runs' home: its logs are in log.txt already, and a temp folder left per call adds up
+    shutil.rmtree(env["SRAT_HOME"], ignore_errors=True)
 
 
 if __name__ == "__main__":
