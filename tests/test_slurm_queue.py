@@ -311,3 +311,33 @@ def test_queue_cache_asks_squeue_once_per_max_age(
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # squeue gone: the queue is unknown
     cache.invalidate()
     assert cache.snapshot(["7"]) is None
+
+
+def test_runs_show_asks_the_queue_once(
+    tmp_path: Path,
+    srat_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`srat runs show` of a run waiting in Slurm uses the listing the command group has just
+    reconciled: one squeue call, not one for the listing and one for the run."""
+    from cli_harness import make_invoker
+
+    from srat_engine.runs.sync import record_in_index
+
+    home = Home(srat_home)
+    waiting = make_fake_run(home.runs, "run-waiting", status="queued", index=home.index)
+    state = {**waiting.state(), "backend": "slurm", "slurm_job_id": "4242", "pid": None,
+             "pid_start": None, "host": None}  # fmt: skip
+    atomic_write_json(waiting.path / "state.json", state)
+    record_in_index(waiting, home.index)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir()
+    script = bin_dir / "squeue"
+    script.write_text(f"#!/bin/sh\necho x >> '{calls}'\necho '4242|PENDING|Priority|'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    shown = make_invoker(capsys, monkeypatch)("runs", "show", "run-waiting")
+    assert shown.code == 0, shown.err
+    assert "queued" in shown.out and "PENDING (Priority)" in shown.out
+    assert len(calls.read_text().splitlines()) == 1

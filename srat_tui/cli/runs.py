@@ -25,7 +25,13 @@ from srat_engine.runs.records import (
 )
 from srat_engine.runs.rundir import RunDir, is_valid_run_id, validate_run_id
 from srat_engine.runs.summary import at_best_epoch
-from srat_engine.runs.sync import add_note, current_record, refreshed_records, set_tag
+from srat_engine.runs.sync import (
+    add_note,
+    current_record,
+    needs_refresh,
+    refreshed_records,
+    set_tag,
+)
 from srat_tui.cli.common import (
     NO_SLURM,
     PerGpu,
@@ -175,6 +181,7 @@ def format_rows(records: list[dict[str, Any]]) -> str:
 
 @app.command("show")
 def runs_show(
+    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="run id")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -184,7 +191,7 @@ def runs_show(
     from srat_tui.render.evaluations import eval_renderables
 
     run = open_run(run_id)
-    summary = current_record(run, Home.from_env().index)  # the status `runs ls` shows
+    summary = _shown_record(ctx, run)  # the status `runs ls` shows
     doc = run.config()
     evaluations = read_eval(run)
     if as_json:
@@ -247,6 +254,17 @@ def runs_show(
     names, under = resolved.get("class_names", []), resolved.get("under_classes", [])
     for renderable in eval_renderables(evaluations, names, under):
         console.print(renderable)
+
+
+def _shown_record(ctx: typer.Context, run: RunDir) -> dict[str, Any]:
+    """The run's current record: the callback's, when it has just reconciled the run (one that
+    has not ended: asking again would repeat its liveness check and squeue call), else
+    `current_record` (an ended run's record re-read from its directory)."""
+    listed = ctx.obj if isinstance(ctx.obj, list) else []
+    record = next((r for r in listed if r.get("id") == run.id), None)
+    if record is not None and needs_refresh(record):
+        return record
+    return current_record(run, Home.from_env().index)
 
 
 def _best_line(run: RunDir, records: list[dict[str, Any]], doc: dict[str, Any]) -> str | None:
