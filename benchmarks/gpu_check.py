@@ -55,16 +55,6 @@ EPOCH_PRESETS = ("cifar10-exp100-ce", "cifar10-exp100-srat-ldam")
 SEEDS = (0, 1, 2)
 # In the order they run: what #15 most needs first, torch.compile (minutes of compiling) last.
 SECTIONS = ("tests", "bench", "study", "epoch", "precision", "compile")
-# The CUDA-only tests: no host sync inside a step or an evaluation, graph replays equal to
-# eager steps, the device-side augmentation policies, REAT's device counts and RoBal's head
-# under CUDA.
-CUDA_TESTS = (
-    "tests/test_fast_path.py",
-    "tests/test_step_graph.py",
-    "tests/test_policy_augment.py",
-    "tests/test_reat.py",
-    "tests/test_robal.py",
-)
 PACKED_PRESET = "digits-srat-ldam"
 # issue #15's targets on one H200: a 200-epoch SRAT-LDAM run projected within 6 minutes, the
 # 11-method column within 45 with packing, aggregate >= 2x one run's, >= 30% of bf16 peak
@@ -359,7 +349,9 @@ def main() -> None:
         return True
 
     if due("tests"):
-        tests = [*CUDA_TESTS, "-k", "cuda"]
+        # every test marked `cuda` (tests/conftest.py); a test module that cannot be imported
+        # there (a package the machine lacks) is reported, not a reason to run none
+        tests = ["tests", "-m", "cuda", "--continue-on-collection-errors"]
         pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
         code, out = run(log, pytest, env, timeout=300)
         summary["cuda_tests"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"

@@ -7,6 +7,19 @@ from pathlib import Path
 import pytest
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` are skipped where torch sees no CUDA device: the one rule for every
+    GPU-only test (torch is imported only when such a test was collected)."""
+    marked = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not marked:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
 @pytest.fixture(autouse=True)
 def srat_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """SRAT_HOME -> a fresh empty directory (outside the test's own tmp_path, which tests may

@@ -221,7 +221,7 @@ def test_compiled_step_compiles_once(monkeypatch: pytest.MonkeyPatch) -> None:
     torch._dynamo.reset()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_step_never_syncs_with_the_host() -> None:
     device = torch.device("cuda")
     model, _, sgd = build_pair("small_cnn", device, seed=0)
@@ -239,7 +239,7 @@ def test_cuda_step_never_syncs_with_the_host() -> None:
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_evaluation_waits_for_the_device_only_at_the_end() -> None:
     from srat_engine.evaluation.classwise import AttackParams
 

@@ -311,7 +311,7 @@ def test_a_policy_run_stopped_mid_epoch_resumes_to_the_uninterrupted_results(
 
 # --- CUDA: no host sync, and the graphed step is the eager one --------------------------------
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+CUDA = pytest.mark.cuda
 
 
 @CUDA

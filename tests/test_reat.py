@@ -410,7 +410,7 @@ def test_reat_cifar_preset_is_the_references_protocol() -> None:
 # --- CUDA graphs -----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_graph_replays_reat_steps_like_the_eager_step() -> None:
     from srat_engine.bench.benchmark import bench_config, build_pair
     from srat_engine.training.graphs import GraphedTrainStep

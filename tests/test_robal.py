@@ -263,7 +263,7 @@ def test_cifar_presets_resolve(preset: str, dataset: str, expected: tuple[float,
         assert (config.attack.steps, config.eval.steps) == (5, 20)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_graph_replays_robal_like_the_eager_step() -> None:
     config = validate_config({**robal_config().model_dump(), "device": "cuda"})
     options = robal_options(config, COUNTS)

@@ -16,7 +16,7 @@ from srat_engine.training.graphs import GraphedTrainStep, graphed_step, uses_cud
 from srat_engine.training.step import TrainStep
 
 BATCH, STEPS = 8, 3
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+CUDA = pytest.mark.cuda
 
 
 def _step(device: torch.device, overrides: Sequence[str] = ()) -> TrainStep:
