@@ -15,7 +15,13 @@ from typing import Any
 
 from srat_engine.config.methods import PAPER_METHODS
 from srat_engine.reporting.paper import paper_result
-from srat_engine.runs.records import METRIC_COLUMNS, is_number, metric_damage, result_record
+from srat_engine.runs.records import (
+    METRIC_COLUMNS,
+    best_epoch,
+    is_number,
+    metric_damage,
+    result_record,
+)
 
 # The paper's four columns, as named in metrics records and summary records.
 
@@ -197,14 +203,22 @@ def _seed_rank(seed: Any) -> tuple[int, Any]:
 
 
 def pick_metrics(
-    events: Sequence[Mapping[str, Any]], num_classes: int | None = None
+    events: Sequence[Mapping[str, Any]], num_classes: int | None = None, checkpoint: str = "last"
 ) -> dict[str, Any] | None:
     """A copy of the record to show for a run from its metrics.jsonl events, by the one rule of
     `runs.records.result_record`: the final record unless the run trained further after it,
     else the latest epoch record, else None; damaged records never (num_classes: the run's, to
-    check per-class lists against)."""
+    check per-class lists against). With checkpoint "best": the best epoch's record
+    (`records.best_epoch`) with `best_epoch` its number, as `summary.at_best_epoch` marks an
+    index record, when the run has one."""
     chosen, _ = result_record(events, num_classes)
-    return dict(chosen) if chosen is not None else None
+    if chosen is None:
+        return None
+    if checkpoint == "best":
+        best = best_epoch(events, num_classes)
+        if best is not None:
+            return {**best, "best_epoch": best["epoch"]}
+    return dict(chosen)
 
 
 # -- the paper's layout ----------------------------------------------------------------------

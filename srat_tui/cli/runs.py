@@ -513,11 +513,10 @@ def runs_compare(
     for run in runs:
         records, doc = run.metrics(), run.config()
         warn_damaged(run.id, records, doc)
-        metrics, results = pick_metrics(records, class_count(doc)), read_eval(run)
+        metrics = pick_metrics(records, class_count(doc), checkpoint)
+        results = read_eval(run)
         if checkpoint == "best" and metrics is not None:
-            chosen = best_epoch(records, class_count(doc))
-            metrics = dict(chosen) if chosen is not None else metrics
-            results = current_results(results, chosen["epoch"] if chosen else None)
+            results = current_results(results, metrics.get("best_epoch"))
         if attack and metrics is not None:
             metrics = with_eval_robust(metrics, results, attack, checkpoint)
         elif results and metrics is not None:

@@ -41,7 +41,7 @@ from srat_engine.reporting.export import (
     format_export,
 )
 from srat_engine.reporting.report import TableBlock, group_seeds, paper_table, pick_metrics
-from srat_engine.runs.records import best_epoch, class_count
+from srat_engine.runs.records import class_count
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import at_best_epoch, summarize_run
 from srat_tui.render.compare import CompareRun, compare_renderables, seed_tables
@@ -128,11 +128,7 @@ def load_runs(runs_root: Path, run_ids: list[str], checkpoint: str = "last") -> 
             errors.append(f"{run_id}: {err}")
             continue
         records.append(table_record(run, runs_root, checkpoint))
-        metrics = pick_metrics(events, class_count(doc))
-        if checkpoint == "best" and metrics is not None:
-            chosen = best_epoch(events, class_count(doc))
-            metrics = dict(chosen) if chosen is not None else metrics
-        runs.append(CompareRun(run.id, doc, metrics))
+        runs.append(CompareRun(run.id, doc, pick_metrics(events, class_count(doc), checkpoint)))
         curves.append(curve_of(run.id, events))
     blocks = paper_table(group_seeds(records))
     return Loaded(tuple(runs), tuple(curves), tuple(errors), tuple(blocks))
