@@ -32,7 +32,7 @@ from srat_tui.tui.screens.new_run import (
     form_overrides,
     format_budget,
     parse_devices,
-    parse_per_device,
+    parse_runs_per_device,
     scheme_field_classes,
 )
 
@@ -537,11 +537,11 @@ async def test_launched_run_has_the_new_fields_overrides(stop_runs: None) -> Non
     assert wait_status(context.runs_root / app.result[0], {"finished"}, timeout=60) == "finished"
 
 
-def test_parse_per_device() -> None:
-    assert [parse_per_device(text) for text in ("", " ", "1", "4", " 2 ")] == [1, 1, 1, 4, 2]
+def test_parse_runs_per_device() -> None:
+    assert [parse_runs_per_device(text) for text in ("", " ", "1", "4", " 2 ")] == [1, 1, 1, 4, 2]
     for bad in ("0", "-1", "2.5", "x", "²"):
         with pytest.raises(SratError, match="runs per device is a whole number >= 1"):
-            parse_per_device(bad)
+            parse_runs_per_device(bad)
 
 
 @scenario

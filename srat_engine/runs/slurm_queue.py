@@ -65,13 +65,7 @@ def queue_snapshot(job_ids: Iterable[str]) -> dict[str, QueuedJob] | None:
     """The queue's entries for `job_ids` (absent: not in the queue any more, or never), from one
     `squeue` call over this user's jobs; None when there is no squeue here or it fails (the
     caller then keeps what the run's files say). Other users' jobs are never asked about."""
-    wanted = {str(job_id) for job_id in job_ids if job_id}
-    if not wanted:
-        return {}
-    jobs = _all_jobs()
-    if jobs is None:
-        return None
-    return {job_id: job for job_id, job in jobs.items() if job_id in wanted}
+    return QueueCache(max_age_s=0.0).snapshot(job_ids)  # one squeue call, kept nowhere
 
 
 def _all_jobs() -> dict[str, QueuedJob] | None:

@@ -198,7 +198,7 @@ class DeviceChoice:
     config_device: str | None = None  # a `device=` override, as `srat run --device` adds
 
 
-def parse_per_device(text: str) -> int:
+def parse_runs_per_device(text: str) -> int:
     """The runs-per-device field: how many runs train at once on each device (`srat run
     --per-gpu K`, or `--slots K` on the CPU); empty = 1. SratError for anything but a whole
     number >= 1."""
@@ -364,7 +364,7 @@ def check_form(
             options = check_slurm(values, prepared.config.device, home)
             return replace(result, prepared=prepared, seeds=tuple(seeds), slurm=options)
         choice = parse_devices(values.devices)
-        at_once = parse_per_device(values.per_device)
+        at_once = parse_runs_per_device(values.per_device)
         devices, per_device = resolve_devices(
             gpus=choice.gpus, device=choice.device, slots=at_once, per_gpu=at_once
         )
