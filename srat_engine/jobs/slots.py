@@ -42,7 +42,8 @@ def slots_for(devices: list[str], per_device: int) -> list[Slot]:
 def threads_per_slot(cores: int, per_device: int) -> int:
     """Intra-op threads for a run in one of `per_device` CPU slots: max(1, cores // per_device),
     so K packed runs share the cores instead of each taking all of them (K x cores threads
-    thrash: two runs on two cores trained ~50x slower than one alone, measured)."""
+    thrash: `srat bench --study 1,2 --preset digits-ce --device cpu --set data.dataset=digits`
+    on 2 cores gave two runs together 0.13x one run's rate with 2 threads each, 2.4x with 1)."""
     return max(1, cores // max(1, per_device))
 
 
