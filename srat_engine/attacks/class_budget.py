@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from srat_engine.class_counts import check_class_counts
+
 WARMUP_STARTS: tuple[str, ...] = ("zero", "eps")
 
 
@@ -35,10 +37,7 @@ def class_budgets(counts: Sequence[int], eps: float, alpha: float) -> Tensor:
     alpha = 0, and every budget is eps here. This is a discontinuity the reference leaves open
     (it would divide by zero): near-balanced counts still give the n_max classes (1 - alpha) eps.
     """
-    if len(counts) == 0:
-        raise ValueError("class_budgets needs at least one class count")
-    if any(n <= 0 for n in counts):
-        raise ValueError(f"class counts must be positive, got {list(counts)}")
+    check_class_counts(counts, "class_budgets")
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     if not 0.0 <= alpha <= 1.0:

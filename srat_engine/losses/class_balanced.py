@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from srat_engine.class_counts import check_class_counts
+
 
 def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> Tensor:
     """Per-class weights, shape [C]: w_j ∝ 1 / E_j with E_j = (1 - beta^n_j) / (1 - beta).
@@ -15,10 +17,7 @@ def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> Tenso
     E_j is the effective number of class j; the weights are rescaled to sum to C, as LDAM-DRW
     does. ``beta = 0`` gives all ones; ``beta = 1`` is the limit E_j = n_j (inverse frequency).
     """
-    if len(counts) == 0:
-        raise ValueError("class_balanced_weights needs at least one class count")
-    if any(n <= 0 for n in counts):
-        raise ValueError(f"class counts must be positive, got {list(counts)}")
+    check_class_counts(counts, "class_balanced_weights")
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {beta}")
     n = torch.tensor(list(counts), dtype=torch.float64)

@@ -9,16 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from srat_engine.class_counts import check_class_counts
+
 
 def ldam_margins(counts: Sequence[int], max_margin: float = 0.5) -> Tensor:
     """Per-class margins, shape [C]: m_j = K / n_j^(1/4), K chosen so that max_j m_j = max_margin.
 
     The rarest class gets ``max_margin``; the others shrink with the fourth root of their count.
     """
-    if len(counts) == 0:
-        raise ValueError("ldam_margins needs at least one class count")
-    if any(n <= 0 for n in counts):
-        raise ValueError(f"class counts must be positive, got {list(counts)}")
+    check_class_counts(counts, "ldam_margins")
     if max_margin < 0:
         raise ValueError(f"max_margin must be >= 0, got {max_margin}")
     # float64 so the fourth roots of large counts do not lose digits before the final cast.

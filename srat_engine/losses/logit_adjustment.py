@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from srat_engine.class_counts import check_class_counts
+
 
 def class_log_prior(counts: Sequence[int]) -> Tensor:
     """log π, shape [C]: log(n_c / Σ_j n_j) from the training class counts.
@@ -19,10 +21,7 @@ def class_log_prior(counts: Sequence[int]) -> Tensor:
     adding the same constant to every logit, so log n_c (what the balanced-softmax and AT-BSL
     reference codes add) and log π_c give the same loss and the same predictions for any tau.
     """
-    if len(counts) == 0:
-        raise ValueError("class_log_prior needs at least one class count")
-    if any(n <= 0 for n in counts):
-        raise ValueError(f"class counts must be positive, got {list(counts)}")
+    check_class_counts(counts, "class_log_prior")
     # float64 so log(n / N) of a 1-sample class among millions keeps its digits before the cast.
     n = torch.tensor(list(counts), dtype=torch.float64)
     return torch.log(n / n.sum()).to(torch.get_default_dtype())

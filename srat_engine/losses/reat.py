@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from srat_engine.class_counts import check_class_counts
+
 TFA_MODES: tuple[str, ...] = ("reference", "pairwise")
 
 
@@ -40,8 +42,7 @@ def reat_inner_weights(counts: Sequence[int], adv_pred_counts: Sequence[int]) ->
             f"need one count and one prediction count per class, got {len(counts)} and "
             f"{len(adv_pred_counts)}"
         )
-    if any(n <= 0 for n in counts):
-        raise ValueError(f"class counts must be positive, got {list(counts)}")
+    check_class_counts(counts, "reat_inner_weights")
     if any(m < 0 for m in adv_pred_counts):
         raise ValueError(f"prediction counts must be >= 0, got {list(adv_pred_counts)}")
     n = torch.tensor(list(counts), dtype=torch.float64)

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from srat_engine.class_counts import check_class_counts
+
 
 def robal_margins(
     counts: Sequence[int], m: float = 0.1, tau_m: float = 0.0, scale: float = 10.0
@@ -31,10 +33,7 @@ def robal_margins(
     Reference configs: RoBal-N (CIFAR-10-LT) m = 0.1, tau_m = 0, s = 10; RoBal-R m = 0.1,
     tau_m = 0.3, s = 10. The rarest class gets m; frequent classes get more.
     """
-    if len(counts) == 0:
-        raise ValueError("robal_margins needs at least one class count")
-    if any(n <= 0 for n in counts):
-        raise ValueError(f"class counts must be positive, got {list(counts)}")
+    check_class_counts(counts, "robal_margins")
     if scale <= 0:
         raise ValueError(f"scale must be > 0, got {scale}")
     n = torch.tensor(list(counts), dtype=torch.float64)
