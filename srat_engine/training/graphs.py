@@ -14,12 +14,12 @@ part of the graph's key: the batch shape, the learning rate (a Python float in S
 whether class weights are used, GAIR on/off, lambda, AWP on/off and TAET's stage; a new key
 is warmed up eagerly and captured anew. The first ``warmup`` steps of each key run eagerly
 (on a side stream, as capture requires), which also creates the optimiser's momentum buffers
-before capture, so the captured update is the steady-state one.
+before capture, so the captured update is the steady-state one. Warm-up, capture, replay and
+the eager fallback are `srat_engine.graph_capture`'s, shared with the evaluation attack.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from srat_engine.config.schema import TrainConfig
+from srat_engine.graph_capture import GraphCache
 
 if TYPE_CHECKING:  # the step is built by training/step.py; only its type is needed here
     from srat_engine.training.step import TrainStep
 
 
 @dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
+class _StepStatic:
     x: torch.Tensor
     y: torch.Tensor
     class_w: torch.Tensor | None
@@ -54,23 +54,30 @@ class GraphedTrainStep:
         step: TrainStep,
         *,
         warmup: int = 3,  # eager steps per key before its capture
-        keep: int = 4,
+        keep: int = 4,  # graphs kept at once (full batch, last partial batch, lr changes)
         on_fallback: Callable[[str], None] | None = None,
     ) -> None:
         self.step = step
-        self.on_fallback = on_fallback
-        self.warmup = warmup
-        self.keep = keep  # graphs kept at once (full batch, last partial batch, lr changes)
-        self.captured = 0
-        self.failed: str | None = None
-        self._eager_runs: dict[Hashable, int] = {}
-        self._graphs: OrderedDict[Hashable, _Captured] = OrderedDict()
-        self._side_stream: torch.cuda.Stream | None = None
+        self.graphs: GraphCache[_StepStatic] = GraphCache(
+            step.device,
+            step.generator,
+            warmup=warmup,
+            keep=keep,
+            what="training steps",
+            on_fallback=on_fallback,
+        )
 
     @property
     def enabled(self) -> bool:
-        """Graphs are made and replayed: on CUDA, until a capture has failed."""
-        return self.step.device.type == "cuda" and self.failed is None
+        return self.graphs.enabled
+
+    @property
+    def captured(self) -> int:
+        return self.graphs.captured
+
+    @property
+    def failed(self) -> str | None:
+        return self.graphs.failed
 
     def _key(
         self, x: torch.Tensor, class_w: torch.Tensor | None, switches: dict[str, Any]
@@ -95,80 +102,30 @@ class GraphedTrainStep:
         def eager() -> None:
             self.step(x, y, class_w=class_w, sums=sums, **switches)
 
-        if not self.enabled:
-            eager()
+        def build() -> _StepStatic:
+            return _StepStatic(
+                x=x.clone(),
+                y=y.clone(),
+                class_w=class_w.clone() if class_w is not None else None,
+                sums=torch.zeros(4, device=self.step.device),
+            )
+
+        def body(static: _StepStatic) -> None:
+            static.sums.zero_()
+            self.step(static.x, static.y, class_w=static.class_w, sums=static.sums, **switches)
+
+        key = self._key(x, class_w, switches) if self.graphs.enabled else None
+        replay = self.graphs.prepare(key, eager, build, body)
+        if replay is None:
             return
-        key = self._key(x, class_w, switches)
-        captured = self._graphs.get(key)
-        if captured is None:
-            runs = self._eager_runs.get(key, 0)
-            if runs < self.warmup:
-                self._eager_runs[key] = runs + 1
-                self._on_side_stream(eager)
-                return
-            captured = self._capture(key, x, y, class_w, switches)
-            if captured is None:  # capture failed: this run stays eager
-                eager()
-                return
-        self._graphs.move_to_end(key)
-        captured.x.copy_(x)
-        captured.y.copy_(y)
-        if class_w is not None and captured.class_w is not None:
-            captured.class_w.copy_(class_w)
-        captured.graph.replay()
+        static = replay.static
+        static.x.copy_(x)
+        static.y.copy_(y)
+        if class_w is not None and static.class_w is not None:
+            static.class_w.copy_(class_w)
+        replay.graph.replay()
         if sums is not None:
-            sums += captured.sums
-
-    def _on_side_stream(self, run: Callable[[], None]) -> None:
-        # lazily created handles and workspaces must belong to a stream other than the
-        # default one before a capture (torch.cuda.graph's documented warm-up)
-        if self._side_stream is None:
-            self._side_stream = torch.cuda.Stream(self.step.device)
-        current = torch.cuda.current_stream(self.step.device)
-        self._side_stream.wait_stream(current)
-        with torch.cuda.stream(self._side_stream):
-            run()
-        current.wait_stream(self._side_stream)
-
-    def _capture(
-        self,
-        key: Hashable,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        class_w: torch.Tensor | None,
-        switches: dict[str, Any],
-    ) -> _Captured | None:
-        device = self.step.device
-        static = _Captured(
-            graph=torch.cuda.CUDAGraph(),
-            x=x.clone(),
-            y=y.clone(),
-            class_w=class_w.clone() if class_w is not None else None,
-            sums=torch.zeros(4, device=device),
-        )
-        # a graph of an old key (same shape, earlier lr) is not replayed again
-        while len(self._graphs) >= self.keep:
-            self._graphs.popitem(last=False)
-        try:
-            register = getattr(static.graph, "register_generator_state", None)
-            if register is not None:
-                with torch.cuda.device(device):
-                    register(self.step.generator)
-            torch.cuda.synchronize(device)
-            with torch.cuda.graph(static.graph):
-                static.sums.zero_()
-                self.step(static.x, static.y, class_w=static.class_w, sums=static.sums, **switches)
-        except Exception as err:  # capture is an optimisation: any failure means eager steps
-            self.failed = f"{type(err).__name__}: {err}"
-            torch.cuda.synchronize(device)
-            if self.on_fallback is not None:
-                self.on_fallback(
-                    f"CUDA graph capture failed, training steps stay eager: {self.failed}"
-                )
-            return None
-        self.captured += 1
-        self._graphs[key] = static
-        return static
+            sums += static.sums
 
 
 # torch.compile modes that capture CUDA graphs themselves (cudagraph trees); a whole-step

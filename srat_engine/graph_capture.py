@@ -1,0 +1,134 @@
+"""CUDA-graph capture and replay of a function that launches the same kernels on every call.
+
+One rule for the two places that replay graphs: the training step (`training/graphs.py`) and
+the evaluation attack (`evaluation/graphs.py`). Per key (whatever the kernels bake in: the
+batch shape, Python floats such as the learning rate), the first ``warmup`` calls run eagerly
+on a side stream (torch.cuda.graph's documented warm-up: lazily made cuBLAS/cuDNN handles and
+workspaces must belong to a stream other than the default one before a capture), the next one
+is captured (``torch.cuda.graph``), and every later one is a replay. The caller's generator is
+registered with each graph, so a replay draws fresh random numbers from the generator's
+advancing offset as the eager call would. The first failed capture turns capture off for the
+rest of the run: every later call is eager, and ``on_fallback`` is told why once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import torch
+
+Static = TypeVar("Static")  # the tensors one captured graph reads and writes
+
+
+@dataclass
+class Replay(Generic[Static]):
+    """A captured graph and its static tensors: fill the inputs, ``graph.replay()``, read."""
+
+    graph: torch.cuda.CUDAGraph
+    static: Static
+
+
+class GraphCache(Generic[Static]):
+    """The graphs of one function, by key, on one CUDA device; off CUDA every call is eager.
+
+    ``captured`` counts the graphs made; ``failed`` holds why a capture failed (None if none
+    did); ``keep`` graphs are held at once, the least recently replayed dropped first.
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        generator: torch.Generator | None,
+        *,
+        warmup: int,
+        keep: int,
+        what: str,  # names the work in the fallback message: "training steps"
+        on_fallback: Callable[[str], None] | None = None,
+        capture: bool = True,  # False: every call eager (a config switch turned graphs off)
+    ) -> None:
+        self.device = device
+        self.capture = capture
+        self.generator = generator
+        self.warmup = warmup
+        self.keep = keep
+        self.what = what
+        self.on_fallback = on_fallback
+        self.captured = 0
+        self.failed: str | None = None
+        self._eager_runs: dict[Hashable, int] = {}
+        self._graphs: OrderedDict[Hashable, Replay[Static]] = OrderedDict()
+        self._side_stream: torch.cuda.Stream | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Graphs are made and replayed: asked for, on CUDA, until a capture has failed."""
+        return self.capture and self.device.type == "cuda" and self.failed is None
+
+    def prepare(
+        self,
+        key: Hashable,
+        eager: Callable[[], None],
+        build: Callable[[], Static],
+        body: Callable[[Static], None],
+    ) -> Replay[Static] | None:
+        """The graph of `key`, ready for the caller to fill its inputs and replay; or None
+        after running `eager` (graphs off, a warm-up call, or a capture that failed).
+
+        A new graph's static tensors come from `build()` (clones of this call's inputs) and
+        `body(static)` is what is captured; a capture runs nothing, so the caller replays it.
+        """
+        if not self.enabled:
+            eager()
+            return None
+        replay = self._graphs.get(key)
+        if replay is None:
+            runs = self._eager_runs.get(key, 0)
+            if runs < self.warmup:
+                self._eager_runs[key] = runs + 1
+                self._on_side_stream(eager)
+                return None
+            replay = self._capture(key, build(), body)
+            if replay is None:
+                eager()
+                return None
+        self._graphs.move_to_end(key)
+        return replay
+
+    def _on_side_stream(self, run: Callable[[], None]) -> None:
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        current = torch.cuda.current_stream(self.device)
+        self._side_stream.wait_stream(current)
+        with torch.cuda.stream(self._side_stream):
+            run()
+        current.wait_stream(self._side_stream)
+
+    def _capture(
+        self, key: Hashable, static: Static, body: Callable[[Static], None]
+    ) -> Replay[Static] | None:
+        graph = torch.cuda.CUDAGraph()
+        # a graph of an old key (same shape, earlier lr) is not replayed again
+        while len(self._graphs) >= self.keep:
+            self._graphs.popitem(last=False)
+        try:
+            register = getattr(graph, "register_generator_state", None)
+            if register is not None and self.generator is not None:
+                with torch.cuda.device(self.device):
+                    register(self.generator)
+            torch.cuda.synchronize(self.device)
+            with torch.cuda.graph(graph):
+                body(static)
+        except Exception as err:  # capture is an optimisation: any failure means eager calls
+            self.failed = f"{type(err).__name__}: {err}"
+            torch.cuda.synchronize(self.device)
+            if self.on_fallback is not None:
+                message = f"CUDA graph capture failed, {self.what} stay eager: {self.failed}"
+                self.on_fallback(message)
+            return None
+        self.captured += 1
+        replay = Replay(graph=graph, static=static)
+        self._graphs[key] = replay
+        return replay
