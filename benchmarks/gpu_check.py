@@ -21,7 +21,9 @@ command and its output), and prints the summary:
    mode: inductor's fused kernels inside the captured step;
 3. one CIFAR-10 Exp-100 epoch (12,406 examples, PGD-10, ResNet-18, batch 128) of
    ``cifar10-exp100-ce`` and ``cifar10-exp100-srat-ldam``: epochs 2-3 of a 3-epoch run, so the
-   first epoch's cuDNN autotuning is left out (it is reported too);
+   first epoch's cuDNN autotuning is left out (it is reported too); and the per-epoch
+   evaluation (PGD-20 on 1,000 test images, clean on 10,000) with its attack replayed as CUDA
+   graphs against eager (``eval.cuda_graphs=false``), epoch 3's ``eval_seconds``;
 4. bf16 against fp32 training on the device: ``digits-srat-ldam`` for seeds 0-2 in each
    precision, final PGD-20 robust accuracy (the runs go in parallel; the GPU has room);
 5. several runs on one GPU (section ``study``): ``srat bench --study 1,2,4`` (K synthetic
@@ -143,6 +145,28 @@ def epoch_time(log: Log, env: dict[str, str], preset: str, device: str, *extra: 
         "images_per_s": round(examples / statistics.mean(steady), 1),
         "eval_seconds_epochs2_3": [round(r["eval_seconds"], 2) for r in epochs[1:]],
         "fast_path": fast_path,
+    }
+
+
+def eval_graphs(
+    log: Log, env: dict[str, str], device: str, epochs: dict[str, Any]
+) -> dict[str, Any]:
+    """Per-epoch evaluation with its PGD-20 replayed as CUDA graphs (the default) against
+    eager (``eval.cuda_graphs=false``), same preset: epoch 3's ``eval_seconds`` (epoch 1 warms
+    each batch shape up, epoch 2 captures, epoch 3 only replays)."""
+    preset = EPOCH_PRESETS[-1]
+    graphed = epochs.get(preset, {})
+    eager = epoch_time(log, env, preset, device, "eval.cuda_graphs=false")
+    if "error" in graphed or "error" in eager:
+        return {"error": graphed.get("error") or eager.get("error"), "eager": eager}
+    graphed_s, eager_s = graphed["eval_seconds_epochs2_3"][-1], eager["eval_seconds_epochs2_3"][-1]
+    return {
+        "preset": preset,
+        "eager_command": eager["command"],
+        "graphed_eval_seconds_epoch3": graphed_s,
+        "eager_eval_seconds_epoch3": eager_s,
+        "eager_over_graphed": round(eager_s / graphed_s, 2) if graphed_s else None,
+        "graph_lines": [line for line in graphed["fast_path"] if "CUDA graph" in line],
     }
 
 
@@ -376,6 +400,8 @@ def main() -> None:
         save()
     if due("epoch"):
         summary["epoch"] = {p: epoch_time(log, env, p, args.device) for p in EPOCH_PRESETS}
+        save()
+        summary["eval_graphs"] = eval_graphs(log, env, args.device, summary["epoch"])
         save()
     if due("precision"):
         precisions = args.precisions.split(",")

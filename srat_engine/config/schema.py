@@ -186,6 +186,11 @@ class EvalConfig(_Section):
     )
     robust_per_class: Annotated[int, Field(ge=1)] = 100
     batch_size: Annotated[int, Field(ge=1)] = 512
+    cuda_graphs: bool = Field(
+        True,
+        description="on CUDA, replay each batch's PGD attack and prediction (per-epoch, final "
+        "and `srat eval` pgd20/cw) as one CUDA graph after one warm-up batch per shape",
+    )
     posthoc_tau: NonNegative = Field(
         0.0,
         description="evaluate the post-hoc adjusted logits z - tau log(pi) (Menon et al. 2021; "

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from srat_engine.attacks import attack_mode, pgd_linf
 from srat_engine.config.resolve import versions
 from srat_engine.config.schema import RunConfig, validate_config
 from srat_engine.data import balanced_subset_indices, load_splits
@@ -30,8 +29,16 @@ from srat_engine.evaluation.autoattack import (
     require_autoattack,
     standard_settings,
 )
-from srat_engine.evaluation.classwise import BatchHits, class_totals, clean_hits, count_correct
+from srat_engine.evaluation.classwise import (
+    AttackParams,
+    BatchHits,
+    class_totals,
+    clean_hits,
+    count_correct,
+    pgd_hits,
+)
 from srat_engine.evaluation.cw import CW_KAPPA, cw_loss
+from srat_engine.evaluation.graphs import GraphedHits
 from srat_engine.evaluation.masking import (
     LOGIT_SCALES,
     MASKING_THRESHOLD,
@@ -145,29 +152,23 @@ def restore_model(
 
 
 def _pgd_attack(
-    model: nn.Module, config: RunConfig, clip: Any, loss_fn: LossFn | None = None
-) -> BatchHits:
-    """The engine's PGD with the run's eval budget; loss_fn None is its cross-entropy
-    (PGD-20), `cw_loss` makes it CW-l_inf."""
-    predict = clean_hits(model)
-
-    def run(xb: Tensor, yb: Tensor, generator: torch.Generator) -> Tensor:
-        with attack_mode(model, "eval"):
-            x_adv = pgd_linf(
-                model,
-                xb,
-                yb,
-                eps=config.eval.eps,
-                step_size=config.eval.step_size,
-                steps=config.eval.steps,
-                random_start=True,
-                loss_fn=loss_fn,
-                generator=generator,
-                clip=clip,
-            ).x_adv
-        return predict(x_adv, yb, generator)
-
-    return run
+    model: nn.Module,
+    config: RunConfig,
+    clip: Any,
+    device: torch.device,
+    loss_fn: LossFn | None = None,
+    on_fallback: Callable[[str], None] | None = None,
+) -> GraphedHits:
+    """The engine's PGD with the run's eval budget (`pgd_hits`), replayed as CUDA graphs where
+    eval.cuda_graphs allows; loss_fn None is its cross-entropy (PGD-20), `cw_loss` makes it
+    CW-l_inf."""
+    attack = AttackParams(config.eval.eps, config.eval.step_size, config.eval.steps)
+    return GraphedHits(
+        pgd_hits(model, attack, clip, loss_fn),
+        device,
+        capture=config.eval.cuda_graphs,
+        on_fallback=on_fallback,
+    )
 
 
 class _AutoAttack:
@@ -306,7 +307,11 @@ def evaluate_run(
     started = time.perf_counter()
 
     def correct(hits: BatchHits) -> Tensor:
-        return count_correct(x, y, num_classes, batch_size=batch_size, hits=hits, seed=seed)
+        # a graphed attack's graphs draw from its own generator, re-seeded by count_correct
+        generator = hits.generator if isinstance(hits, GraphedHits) else None
+        return count_correct(
+            x, y, num_classes, batch_size=batch_size, hits=hits, seed=seed, generator=generator
+        )
 
     extra: dict[str, Any] = {}
     with strict_fp32():
@@ -315,7 +320,8 @@ def evaluate_run(
             ensemble = _AutoAttack(model, config.eval.eps, num_classes, seed)
             robust = correct(ensemble)
             # PGD-20 on the same examples: the masking flag compares like with like
-            pgd = _scores(correct(_pgd_attack(model, config, splits.clip)), total, under)
+            pgd_attack = _pgd_attack(model, config, splits.clip, torch_device, None, run.log)
+            pgd = _scores(correct(pgd_attack), total, under)
             aa_overall = _scores(robust, total, under)["overall"]
             # the second half of the masking check: PGD-20 on scaled logits, same examples
             scaled_attack = _LogitScaled(model, config, splits.clip)
@@ -334,7 +340,9 @@ def evaluate_run(
             }
         else:
             loss_fn = cw_loss if attack == "cw" else None
-            robust = correct(_pgd_attack(model, config, splits.clip, loss_fn))
+            robust = correct(
+                _pgd_attack(model, config, splits.clip, torch_device, loss_fn, run.log)
+            )
     seconds = time.perf_counter() - started
 
     clean_scores = _scores(clean, total, under)

@@ -35,7 +35,15 @@ from srat_engine.errors import (
     failure_message,
     raise_interrupted,
 )
-from srat_engine.evaluation.classwise import AttackParams, class_totals, classwise_correct
+from srat_engine.evaluation.classwise import (
+    AttackParams,
+    class_totals,
+    count_correct,
+    evaluation_mode,
+    feature_hits,
+    pgd_hits,
+)
+from srat_engine.evaluation.graphs import GraphedHits
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
 from srat_engine.evaluation.separability import feature_separability
 from srat_engine.losses.logit_adjustment import class_log_prior
@@ -165,6 +173,14 @@ class Trainer:
         self.loss_fn = per_sample_loss(config, self.margins, log_prior)
         # what every evaluation pass reads (eval.posthoc_tau); training uses self.model
         self.eval_model = posthoc_view(self.model, log_prior, config.eval.posthoc_tau)
+        # the per-epoch and final robust evaluation's attack, replayed as CUDA graphs on CUDA
+        robust_attack = AttackParams(config.eval.eps, config.eval.step_size, config.eval.steps)
+        self.robust_hits = GraphedHits(
+            pgd_hits(self.eval_model, robust_attack, self.data.clip),
+            device,
+            capture=config.eval.cuda_graphs,
+            on_fallback=self.run.log,
+        )
         step = TrainStep(
             self.model,
             self.optimizer,
@@ -182,7 +198,8 @@ class Trainer:
             f"channels_last {'on' if step.channels_last else 'off'}, "
             f"{step.folded.folded if step.folded else 0} BatchNorm(s) folded into the "
             f"attack's convolutions, compile {config.train.compile}, CUDA graphs "
-            f"{'on' if isinstance(self.step, GraphedTrainStep) else 'off'}"
+            f"{'on' if isinstance(self.step, GraphedTrainStep) else 'off'} for training, "
+            f"{'on' if self.robust_hits.graphs.enabled else 'off'} for robust evaluation"
         )
         self.start_epoch = 0
         # set by a resume from a checkpoint taken mid-epoch: the next epoch continues it
@@ -355,29 +372,29 @@ class Trainer:
 
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor, robust: bool) -> dict[str, Any]:
         config, resolved = self.config, self.resolved
-        attack = None
-        if robust:
-            attack = AttackParams(config.eval.eps, config.eval.step_size, config.eval.steps)
         # the clean pass also yields the penultimate features for separability: no extra pass
-        features: list[torch.Tensor] | None = None if robust else []
-        correct = classwise_correct(
-            self.eval_model,
-            x,
-            y,
-            resolved.num_classes,
-            batch_size=config.eval.batch_size,
-            attack=attack,
-            clip=self.data.clip,
-            seed=config.seed + 1,
-            features_into=features,
-        ).tolist()
+        features: list[torch.Tensor] = []
+        if robust:
+            hits, generator = self.robust_hits, self.robust_hits.generator
+        else:
+            hits, generator = feature_hits(self.eval_model, features), None
+        with evaluation_mode(self.eval_model):
+            correct = count_correct(
+                x,
+                y,
+                resolved.num_classes,
+                batch_size=config.eval.batch_size,
+                hits=hits,
+                seed=config.seed + 1,
+                generator=generator,
+            ).tolist()
         total = class_totals(y, resolved.num_classes)
         result = {
             "class": per_class_accuracy(correct, total),
             **aggregate(correct, total, resolved.under_classes),
             "n": sum(total),
         }
-        if features is not None:
+        if not robust:
             # penultimate-feature separability (evaluation/separability.py) of the same test set,
             # tracked per epoch beside the accuracies
             separability = feature_separability(torch.cat(features), y, resolved.num_classes)
