@@ -52,6 +52,8 @@ class Resolved:
     taet_stage2_epoch: int | None = None
     # RoBal's per-class margins m_c in cosine units (None: another method)
     robal_margins: list[float] | None = None
+    # the test split's examples per class (None in run directories made before it was kept)
+    test_class_counts: list[int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,4 +183,5 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
         if spec.objective == "taet"
         else None,
         robal_margins=margins_robal,
+        test_class_counts=list(info.test_class_sizes) or None,
     )

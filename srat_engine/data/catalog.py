@@ -1,7 +1,8 @@
 """What each dataset looks like before it is loaded: classes, input shape, per-class sizes.
 
-`srat run --dry-run` resolves per-class counts, class weights and LDAM margins from this alone,
-without reading any data file.
+`srat run --dry-run` resolves per-class counts, class weights, LDAM margins and what a run's
+evaluation costs (`config.workload`) from this alone, without reading any data file. The
+generated sets' default sizes are here too, read by `data/sources.py` when it draws them.
 """
 
 from __future__ import annotations
@@ -19,16 +20,29 @@ class DatasetInfo:
     input_shape: tuple[int, ...]
     train_class_sizes: tuple[int, ...]  # examples per class available for training
     class_names: tuple[str, ...] = ()
+    test_class_sizes: tuple[int, ...] = ()  # the test split's examples per class
 
     def names(self) -> list[str]:
         return list(self.class_names) or [str(c) for c in range(self.num_classes)]
 
 
-# SVHN train split per digit 0..9 (73,257 images; torchvision maps label 10 to digit 0).
+# SVHN train and test splits per digit 0..9 (73,257 and 26,032 images; torchvision maps label
+# 10 to digit 0).
 _SVHN_TRAIN = (4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659)
+_SVHN_TEST = (1744, 5099, 4149, 2882, 2523, 2384, 1977, 2019, 1660, 1595)
 # sklearn digits per class (1,797 images), less the 50 per class held out as the test set.
 _DIGITS_TOTAL = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 DIGITS_TEST_PER_CLASS = 50
+# the generated sets' sizes per class unless data.options say otherwise
+GAUSSIAN_PER_CLASS = {"train_per_class": 5000, "test_per_class": 5000}
+SYNTHETIC_PER_CLASS = {"train_per_class": 5000, "test_per_class": 1000}
+
+
+def folder_held_out(smallest_class: int) -> int:
+    """Test examples per class held out of an image folder without a test/ split, unless
+    data.options.test_per_class says: 20% of the smallest class, at least 1."""
+    return max(1, smallest_class // 5)
+
 
 _CIFAR10_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -36,9 +50,9 @@ _CIFAR10_NAMES = (
 _DIGIT_NAMES = tuple(str(d) for d in range(10))
 
 _FIXED: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), (5000,) * 10, _CIFAR10_NAMES),
-    "cifar100": DatasetInfo("cifar100", 100, (3, 32, 32), (500,) * 100),
-    "svhn": DatasetInfo("svhn", 10, (3, 32, 32), _SVHN_TRAIN, _DIGIT_NAMES),
+    "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), (5000,) * 10, _CIFAR10_NAMES, (1000,) * 10),
+    "cifar100": DatasetInfo("cifar100", 100, (3, 32, 32), (500,) * 100, (), (100,) * 100),
+    "svhn": DatasetInfo("svhn", 10, (3, 32, 32), _SVHN_TRAIN, _DIGIT_NAMES, _SVHN_TEST),
 }
 
 
@@ -51,16 +65,17 @@ def dataset_info(name: str, options: dict[str, float | int | str], root: Path) -
         sizes = tuple(n - held_out for n in _DIGITS_TOTAL)
         if min(sizes) < 1:
             raise SratError(f"data.options.test_per_class={held_out} leaves no digits to train on")
-        return DatasetInfo("digits", 10, (1, 8, 8), sizes, _DIGIT_NAMES)
+        return DatasetInfo("digits", 10, (1, 8, 8), sizes, _DIGIT_NAMES, (held_out,) * 10)
     if name == "gaussian":
         dim = int(options.get("d", 2))
-        per_class = int(options.get("train_per_class", 5000))
-        return DatasetInfo("gaussian", 2, (dim,), (per_class, per_class), ("+1", "-1"))
+        train, test = (int(options.get(k, n)) for k, n in GAUSSIAN_PER_CLASS.items())
+        return DatasetInfo("gaussian", 2, (dim,), (train,) * 2, ("+1", "-1"), (test,) * 2)
     if name == "synthetic":
         classes = int(options.get("classes", 10))
         channels, size = int(options.get("channels", 3)), int(options.get("size", 32))
-        per_class = int(options.get("train_per_class", 5000))
-        return DatasetInfo("synthetic", classes, (channels, size, size), (per_class,) * classes)
+        train, test = (int(options.get(k, n)) for k, n in SYNTHETIC_PER_CLASS.items())
+        shape = (channels, size, size)
+        return DatasetInfo("synthetic", classes, shape, (train,) * classes, (), (test,) * classes)
     if name == "folder":
         return _folder_info(root, options)
     raise SratError(f"unknown dataset {name!r}")
@@ -76,10 +91,19 @@ def _folder_info(root: Path, options: dict[str, float | int | str]) -> DatasetIn
     classes = sorted(p for p in train.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise SratError(f"{train} needs at least two class subfolders, found {len(classes)}")
-    sizes = [sum(1 for f in c.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES) for c in classes]
-    if not (root / "test").is_dir():
-        held_out = int(options.get("test_per_class", max(1, min(sizes) // 5)))
+    sizes = [_image_count(c) for c in classes]
+    if (root / "train").is_dir() and (root / "test").is_dir():  # its own split, as sources.py
+        tests = [_image_count(root / "test" / c.name) for c in classes]
+    else:
+        held_out = int(options.get("test_per_class", folder_held_out(min(sizes))))
+        tests = [min(n, held_out) for n in sizes]
         sizes = [n - held_out for n in sizes]
     size = int(options.get("image_size", 32))
     names = tuple(c.name for c in classes)
-    return DatasetInfo("folder", len(classes), (3, size, size), tuple(sizes), names)
+    return DatasetInfo("folder", len(classes), (3, size, size), tuple(sizes), names, tuple(tests))
+
+
+def _image_count(folder: Path) -> int:
+    if not folder.is_dir():
+        return 0
+    return sum(1 for f in folder.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES)

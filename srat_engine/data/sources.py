@@ -20,6 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from srat_engine.data.catalog import (
+    DIGITS_TEST_PER_CLASS,
+    GAUSSIAN_PER_CLASS,
+    SYNTHETIC_PER_CLASS,
+    folder_held_out,
+)
 from srat_engine.data.imbalance import balanced_subset_indices
 from srat_engine.errors import SratError
 
@@ -312,7 +318,7 @@ def _split_held_out(
 def _digits(options: dict[str, Any]) -> Splits:
     from sklearn.datasets import load_digits
 
-    opts = _options("digits", options, {"test_per_class": 50})
+    opts = _options("digits", options, {"test_per_class": DIGITS_TEST_PER_CLASS})
     per_class = _int_option("digits", "test_per_class", opts["test_per_class"], 1)
     bunch = load_digits()
     # sklearn's 8x8 images hold integer intensities 0..16; map them onto 0..255
@@ -336,8 +342,7 @@ def _gaussian(options: dict[str, Any]) -> Splits:
         "d": 2,
         "eta": 1.0,
         "sigma": 1.0,
-        "train_per_class": 5000,
-        "test_per_class": 5000,
+        **GAUSSIAN_PER_CLASS,
         "seed": 0,
     }
     opts = _options("gaussian", options, defaults)
@@ -373,8 +378,7 @@ def _synthetic(options: dict[str, Any]) -> Splits:
         "classes": 10,
         "channels": 3,
         "size": 32,
-        "train_per_class": 5000,
-        "test_per_class": 1000,
+        **SYNTHETIC_PER_CLASS,
         "seed": 0,
     }
     opts = _options("synthetic", options, defaults)
@@ -452,7 +456,7 @@ def _folder(root: pathlib.Path, options: dict[str, Any]) -> Splits:
         ds, x, y = _read_folder(pool, size)
         counts = torch.bincount(y, minlength=len(ds.classes))
         if opts["test_per_class"] is None:
-            per_class = max(1, int(counts.min()) // 5)  # 20% of the smallest class
+            per_class = folder_held_out(int(counts.min()))
         else:
             per_class = _int_option("folder", "test_per_class", opts["test_per_class"], 1)
         train_idx, test_idx = _split_held_out(y, per_class, f"image folder {pool}")
