@@ -22,7 +22,6 @@ from srat_engine.bench.study import (
     bf16_peak,
     column_seconds,
     cuda_mps,
-    evaluation_counts,
     model_tflops,
     parse_per_device,
     peak_share,
@@ -31,9 +30,8 @@ from srat_engine.bench.study import (
     study_home,
     wall_images_per_s,
 )
-from srat_engine.config.schema import EvalConfig
+from srat_engine.config.workload import pgd_training_forwards
 from srat_engine.errors import SratError
-from srat_engine.models.flops import pgd_training_forwards
 from srat_engine.runs.home import Home
 from srat_engine.runs.liveness import reconcile
 from srat_engine.runs.rundir import RunDir
@@ -71,7 +69,6 @@ def test_aggregate_and_wall_images_per_s() -> None:
 
 
 def test_model_tflops_and_share() -> None:
-    assert pgd_training_forwards(10) == 23 and pgd_training_forwards(0) == 3
     # 1,000 examples/s x 23 forwards x 1 GFLOP = 23 TFLOP/s
     assert model_tflops(1000.0, 1e9, 10) == pytest.approx(23.0)
     # README's figure: 6,329 img/s x 23 x 1.1108 GFLOP = 161.70 TFLOP/s
@@ -96,16 +93,6 @@ def test_model_tflops_and_share() -> None:
 )
 def test_bf16_peak_table(name: str, expected: tuple[str, float] | None) -> None:
     assert bf16_peak(name) == expected
-
-
-def test_evaluation_counts_follow_the_trainer() -> None:
-    assert evaluation_counts(200, EvalConfig()) == (0, 200)
-    # every 5: epochs 5, 10, ..., 200 (40), robust on the multiples of 10 (20)
-    assert evaluation_counts(200, EvalConfig(every=5, robust_every=10)) == (20, 20)
-    # the digits protocol: every epoch, robust every 5th: 25 of 125
-    assert evaluation_counts(125, EvalConfig(robust_every=5)) == (100, 25)
-    # every 3 of 7: epochs 3, 6 and the last, 7; robust on 6 (even) and 7 (the last)
-    assert evaluation_counts(7, EvalConfig(every=3, robust_every=2)) == (1, 2)
 
 
 def test_projected_run_and_column() -> None:

@@ -11,11 +11,11 @@ from fake_runs import TINY_RUN, prepare_from_env
 
 from srat_engine.config.prepare import create_run
 from srat_engine.config.schema import EvalConfig
+from srat_engine.config.workload import evaluation_due
 from srat_engine.runs.records import best_epoch
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import config_key, summarize_run
 from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
-from srat_engine.training.schedule import evaluation_due
 from srat_engine.training.trainer import RunInterrupted, execute
 
 

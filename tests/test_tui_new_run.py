@@ -25,6 +25,7 @@ from srat_engine.runs.home import Home
 from srat_engine.runs.index import run_dirs
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.rundir import RunDir
+from srat_tui.render.run import workload_line
 from srat_tui.tui.context import AppContext
 from srat_tui.tui.screens.new_run import (
     FormValues,
@@ -181,8 +182,11 @@ async def test_default_preset_shows_counts_and_cost() -> None:
             assert f" {resolved.class_counts[cls]:,}" in line
             assert line.rstrip().endswith("*") == (cls in resolved.under_classes)
         cost = text_of(screen.query_one("#newrun-cost", Static))
-        assert f"{resolved.train_size:,} training examples × 30 epochs" in cost
-        assert "× 11 forward-backward passes each (PGD-10" in cost
+        assert f"{resolved.train_size:,} training examples × 30 epochs, PGD-10" in cost
+        # the engine's count, as the dry run prints it: 2K + 3 forwards per example and epoch
+        work = validation.prepared.workload
+        assert work is not None and work.train == resolved.train_size * 30 * 23
+        assert workload_line(work) in cost and "evaluation" in cost
         assert "SRAT-LDAM" in text_of(screen.query_one("#newrun-method", Static))
         assert not screen.query_one("#launch", Button).disabled
         assert screen.query_one("#scheme", Select).value == "srat"
@@ -248,7 +252,13 @@ async def test_loss_and_scheme_compose_the_method() -> None:
 
         screen = await set_field(pilot, "scheme", "natural")
         cost = text_of(screen.query_one("#newrun-cost", Static))
-        assert "natural training, no attack" in cost
+        assert screen.validation is not None and screen.validation.prepared is not None
+        prepared = screen.validation.prepared
+        epochs, n = prepared.config.train.epochs, prepared.resolved.train_size
+        assert f"{n:,} training examples × {epochs} epochs, natural" in cost
+        work = prepared.workload
+        assert work is not None and work.train == n * epochs * 3  # no attack: 3 forwards each
+        assert workload_line(work) in cost
 
 
 async def fill_fast_run(pilot: Pilot[None], seeds: str) -> NewRunScreen:

@@ -37,9 +37,10 @@ from torch import Tensor, nn
 
 from srat_engine.bench.reference import EPS, PAD, STEP_SIZE, reference_loader, reference_step
 from srat_engine.config.schema import RunConfig, set_override, validate_config
+from srat_engine.config.workload import pgd_training_forwards
 from srat_engine.errors import SratError
 from srat_engine.models import SratModel, build_model
-from srat_engine.models.flops import executed_flops, forward_flops, pgd_training_forwards
+from srat_engine.models.flops import executed_flops, forward_flops
 from srat_engine.training.device import pick_device
 from srat_engine.training.graphs import GraphedTrainStep, graphed_step
 from srat_engine.training.step import TrainStep, per_sample_loss

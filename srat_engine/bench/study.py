@@ -21,13 +21,13 @@ by the run itself) and from when this process first saw each record (polled ever
   **wall**, every training example of every epoch of every run / the wall-clock time from the
   first run's first epoch start to the last run's last epoch end (evaluation and the first
   epoch's warm-up included);
-* model TFLOP/s: images/s x ``models.flops.pgd_training_forwards`` (2K + 3 forwards for
+* model TFLOP/s: images/s x ``config.workload.pgd_training_forwards`` (2K + 3 forwards for
   PGD-K) x the forward FLOPs of the preset's model (``models.flops.forward_flops``), the
   convention of ``srat bench``; the share of the device's dense bf16 peak (``BF16_PEAKS``,
   or one given); the speed-up of K over K = 1;
 * projections: one run of the preset's own length (200 epochs for the paper's presets) at
   that K, its epochs evaluated as its ``eval.every`` / ``eval.robust_every`` say
-  (``training.schedule.evaluation_due``) and, apart, with every epoch evaluated; and the
+  (``config.workload.evaluation_due``) and, apart, with every epoch evaluated; and the
   11-method column of Table 2 run K at a time: ceil(11 / K) waves of one packed run.
 """
 
@@ -49,17 +49,16 @@ from pathlib import Path
 from typing import Any
 
 from srat_engine.config.prepare import PreparedRun, create_run, prepare
-from srat_engine.config.schema import EvalConfig
 from srat_engine.config.seeds import seed_override
+from srat_engine.config.workload import evaluation_counts, pgd_training_forwards
 from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
 from srat_engine.jobs.supervisor import kill_run, launch_detached, resolve_devices
 from srat_engine.models import build_model
-from srat_engine.models.flops import forward_flops, pgd_training_forwards
+from srat_engine.models.flops import forward_flops
 from srat_engine.runs.home import Home
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.rundir import RunDir
-from srat_engine.training.schedule import evaluation_due
 
 DEFAULT_PRESET = "cifar10-exp100-srat-ldam"
 DEFAULT_EPOCHS = 3
@@ -120,18 +119,6 @@ def bf16_peak(device_name: str) -> tuple[str, float] | None:
         if re.search(pattern, device_name, re.IGNORECASE):
             return what, peak
     return None
-
-
-def evaluation_counts(epochs: int, config: EvalConfig) -> tuple[int, int]:
-    """How many of `epochs` epochs are evaluated clean only and how many clean + robust, by
-    the trainer's own rule (``training.schedule.evaluation_due``: every ``eval.every`` epochs,
-    robustly on multiples of ``eval.robust_every``, the last epoch always, both)."""
-    clean = full = 0
-    for done in range(1, epochs + 1):
-        evaluated, robust = evaluation_due(done, epochs, config)
-        full += robust
-        clean += evaluated and not robust
-    return clean, full
 
 
 def projected_run_seconds(

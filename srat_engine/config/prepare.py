@@ -10,6 +10,7 @@ from typing import Any
 from srat_engine.config.presets import load_preset, load_raw
 from srat_engine.config.resolve import Resolved, resolve
 from srat_engine.config.schema import RunConfig, set_override, validate_config
+from srat_engine.config.workload import Workload, run_workload
 from srat_engine.errors import SratError
 from srat_engine.runs.provenance import provenance
 from srat_engine.runs.rundir import RunDir, now_iso
@@ -20,6 +21,11 @@ class PreparedRun:
     config: RunConfig
     resolved: Resolved
     source: str  # the preset name or config file it came from
+
+    @property
+    def workload(self) -> Workload | None:
+        """The run's model work in forward-pass equivalents (`config.workload.run_workload`)."""
+        return run_workload(self.config, self.resolved)
 
     def document(self) -> dict[str, Any]:
         """What config.json records: the validated config and everything derived from it."""

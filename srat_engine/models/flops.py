@@ -27,16 +27,6 @@ def forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     return float(counter.get_total_flops())
 
 
-def pgd_training_forwards(attack_steps: int) -> int:
-    """Model FLOPs of one PGD-K adversarial training example, in forward passes: ``2K + 3``.
-
-    Each of the K attack steps is one forward plus an input-only backward (about one forward's
-    FLOPs), the update one forward plus a full backward (about two): PGD-10 is 23 forwards.
-    Multiplied by :func:`forward_flops` it is the useful work `srat bench` credits a step with.
-    """
-    return 2 * attack_steps + 3
-
-
 class _RegistryFlops(TorchDispatchMode):
     """Sums FLOPs with ``FlopCounterMode``'s formulas, without its module tracker.
 

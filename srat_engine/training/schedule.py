@@ -1,6 +1,6 @@
 """Per-epoch schedule: learning rate, when reweighting, GAIR weights, AWP and TAET's
-adversarial stage switch on, the class-wise attack budgets during their warm-up, which epochs
-are evaluated.
+adversarial stage switch on, the class-wise attack budgets during their warm-up. Which epochs
+are evaluated is `config.workload.evaluation_due`'s (the dry run counts them too).
 
 Epochs are 0-based inside the engine (shown 1-based to people). With the paper's milestones
 [160, 180] and gamma 0.01, epochs 0-159 use lr, 160-179 lr*0.01, 180-199 lr*1e-4, matching
@@ -13,16 +13,7 @@ import torch
 
 from srat_engine.attacks.class_budget import class_step_sizes, warmup_budgets
 from srat_engine.config.resolve import Resolved
-from srat_engine.config.schema import EvalConfig, RunConfig
-
-
-def evaluation_due(epochs_done: int, epochs: int, config: EvalConfig) -> tuple[bool, bool]:
-    """Whether the epoch that brings training to `epochs_done` (1-based) is evaluated, and
-    whether robustly: every `eval.every` epochs, robustly on those that are also multiples
-    of `eval.robust_every`; the last epoch always, both."""
-    last = epochs_done == epochs
-    evaluated = last or epochs_done % config.every == 0
-    return evaluated, evaluated and (last or epochs_done % config.robust_every == 0)
+from srat_engine.config.schema import RunConfig
 
 
 def learning_rate(epoch: int, config: RunConfig, resolved: Resolved) -> float:

@@ -26,6 +26,7 @@ import torch
 
 from srat_engine.config.resolve import Resolved
 from srat_engine.config.schema import validate_config
+from srat_engine.config.workload import evaluation_due
 from srat_engine.data.resident import load_device_data
 from srat_engine.errors import (
     STOP_SIGNALS,
@@ -62,7 +63,6 @@ from srat_engine.training.graphs import GraphedTrainStep, graphed_step
 from srat_engine.training.schedule import (
     attack_budgets,
     awp_active,
-    evaluation_due,
     gair_active,
     learning_rate,
     natural_stage,

@@ -16,6 +16,7 @@ from srat_tui.render.format import inert, inert_text, pct
 
 if TYPE_CHECKING:
     from srat_engine.config.prepare import PreparedRun
+    from srat_engine.config.workload import Workload
 
 
 def epoch_line(record: dict[str, Any]) -> str:
@@ -109,6 +110,34 @@ def resolved_table(prepared: PreparedRun) -> Table:
     return table
 
 
+def _millions(count: int) -> str:
+    return f"{count / 1e6:,.1f} M" if count >= 100_000 else f"{count:,}"
+
+
+def evaluation_cadence(work: Workload | None) -> str:
+    """Which epochs are evaluated and on how many test examples: ": 1,000 at 200 epochs, clean
+    10,000 at 200, final 10,000"; "" when the test split's size is unknown."""
+    if work is None:
+        return ""
+    evaluated = work.clean_epochs + work.robust_epochs
+    return (
+        f": {work.robust_size:,} at {work.robust_epochs} epochs, "
+        f"clean {work.test_size:,} at {evaluated}, final {work.test_size:,}"
+    )
+
+
+def workload_line(work: Workload | None) -> str | None:
+    """A run's model work (`config.workload.Workload`) in forward passes (equivalents: a
+    backward counts as one or two), or None when the test split's size is unknown (a run made
+    before it was kept)."""
+    if work is None:
+        return None
+    return (
+        f"{_millions(work.train)} training + {_millions(work.evaluation)} evaluation "
+        f"forward passes ({work.evaluation_share:.0%} evaluation)"
+    )
+
+
 def schedule_lines(prepared: PreparedRun) -> list[str]:
     config, resolved = prepared.config, prepared.resolved
     spec = resolved.method
@@ -132,8 +161,11 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         f"attack   PGD-{attack.steps} eps {attack.eps * 255:.4g}/255 "
         f"step {attack.step_size * 255:.4g}/255, BN {attack.bn_mode} during attack",
         f"eval     PGD-{config.eval.steps} eps {config.eval.eps * 255:.4g}/255 "
-        f"step {config.eval.step_size * 255:.4g}/255",
+        f"step {config.eval.step_size * 255:.4g}/255{evaluation_cadence(prepared.workload)}",
     ]
+    work = workload_line(prepared.workload)
+    if work is not None:
+        lines.append(f"work     {work}")
     if resolved.reweight_epoch is not None:
         lines.append(f"reweight class-balanced from epoch {resolved.reweight_epoch + 1}")
     if resolved.gair_begin_epoch is not None:

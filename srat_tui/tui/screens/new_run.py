@@ -49,6 +49,7 @@ from srat_engine.jobs.slurm_options import DEFAULT_TIME, SlurmOptions, load_defa
 from srat_engine.jobs.supervisor import launch_detached, resolve_devices
 from srat_engine.runs.home import Home
 from srat_tui.render.format import inert, inert_text
+from srat_tui.render.run import evaluation_cadence, workload_line
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import FormChecked, LaunchFailed, LaunchFinished, PresetLoaded
 
@@ -481,34 +482,27 @@ def counts_chart(prepared: PreparedRun) -> RenderableType:
 
 
 def cost_lines(validation: Validation) -> RenderableType:
-    """Training cost from resolved values: examples x epochs, x (steps + 1) passes when
-    adversarial, x seeds."""
+    """What the run computes, from the engine's count (`PreparedRun.workload`): its training
+    examples and epochs, then training and evaluation in forward-pass equivalents."""
     assert validation.prepared is not None
-    config, resolved = validation.prepared.config, validation.prepared.resolved
-    examples, epochs = resolved.train_size, config.train.epochs
-    total = examples * epochs
+    prepared = validation.prepared
+    config, resolved = prepared.config, prepared.resolved
+    attack = f"PGD-{config.attack.steps}" if resolved.method.get("adversarial", True) else "natural"
     lines = [
         Text.assemble(
             ("cost  ", "bold"),
-            f"{examples:,} training examples × {epochs} epochs = {total:,} example-epochs",
+            f"{resolved.train_size:,} training examples × {config.train.epochs} epochs, {attack}",
         )
     ]
-    if resolved.method.get("adversarial", True):
-        steps = config.attack.steps
-        total *= steps + 1
-        lines.append(
-            Text(
-                f"      × {steps + 1} forward-backward passes each (PGD-{steps} + the update) "
-                f"= {total:,} passes"
-            )
-        )
-    else:
-        lines.append(Text("      × 1 forward-backward pass each (natural training, no attack)"))
+    work = workload_line(prepared.workload)
+    if work is not None:
+        lines.append(Text(f"      {work}"))
+    lines.append(Text(f"      eval PGD-{config.eval.steps}{evaluation_cadence(prepared.workload)}"))
     seeds = len(validation.seeds)
     if seeds > 1:
-        lines.append(Text(f"      × {seeds} seeds = {total * seeds:,} passes in all"))
+        lines.append(Text(f"      for each of {seeds} seeds (a run each)"))
     lines.append(Text(""))
-    lines.extend(schedule_lines(validation.prepared))
+    lines.extend(schedule_lines(prepared))
     return Group(*lines)
 
 
