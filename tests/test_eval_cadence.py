@@ -131,3 +131,39 @@ def test_a_corrupt_best_pt_does_not_stop_a_resume(tmp_path: Path) -> None:
     (aside,) = run.best_checkpoint_path.parent.glob("best.pt.corrupt-*")
     assert aside.read_bytes() == b"not a checkpoint"  # set aside, not deleted
     assert "corrupt or unsafe" in run.log_path.read_text()
+
+
+def test_every_evaluation_runs_without_tf32_and_training_keeps_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-epoch and final evaluation, clean and robust, in strict fp32 (`srat eval`'s own
+    precision, so it reproduces the recorded numbers on a GPU too); training's setting is the
+    user's and comes back after each evaluation."""
+    import torch
+
+    import srat_engine.training.trainer as trainer
+
+    seen: dict[str, set[tuple[bool, bool]]] = {"clean": set(), "robust": set()}
+
+    def flags() -> tuple[bool, bool]:
+        return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+    def recording(kind: str, make: Callable[..., Callable[..., object]]) -> Callable[..., object]:
+        def build(*args: object, **kwargs: object) -> Callable[..., object]:
+            hits = make(*args, **kwargs)
+
+            def recorded(*batch: object) -> object:
+                seen[kind].add(flags())
+                return hits(*batch)
+
+            return recorded
+
+        return build
+
+    monkeypatch.setattr(trainer, "feature_hits", recording("clean", trainer.feature_hits))
+    monkeypatch.setattr(trainer, "pgd_hits", recording("robust", trainer.pgd_hits))
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    execute(tiny_run(tmp_path, "train.epochs=2"))
+    assert seen == {"clean": {(False, False)}, "robust": {(False, False)}}
+    assert flags() == (True, True)

@@ -11,8 +11,7 @@ statistics), on a fixed class-balanced subset of the test set.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from srat_engine.evaluation.classwise import (
     clean_hits,
     count_correct,
     pgd_hits,
+    strict_fp32,
 )
 from srat_engine.evaluation.cw import CW_KAPPA, cw_loss
 from srat_engine.evaluation.graphs import GraphedHits
@@ -98,19 +98,6 @@ def _check_best(run: RunDir, epoch: int | None) -> None:
             f"run {run.id}: best.pt holds epoch {epoch} but its records name {named} the best; "
             "evaluate --checkpoint last"
         )
-
-
-@contextmanager
-def strict_fp32() -> Iterator[None]:
-    """Full fp32 matmuls and convolutions for the duration (TF32 off), restored afterwards."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 def restore_model(

@@ -43,6 +43,7 @@ from srat_engine.evaluation.classwise import (
     evaluation_mode,
     feature_hits,
     pgd_hits,
+    strict_fp32,
 )
 from srat_engine.evaluation.graphs import GraphedHits
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
@@ -378,7 +379,7 @@ class Trainer:
             hits, generator = self.robust_hits, self.robust_hits.generator
         else:
             hits, generator = feature_hits(self.eval_model, features), None
-        with evaluation_mode(self.eval_model):
+        with strict_fp32(), evaluation_mode(self.eval_model):
             correct = count_correct(
                 x,
                 y,
