@@ -53,7 +53,7 @@ def test_off_cuda_a_graphed_evaluation_is_the_eager_one() -> None:
     for seed in (3, 3, 4):  # the same seed twice: the generator is re-seeded, not continued
         expected = classwise_correct(model, x, y, 10, batch_size=8, attack=ATTACK, seed=seed)
         assert _count(model, x, y, graphed, seed) == expected.tolist()
-    assert graphed.captured == 0 and graphed.failed is None
+    assert graphed.graphs.captured == 0 and graphed.graphs.failed is None
 
 
 def test_count_correct_reseeds_the_generator_it_is_given() -> None:
@@ -141,8 +141,8 @@ def test_cuda_graphed_evaluation_counts_exactly_like_the_eager_one() -> None:
             assert _count(model, x, y, graphed, seed=round_) == eager, round_
     finally:
         torch.backends.cudnn.deterministic = False
-    assert graphed.failed is None
-    assert graphed.captured == 2  # the full batch of 8 and the last one of 4
+    assert graphed.graphs.failed is None
+    assert graphed.graphs.captured == 2  # the full batch of 8 and the last one of 4
 
 
 @pytest.mark.cuda
@@ -161,4 +161,4 @@ def test_cuda_graphed_evaluation_waits_for_the_device_only_at_the_end() -> None:
             )
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert graphed.captured == 2 and int(correct.sum()) <= len(y)
+    assert graphed.graphs.captured == 2 and int(correct.sum()) <= len(y)

@@ -369,6 +369,6 @@ def test_cuda_graph_replays_the_policy_step_like_the_eager_one(policy: PolicyNam
         torch.cuda.synchronize()
     finally:
         torch.backends.cudnn.deterministic = False
-    assert graphed.failed is None and graphed.captured == 1
+    assert graphed.graphs.failed is None and graphed.graphs.captured == 1
     assert torch.allclose(sums["eager"], sums["graphed"], rtol=1e-5, atol=1e-5)
     assert torch.equal(eager.generator.get_state(), graphed.step.generator.get_state())

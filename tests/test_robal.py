@@ -283,7 +283,7 @@ def test_cuda_graph_replays_robal_like_the_eager_step() -> None:
         torch.cuda.synchronize()
     finally:
         torch.backends.cudnn.deterministic = False
-    assert graphed.failed is None and graphed.captured == 1
+    assert graphed.graphs.failed is None and graphed.graphs.captured == 1
     theirs = eager.model.state_dict()
     for name, value in graphed.step.model.state_dict().items():
         assert torch.allclose(value.float(), theirs[name].float(), rtol=1e-5, atol=1e-6), name

@@ -45,7 +45,7 @@ def test_off_cuda_the_step_is_used_as_it_is() -> None:
     for x, y in _batches(cpu, 2):
         wrapper(x, y)
         plain(x, y)
-    assert wrapper.captured == 0 and wrapper.failed is None
+    assert wrapper.graphs.captured == 0 and wrapper.graphs.failed is None
     for name, value in plain.model.state_dict().items():
         assert torch.equal(value, wrapper.step.model.state_dict()[name]), name
 
@@ -112,8 +112,8 @@ def test_cuda_graph_replays_train_exactly_like_the_eager_step(
         torch.cuda.synchronize()
     finally:
         torch.backends.cudnn.deterministic = False
-    assert graphed.failed is None
-    assert graphed.captured == 2
+    assert graphed.graphs.failed is None
+    assert graphed.graphs.captured == 2
     assert torch.allclose(sums["eager"], sums["graphed"], rtol=1e-5, atol=1e-5)
     reference = eager.model.state_dict()
     for name, value in graphed.step.model.state_dict().items():

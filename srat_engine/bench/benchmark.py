@@ -261,7 +261,7 @@ def run_benchmark(
     generator = torch.Generator(device=dev).manual_seed(seed)
     engine_step = bench_engine_step(engine_model, sgd, config, generator)
     engine_call = graphed_step(engine_step)
-    graphs = engine_call if isinstance(engine_call, GraphedTrainStep) else None
+    graphs = engine_call.graphs if isinstance(engine_call, GraphedTrainStep) else None
     # CUDA graphs: their eager warm-up steps and the capture step are warm-up too
     engine_warmup = warmup + (graphs.warmup + 1 if graphs is not None else 0)
 

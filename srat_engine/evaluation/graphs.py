@@ -61,14 +61,6 @@ class GraphedHits:
             capture=capture,
         )
 
-    @property
-    def captured(self) -> int:
-        return self.graphs.captured
-
-    @property
-    def failed(self) -> str | None:
-        return self.graphs.failed
-
     def __call__(
         self, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:

@@ -45,8 +45,8 @@ class GraphedTrainStep:
     """Calls like :class:`TrainStep`; on CUDA, steps after warm-up are graph replays.
 
     Anywhere else (CPU, or a step that cannot be captured) it runs the eager step, so it is
-    always safe to use; ``captured`` counts the graphs made, ``failed`` holds the reason a
-    capture failed (the step then stays eager for the rest of the run).
+    always safe to use; ``graphs.captured`` counts the graphs made, ``graphs.failed`` holds the
+    reason a capture failed (the step then stays eager for the rest of the run).
     """
 
     def __init__(
@@ -66,18 +66,6 @@ class GraphedTrainStep:
             what="training steps",
             on_fallback=on_fallback,
         )
-
-    @property
-    def enabled(self) -> bool:
-        return self.graphs.enabled
-
-    @property
-    def captured(self) -> int:
-        return self.graphs.captured
-
-    @property
-    def failed(self) -> str | None:
-        return self.graphs.failed
 
     def _key(
         self, x: torch.Tensor, class_w: torch.Tensor | None, switches: dict[str, Any]
