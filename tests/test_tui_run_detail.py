@@ -21,7 +21,9 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static, TabbedContent
 from tui_harness import pinned_context, scenario, settle, wait_for
 
+from srat_engine.runs.progress import training_ends
 from srat_engine.runs.rundir import RunDir
+from srat_tui.render.format import time_left
 from srat_tui.tui.context import AppContext
 from srat_tui.tui.screens.run_detail import RunScreen, read_new_lines
 from srat_tui.tui.widgets import curves
@@ -148,6 +150,21 @@ async def test_opens_with_header_and_curves(context: AppContext) -> None:
         assert "standard accuracy" in shown(std)
         assert "robust accuracy" in shown(rob)
         assert not screen.query_one("#curves-empty").display
+
+
+@scenario
+async def test_a_running_run_s_header_says_the_training_time_left(context: AppContext) -> None:
+    run = make_fake_run(context.runs_root, "run-a", epochs_done=5, epochs=10)
+    for epoch in (6, 7):  # 60 s an epoch, the last one written 10 s before the pinned now
+        at = (NOW - timedelta(seconds=10 + 60 * (7 - epoch))).isoformat(timespec="seconds")
+        run.append_metrics({**epoch_record(epoch, 10, 10, [5, 6, 7, 8, 9]), "time": at,
+                            "train_seconds": 59.0, "eval_seconds": 1.0})  # fmt: skip
+    # epochs 2-7 average (4 x 1.5 + 2 x 60) / 6 = 21 s; 3 left: 63 s after 10 s ago
+    left = time_left(training_ends(run.metrics(), 10), NOW)
+    assert left == "53s"
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=7)
+        assert f"epoch 7/10  (10s ago)  ~{left} left" in header(screen)
 
 
 @scenario

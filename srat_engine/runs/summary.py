@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from srat_engine.runs.evaluations import eval_summary, read_eval
+from srat_engine.runs.progress import training_ends
 from srat_engine.runs.records import (
     METRIC_COLUMNS,
     best_epoch,
@@ -47,6 +48,7 @@ summary_columns: tuple[str, ...] = (
     "source",
     "created",
     "updated",
+    "ends",
     "device",
     "host",
     "pid",
@@ -95,6 +97,13 @@ def _meta(run: RunDir) -> dict[str, Any]:
         return {"tags": [], "notes": []}
 
 
+def _training_ends(records: list[dict[str, Any]], epochs: Any) -> str | None:
+    if not isinstance(epochs, int):
+        return None
+    ends = training_ends(records, epochs)
+    return ends.isoformat(timespec="seconds") if ends is not None else None
+
+
 def summarize_run(run: RunDir) -> dict[str, Any]:
     """The index record of one run, read from its directory only."""
     config_error: str | None = None
@@ -131,6 +140,8 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
         "source": doc.get("source"),
         "created": doc.get("created"),
         "updated": state.get("updated"),
+        # a running run's expected end of training (`progress.training_ends`), UTC ISO
+        "ends": _training_ends(records, train.get("epochs")) if status == "running" else None,
         "device": state.get("device"),
         "host": state.get("host"),
         "pid": state.get("pid"),

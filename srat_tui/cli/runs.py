@@ -41,7 +41,7 @@ from srat_tui.cli.common import (
     stdout_console,
     with_slurm_options,
 )
-from srat_tui.render.format import inert, runs_cell
+from srat_tui.render.format import inert, runs_cell, time_left
 
 if TYPE_CHECKING:
     from srat_engine.reporting.export import RobustSource
@@ -217,6 +217,9 @@ def runs_show(
             f"(host {state.get('host', '-')}, pid {state.get('pid', '-')})"
         )
     )
+    pace = _pace_line(records, summary)
+    if pace:
+        console.print(inert(pace))
     slurm_line = _slurm_line(run, summary)
     if slurm_line:
         console.print(inert(slurm_line))
@@ -265,6 +268,21 @@ def _shown_record(ctx: typer.Context, run: RunDir) -> dict[str, Any]:
     if record is not None and needs_refresh(record):
         return record
     return current_record(run, Home.from_env().index)
+
+
+def _pace_line(records: list[dict[str, Any]], summary: dict[str, Any]) -> str | None:
+    """A running run's seconds an epoch (`progress.epoch_seconds`) and when its training should
+    end (the record's `ends`); None for a run that is not running or has timed no epoch."""
+    from srat_engine.runs.progress import epoch_seconds
+
+    seconds = epoch_seconds(records)
+    if summary.get("status") != "running" or seconds is None:
+        return None
+    line = f"pace     {seconds:.1f} s an epoch (training and evaluation, recent epochs)"
+    left = time_left(summary.get("ends"), datetime.now(timezone.utc))
+    if left is None:
+        return line
+    return line + f"; training ends ~{summary['ends']} (in {left}), then the final evaluation"
 
 
 def _best_line(run: RunDir, records: list[dict[str, Any]], doc: dict[str, Any]) -> str | None:

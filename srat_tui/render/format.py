@@ -51,25 +51,46 @@ def pct(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if is_number(value) else "-"
 
 
-def age(stamp: Any, now: datetime) -> str:
-    """Time from an ISO-8601 stamp to `now` in its largest whole unit: "42s", "3m", "2h", "5d".
-
-    A stamp without a zone is UTC (every srat timestamp is); one after `now` reads "0s"; a
-    missing or unreadable one "-".
-    """
+def _stamp(stamp: Any) -> datetime | None:
+    """An ISO-8601 stamp (or a datetime) as an aware datetime; no zone: UTC, as every srat
+    timestamp is."""
+    if isinstance(stamp, datetime):
+        return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
     if not isinstance(stamp, str) or not stamp:
-        return "-"
+        return None
     try:
         then = datetime.fromisoformat(stamp)
     except ValueError:
-        return "-"
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=timezone.utc)
-    seconds = max(0.0, (now - then).total_seconds())
+        return None
+    return then if then.tzinfo is not None else then.replace(tzinfo=timezone.utc)
+
+
+def duration(seconds: float) -> str:
+    """A span in its largest whole unit: "42s", "3m", "2h", "5d" (negative reads "0s")."""
+    seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
+
+
+def age(stamp: Any, now: datetime) -> str:
+    """Time from an ISO-8601 stamp to `now` (`duration`): "42s", "3m", "2h", "5d".
+
+    A stamp without a zone is UTC (every srat timestamp is); one after `now` reads "0s"; a
+    missing or unreadable one "-".
+    """
+    then = _stamp(stamp)
+    return "-" if then is None else duration((now - then).total_seconds())
+
+
+def time_left(stamp: Any, now: datetime) -> str | None:
+    """Time from `now` to a stamp (ISO-8601 or datetime) still ahead ("6m"); None for one that
+    has passed or is missing: an expected end that is late says nothing rather than "0s"."""
+    then = _stamp(stamp)
+    if then is None or then <= now:
+        return None
+    return duration((then - now).total_seconds())
 
 
 def status_style(status: str) -> str:
@@ -89,8 +110,10 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
     """One cell of the runs table (`srat runs ls`, the TUI runs screen) from an index record.
 
     imbalance: kind and ratio ("step100"), the bare kind for a balanced run ("none"). epoch:
-    "done/total". age: since creation. backend: local or slurm, with what Slurm's queue says of
-    an active run's job when a listing asked it (`slurm_state`: "slurm PENDING (Priority)").
+    "done/total", with the training time left of a running run ("37/200 ~6m", from its
+    `ends`; nothing once that has passed). age: since creation. backend: local or slurm, with
+    what Slurm's queue says of an active run's job when a listing asked it (`slurm_state`:
+    "slurm PENDING (Priority)").
     aa_overall: the AutoAttack accuracy, "!" appended when gradient masking is suspected. The
     four metric columns: `pct`. Anything else as stored, "-" when missing; every string `inert`.
     """
@@ -100,7 +123,9 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
             return inert(imbalance or "-")
         return inert(f"{imbalance}{ratio:g}")
     if column == "epoch":
-        return f"{record.get('epoch') or 0}/{record.get('epochs') or '?'}"
+        done = f"{record.get('epoch') or 0}/{record.get('epochs') or '?'}"
+        left = time_left(record.get("ends"), now) if record.get("status") == "running" else None
+        return done if left is None else f"{done} ~{left}"
     if column == "age":
         return age(record.get("created"), now)
     if column == "backend":

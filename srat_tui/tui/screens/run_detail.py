@@ -28,8 +28,9 @@ from textual.widgets.tree import TreeNode
 
 from srat_engine.errors import SratError
 from srat_engine.runs.liveness import reconcile
+from srat_engine.runs.progress import training_ends
 from srat_engine.runs.rundir import RunDir
-from srat_tui.render.format import age, inert, pct, status_style
+from srat_tui.render.format import age, inert, pct, status_style, time_left
 from srat_tui.tui.context import app_context
 from srat_tui.tui.messages import RunPolled, RunPollFailed
 from srat_tui.tui.widgets.curves import (
@@ -439,6 +440,10 @@ class RunScreen(Screen[None]):
             ago = age(latest.get("time"), self.context.now())
             if ago != "-":
                 line.append(f"  ({ago} ago)", style="dim")
+            ends = training_ends(self.records, epochs) if isinstance(epochs, int) else None
+            left = time_left(ends, self.context.now())
+            if status == "running" and left is not None:
+                line.append(f"  ~{left} left", style="dim")
         line.append("\n")
         final = final_record(self.records)
         source = final or latest
