@@ -16,18 +16,87 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
 Static = TypeVar("Static")  # the tensors one captured graph reads and writes
 
 
+class Graph(Protocol):
+    def replay(self) -> None: ...
+
+
+class GraphBackend(Protocol):
+    """What a GraphCache asks of the device: `CUDA_GRAPHS` in the engine; tests emulate it on
+    the CPU to check the cache's bookkeeping (keys, warm-up, what is copied in and out)."""
+
+    def available(self, device: torch.device) -> bool: ...
+
+    def new_graph(self) -> Graph: ...
+
+    def capture(
+        self,
+        graph: Graph,
+        device: torch.device,
+        generator: torch.Generator | None,
+        body: Callable[[], None],
+    ) -> None: ...
+
+    def on_side_stream(self, device: torch.device, run: Callable[[], None]) -> None: ...
+
+
+class CudaGraphs:
+    """`torch.cuda.graph` capture, with the caller's generator registered with the graph."""
+
+    def __init__(self) -> None:
+        self._side_streams: dict[torch.device, torch.cuda.Stream] = {}
+
+    def available(self, device: torch.device) -> bool:
+        return device.type == "cuda"
+
+    def new_graph(self) -> Graph:
+        return torch.cuda.CUDAGraph()
+
+    def capture(
+        self,
+        graph: Graph,
+        device: torch.device,
+        generator: torch.Generator | None,
+        body: Callable[[], None],
+    ) -> None:
+        assert isinstance(graph, torch.cuda.CUDAGraph)
+        register = getattr(graph, "register_generator_state", None)
+        if register is not None and generator is not None:
+            with torch.cuda.device(device):
+                register(generator)
+        torch.cuda.synchronize(device)
+        try:
+            with torch.cuda.graph(graph):
+                body()
+        except Exception:
+            torch.cuda.synchronize(device)
+            raise
+
+    def on_side_stream(self, device: torch.device, run: Callable[[], None]) -> None:
+        stream = self._side_streams.get(device)
+        if stream is None:
+            stream = self._side_streams[device] = torch.cuda.Stream(device)
+        current = torch.cuda.current_stream(device)
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
+            run()
+        current.wait_stream(stream)
+
+
+CUDA_GRAPHS = CudaGraphs()
+
+
 @dataclass
 class Replay(Generic[Static]):
     """A captured graph and its static tensors: fill the inputs, ``graph.replay()``, read."""
 
-    graph: torch.cuda.CUDAGraph
+    graph: Any  # a torch.cuda.CUDAGraph (or the tests' emulated one)
     static: Static
 
 
@@ -48,6 +117,7 @@ class GraphCache(Generic[Static]):
         what: str,  # names the work in the fallback message: "training steps"
         on_fallback: Callable[[str], None] | None = None,
         capture: bool = True,  # False: every call eager (a config switch turned graphs off)
+        backend: GraphBackend = CUDA_GRAPHS,
     ) -> None:
         self.device = device
         self.capture = capture
@@ -56,16 +126,16 @@ class GraphCache(Generic[Static]):
         self.keep = keep
         self.what = what
         self.on_fallback = on_fallback
+        self.backend = backend
         self.captured = 0
         self.failed: str | None = None
         self._eager_runs: dict[Hashable, int] = {}
         self._graphs: OrderedDict[Hashable, Replay[Static]] = OrderedDict()
-        self._side_stream: torch.cuda.Stream | None = None
 
     @property
     def enabled(self) -> bool:
         """Graphs are made and replayed: asked for, on CUDA, until a capture has failed."""
-        return self.capture and self.device.type == "cuda" and self.failed is None
+        return self.capture and self.backend.available(self.device) and self.failed is None
 
     def prepare(
         self,
@@ -88,7 +158,7 @@ class GraphCache(Generic[Static]):
             runs = self._eager_runs.get(key, 0)
             if runs < self.warmup:
                 self._eager_runs[key] = runs + 1
-                self._on_side_stream(eager)
+                self.backend.on_side_stream(self.device, eager)
                 return None
             replay = self._capture(key, build(), body)
             if replay is None:
@@ -97,33 +167,17 @@ class GraphCache(Generic[Static]):
         self._graphs.move_to_end(key)
         return replay
 
-    def _on_side_stream(self, run: Callable[[], None]) -> None:
-        if self._side_stream is None:
-            self._side_stream = torch.cuda.Stream(self.device)
-        current = torch.cuda.current_stream(self.device)
-        self._side_stream.wait_stream(current)
-        with torch.cuda.stream(self._side_stream):
-            run()
-        current.wait_stream(self._side_stream)
-
     def _capture(
         self, key: Hashable, static: Static, body: Callable[[Static], None]
     ) -> Replay[Static] | None:
-        graph = torch.cuda.CUDAGraph()
+        graph = self.backend.new_graph()
         # a graph of an old key (same shape, earlier lr) is not replayed again
         while len(self._graphs) >= self.keep:
             self._graphs.popitem(last=False)
         try:
-            register = getattr(graph, "register_generator_state", None)
-            if register is not None and self.generator is not None:
-                with torch.cuda.device(self.device):
-                    register(self.generator)
-            torch.cuda.synchronize(self.device)
-            with torch.cuda.graph(graph):
-                body(static)
+            self.backend.capture(graph, self.device, self.generator, lambda: body(static))
         except Exception as err:  # capture is an optimisation: any failure means eager calls
             self.failed = f"{type(err).__name__}: {err}"
-            torch.cuda.synchronize(self.device)
             if self.on_fallback is not None:
                 message = f"CUDA graph capture failed, {self.what} stay eager: {self.failed}"
                 self.on_fallback(message)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 import torch
+from graph_emulation import EmulatedGraphs
 
 from srat_engine.bench.benchmark import bench_config, bench_engine_step, build_pair
 from srat_engine.training.graphs import GraphedTrainStep, graphed_step, uses_cuda_graphs
@@ -48,6 +49,35 @@ def test_off_cuda_the_step_is_used_as_it_is() -> None:
     assert wrapper.graphs.captured == 0 and wrapper.graphs.failed is None
     for name, value in plain.model.state_dict().items():
         assert torch.equal(value, wrapper.step.model.state_dict()[name]), name
+
+
+def test_emulated_graphs_train_exactly_like_the_eager_step() -> None:
+    """The CUDA test's schedule on the CPU stand-in: 3 warm-up steps, a capture, replays, a
+    partial batch and a learning-rate change (new keys, captured anew); every replay copies the
+    batch and class weights in and adds the sums out, so training is the eager step's, exactly."""
+    cpu = torch.device("cpu")
+    eager = _step(cpu)
+    backend = EmulatedGraphs()
+    graphed = GraphedTrainStep(_step(cpu), backend=backend)
+    class_w = torch.linspace(0.5, 2.0, 10)
+    sums = {"eager": torch.zeros(4), "graphed": torch.zeros(4)}
+    schedule = [(b, 0.1) for b in _batches(cpu, 6)]
+    schedule += [(b, 0.1) for b in _batches(cpu, 4, n=5)]
+    schedule += [(b, 0.01) for b in _batches(cpu, 5)]
+    for (x, y), lr in schedule:
+        for step in (eager, graphed.step):
+            for group in step.optimizer.param_groups:
+                group["lr"] = lr
+        eager(x, y, class_w=class_w, lam=0.5, sums=sums["eager"])
+        graphed(x, y, class_w=class_w, lam=0.5, sums=sums["graphed"])
+    # keys: (batch 8, lr 0.1) captured at step 4, (5, 0.1) at its 4th, (8, 0.01) at its 4th
+    assert graphed.graphs.captured == 3 and backend.side_stream_runs == 9
+    assert [graph.replays for graph in backend.graphs] == [3, 1, 2]
+    assert torch.equal(sums["eager"], sums["graphed"])
+    reference = eager.model.state_dict()
+    for name, value in graphed.step.model.state_dict().items():
+        assert torch.equal(value, reference[name]), name
+    assert torch.equal(eager.generator.get_state(), graphed.step.generator.get_state())
 
 
 def test_cuda_graphs_field_defaults_on_and_can_be_turned_off() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from srat_engine.evaluation.classwise import BatchHits
-from srat_engine.graph_capture import GraphCache
+from srat_engine.graph_capture import CUDA_GRAPHS, GraphBackend, GraphCache
 
 
 @dataclass
@@ -48,6 +48,7 @@ class GraphedHits:
         keep: int = 3,  # the full batch and up to two last partial ones (subset, test set)
         capture: bool = True,  # eval.cuda_graphs
         on_fallback: Callable[[str], None] | None = None,
+        backend: GraphBackend = CUDA_GRAPHS,
     ) -> None:
         self.hits = hits
         self.generator = torch.Generator(device=device)
@@ -59,6 +60,7 @@ class GraphedHits:
             what="evaluation attacks",
             on_fallback=on_fallback,
             capture=capture,
+            backend=backend,
         )
 
     def __call__(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from srat_engine.config.schema import TrainConfig
-from srat_engine.graph_capture import GraphCache
+from srat_engine.graph_capture import CUDA_GRAPHS, GraphBackend, GraphCache
 
 if TYPE_CHECKING:  # the step is built by training/step.py; only its type is needed here
     from srat_engine.training.step import TrainStep
@@ -56,6 +56,7 @@ class GraphedTrainStep:
         warmup: int = 3,  # eager steps per key before its capture
         keep: int = 4,  # graphs kept at once (full batch, last partial batch, lr changes)
         on_fallback: Callable[[str], None] | None = None,
+        backend: GraphBackend = CUDA_GRAPHS,
     ) -> None:
         self.step = step
         self.graphs: GraphCache[_StepStatic] = GraphCache(
@@ -65,6 +66,7 @@ class GraphedTrainStep:
             keep=keep,
             what="training steps",
             on_fallback=on_fallback,
+            backend=backend,
         )
 
     def _key(
