@@ -220,6 +220,9 @@ def test_unreadable_config_still_gives_a_record(tmp_path: Path) -> None:
         ({"seed": 1, "name": "rerun", "device": "cuda:3"}, True),
         ({"method": "SRAT-LDAM"}, False),
         ({"data": {"ratio": 10}}, False),
+        # evaluation's batching and graph replay change no count
+        ({"eval": {"batch_size": 64, "cuda_graphs": False}}, True),
+        ({"eval": {"steps": 10}}, False),
     ],
 )
 def test_config_key_groups_seeds_only(tmp_path: Path, other: dict[str, Any], same: bool) -> None:

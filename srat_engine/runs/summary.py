@@ -65,12 +65,14 @@ summary_columns: tuple[str, ...] = (
 # differing in them belong to one group for mean ± std over seeds.
 _KEY_EXCLUDED = ("seed", "name", "device")
 # Nested fields of the same kind: where data live, bookkeeping cadence, evaluation batching
-# (evaluation is per-sample, BatchNorm in eval mode), the per-epoch evaluation cadence and
-# whether the best epoch's weights are kept.
+# and its CUDA-graph replay (evaluation is per-sample, BatchNorm in eval mode; a replay runs
+# the recorded eager kernels), the per-epoch evaluation cadence and whether the best epoch's
+# weights are kept. A field added later (absent from older runs' configs) that changes no
+# result belongs here too, or the older runs and the newer split into two groups.
 _KEY_EXCLUDED_NESTED = {
     "data": ("root", "download"),
     "train": ("checkpoint_every", "keep_best"),
-    "eval": ("batch_size", "every", "robust_every"),
+    "eval": ("batch_size", "cuda_graphs", "every", "robust_every"),
 }
 
 
