@@ -43,7 +43,8 @@ def threads_per_slot(cores: int, per_device: int) -> int:
     """Intra-op threads for a run in one of `per_device` CPU slots: max(1, cores // per_device),
     so K packed runs share the cores instead of each taking all of them (K x cores threads
     thrash: `srat bench --study 1,2 --preset digits-ce --device cpu --set data.dataset=digits`
-    on 2 cores gave two runs together 0.13x one run's rate with 2 threads each, 2.4x with 1)."""
+    on 2 cores gave two runs together 0.13-0.44x one run's rate with 2 threads each, 1.6-2.4x
+    with 1, over several invocations: the shared CPU moves the figures, never their order)."""
     return max(1, cores // max(1, per_device))
 
 
