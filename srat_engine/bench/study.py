@@ -320,9 +320,7 @@ def cuda_mps(log_dir: Path) -> Iterator[dict[str, str]]:
     (`log_dir`), both set in os.environ for the workers launched meanwhile; stopped by
     ``quit`` on its stdin afterwards, also when the body fails. SratError when the binary is
     not on PATH or does not start."""
-    binary = shutil.which(MPS_CONTROL)
-    if binary is None:
-        raise SratError(f"--mps: {MPS_CONTROL} is not on PATH (it comes with the NVIDIA driver)")
+    binary = _mps_binary()
     log_dir.mkdir(parents=True, exist_ok=True)
     pipe = Path(tempfile.mkdtemp(prefix="srat-mps-"))  # short: it holds a Unix socket
     values = {"CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(log_dir)}
@@ -358,6 +356,14 @@ def cuda_mps(log_dir: Path) -> Iterator[dict[str, str]]:
         _quit_mps(binary, env)
     finally:
         shutil.rmtree(pipe, ignore_errors=True)
+
+
+def _mps_binary() -> str:
+    """Where nvidia-cuda-mps-control is; SratError when it is not on PATH."""
+    binary = shutil.which(MPS_CONTROL)
+    if binary is None:
+        raise SratError(f"--mps: {MPS_CONTROL} is not on PATH (it comes with the NVIDIA driver)")
+    return binary
 
 
 def _quit_mps(binary: str, env: dict[str, str]) -> None:
@@ -413,8 +419,8 @@ def run_study(
     target = study_device(device)
     if mps and not target.startswith("cuda"):
         raise SratError(f"--mps needs a CUDA device (got {target})")
-    if mps and shutil.which(MPS_CONTROL) is None:
-        raise SratError(f"--mps: {MPS_CONTROL} is not on PATH (it comes with the NVIDIA driver)")
+    if mps:
+        _mps_binary()  # before any run is created
     for k in counts:
         resolve_devices(device=target, slots=k, per_gpu=k)
     # synthetic data unless --set names a dataset (then the record shows only that one)
@@ -487,7 +493,7 @@ def _run_pack(
     poll_s: float,
 ) -> tuple[dict[str, dict[str, Any]], float]:
     """Create and launch one run per prepared config with `k` slots on `device`, and poll
-    them until all have ended; returns, per run id, the run and when each of its records was
+    them until all have ended; returns, per run id, the run, its records and when each was
     first seen (time.monotonic), and when the pack was launched. StudyFailed for a run that
     did not finish or a pack that outlived `timeout_s`; every run still active is killed on
     the way out, however it is left (Ctrl-C included: the runs live in their own sessions)."""
@@ -498,7 +504,7 @@ def _run_pack(
     try:
         for item in prepared:
             run = create_run(item, home.runs)
-            seen[run.id] = {"run": run, "offset": 0, "epochs": {}, "final": None}
+            seen[run.id] = {"run": run, "offset": 0, "records": [], "epochs": {}, "final": None}
             pids.append(launch_detached(run, devices, per_device, home=home))
         deadline = launched + timeout_s
         pending = set(seen)
@@ -507,6 +513,7 @@ def _run_pack(
                 entry = seen[run_id]
                 ended = reconcile(entry["run"]) not in ACTIVE  # before reading: nothing missed
                 records, entry["offset"] = entry["run"].metrics_since(entry["offset"])
+                entry["records"].extend(records)
                 now = time.monotonic()
                 for record in records:
                     if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
@@ -553,7 +560,7 @@ def _timing(
     """One run's timing from its records and when the study saw them (`entry` of
     `_run_pack`); the projections are of a `length`-epoch run evaluated `counts` times."""
     run: RunDir = entry["run"]
-    records, document = run.metrics(), run.config()
+    records, document = entry["records"], run.config()
     epochs = sorted(
         (r for r in records if r.get("event") == "epoch" and isinstance(r.get("epoch"), int)),
         key=lambda r: r["epoch"],

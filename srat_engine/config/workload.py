@@ -69,6 +69,10 @@ class Workload:
     robust_size: int  # the balanced test subset each robust epoch attacks
 
     @property
+    def evaluated_epochs(self) -> int:
+        return self.clean_epochs + self.robust_epochs
+
+    @property
     def evaluation(self) -> int:
         return self.per_epoch_eval + self.final_eval
 

@@ -156,9 +156,10 @@ def classwise_correct(
     """
     if attack is not None and features_into is not None:
         raise ValueError("features_into is read off the clean pass: no attack with it")
-    hits = clean_hits(model) if attack is None else pgd_hits(model, attack, clip)
     if features_into is not None:
         hits = feature_hits(model, features_into)
+    else:
+        hits = clean_hits(model) if attack is None else pgd_hits(model, attack, clip)
     with evaluation_mode(model):
         return count_correct(x, y, num_classes, batch_size=batch_size, hits=hits, seed=seed)
 

@@ -11,10 +11,11 @@ import csv
 import io
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from srat_engine.reporting.report import Stat, TableBlock, TableRow
+from srat_engine.runs.evaluations import check_checkpoint
 from srat_engine.runs.records import METRIC_COLUMNS
 
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "md", "latex", "json")
@@ -90,6 +91,12 @@ class RobustSource:
         if self.attack and column.startswith("rob"):
             title = f"{title} [{self.attack}]"
         return f"{title} [best epoch]" if self.selection else title
+
+    def at_checkpoint(self, checkpoint: str) -> RobustSource:
+        """These columns for each run's `checkpoint` (`runs.evaluations.CHECKPOINTS`): as they
+        are for "last", marked as selected on the test set for "best"; SratError otherwise."""
+        check_checkpoint(checkpoint)
+        return self if checkpoint == "last" else replace(self, selection=SELECTED_ON_TEST)
 
     def marked(self, run_ids: Collection[str], column: str) -> bool:
         return column.startswith("rob") and any(r in self.flagged for r in run_ids)

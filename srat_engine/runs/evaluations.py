@@ -43,10 +43,15 @@ def check_request(attack: str, n_per_class: int | None, checkpoint: str = "last"
     class."""
     if attack not in ATTACKS:
         raise SratError(f"unknown attack {attack!r}: use one of {', '.join(ATTACKS)}")
-    if checkpoint not in CHECKPOINTS:
-        raise SratError(f"--checkpoint is last or best (got {checkpoint!r})")
+    check_checkpoint(checkpoint)
     if n_per_class is not None and n_per_class < 1:
         raise SratError(f"--n must be at least 1 example per class (got {n_per_class})")
+
+
+def check_checkpoint(checkpoint: str) -> None:
+    """SratError unless `checkpoint` is one of CHECKPOINTS."""
+    if checkpoint not in CHECKPOINTS:
+        raise SratError(f"--checkpoint is last or best (got {checkpoint!r})")
 
 
 def result_key(attack: str, checkpoint: str = "last") -> str:

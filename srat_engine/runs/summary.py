@@ -106,8 +106,9 @@ def _training_ends(records: list[dict[str, Any]], epochs: Any) -> str | None:
     return ends.isoformat(timespec="seconds") if ends is not None else None
 
 
-def summarize_run(run: RunDir) -> dict[str, Any]:
-    """The index record of one run, read from its directory only."""
+def summarize_run(run: RunDir, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The index record of one run, read from its directory only (`records`: its
+    metrics.jsonl, when the caller has just read it)."""
     config_error: str | None = None
     try:
         doc = _as_dict(run.config())
@@ -123,7 +124,8 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
     exit_record = _as_dict(run.exit_record())
     status = state.get("status") or exit_record.get("status") or "unknown"
 
-    records = run.metrics()
+    if records is None:
+        records = run.metrics()
     metrics, final = result_columns(records, METRIC_COLUMNS, class_count(doc))
     last = latest_epoch(records)
     meta = _meta(run)
@@ -164,16 +166,20 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
     return {column: record[column] for column in summary_columns}
 
 
-def at_best_epoch(record: dict[str, Any], runs_root: Path) -> dict[str, Any]:
+def at_best_epoch(
+    record: dict[str, Any], runs_root: Path, records: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The run's index record with the four columns of its best epoch (`records.best_epoch`)
     instead of its final evaluation's, and `best_epoch` its number; a finished run only (one
     still training has no settled best), and none that never measured robust accuracy (those
-    come back with final False: tables leave them out)."""
+    come back with final False: tables leave them out). `records`: the run's metrics.jsonl,
+    when the caller has just read it."""
     if record.get("status") != "finished" or not is_valid_run_id(str(record.get("id"))):
         return {**record, "final": False}
     run = RunDir(runs_root / str(record["id"]))
     try:
-        chosen = best_epoch(run.metrics(), class_count(run.config()))
+        events = run.metrics() if records is None else records
+        chosen = best_epoch(events, class_count(run.config()))
     except (OSError, ValueError):
         chosen = None
     if chosen is None:

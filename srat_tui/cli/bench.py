@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # torch loads only when the command runs
 app = typer.Typer()
 
 _STUDY = "Several runs on one device (--study)"
-_DEFAULT_PRESET = "cifar10-exp100-srat-ldam"  # bench.study.DEFAULT_PRESET, without torch
+_DEFAULT_PRESET = "cifar10-exp100-srat-ldam"  # bench.study.DEFAULT_PRESET, for --help only
 
 
 def _lines(result: BenchResult) -> list[str]:
@@ -255,13 +255,7 @@ def _study(
     as_json: bool,
 ) -> None:
     """`srat bench --study`: the runs go in a temporary home unless --home names one."""
-    from srat_engine.bench.study import (
-        DEFAULT_EPOCHS,
-        StudyFailed,
-        parse_per_device,
-        run_study,
-        study_home,
-    )
+    from srat_engine.bench.study import StudyFailed, parse_per_device, run_study, study_home
     from srat_engine.runs.home import Home
 
     per_device = parse_per_device(counts)
@@ -269,19 +263,20 @@ def _study(
     def say(line: str) -> None:  # progress on stderr: stdout stays the table or the JSON
         print(line, file=sys.stderr, flush=True)
 
+    # what is not typed takes run_study's own defaults (the help texts repeat them)
+    given = {"preset": preset, "epochs": epochs, "timeout_s": timeout}
+    chosen = {name: value for name, value in given.items() if value is not None}
     try:
         with study_home(Home.from_env(), home) as where:
             result = run_study(
                 where,
-                preset or _DEFAULT_PRESET,
-                per_device,
-                epochs=DEFAULT_EPOCHS if epochs is None else epochs,
+                per_device=per_device,
                 device=device,
                 overrides=tuple(overrides or ()),
                 peak_tflops=peak_tflops,
                 mps=mps,
-                timeout_s=1800.0 if timeout is None else timeout,
                 say=say,
+                **chosen,
             )
     except StudyFailed as failure:  # a run failed: not bad input (exit 1, not 2)
         error_line(f"error: {' '.join(str(failure).split())}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from contextlib import suppress
@@ -13,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from srat_engine.errors import SratError
-from srat_engine.runs.evaluations import CHECKPOINTS
 from srat_engine.runs.home import Home
 from srat_engine.runs.index import reindex
 from srat_engine.runs.records import (
@@ -480,18 +478,6 @@ Checkpoint = Annotated[
 ]
 
 
-def _with_selection(robust: RobustSource, checkpoint: str) -> RobustSource:
-    """The tables' RobustSource for --checkpoint (last | best: marked as selected on the test
-    set); SratError for another value."""
-    from srat_engine.reporting.export import SELECTED_ON_TEST
-
-    if checkpoint not in CHECKPOINTS:
-        raise SratError(f"--checkpoint is last or best (got {checkpoint!r})")
-    if checkpoint == "last":
-        return robust
-    return dataclasses.replace(robust, selection=SELECTED_ON_TEST)
-
-
 def _robust_source(attack: str | None, flagged: set[str]) -> RobustSource:
     """The tables' RobustSource; SratError for an unknown attack name."""
     from srat_engine.reporting.export import RobustSource
@@ -523,7 +509,7 @@ def runs_compare(
     )
     from srat_tui.render.compare import CompareRun, compare_renderables
 
-    robust = _with_selection(_robust_source(attack, set()), checkpoint)
+    robust = _robust_source(attack, set()).at_checkpoint(checkpoint)
     if len(run_ids) < 2:
         raise SratError("compare needs at least two run ids")
     runs = [open_run(run_id) for run_id in run_ids]
@@ -579,7 +565,7 @@ def runs_export(
         if missing:
             raise SratError(f"no run {sorted(missing)[0]!r} in the index")
         records = [r for r in records if r["id"] in wanted]
-    _with_selection(_robust_source(attack, set()), checkpoint)  # bad input: before reading
+    _robust_source(attack, set()).at_checkpoint(checkpoint)  # bad input: before reading
     root = Home.from_env().runs
     if checkpoint == "best":
         records = [at_best_epoch(r, root) for r in records]
@@ -594,7 +580,7 @@ def runs_export(
             for r in records
         ]
     flagged = {r["id"] for r in records if r.get("masking") is True}
-    robust = _with_selection(_robust_source(attack, flagged), checkpoint)
+    robust = _robust_source(attack, flagged).at_checkpoint(checkpoint)
     groups = group_seeds(records)
     if groups.skipped:
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"

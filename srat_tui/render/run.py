@@ -119,10 +119,9 @@ def evaluation_cadence(work: Workload | None) -> str:
     10,000 at 200, final 10,000"; "" when the test split's size is unknown."""
     if work is None:
         return ""
-    evaluated = work.clean_epochs + work.robust_epochs
     return (
         f": {work.robust_size:,} at {work.robust_epochs} epochs, "
-        f"clean {work.test_size:,} at {evaluated}, final {work.test_size:,}"
+        f"clean {work.test_size:,} at {work.evaluated_epochs}, final {work.test_size:,}"
     )
 
 
@@ -142,6 +141,7 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
     config, resolved = prepared.config, prepared.resolved
     spec = resolved.method
     attack = config.attack
+    workload = prepared.workload  # counted once for the two lines that show it
     lines = [
         f"method   {spec['name']}: loss {spec['loss']}, reweight {spec['reweight']}"
         + (
@@ -161,9 +161,9 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         f"attack   PGD-{attack.steps} eps {attack.eps * 255:.4g}/255 "
         f"step {attack.step_size * 255:.4g}/255, BN {attack.bn_mode} during attack",
         f"eval     PGD-{config.eval.steps} eps {config.eval.eps * 255:.4g}/255 "
-        f"step {config.eval.step_size * 255:.4g}/255{evaluation_cadence(prepared.workload)}",
+        f"step {config.eval.step_size * 255:.4g}/255{evaluation_cadence(workload)}",
     ]
-    work = workload_line(prepared.workload)
+    work = workload_line(workload)
     if work is not None:
         lines.append(f"work     {work}")
     if resolved.reweight_epoch is not None:

@@ -36,7 +36,6 @@ from textual_plotext import PlotextPlot
 from srat_engine.errors import SratError
 from srat_engine.reporting.export import (
     EXPORT_FORMATS,
-    SELECTED_ON_TEST,
     RobustSource,
     format_export,
 )
@@ -106,12 +105,6 @@ def curve_of(run_id: str, events: list[dict[str, Any]]) -> Curve:
     return Curve(run_id, pairs("std_overall"), pairs("rob_overall"))
 
 
-def robust_source(checkpoint: str) -> RobustSource:
-    """How the tables label the robust columns: plain for the last checkpoint, marked as
-    selected on the test set for the best epoch (as `srat runs compare --checkpoint best`)."""
-    return RobustSource(selection=SELECTED_ON_TEST if checkpoint == "best" else None)
-
-
 def load_runs(runs_root: Path, run_ids: list[str], checkpoint: str = "last") -> Loaded:
     """The runs' documents, what to show for each (`pick_metrics`, or with checkpoint "best"
     the best epoch's record when it has one) and their curves."""
@@ -127,17 +120,23 @@ def load_runs(runs_root: Path, run_ids: list[str], checkpoint: str = "last") -> 
         except (SratError, OSError, ValueError) as err:
             errors.append(f"{run_id}: {err}")
             continue
-        records.append(table_record(run, runs_root, checkpoint))
+        records.append(table_record(run, runs_root, checkpoint, events))
         runs.append(CompareRun(run.id, doc, pick_metrics(events, class_count(doc), checkpoint)))
         curves.append(curve_of(run.id, events))
     blocks = paper_table(group_seeds(records))
     return Loaded(tuple(runs), tuple(curves), tuple(errors), tuple(blocks))
 
 
-def table_record(run: RunDir, runs_root: Path, checkpoint: str) -> dict[str, Any]:
-    """A run's record for the paper's layout: its summary, at its best epoch when asked."""
-    record = summarize_run(run)
-    return at_best_epoch(record, runs_root) if checkpoint == "best" else record
+def table_record(
+    run: RunDir,
+    runs_root: Path,
+    checkpoint: str,
+    events: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A run's record for the paper's layout: its summary, at its best epoch when asked
+    (`events`: its metrics.jsonl, already read: not read again)."""
+    record = summarize_run(run, events)
+    return at_best_epoch(record, runs_root, events) if checkpoint == "best" else record
 
 
 def write_export(
@@ -149,7 +148,7 @@ def write_export(
     records = [table_record(RunDir.open(runs_root, i), runs_root, checkpoint) for i in run_ids]
     groups = group_seeds(records)
     table = paper_table(groups, with_paper=request.with_paper)
-    text = format_export(table, request.fmt, robust=robust_source(checkpoint))
+    text = format_export(table, request.fmt, robust=RobustSource().at_checkpoint(checkpoint))
     path = request.path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -295,7 +294,7 @@ class CompareScreen(Screen[None]):
         renderables = compare_renderables(
             list(self.loaded.runs),
             only_changed=not self.show_all,
-            robust=robust_source(self.checkpoint),
+            robust=RobustSource().at_checkpoint(self.checkpoint),
         )
         config, metrics, *rest = renderables
         self.query_one("#config-diff", Static).update(config)
@@ -303,7 +302,7 @@ class CompareScreen(Screen[None]):
         seeds = self.query_one("#seed-tables", Static)
         seeds.display = self.loaded.has_seeds
         if self.loaded.has_seeds:
-            robust = robust_source(self.checkpoint)
+            robust = RobustSource().at_checkpoint(self.checkpoint)
             seeds.update(Group(*seed_tables(self.loaded.blocks, robust=robust)))
         per_class = self.query_one("#per-class", Static)
         # per-class accuracy and, for the best epoch, the note on how it was selected

@@ -494,10 +494,11 @@ def cost_lines(validation: Validation) -> RenderableType:
             f"{resolved.train_size:,} training examples × {config.train.epochs} epochs, {attack}",
         )
     ]
-    work = workload_line(prepared.workload)
+    workload = prepared.workload  # counted once for the two lines that show it
+    work = workload_line(workload)
     if work is not None:
         lines.append(Text(f"      {work}"))
-    lines.append(Text(f"      eval PGD-{config.eval.steps}{evaluation_cadence(prepared.workload)}"))
+    lines.append(Text(f"      eval PGD-{config.eval.steps}{evaluation_cadence(workload)}"))
     seeds = len(validation.seeds)
     if seeds > 1:
         lines.append(Text(f"      for each of {seeds} seeds (a run each)"))
