@@ -3,7 +3,7 @@ about 4 minutes on one H200; study, not yet run on a GPU, is sized for 3-5 more;
 in the order of ``SECTIONS``, and none starts after ``--budget-s``, so one device call of 600 s
 returns what fitted).
 
-    python benchmarks/gpu_check.py --out DIR [--device cuda] [--precisions fp32,bf16]
+    python benchmarks/gpu_check.py --out DIR [--device cuda] [--precisions fp32,tf32,bf16]
         [--compile default] [--study 1,2,4] [--study-epochs 3]
         [--sections tests,bench,study,epoch,precision,compile] [--budget-s 540]
 
@@ -24,8 +24,9 @@ command and its output), and prints the summary:
    first epoch's cuDNN autotuning is left out (it is reported too); and the per-epoch
    evaluation (PGD-20 on 1,000 test images, clean on 10,000) with its attack replayed as CUDA
    graphs against eager (``eval.cuda_graphs=false``), epoch 3's ``eval_seconds``;
-4. bf16 against fp32 training on the device: ``digits-srat-ldam`` for seeds 0-2 in each
-   precision, final PGD-20 robust accuracy (the runs go in parallel; the GPU has room);
+4. bf16 and tf32 against full fp32 training on the device: ``digits-srat-ldam`` for seeds
+   0-2 in each precision, final PGD-20 robust accuracy (the runs go in parallel; the GPU has
+   room);
 5. several runs on one GPU (section ``study``): ``srat bench --study 1,2,4`` (K synthetic
    ``cifar10-exp100-srat-ldam`` runs of 3 epochs at once: aggregate images/s, TFLOP/s and
    the share of the bf16 peak, projected 200-epoch run and 11-method column), again with
@@ -316,7 +317,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--precisions", default="fp32,bf16", help="for the digits runs")
+    parser.add_argument("--precisions", default="fp32,tf32,bf16", help="for the digits runs")
     parser.add_argument(
         "--compile", default="default", help="train.compile modes for the compile section"
     )

@@ -26,6 +26,7 @@ from srat_engine.evaluation.classwise import classwise_correct
 from srat_engine.models import build_model
 from srat_engine.models.fold import BatchNormFoldedView
 from srat_engine.models.pool import GlobalAvgPool2d
+from srat_engine.tf32 import tf32_allowed, tf32_flags
 from srat_engine.training.step import TrainStep, resolve_precision
 
 CPU = torch.device("cpu")
@@ -164,9 +165,50 @@ def test_bf16_covers_attack_and_update_but_never_evaluation() -> None:
     assert all(p.dtype == torch.float32 for p in step.model.parameters())
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the attack's frozen weights
+@pytest.mark.parametrize(
+    ("precision", "expected"),
+    [("fp32", (False, False)), ("tf32", (True, True)), ("bf16", (True, False))],
+)
+def test_the_whole_step_runs_under_its_precision_tf32_switch(
+    precision: str, expected: tuple[bool, bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(cuDNN, matmul) TF32 as every convolution's forward and backward sees it, attack and
+    update: fp32 is full fp32 (PyTorch's default would leave cuDNN's TF32 on), tf32 turns both
+    on, bf16 leaves PyTorch's flags (here cuDNN's default on, matmul off). Afterwards the
+    flags are as they were."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    step, *_, x, y = _setup(("train.precision=" + precision, "train.fold_bn=false"))
+    seen: set[tuple[bool, bool]] = set()
+
+    def record(*_: object) -> None:
+        seen.add(tf32_flags())
+
+    convs = [m for m in step.model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [conv.register_forward_hook(record) for conv in convs]
+    handles += [conv.register_full_backward_hook(record) for conv in convs]
+    try:
+        step(x, y)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == {expected}
+    assert tf32_flags() == (True, False)
+
+
+def test_tf32_allowed_restores_the_flags_after_an_error() -> None:
+    before = tf32_flags()
+    with pytest.raises(RuntimeError), tf32_allowed(not before[0]):
+        assert tf32_flags() == (not before[0], not before[0])
+        raise RuntimeError
+    assert tf32_flags() == before
+
+
 def test_precision_and_fast_path_fields_are_validated() -> None:
     assert resolve_precision("auto", CPU) == "fp32"
     assert resolve_precision("bf16", CPU) == "bf16"
+    assert resolve_precision("tf32", CPU) == "tf32"
     assert bench_config("small_cnn", 8, 2).train.precision == "auto"
     assert bench_config("small_cnn", 8, 2, ("train.compile=true",)).train.compile == "default"
     assert bench_config("small_cnn", 8, 2, ("train.compile=false",)).train.compile == "off"

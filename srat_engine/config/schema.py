@@ -105,10 +105,12 @@ class TrainConfig(_Section):
     reference_epochs: Annotated[int, Field(ge=1)] = Field(
         200, description="milestones, reweight_epoch and gair.begin_epoch are on this scale"
     )
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = Field(
         "auto",
-        description="autocast dtype of training attacks and updates (evaluation is always "
-        "fp32); auto = bf16 on CUDA GPUs that support it, fp32 elsewhere",
+        description="arithmetic of training attacks and updates (evaluation is always full "
+        "fp32): fp32 = full fp32 (TF32 off); tf32 = fp32 with TF32 tensor-core convolutions "
+        "and matmuls (Ampere+ GPUs; fp32 elsewhere); bf16 = bf16 autocast; auto = bf16 on "
+        "CUDA GPUs that support it, fp32 elsewhere",
     )
     compile: Annotated[CompileMode, BeforeValidator(_compile_mode)] = Field(
         "off",

@@ -1,8 +1,8 @@
 """Class-wise standard and robust accuracy on a (balanced) test set.
 
-Evaluation runs in fp32 (TF32 off too: `strict_fp32`) with BatchNorm in eval mode; the robust
-attack draws its random start from its own seeded generator so evaluating never moves the
-training RNG (resume stays exact).
+Evaluation runs in fp32 (its callers enter `srat_engine.tf32.strict_fp32`: TF32 off too) with
+BatchNorm in eval mode; the robust attack draws its random start from its own seeded generator
+so evaluating never moves the training RNG (resume stays exact).
 """
 
 from __future__ import annotations
@@ -61,23 +61,6 @@ def count_correct(
         # size, which makes every batch wait for the device
         correct.index_add_(0, yb, hits(xb, yb, generator).long())
     return correct
-
-
-@contextmanager
-def strict_fp32() -> Iterator[None]:
-    """Full fp32 matmuls and convolutions for the duration (TF32 off), restored afterwards.
-
-    Every evaluation runs in it, per-epoch, final and `srat eval`: TF32's 10-bit mantissa
-    weakens the attack's input gradients as fp16's does, and one precision everywhere is what
-    lets `srat eval` reproduce a run's recorded robust accuracy on a GPU as on a CPU."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 @contextmanager

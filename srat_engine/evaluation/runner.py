@@ -35,7 +35,6 @@ from srat_engine.evaluation.classwise import (
     clean_hits,
     count_correct,
     pgd_hits,
-    strict_fp32,
 )
 from srat_engine.evaluation.cw import CW_KAPPA, cw_loss
 from srat_engine.evaluation.graphs import GraphedHits
@@ -54,6 +53,7 @@ from srat_engine.runs.evaluations import check_request, store_result
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.records import best_epoch, class_count
 from srat_engine.runs.rundir import RunDir, now_iso
+from srat_engine.tf32 import strict_fp32
 from srat_engine.training.checkpoint import load_checkpoint
 from srat_engine.training.step import robal_options
 

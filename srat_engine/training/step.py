@@ -26,6 +26,7 @@ from srat_engine.losses.robal import robal_train_logits
 from srat_engine.losses.trades import trades_kl, trades_loss
 from srat_engine.models import RobalCosineView, RobalHead, RobalOptions, SratModel
 from srat_engine.models.fold import BatchNormFoldedView
+from srat_engine.tf32 import tf32_allowed
 from srat_engine.training.awp import add_perturbation, ascent_perturbation
 
 
@@ -194,6 +195,14 @@ class TrainStep:
         features = self.model.features(x)
         return features, self.model.head(features)
 
+    def precision_scope(self) -> Any:
+        """The TF32 switch a whole step (attack, backward, update) runs under: off for fp32,
+        on for tf32, PyTorch's own flags under bf16 (autocast casts the convolutions and
+        matmuls TF32 would touch). A CUDA graph captured inside it keeps its kernels."""
+        if self.precision in {"fp32", "tf32"}:
+            return tf32_allowed(self.precision == "tf32")
+        return nullcontext()
+
     def autocast(self) -> Any:
         if self.precision == "bf16":
             # no cast cache: a CUDA graph capture cannot hold one (the casts are re-done per
@@ -361,49 +370,50 @@ class TrainStep:
         batch's total loss x N, separation loss x N, adversarial hits and a non-finite-loss
         flag.
         """
-        xb = self.inputs(x)
-        natural = xb
-        kappa = None
-        adversarial = self.adversarial and not natural_stage
-        if adversarial:
-            result = self.attack(xb, y)
-            xb, kappa = result.x_adv, result.kappa
+        with self.precision_scope():
+            xb = self.inputs(x)
+            natural = xb
+            kappa = None
+            adversarial = self.adversarial and not natural_stage
+            if adversarial:
+                result = self.attack(xb, y)
+                xb, kappa = result.x_adv, result.kappa
 
-        def current_loss() -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-            return self.update_loss(
-                xb,
-                natural,
-                y,
-                adversarial=adversarial,
-                kappa=kappa,
-                class_w=class_w,
-                use_gair=use_gair,
-                lam=lam,
-            )
+            def current_loss() -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                return self.update_loss(
+                    xb,
+                    natural,
+                    y,
+                    adversarial=adversarial,
+                    kappa=kappa,
+                    class_w=class_w,
+                    use_gair=use_gair,
+                    lam=lam,
+                )
 
-        perturbed: tuple[list[torch.nn.Parameter], list[torch.Tensor]] | None = None
-        if awp:
-            # g: the gradient of the method's own update loss on the same examples
-            perturbed = ascent_perturbation(
-                self.model, lambda: current_loss()[0], self.config.awp.gamma
-            )
-            add_perturbation(*perturbed, sign=1.0)
-        total, sep, logits = current_loss()
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
-        if perturbed is not None:
-            add_perturbation(*perturbed, sign=-1.0)
-        if self.reat and adversarial and self.reat_pred_counts is not None:
-            with torch.no_grad():
-                # m_c += the batch's x' predicted as c, by the update's forward before the
-                # optimiser step (the reference's `logits_adv`); no host read
-                predicted = logits.argmax(1).unsqueeze(1)
-                self.reat_pred_counts += (predicted == self.reat_classes).sum(0)
-        if sums is not None:
-            with torch.no_grad():
-                sums[0] += total.detach() * len(y)
-                if sep is not None:
-                    sums[1] += sep.detach() * len(y)
-                sums[2] += (logits.argmax(1) == y).sum()
-                sums[3] += (~torch.isfinite(total.detach())).float()
+            perturbed: tuple[list[torch.nn.Parameter], list[torch.Tensor]] | None = None
+            if awp:
+                # g: the gradient of the method's own update loss on the same examples
+                perturbed = ascent_perturbation(
+                    self.model, lambda: current_loss()[0], self.config.awp.gamma
+                )
+                add_perturbation(*perturbed, sign=1.0)
+            total, sep, logits = current_loss()
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            if perturbed is not None:
+                add_perturbation(*perturbed, sign=-1.0)
+            if self.reat and adversarial and self.reat_pred_counts is not None:
+                with torch.no_grad():
+                    # m_c += the batch's x' predicted as c, by the update's forward before the
+                    # optimiser step (the reference's `logits_adv`); no host read
+                    predicted = logits.argmax(1).unsqueeze(1)
+                    self.reat_pred_counts += (predicted == self.reat_classes).sum(0)
+            if sums is not None:
+                with torch.no_grad():
+                    sums[0] += total.detach() * len(y)
+                    if sep is not None:
+                        sums[1] += sep.detach() * len(y)
+                    sums[2] += (logits.argmax(1) == y).sum()
+                    sums[3] += (~torch.isfinite(total.detach())).float()

@@ -43,7 +43,6 @@ from srat_engine.evaluation.classwise import (
     evaluation_mode,
     feature_hits,
     pgd_hits,
-    strict_fp32,
 )
 from srat_engine.evaluation.graphs import GraphedHits
 from srat_engine.evaluation.metrics import aggregate, per_class_accuracy
@@ -58,6 +57,7 @@ from srat_engine.runs.liveness import HEARTBEAT_S
 from srat_engine.runs.records import best_epoch
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.runs.sync import record_in_index
+from srat_engine.tf32 import strict_fp32
 from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
 from srat_engine.training.device import pick_device
 from srat_engine.training.graphs import GraphedTrainStep, graphed_step
