@@ -56,7 +56,9 @@ def test_the_epoch_cell_says_the_time_left_of_a_running_run() -> None:
     record = {"status": "running", "epoch": 37, "epochs": 200,
               "ends": (START + timedelta(minutes=6, seconds=30)).isoformat()}  # fmt: skip
     assert runs_cell(record, "epoch", now) == "37/200 ~6m"
-    assert runs_cell({**record, "status": "queued"}, "epoch", now) == "37/200"
+    # a queued run's expected end (`jobs.forecast`), its wait included
+    assert runs_cell({**record, "status": "queued"}, "epoch", now) == "37/200 ~6m"
+    assert runs_cell({**record, "status": "finished"}, "epoch", now) == "37/200"
     late = {**record, "ends": (START - timedelta(seconds=5)).isoformat()}
     assert runs_cell(late, "epoch", now) == "37/200"  # late says nothing, not "0s"
     assert runs_cell({**record, "ends": None}, "epoch", now) == "37/200"

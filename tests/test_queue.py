@@ -111,6 +111,16 @@ def test_thirty_queued_runs_are_small_and_start_first_come_first_served(
         120,
         f"the first {RAN} queued runs to finish",
     )
+    # the rest still waiting: each with an expected start and end (`jobs.forecast`), by the
+    # finished runs' pace, in the order they were queued
+    listed = srat("runs", "ls", "--json")
+    assert listed.code == 0, listed.err
+    waiting = [r for r in json.loads(listed.out) if r["status"] == "queued" and "starts" in r]
+    assert len(waiting) >= QUEUED - RAN - 3, len(waiting)
+    # (ISO seconds: a tiny run's training ends within the second it starts)
+    assert all(r["ends"] is not None and r["ends"] >= r["starts"] for r in waiting), waiting[0]
+    in_queue_order = sorted(waiting, key=lambda r: names.index(r["source"]))
+    assert [r["starts"] for r in in_queue_order] == sorted(r["starts"] for r in waiting)
     for process in processes:
         if alive(process.pid):
             os.killpg(process.pid, signal.SIGTERM)

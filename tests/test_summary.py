@@ -41,7 +41,7 @@ def epoch_record(epoch: int, std: float, rob: float | None) -> dict[str, Any]:
 def test_columns_are_the_record_fields_in_display_order(tmp_path: Path) -> None:
     record = summarize_run(make_run(tmp_path))
     assert tuple(record) == summary_columns
-    assert summary_columns[:2] == ("id", "status") and len(set(summary_columns)) == 34
+    assert summary_columns[:2] == ("id", "status") and len(set(summary_columns)) == 37
     # where the run runs: local unless its state.json says otherwise
     assert (record["backend"], record["slurm_job_id"], record["node"]) == ("local", None, None)
 
@@ -96,6 +96,15 @@ def test_real_finished_digits_run(tmp_path: Path) -> None:
     assert (record["device"], record["host"]) == ("cpu", socket.gethostname())
     assert (record["tags"], record["notes"]) == ([], [])
     assert len(record["config_key"]) == 12 and int(record["config_key"], 16) >= 0
+    # its pace and work: one epoch of N examples with PGD-1, 5N, its evaluation T + 3R
+    # (R <= 5 a class), the final 4T; the epoch's seconds as metrics.jsonl has them
+    resolved = run.config()["resolved"]
+    n, test = resolved["train_size"], resolved["test_class_counts"]
+    robust = sum(min(count, 5) for count in test)
+    assert record["epoch_forwards"] == 5 * n + sum(test) + 3 * robust
+    assert record["final_forwards"] == 4 * sum(test)
+    epoch = next(r for r in run.metrics() if r["event"] == "epoch")
+    assert record["epoch_seconds"] == round(epoch["train_seconds"] + epoch["eval_seconds"], 3)
     json.dumps(record)  # the index stores it as JSON
 
 
@@ -106,6 +115,8 @@ def test_fresh_run_has_no_metrics(tmp_path: Path) -> None:
     assert (record["epoch"], record["epochs"], record["final"]) == (0, 200, False)
     assert all(record[c] is None for c in ("std_overall", "std_under", "rob_overall", "rob_under"))
     assert all(record[c] is None for c in ("pid", "pid_start", "device", "host", "error"))
+    # no timed epoch; and this config.json, like those made before it did, has no workload
+    assert record["epoch_seconds"] is record["epoch_forwards"] is record["final_forwards"] is None
     assert record["updated"] == run.state()["updated"] and record["updated"] is not None
     assert record["source"] == "exp100-ldam" and record["created"] == "2024-06-01T10:00:00+00:00"
 

@@ -12,20 +12,21 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from fake_runs import epoch_record, make_fake_run
+from slot_queue import queue_of_real_waiters
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from tui_harness import pinned_context, record_notifications, scenario, settle, wait_for
 
 from srat_engine.fsutil import atomic_write_json
 from srat_engine.runs.rundir import RunDir
-from srat_tui.render.format import runs_cell
+from srat_tui.render.format import duration, runs_cell
 from srat_tui.tui.app import SratApp
 from srat_tui.tui.context import AppContext
 from srat_tui.tui.screens.help import HelpScreen
@@ -133,6 +134,29 @@ async def test_table_shows_every_run(context: AppContext, three_runs: dict[str, 
         assert cell(screen, "run-c", "rob_under") == "-"
         assert cell(screen, "run-c", "epoch") == "0/10"
         assert cell(screen, "run-a", "aa_overall") == "-"  # never evaluated with AutoAttack
+
+
+@scenario
+async def test_a_queued_run_shows_when_it_should_end(context: AppContext) -> None:
+    """The epoch cell of a run waiting for the slot says when its training should end
+    (`jobs.forecast`: the holder's end and final evaluation, then its own epochs, at the
+    holder's 30 s an epoch); of the holder, its own training's end."""
+    root, index, now = context.runs_root, context.index, context.now()
+    holder = make_fake_run(root, "run-a", epochs_done=0, epochs=10, index=index)
+    for epoch in (1, 2, 3):  # the last written at `now`: 7 epochs left, 210 s
+        stamp = (now - timedelta(seconds=30 * (3 - epoch))).isoformat(timespec="seconds")
+        timed = {"train_seconds": 29.0, "eval_seconds": 1.0, "time": stamp}
+        holder.append_metrics({"event": "epoch", "epoch": epoch, "epochs": 10, **timed})
+    make_fake_run(root, "run-b", epochs_done=0, epochs=10, status="queued", index=index)
+    app = SratApp(context)
+    with queue_of_real_waiters(context.home.slots, "run-a", ["run-b"]):
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await loaded(pilot)
+            a, b = context.index.get("run-a"), context.index.get("run-b")
+            assert a is not None and b is not None
+            final = 30.0 / a["epoch_forwards"] * a["final_forwards"]
+            assert cell(screen, "run-a", "epoch") == "3/10 ~" + duration(210)
+            assert cell(screen, "run-b", "epoch") == "0/10 ~" + duration(210 + final + 300)
 
 
 def test_autoattack_cell_marks_suspected_gradient_masking() -> None:

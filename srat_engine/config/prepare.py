@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class PreparedRun:
         return {
             "config": self.config.model_dump(mode="json"),
             "resolved": self.resolved.as_dict(),
+            # forward passes (`config.workload`): what a queued run's expected end is read from
+            "workload": asdict(work) if (work := self.workload) is not None else None,
             "source": self.source,
             "created": now_iso(),
             "provenance": provenance(),

@@ -35,6 +35,45 @@ class Slot:
         return f"{self.device.replace(':', '')}-{self.index}"
 
 
+def slot_device(name: str) -> str:
+    """The device of a slot named `name` (`Slot.name`'s inverse): "cuda0-1" -> "cuda:0"."""
+    device = name.rpartition("-")[0] or name
+    if device.startswith("cuda") and device[4:].isdigit():
+        return f"cuda:{device[4:]}"
+    return device
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A waiter's ticket as the queue holds it: the slots it can use, when it was queued."""
+
+    run_id: str
+    slots: frozenset[str]
+    queued_ns: int
+
+
+def read_queue(root: Path) -> tuple[dict[str, str], list[Ticket]]:
+    """What the slots folder `root` says, read without taking a lock (a display must not make
+    a waiter miss its turn): each slot's last holder, by the run id it wrote (a slot whose
+    holder has ended still names it), and every readable ticket, oldest first (a dead
+    waiter's too, until a waiter cleans it). Callers tell live from ended by the runs'
+    statuses."""
+    holders: dict[str, str] = {}
+    with suppress(OSError):
+        for lock in root.glob("*.lock"):
+            with suppress(OSError, UnicodeDecodeError):
+                holder = lock.read_text().strip()
+                if holder:
+                    holders[lock.name.removesuffix(".lock")] = holder
+    tickets = []
+    with suppress(OSError):
+        for path in (root / "queue").glob("*"):
+            read = _read_ticket(path)
+            if read is not None and path.is_file():
+                tickets.append(Ticket(path.name, frozenset(read[0]), read[1]))
+    return holders, sorted(tickets, key=lambda t: (t.queued_ns, t.run_id))
+
+
 def slots_for(devices: list[str], per_device: int) -> list[Slot]:
     return [Slot(device, k) for device in devices for k in range(per_device)]
 

@@ -1,6 +1,7 @@
 """The run directory: the contract between the engine and every interface.
 
-<runs>/<id>/config.json    the validated config plus the resolved block (never rewritten)
+<runs>/<id>/config.json    the validated config, the resolved block and the workload in
+                           forward passes (never rewritten)
             metrics.jsonl  append-only, one JSON object per event
             log.txt        human-readable log
             state.json     status, pid, process start time, host, device, epoch

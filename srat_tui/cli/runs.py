@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from srat_engine.errors import SratError
+from srat_engine.jobs.forecast import with_queue_forecast
 from srat_engine.runs.home import Home
 from srat_engine.runs.index import reindex
 from srat_engine.runs.records import (
@@ -57,8 +58,14 @@ def _reconcile_on_start(ctx: typer.Context) -> None:
     ctx.obj = None
     # a corrupt index must not block `srat runs reindex`, the command that repairs it
     with suppress(SratError):
-        home = Home.from_env()
-        ctx.obj = refreshed_records(home.index, home.runs)
+        ctx.obj = _listed(Home.from_env())
+
+
+def _listed(home: Home) -> list[dict[str, Any]]:
+    """The home's records, reconciled, queued local runs with their expected start and end
+    (`jobs.forecast`)."""
+    records = refreshed_records(home.index, home.runs)
+    return with_queue_forecast(records, home.slots, datetime.now(timezone.utc))
 
 
 LS_COLUMNS = (
@@ -84,8 +91,7 @@ def _reconciled(ctx: typer.Context) -> list[dict[str, Any]]:
     then raises its one-line error here)."""
     if isinstance(ctx.obj, list):
         return ctx.obj
-    home = Home.from_env()
-    return refreshed_records(home.index, home.runs)
+    return _listed(Home.from_env())
 
 
 def _method_name(name: str) -> str:
@@ -155,6 +161,27 @@ def runs_ls(
         typer.echo("no runs")
         return
     typer.echo(format_rows(records))
+    queue = queue_summary(records, datetime.now(timezone.utc))
+    if queue:
+        typer.echo(queue)
+
+
+def queue_summary(records: list[dict[str, Any]], now: datetime) -> str | None:
+    """One line under the table when listed runs wait in the local queue: how many, and when
+    the last of them should end its training (the records' `starts`/`ends`, `jobs.forecast`)."""
+    waiting = [r for r in records if r.get("status") == "queued" and "starts" in r]
+    if not waiting:
+        return None
+    line = f"{len(waiting)} waiting for a slot"
+    ends = [time_left(r.get("ends"), now) for r in waiting]
+    unknown = sum(left is None for left in ends)
+    if unknown:
+        return line + f"; {unknown} without an estimate yet (no timed run of its model and data)"
+    last = max(waiting, key=lambda r: str(r["ends"]))
+    return (
+        line
+        + f"; the last should end its training ~{last['ends']} (in {time_left(last['ends'], now)})"
+    )
 
 
 LS_HEADERS = {"std_overall": "std", "std_under": "std:u", "rob_overall": "rob",
@@ -215,7 +242,7 @@ def runs_show(
             f"(host {state.get('host', '-')}, pid {state.get('pid', '-')})"
         )
     )
-    pace = _pace_line(records, summary)
+    pace = _pace_line(records, summary) or _queue_line(summary)
     if pace:
         console.print(inert(pace))
     slurm_line = _slurm_line(run, summary)
@@ -281,6 +308,20 @@ def _pace_line(records: list[dict[str, Any]], summary: dict[str, Any]) -> str | 
     if left is None:
         return line
     return line + f"; training ends ~{summary['ends']} (in {left}), then the final evaluation"
+
+
+def _queue_line(summary: dict[str, Any]) -> str | None:
+    """A queued local run's expected start and end of training (`jobs.forecast`); None for
+    any other run, or without an estimate."""
+    if summary.get("status") != "queued" or not summary.get("starts"):
+        return None
+    now = datetime.now(timezone.utc)
+    wait = time_left(summary["starts"], now) or "0s"
+    line = f"queue    should start ~{summary['starts']} (in {wait})"
+    left = time_left(summary.get("ends"), now)
+    if left is None:
+        return line + "; no pace of its model, dataset and device to end it by yet"
+    return line + f", training end ~{summary['ends']} (in {left}), then the final evaluation"
 
 
 def _best_line(run: RunDir, records: list[dict[str, Any]], doc: dict[str, Any]) -> str | None:

@@ -110,8 +110,9 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
     """One cell of the runs table (`srat runs ls`, the TUI runs screen) from an index record.
 
     imbalance: kind and ratio ("step100"), the bare kind for a balanced run ("none"). epoch:
-    "done/total", with the training time left of a running run ("37/200 ~6m", from its
-    `ends`; nothing once that has passed). age: since creation. backend: local or slurm, with
+    "done/total", with the time until a running or queued run's training should end ("37/200
+    ~6m", from its `ends`, a queued run's wait included: `jobs.forecast`; nothing once that
+    has passed). age: since creation. backend: local or slurm, with
     what Slurm's queue says of an active run's job when a listing asked it (`slurm_state`:
     "slurm PENDING (Priority)").
     aa_overall: the AutoAttack accuracy, "!" appended when gradient masking is suspected. The
@@ -124,7 +125,8 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
         return inert(f"{imbalance}{ratio:g}")
     if column == "epoch":
         done = f"{record.get('epoch') or 0}/{record.get('epochs') or '?'}"
-        left = time_left(record.get("ends"), now) if record.get("status") == "running" else None
+        ahead = record.get("status") in ("running", "queued")
+        left = time_left(record.get("ends"), now) if ahead else None
         return done if left is None else f"{done} ~{left}"
     if column == "age":
         return age(record.get("created"), now)

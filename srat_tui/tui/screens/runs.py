@@ -29,6 +29,7 @@ from textual.widgets.data_table import ColumnKey
 from textual.worker import get_current_worker
 
 from srat_engine.errors import SratError
+from srat_engine.jobs.forecast import with_queue_forecast
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import refreshed_records, set_tag
@@ -276,6 +277,7 @@ class RunsScreen(Screen[None]):
         try:
             # squeue (one call, bounded by its timeout) runs here too, off the UI thread
             records = refreshed_records(context.index, context.runs_root, context.queue.snapshot)
+            records = with_queue_forecast(records, context.home.slots, context.now())
             message = RunsRefreshed(build_rows(records, context.now()))
         except (SratError, OSError) as err:
             message = RunsRefreshFailed(str(err))

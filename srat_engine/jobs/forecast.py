@@ -1,0 +1,206 @@
+"""When the local queue's runs should start and finish: the queue of `jobs.slots` played
+forward with each run's pace, for the listings (`srat runs ls`, the runs screen).
+
+Torch-free and lock-free: it reads the slots folder's files (`slots.read_queue`) and the index
+records (`runs.summary`: each run's `epoch_seconds`, `epoch_forwards`, `final_forwards`), so a
+display never delays a waiter. Slurm's queue is Slurm's to forecast (`squeue --start`).
+
+A run's pace is seconds per forward pass, r = epoch_seconds / epoch_forwards, its own once it
+has timed an epoch, else that of the most recently updated run of the same model and dataset
+on one of its devices, the slowest of those (the seeds and methods of one study share it: the
+forward-pass counts already hold their attack steps and evaluation cadence). A run's whole
+time is r (E F_e + F_f) for E epochs of F_e forward passes and a final evaluation of F_f.
+Estimates, shown with "~": batch size, precision and what else shares the device move r.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from srat_engine.jobs.slots import read_queue, slot_device
+from srat_engine.runs.records import is_number
+
+Record = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """A queued run as the forecast sees it: its slots, its place, its whole time (None:
+    unknown)."""
+
+    run_id: str
+    slots: frozenset[str]
+    queued_ns: int
+    seconds: float | None
+
+
+def forecast_starts(
+    free_in: Mapping[str, float | None], waiters: Sequence[Waiter]
+) -> dict[str, float | None]:
+    """Seconds from now until each waiter should start, served as `slots.hold_slot` serves
+    them: in (queued_ns, run_id) order, waiter i starts at
+
+        s_i = max(min_{k in S_i} f_k, max_{j < i, S_j & S_i nonempty} s_j)
+
+    (the slot of S_i that frees first, and never before an older waiter sharing a slot with
+    it, to which it defers), takes the first slot by name free by then, and frees it at
+    s_i + d_i. `free_in`: each slot's f_k, 0 for a free one, absent = free; None (unknown)
+    makes every start that depends on it unknown, as does an unknown d_i for what follows it
+    on its slot.
+    """
+    free: dict[str, float | None] = dict(free_in)
+    starts: dict[str, float | None] = {}
+    served: list[tuple[frozenset[str], float | None]] = []
+    for waiter in sorted(waiters, key=lambda w: (w.queued_ns, w.run_id)):
+        slots = sorted(waiter.slots)
+        times = [free.get(slot, 0.0) for slot in slots]
+        after = [start for shared, start in served if shared & waiter.slots]
+        known_times = [t for t in times if t is not None]
+        known_after = [t for t in after if t is not None]
+        start: float | None = None
+        if slots and len(known_times) == len(times) and len(known_after) == len(after):
+            start = max([min(known_times), *known_after])
+        starts[waiter.run_id] = start
+        served.append((waiter.slots, start))
+        if start is None:
+            continue
+        slot = next(s for s, t in zip(slots, known_times, strict=True) if t <= start)
+        free[slot] = start + waiter.seconds if waiter.seconds is not None else None
+    return starts
+
+
+def seconds_per_forward(record: Record) -> float | None:
+    """r = epoch_seconds / epoch_forwards of a run that has timed an epoch, else None."""
+    seconds, forwards = record.get("epoch_seconds"), record.get("epoch_forwards")
+    if is_number(seconds) and is_number(forwards) and seconds > 0 and forwards > 0:
+        return float(seconds) / float(forwards)
+    return None
+
+
+Paces = dict[tuple[Any, Any, Any], float]
+
+
+def like_paces(records: Sequence[Record]) -> Paces:
+    """r of the most recently updated timed run for each (model, dataset, device)."""
+    latest: dict[tuple[Any, Any, Any], tuple[str, float]] = {}
+    for record in records:
+        rate = seconds_per_forward(record)
+        if rate is None:
+            continue
+        key = (record.get("arch"), record.get("dataset"), record.get("device"))
+        updated = str(record.get("updated") or "")
+        if key not in latest or updated > latest[key][0]:
+            latest[key] = (updated, rate)
+    return {key: rate for key, (_, rate) in latest.items()}
+
+
+def _pace(record: Record, paces: Paces, devices: set[str]) -> float | None:
+    """The run's own r, else a like run's on one of `devices` (the slowest, when several)."""
+    own = seconds_per_forward(record)
+    if own is not None:
+        return own
+    known = [paces.get((record.get("arch"), record.get("dataset"), d)) for d in devices]
+    rates = [rate for rate in known if rate is not None]
+    return max(rates) if rates else None
+
+
+def _work(record: Record) -> tuple[float, float] | None:
+    """(E F_e, F_f): a run's forward passes in training with per-epoch evaluation, and at
+    the end."""
+    epochs, per_epoch, final = (
+        record.get(k) for k in ("epochs", "epoch_forwards", "final_forwards")
+    )
+    if not (is_number(epochs) and is_number(per_epoch) and is_number(final)):
+        return None
+    return float(epochs) * float(per_epoch), float(final)
+
+
+def _seconds_until(iso: Any, now: datetime) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    try:
+        return max(0.0, (datetime.fromisoformat(iso) - now).total_seconds())
+    except (ValueError, TypeError):  # unparsable, or naive against aware
+        return None
+
+
+def _holder_left(record: Record, paces: Paces, now: datetime) -> float | None:
+    """Seconds until a running run frees its slot: its training's expected end (`ends`)
+    and then its final evaluation, r F_f; before its first timed epoch, its whole time by a
+    like run's pace."""
+    device = {str(record.get("device"))}
+    rate, work = _pace(record, paces, device), _work(record)
+    if rate is None or work is None:
+        return None
+    training = _seconds_until(record.get("ends"), now)
+    if training is None:
+        training = rate * work[0] if seconds_per_forward(record) is None else None
+    return None if training is None else training + rate * work[1]
+
+
+@dataclass(frozen=True)
+class QueuedForecast:
+    starts: datetime | None
+    ends: datetime | None  # when its training should end (the final evaluation follows)
+
+
+def queue_forecast(
+    slots_root: Path, records: Sequence[Record], now: datetime
+) -> dict[str, QueuedForecast]:
+    """Every queued local run's expected start and end of training, from the slots folder
+    `slots_root` (a home's `Home.slots`) and the index `records` (`refreshed_records`: the
+    statuses tell live holders and waiters from ended ones). `now` is timezone-aware."""
+    holders, tickets = read_queue(slots_root)
+    if not tickets:
+        return {}
+    by_id = {str(r.get("id")): r for r in records}
+    paces = like_paces(records)
+    free_in: dict[str, float | None] = {}
+    for slot, run_id in holders.items():
+        holder = by_id.get(run_id)
+        if holder is not None and holder.get("status") == "running":
+            free_in[slot] = _holder_left(holder, paces, now)
+    waiters, training = [], {}
+    for ticket in tickets:
+        record = by_id.get(ticket.run_id)
+        if record is None or record.get("status") != "queued":
+            continue  # a dead waiter's ticket, or a run the index does not know
+        rate = _pace(record, paces, {slot_device(s) for s in ticket.slots})
+        work = _work(record)
+        seconds = rate * sum(work) if rate is not None and work is not None else None
+        training[ticket.run_id] = rate * work[0] if rate is not None and work is not None else None
+        waiters.append(Waiter(ticket.run_id, ticket.slots, ticket.queued_ns, seconds))
+    forecast = {}
+    for run_id, start in forecast_starts(free_in, waiters).items():
+        length = training[run_id]
+        forecast[run_id] = QueuedForecast(
+            starts=None if start is None else now + timedelta(seconds=start),
+            ends=None
+            if start is None or length is None
+            else now + timedelta(seconds=start + length),
+        )
+    return forecast
+
+
+def with_queue_forecast(
+    records: Sequence[dict[str, Any]], slots_root: Path, now: datetime
+) -> list[dict[str, Any]]:
+    """`records` with each queued local run's `starts` and `ends` (UTC ISO) filled in from
+    `queue_forecast` (new dicts for those; the others as they are)."""
+    forecast = queue_forecast(slots_root, records, now)
+    out = []
+    for record in records:
+        known = forecast.get(str(record.get("id")))
+        if known is None:
+            out.append(record)
+        else:
+            out.append({**record, "starts": _iso(known.starts), "ends": _iso(known.ends)})
+    return out
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment is not None else None

@@ -1,0 +1,181 @@
+"""When queued local runs should start and end (srat_engine/jobs/forecast.py): the queue
+played forward by hand, and read from a slots folder that real `hold_slot` waiters hold."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_harness import Srat, make_invoker
+from fake_runs import make_fake_run
+from slot_queue import queue_of_real_waiters
+
+from srat_engine.jobs.forecast import (
+    Waiter,
+    forecast_starts,
+    like_paces,
+    queue_forecast,
+    seconds_per_forward,
+    with_queue_forecast,
+)
+from srat_engine.jobs.slots import Slot, read_queue, slot_device
+from srat_engine.runs.home import Home
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+IN_100_S = (NOW + timedelta(seconds=100)).isoformat()
+
+
+def waiter(run_id: str, slots: str, queued_ns: int, seconds: float | None) -> Waiter:
+    return Waiter(run_id, frozenset(slots.split(",")), queued_ns, seconds)
+
+
+def test_the_queue_played_forward_by_hand() -> None:
+    # slot A frees in 10 s, B is free, C is free but its first run's length is unknown
+    waiters = [
+        waiter("w3", "A", 3, 30.0),  # listed out of order: served by queued_ns
+        waiter("w1", "A,B", 1, 100.0),  # B now (0 <= 10); B frees at 100
+        waiter("w2", "A,B", 2, 50.0),  # A at 10; A frees at 60
+        waiter("w4", "C", 4, None),  # C now; then C's end is unknown
+        waiter("w5", "C", 5, 20.0),  # so is this start
+        waiter("w6", "B", 6, 5.0),  # B at 100, after w1 and w2 started (0, 10)
+    ]
+    # w3: A frees at 60 (w2's end); older sharers started at 0 and 10
+    assert forecast_starts({"A": 10.0, "B": 0.0}, waiters) == {
+        "w1": 0.0, "w2": 10.0, "w3": 60.0, "w4": 0.0, "w5": None, "w6": 100.0,
+    }  # fmt: skip
+
+
+def test_a_waiter_defers_to_an_older_one_sharing_a_slot() -> None:
+    # B is free now, but the older waiter wants A (free in 50 s) and shares it with the
+    # younger, which hold_slot makes wait until the older has started
+    waiters = [waiter("old", "A", 1, 10.0), waiter("young", "A,B", 2, 10.0)]
+    assert forecast_starts({"A": 50.0, "B": 0.0}, waiters) == {"old": 50.0, "young": 50.0}
+    # an unknown slot makes the waiters behind it unknown, not those elsewhere
+    assert forecast_starts({"A": None}, [waiter("a", "A", 1, 1.0), waiter("b", "B", 2, 1.0)]) == {
+        "a": None,
+        "b": 0.0,
+    }
+
+
+def test_pace_is_seconds_per_forward_pass() -> None:
+    assert seconds_per_forward({"epoch_seconds": 2.0, "epoch_forwards": 1000}) == 0.002
+    for missing in ({"epoch_seconds": 2.0}, {"epoch_seconds": 0, "epoch_forwards": 10},
+                    {"epoch_seconds": True, "epoch_forwards": 10}):  # fmt: skip
+        assert seconds_per_forward(missing) is None
+    assert [slot_device(Slot(d, 1).name) for d in ("cpu", "cuda:0", "cuda:12")] == [
+        "cpu",
+        "cuda:0",
+        "cuda:12",
+    ]
+
+
+def test_a_like_run_s_pace_is_the_latest_per_model_dataset_and_device() -> None:
+    timed = {"arch": "resnet18", "dataset": "cifar10", "epoch_forwards": 100}
+    records = [
+        {**timed, "device": "cuda:0", "epoch_seconds": 1.0, "updated": "2026-12-01T10:00:00"},
+        {**timed, "device": "cuda:0", "epoch_seconds": 2.0, "updated": "2026-12-01T11:00:00"},
+        {**timed, "device": "cuda:1", "epoch_seconds": 3.0, "updated": "2026-12-01T09:00:00"},
+        {**timed, "device": "cuda:1", "epoch_seconds": None, "updated": "2026-12-01T12:00:00"},
+        {**timed, "arch": "wrn", "device": "cuda:0", "epoch_seconds": 9.0},
+    ]
+    assert like_paces(records) == {
+        ("resnet18", "cifar10", "cuda:0"): 0.02,
+        ("resnet18", "cifar10", "cuda:1"): 0.03,
+        ("wrn", "cifar10", "cuda:0"): 0.09,
+    }
+
+
+def record(run_id: str, status: str, **fields: Any) -> dict[str, Any]:
+    base = {"id": run_id, "status": status, "arch": "resnet18", "dataset": "cifar10",
+            "epochs": 10, "epoch_forwards": 1000, "final_forwards": 5000, "device": None,
+            "updated": "2026-12-01T11:00:00+00:00"}  # fmt: skip
+    return {**base, **fields}
+
+
+def test_a_real_queue_forecast_from_the_slots_folder(tmp_path: Path) -> None:
+    records = [
+        # holds cpu-0; training ends in 100 s, then its final evaluation: 5000 x 2 s / 1000
+        record("a", "running", device="cpu", epoch_seconds=2.0, ends=IN_100_S),
+        # no pace of its own: a's (same model, dataset, device), 20 s training + 10 s final
+        record("b", "queued"),
+        record("c", "queued", arch="wrn"),  # no like run: its start is known, its end is not
+        record("d", "queued"),  # behind c, whose length is unknown
+        record("e", "finished", epoch_seconds=1.0),  # another device: not a's pace
+    ]  # fmt: skip
+    with queue_of_real_waiters(tmp_path, "a", ["b", "c", "d"]):
+        holders, tickets = read_queue(tmp_path)
+        assert holders == {"cpu-0": "a"} and [t.run_id for t in tickets] == ["b", "c", "d"]
+        forecast = queue_forecast(tmp_path, records, NOW)
+    seconds = {
+        run_id: tuple(
+            None if moment is None else (moment - NOW).total_seconds()
+            for moment in (known.starts, known.ends)
+        )
+        for run_id, known in forecast.items()
+    }
+    assert seconds == {"b": (110.0, 130.0), "c": (140.0, None), "d": (None, None)}
+
+
+def test_listings_get_starts_and_ends_for_queued_runs_only(tmp_path: Path) -> None:
+    records = [record("a", "running", device="cpu", epoch_seconds=2.0,
+                      ends=IN_100_S),
+               record("b", "queued"), record("x", "finished")]  # fmt: skip
+    with queue_of_real_waiters(tmp_path, "a", ["b"]):
+        shown = with_queue_forecast(records, tmp_path, NOW)
+    assert shown[0] == records[0] and shown[2] == records[2]
+    assert shown[1]["starts"] == (NOW + timedelta(seconds=110)).isoformat()
+    assert shown[1]["ends"] == (NOW + timedelta(seconds=130)).isoformat()
+    # a ticket left by a dead waiter (its run no longer queued) is nobody's place
+    records[1]["status"] = "dead"
+    with queue_of_real_waiters(tmp_path, "a", ["b"]):
+        assert "starts" not in with_queue_forecast(records, tmp_path, NOW)[1]
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"slots": "cpu-0"}'])
+def test_unreadable_tickets_and_empty_slots_are_skipped(tmp_path: Path, content: str) -> None:
+    (tmp_path / "queue").mkdir()
+    (tmp_path / "queue" / "b").write_text(content)
+    (tmp_path / "cpu-0.lock").write_text("")
+    holders, tickets = read_queue(tmp_path)
+    assert holders == {} and tickets == []
+    assert read_queue(tmp_path / "missing") == ({}, [])
+
+
+def test_runs_ls_and_show_say_when_a_queued_run_should_start_and_end(
+    srat_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Home(srat_home)
+    running = make_fake_run(home.runs, "run-a", epochs_done=0, epochs=10, index=home.index)
+    now = datetime.now(timezone.utc)
+    for epoch in (1, 2, 3):  # 30 s epochs, the last written just now: 7 left, 210 s
+        at = now - timedelta(seconds=30 * (3 - epoch))
+        stamp = at.isoformat(timespec="seconds")
+        timed = {"train_seconds": 29.0, "eval_seconds": 1.0, "time": stamp}
+        running.append_metrics({"event": "epoch", "epoch": epoch, "epochs": 10, **timed})
+    make_fake_run(home.runs, "run-b", epochs_done=0, epochs=10, status="queued", index=home.index)
+    make_fake_run(home.runs, "run-c", epochs_done=0, epochs=10, status="queued", index=home.index)
+    srat: Srat = make_invoker(capsys, monkeypatch)
+    with queue_of_real_waiters(home.slots, "run-a", ["run-b", "run-c"]):
+        listed = srat("runs", "ls", "--json")
+        table = srat("runs", "ls")
+        shown = srat("runs", "show", "run-b")
+    assert listed.code == table.code == shown.code == 0, listed.err + table.err + shown.err
+    records = {r["id"]: r for r in json.loads(listed.out)}
+    a, b, c = records["run-a"], records["run-b"], records["run-c"]
+    rate = 30.0 / a["epoch_forwards"]  # each run's pace: run-a's 30 s an epoch
+    after_a = (datetime.fromisoformat(a["ends"]) - now).total_seconds() + rate * a["final_forwards"]
+    whole = rate * (10 * b["epoch_forwards"] + b["final_forwards"])
+    expected = {
+        "run-b": (after_a, after_a + 10 * 30.0),
+        "run-c": (after_a + whole, after_a + whole + 10 * 30.0),
+    }
+    for run_id, (start, end) in expected.items():
+        starts, ends = (datetime.fromisoformat(records[run_id][k]) for k in ("starts", "ends"))
+        assert abs((starts - now).total_seconds() - start) < 2, run_id
+        assert abs((ends - now).total_seconds() - end) < 2, run_id
+    assert c["ends"] in table.out.splitlines()[-1] and "2 waiting for a slot" in table.out
+    assert f"queue    should start ~{b['starts']}" in shown.out
+    assert f"training end ~{b['ends']}" in shown.out
