@@ -23,6 +23,7 @@ from srat_engine.jobs.forecast import (
 )
 from srat_engine.jobs.slots import Slot, read_queue, slot_device
 from srat_engine.runs.home import Home
+from srat_tui.render.format import queue_summary
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 IN_100_S = (NOW + timedelta(seconds=100)).isoformat()
@@ -176,6 +177,20 @@ def test_runs_ls_and_show_say_when_a_queued_run_should_start_and_end(
         starts, ends = (datetime.fromisoformat(records[run_id][k]) for k in ("starts", "ends"))
         assert abs((starts - now).total_seconds() - start) < 2, run_id
         assert abs((ends - now).total_seconds() - end) < 2, run_id
-    assert c["ends"] in table.out.splitlines()[-1] and "2 waiting for a slot" in table.out
+    last_line = f"2 waiting for a slot; the last should end its training ~{c['ends']} (in "
+    assert table.out.splitlines()[-1].startswith(last_line)
     assert f"queue    should start ~{b['starts']}" in shown.out
     assert f"training end ~{b['ends']}" in shown.out
+
+
+def test_the_queue_summary_line_by_hand() -> None:
+    ends = [(NOW + timedelta(minutes=m)).isoformat() for m in (30, 90)]
+    waiting = [{"status": "queued", "starts": NOW.isoformat(), "ends": end} for end in ends]
+    others = [{"status": "running", "ends": ends[1]}, {"status": "queued"}]  # not in the queue
+    assert queue_summary(others, NOW) is None
+    assert queue_summary([*waiting, *others], NOW) == (
+        f"2 waiting for a slot; the last should end its training ~{ends[1]} (in 1h)"
+    )
+    assert queue_summary(waiting, NOW, short=True) == "2 waiting, the last ends ~1h"
+    unknown = [*waiting, {"status": "queued", "starts": None, "ends": None}]
+    assert queue_summary(unknown, NOW, short=True) == "3 waiting, 1 not yet estimated"

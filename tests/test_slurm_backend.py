@@ -101,8 +101,8 @@ def results(run: RunDir) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
 
 
 def training_run(srat: Srat, home: Path) -> tuple[dict[str, Any], RunDir]:
-    """A submitted 400-epoch run (~10 s), once it has trained an epoch."""
-    (entry,) = submit(srat, "--preset", "demo", "--set", "train.epochs=400")
+    """A submitted 200-epoch run (~5 s), once it has trained an epoch."""
+    (entry,) = submit(srat, "--preset", "demo", "--set", "train.epochs=200")
     run = run_dir(home, entry["run_id"])
     wait_for("the run to train an epoch", lambda: run.state().get("epoch"))
     return entry, run

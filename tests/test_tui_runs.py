@@ -22,6 +22,7 @@ from fake_runs import epoch_record, make_fake_run
 from slot_queue import queue_of_real_waiters
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
+from textual.widgets import Static
 from tui_harness import pinned_context, record_notifications, scenario, settle, wait_for
 
 from srat_engine.fsutil import atomic_write_json
@@ -157,6 +158,8 @@ async def test_a_queued_run_shows_when_it_should_end(context: AppContext) -> Non
             final = 30.0 / a["epoch_forwards"] * a["final_forwards"]
             assert cell(screen, "run-a", "epoch") == "3/10 ~" + duration(210)
             assert cell(screen, "run-b", "epoch") == "0/10 ~" + duration(210 + final + 300)
+            count = str(screen.query_one("#runs-count", Static).render())
+            assert count == f"2 runs · 1 waiting, the last ends ~{duration(210 + final + 300)}"
 
 
 def test_autoattack_cell_marks_suspected_gradient_masking() -> None:

@@ -40,7 +40,7 @@ from srat_tui.cli.common import (
     stdout_console,
     with_slurm_options,
 )
-from srat_tui.render.format import inert, runs_cell, time_left
+from srat_tui.render.format import inert, queue_summary, runs_cell, time_left
 
 if TYPE_CHECKING:
     from srat_engine.reporting.export import RobustSource
@@ -164,24 +164,6 @@ def runs_ls(
     queue = queue_summary(records, datetime.now(timezone.utc))
     if queue:
         typer.echo(queue)
-
-
-def queue_summary(records: list[dict[str, Any]], now: datetime) -> str | None:
-    """One line under the table when listed runs wait in the local queue: how many, and when
-    the last of them should end its training (the records' `starts`/`ends`, `jobs.forecast`)."""
-    waiting = [r for r in records if r.get("status") == "queued" and "starts" in r]
-    if not waiting:
-        return None
-    line = f"{len(waiting)} waiting for a slot"
-    ends = [time_left(r.get("ends"), now) for r in waiting]
-    unknown = sum(left is None for left in ends)
-    if unknown:
-        return line + f"; {unknown} without an estimate yet (no timed run of its model and data)"
-    last = max(waiting, key=lambda r: str(r["ends"]))
-    return (
-        line
-        + f"; the last should end its training ~{last['ends']} (in {time_left(last['ends'], now)})"
-    )
 
 
 LS_HEADERS = {"std_overall": "std", "std_under": "std:u", "rob_overall": "rob",

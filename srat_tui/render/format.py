@@ -6,7 +6,7 @@ showing a string that a person or a file supplied (tags, notes, paths, class nam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -141,3 +141,29 @@ def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
     if column in METRIC_COLUMNS:
         return pct(value)
     return "-" if value in (None, "") else inert(value)
+
+
+def queue_summary(
+    records: Iterable[Mapping[str, Any]], now: datetime, *, short: bool = False
+) -> str | None:
+    """How many listed runs wait in the local queue and when the last of them should end its
+    training (the records' `starts`/`ends`, `jobs.forecast`); None when none waits. `srat runs
+    ls` prints it under the table, the runs screen (`short`) beside its count."""
+    waiting = [r for r in records if r.get("status") == "queued" and "starts" in r]
+    if not waiting:
+        return None
+    unknown = sum(time_left(r.get("ends"), now) is None for r in waiting)
+    if unknown:
+        if short:
+            return f"{len(waiting)} waiting, {unknown} not yet estimated"
+        return (
+            f"{len(waiting)} waiting for a slot; {unknown} without an estimate yet (no timed "
+            "run of its model and data)"
+        )
+    last = max(str(r["ends"]) for r in waiting)
+    if short:
+        return f"{len(waiting)} waiting, the last ends ~{time_left(last, now)}"
+    return (
+        f"{len(waiting)} waiting for a slot; the last should end its training ~{last} "
+        f"(in {time_left(last, now)})"
+    )

@@ -33,7 +33,7 @@ from srat_engine.jobs.forecast import with_queue_forecast
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import refreshed_records, set_tag
-from srat_tui.render.format import runs_cell, status_style
+from srat_tui.render.format import queue_summary, runs_cell, status_style
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import (
     OpenCompare,
@@ -384,6 +384,10 @@ class RunsScreen(Screen[None]):
         text = f"{shown} of {total} runs" if shown != total else f"{total} runs"
         if self.marked:
             text += f" · {len(self.marked)} marked"
+        records = (row.record for row in self._rows.values())
+        queue = queue_summary(records, self.context.now(), short=True)
+        if queue:
+            text += f" · {queue}"
         self.query_one("#runs-count", Static).update(text)
 
     # -- reactive state -> view -------------------------------------------------------------
