@@ -4,18 +4,22 @@ played forward by hand, and read from a slots folder that real `hold_slot` waite
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_harness import Srat, make_invoker
-from fake_runs import make_fake_run
+from fake_runs import make_fake_run, prepare_from_env
 from slot_queue import queue_of_real_waiters
 
 from srat_engine.jobs.forecast import (
+    LaunchOutlook,
+    Planned,
     Waiter,
     forecast_starts,
+    launch_outlook,
     like_paces,
     queue_forecast,
     seconds_per_forward,
@@ -23,7 +27,10 @@ from srat_engine.jobs.forecast import (
 )
 from srat_engine.jobs.slots import Slot, read_queue, slot_device
 from srat_engine.runs.home import Home
-from srat_tui.render.format import queue_summary
+from srat_engine.runs.sync import record_in_index
+from srat_tui.render.format import duration, queue_summary
+from srat_tui.render.run import like_runs, time_line
+from srat_tui.tui.screens.new_run import check_form, form_values
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 IN_100_S = (NOW + timedelta(seconds=100)).isoformat()
@@ -194,3 +201,103 @@ def test_the_queue_summary_line_by_hand() -> None:
     assert queue_summary(waiting, NOW, short=True) == "2 waiting, the last ends ~1h"
     unknown = [*waiting, {"status": "queued", "starts": None, "ends": None}]
     assert queue_summary(unknown, NOW, short=True) == "3 waiting, 1 not yet estimated"
+
+
+def planned(slots: str, devices: str = "cpu") -> Planned:
+    names = frozenset(slots.split(",")) if slots else frozenset()
+    return Planned(record("new", "planned"), names, frozenset(devices.split(",")))
+
+
+def test_launching_now_goes_behind_the_queue_by_hand(tmp_path: Path) -> None:
+    records = [record("a", "running", device="cpu", epoch_seconds=2.0, ends=IN_100_S),
+               record("b", "queued")]  # fmt: skip
+    with queue_of_real_waiters(tmp_path, "a", ["b"]):
+        # a frees cpu-0 at 110 s, b holds it to 140; two new runs of 20 s training (30 s in
+        # all) each at a's pace: the first starts at 140, the last ends its training at 190
+        queued = launch_outlook([planned("cpu-0"), planned("cpu-0")], tmp_path, records, NOW)
+        # a foreground run takes no slot: it starts now
+        alone = launch_outlook([planned("")], tmp_path, records, NOW)
+        # on a device nobody has timed: no pace, no estimate
+        elsewhere = launch_outlook([planned("cuda0-0", "cuda:0")], tmp_path, records, NOW)
+    assert queued == LaunchOutlook(
+        (20.0, 20.0), NOW + timedelta(seconds=140), NOW + timedelta(seconds=190)
+    )
+    assert alone == LaunchOutlook((20.0, 20.0), NOW, NOW + timedelta(seconds=20))
+    assert elsewhere == LaunchOutlook(None, None, None)
+
+
+def test_the_outlook_line_by_hand() -> None:
+    like = "small_cnn on digits (cpu)"
+    soon = LaunchOutlook((90.0, 150.0), NOW, NOW + timedelta(minutes=10))
+    assert time_line(soon, like, NOW, queued=True) == (
+        "training ~1m-2m a run at the pace of the latest run of small_cnn on digits (cpu); "
+        "launched now, the first starts at once and the last ends its training "
+        "~2026-12-01T12:10+00:00 (in 10m)"
+    )
+    later = LaunchOutlook((60.0, 60.0), NOW + timedelta(hours=2), NOW + timedelta(hours=3))
+    assert "the first starts in ~2h" in time_line(later, like, NOW, queued=True)
+    assert time_line(soon, like, NOW, queued=False) == (
+        "training ~1m-2m at the pace of the latest run of small_cnn on digits (cpu), "
+        "then the final evaluation"
+    )
+    blocked = LaunchOutlook((60.0, 60.0), None, None)
+    assert time_line(blocked, like, NOW, queued=True).endswith("the queue ahead has no estimate")
+    assert time_line(LaunchOutlook(None, None, None), like, NOW, queued=True) == (
+        "no estimate yet: no timed run of small_cnn on digits (cpu) in this home"
+    )
+    assert like_runs([planned("cpu-0")]) == "resnet18 on cifar10 (cpu)"
+    mixed = [
+        planned("cpu-0"),
+        Planned(record("x", "planned", arch="wrn"), frozenset(), frozenset({"cpu"})),
+    ]
+    assert like_runs(mixed) == "their model, data and device"
+
+
+def timed_finished_run(home: Home, run_id: str, seconds: float) -> dict[str, Any]:
+    """A finished digits run (the demo's model and data) whose epochs took `seconds` each,
+    in the index; returns its record."""
+    run = make_fake_run(
+        home.runs, run_id, preset="demo", epochs_done=0, epochs=3, status="finished"
+    )
+    for epoch in (1, 2, 3):
+        run.append_metrics({"event": "epoch", "epoch": epoch, "epochs": 3,
+                            "train_seconds": seconds - 1, "eval_seconds": 1.0})  # fmt: skip
+    record_in_index(run, home.index)
+    found = home.index.get(run_id)
+    assert found is not None
+    return found
+
+
+def test_dry_run_and_the_new_run_form_say_how_long_a_run_should_train(
+    srat_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Home(srat_home)
+    srat: Srat = make_invoker(capsys, monkeypatch)
+    args = ("run", "--preset", "demo", "--device", "cpu", "--dry-run")
+    empty = srat(*args)
+    assert empty.code == 0, empty.err
+    like = "small_cnn on digits (cpu)"
+    assert f"time     no estimate yet: no timed run of {like} in this home" in empty.out
+    timed = timed_finished_run(home, "run-t", 6.0)
+    prepared = prepare_from_env("demo", ("device=cpu",))
+    work = prepared.workload
+    assert work is not None
+    # the demo's 30 epochs of forward passes at run-t's pace: 6 s for each of its epochs
+    training = 6.0 / timed["epoch_forwards"] * (work.train + work.per_epoch_eval)
+    shown = srat(*args)
+    pace = f"time     training ~{duration(training)} at the pace of the latest run of {like}"
+    assert pace in shown.out
+    queued = srat(*args, "--detach", "--seeds", "0-1", "--slots", "1")
+    assert "launched now, the first starts at once" in queued.out
+    # the form: the same count for each of its seeds, one after the other on one CPU slot
+    base = form_values(prepare_from_env("demo").config)
+    values = replace(base, seeds="0-1", devices="cpu", per_device="1")
+    checked = check_form(1, "demo", values, base, home, NOW)
+    assert checked.ok and checked.outlook is not None, checked.error
+    assert checked.outlook.training_seconds == pytest.approx((training, training))
+    assert checked.outlook.first_start == NOW
+    assert checked.outlook.last_end is not None
+    whole = 6.0 / timed["epoch_forwards"] * work.total
+    assert (checked.outlook.last_end - NOW).total_seconds() == pytest.approx(
+        whole + training, abs=1e-3
+    )

@@ -16,13 +16,17 @@ Estimates, shown with "~": batch size, precision and what else shares the device
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from srat_engine.jobs.slots import read_queue, slot_device
+from srat_engine.jobs.slots import read_queue, slot_device, slots_for
+from srat_engine.runs.progress import forwards
 from srat_engine.runs.records import is_number
+
+if TYPE_CHECKING:  # the prepared run's type only: preparing imports torch, this module not
+    from srat_engine.config.prepare import PreparedRun
 
 Record = Mapping[str, Any]
 
@@ -50,7 +54,7 @@ def forecast_starts(
     it, to which it defers), takes the first slot by name free by then, and frees it at
     s_i + d_i. `free_in`: each slot's f_k, 0 for a free one, absent = free; None (unknown)
     makes every start that depends on it unknown, as does an unknown d_i for what follows it
-    on its slot.
+    on its slot. A waiter with no slots (a foreground run) starts now and holds none.
     """
     free: dict[str, float | None] = dict(free_in)
     starts: dict[str, float | None] = {}
@@ -61,8 +65,11 @@ def forecast_starts(
         after = [start for shared, start in served if shared & waiter.slots]
         known_times = [t for t in times if t is not None]
         known_after = [t for t in after if t is not None]
+        if not slots:  # a foreground run waits for nobody
+            starts[waiter.run_id] = 0.0
+            continue
         start: float | None = None
-        if slots and len(known_times) == len(times) and len(known_after) == len(after):
+        if len(known_times) == len(times) and len(known_after) == len(after):
             start = max([min(known_times), *known_after])
         starts[waiter.run_id] = start
         served.append((waiter.slots, start))
@@ -148,14 +155,47 @@ class QueuedForecast:
     ends: datetime | None  # when its training should end (the final evaluation follows)
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A run about to be launched, as the forecast reads it: the index-record fields it uses
+    (`planned_run`), the slots it would wait for (none: a foreground run, which starts at
+    once) and the devices it may train on."""
+
+    record: Mapping[str, Any]
+    slots: frozenset[str]
+    devices: frozenset[str]
+
+
+def planned_run(prepared: PreparedRun, devices: Sequence[str], per_device: int | None) -> Planned:
+    """`prepared` as the forecast reads it (its model, data and work, the workload block
+    config.json will hold), waiting for one of `per_device` slots on each of `devices` as
+    `srat run --detach` queues it; `per_device` None: a foreground run on `devices`, which
+    takes no slot."""
+    config, work = prepared.config, prepared.workload
+    counted = forwards(asdict(work) if work is not None else None, config.train.epochs)
+    record = {
+        "arch": config.model.arch,
+        "dataset": config.data.dataset,
+        "epochs": config.train.epochs,
+        "epoch_forwards": counted[0] if counted else None,
+        "final_forwards": counted[1] if counted else None,
+    }
+    slots = slots_for(list(devices), per_device) if per_device is not None else []
+    return Planned(record, frozenset(slot.name for slot in slots), frozenset(devices))
+
+
 def queue_forecast(
-    slots_root: Path, records: Sequence[Record], now: datetime
+    slots_root: Path,
+    records: Sequence[Record],
+    now: datetime,
+    planned: Sequence[Planned] = (),
 ) -> dict[str, QueuedForecast]:
     """Every queued local run's expected start and end of training, from the slots folder
     `slots_root` (a home's `Home.slots`) and the index `records` (`refreshed_records`: the
-    statuses tell live holders and waiters from ended ones). `now` is timezone-aware."""
+    statuses tell live holders and waiters from ended ones). `planned` runs join the queue
+    behind them, in order, as `planned-0`, `planned-1`, ... `now` is timezone-aware."""
     holders, tickets = read_queue(slots_root)
-    if not tickets:
+    if not tickets and not planned:
         return {}
     by_id = {str(r.get("id")): r for r in records}
     paces = like_paces(records)
@@ -164,16 +204,25 @@ def queue_forecast(
         holder = by_id.get(run_id)
         if holder is not None and holder.get("status") == "running":
             free_in[slot] = _holder_left(holder, paces, now)
-    waiters, training = [], {}
+    queue: list[tuple[str, Record, frozenset[str], set[str], int]] = []
     for ticket in tickets:
         record = by_id.get(ticket.run_id)
         if record is None or record.get("status") != "queued":
             continue  # a dead waiter's ticket, or a run the index does not know
-        rate = _pace(record, paces, {slot_device(s) for s in ticket.slots})
-        work = _work(record)
-        seconds = rate * sum(work) if rate is not None and work is not None else None
-        training[ticket.run_id] = rate * work[0] if rate is not None and work is not None else None
-        waiters.append(Waiter(ticket.run_id, ticket.slots, ticket.queued_ns, seconds))
+        devices = {slot_device(s) for s in ticket.slots}
+        queue.append((ticket.run_id, record, ticket.slots, devices, ticket.queued_ns))
+    last_ns = max((t.queued_ns for t in tickets), default=0)
+    for number, run in enumerate(planned):
+        place = last_ns + 1 + number  # behind every waiter, in the order given
+        queue.append((f"planned-{number}", run.record, run.slots, set(run.devices), place))
+    waiters, training = [], {}
+    for run_id, record, slots, devices, queued_ns in queue:
+        rate, work = _pace(record, paces, devices), _work(record)
+        seconds: float | None = None
+        training[run_id] = None
+        if rate is not None and work is not None:
+            seconds, training[run_id] = rate * (work[0] + work[1]), rate * work[0]
+        waiters.append(Waiter(run_id, slots, queued_ns, seconds))
     forecast = {}
     for run_id, start in forecast_starts(free_in, waiters).items():
         length = training[run_id]
@@ -184,6 +233,42 @@ def queue_forecast(
             else now + timedelta(seconds=start + length),
         )
     return forecast
+
+
+@dataclass(frozen=True)
+class LaunchOutlook:
+    """Launching planned runs now, as the forecast sees it: the training seconds of a run
+    (shortest, longest), when the first should start and when the last should end its
+    training; None where a pace is missing."""
+
+    training_seconds: tuple[float, float] | None
+    first_start: datetime | None
+    last_end: datetime | None
+
+
+def launch_outlook(
+    planned: Sequence[Planned], slots_root: Path, records: Sequence[Record], now: datetime
+) -> LaunchOutlook:
+    """What `planned` runs would do if launched now, behind the queue as it is
+    (`queue_forecast`)."""
+    forecast = queue_forecast(slots_root, records, now, planned)
+    runs = [forecast[f"planned-{number}"] for number in range(len(planned))]
+    paces = like_paces(records)
+    lengths = []
+    for run in planned:
+        rate, work = _pace(run.record, paces, set(run.devices)), _work(run.record)
+        if rate is None or work is None:
+            return LaunchOutlook(None, None, None)
+        lengths.append(rate * work[0])
+    starts = [run.starts for run in runs]
+    ends = [run.ends for run in runs]
+    if not runs or None in starts or None in ends:
+        return LaunchOutlook((min(lengths), max(lengths)) if lengths else None, None, None)
+    return LaunchOutlook(
+        (min(lengths), max(lengths)),
+        min(s for s in starts if s is not None),
+        max(e for e in ends if e is not None),
+    )
 
 
 def with_queue_forecast(

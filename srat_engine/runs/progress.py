@@ -52,3 +52,16 @@ def training_ends(records: Sequence[Mapping[str, Any]], epochs: int) -> datetime
         written = written.replace(tzinfo=timezone.utc)
     left = max(0, epochs - int(last["epoch"]))
     return written + timedelta(seconds=left * seconds)
+
+
+def forwards(workload: Any, epochs: Any) -> tuple[float, float] | None:
+    """(F_e, F_f) from a run's workload block (config.json's `workload`: `train`,
+    `per_epoch_eval`, `final_eval`, as `config.workload.Workload` counts them): the forward
+    passes of an average epoch, (train + per_epoch_eval) / E, and of the final evaluation;
+    None when the block is missing (a run made before it was recorded) or malformed."""
+    if not isinstance(workload, Mapping) or not (isinstance(epochs, int) and epochs > 0):
+        return None
+    train, per_epoch, final = (workload.get(k) for k in ("train", "per_epoch_eval", "final_eval"))
+    if not all(is_number(v) and v >= 0 for v in (train, per_epoch, final)):
+        return None
+    return (train + per_epoch) / epochs, float(final)

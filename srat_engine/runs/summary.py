@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from srat_engine.runs.evaluations import eval_summary, read_eval
-from srat_engine.runs.progress import epoch_seconds, training_ends
+from srat_engine.runs.progress import epoch_seconds, forwards, training_ends
 from srat_engine.runs.records import (
     METRIC_COLUMNS,
     best_epoch,
     class_count,
-    is_number,
     latest_epoch,
     result_columns,
 )
@@ -115,16 +114,9 @@ def _rounded(seconds: float | None) -> float | None:
 
 
 def _forwards(doc: dict[str, Any], epochs: Any) -> dict[str, float | None]:
-    """From config.json's `workload` (`config.workload.Workload`, written at creation): the
-    forward passes of an average epoch, training and its evaluation, and of the final
-    evaluation; None for a run directory made before it was recorded."""
-    work = _as_dict(doc.get("workload"))
-    train, per_epoch, final = (work.get(k) for k in ("train", "per_epoch_eval", "final_eval"))
-    if not (
-        isinstance(epochs, int) and epochs > 0 and all(map(is_number, (train, per_epoch, final)))
-    ):
-        return {"epoch_forwards": None, "final_forwards": None}
-    return {"epoch_forwards": (train + per_epoch) / epochs, "final_forwards": final}
+    counted = forwards(doc.get("workload"), epochs)
+    epoch_forwards, final_forwards = counted if counted is not None else (None, None)
+    return {"epoch_forwards": epoch_forwards, "final_forwards": final_forwards}
 
 
 def summarize_run(run: RunDir, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -167,8 +159,9 @@ def summarize_run(run: RunDir, records: list[dict[str, Any]] | None = None) -> d
         "updated": state.get("updated"),
         # a running run's expected end of training (`progress.training_ends`), UTC ISO
         "ends": _training_ends(records, train.get("epochs")) if status == "running" else None,
-        # its pace and its work, what a queued run's expected end is estimated from
-        # (`jobs.forecast`): mean seconds an epoch, forward passes an epoch and at the end
+        # its pace and its work (`progress.forwards`), what a queued run's expected end is
+        # estimated from (`jobs.forecast`): mean seconds an epoch, forward passes an epoch
+        # and at the end
         "epoch_seconds": _rounded(epoch_seconds(records)),
         **_forwards(doc, train.get("epochs")),
         "device": state.get("device"),

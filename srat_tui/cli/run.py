@@ -6,6 +6,7 @@ Nothing is created before every configuration has been validated and resolved.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -49,6 +50,36 @@ def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
     console.print(render.resolved_table(prepared))
     console.rule("resolved config (TOML, usable with --config)")
     console.print(config_toml(prepared.config), markup=False)
+
+
+def _outlook_line(
+    prepared: list[PreparedRun], home: Home, placement: tuple[str | None, int | None, int] | None
+) -> str:
+    """How long the runs should train, and with `placement` (--gpus, --slots, --per-gpu of a
+    detached launch) when the queue would be through (`jobs.forecast.launch_outlook`)."""
+    from srat_engine.jobs.forecast import launch_outlook, planned_run
+    from srat_engine.jobs.supervisor import resolve_devices
+    from srat_engine.runs.sync import refreshed_records
+    from srat_engine.training.device import pick_device
+
+    try:
+        planned = []
+        for item in prepared:
+            if placement is None:
+                device = str(pick_device(item.config.device))
+                planned.append(planned_run(item, [device], None))
+            else:
+                gpus, slots, per_gpu = placement
+                devices, per_device = resolve_devices(
+                    gpus=gpus, device=item.config.device, slots=slots, per_gpu=per_gpu
+                )
+                planned.append(planned_run(item, devices, per_device))
+        records = refreshed_records(home.index, home.runs)
+    except SratError as err:
+        return f"no estimate: {err}"
+    now = datetime.now(timezone.utc)
+    outlook = launch_outlook(planned, home.slots, records, now)
+    return render.time_line(outlook, render.like_runs(planned), now, queued=placement is not None)
 
 
 def _run_foreground(prepared: PreparedRun, home: Home, as_json: bool) -> int:
@@ -214,6 +245,9 @@ def run(
     if dry_run:
         for item in prepared:
             _print_dry_run(item, as_json)
+        if not as_json:
+            placement = (gpus, slots, per_gpu) if detach else None
+            stdout_console().print(inert(f"time     {_outlook_line(prepared, home, placement)}"))
         return
     if options is not None:
         _submit_to_slurm(prepared, home, options, as_json)

@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
-from srat_tui.render.format import inert, inert_text, pct
+from srat_tui.render.format import duration, inert, inert_text, pct, time_left
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from srat_engine.config.prepare import PreparedRun
     from srat_engine.config.workload import Workload
+    from srat_engine.jobs.forecast import LaunchOutlook, Planned
 
 
 def epoch_line(record: dict[str, Any]) -> str:
@@ -183,3 +186,38 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
             f"eps_c / eps{ramp}; evaluation eps stays global"
         )
     return lines
+
+
+def time_line(outlook: LaunchOutlook, like: str, now: datetime, *, queued: bool) -> str:
+    """How long planned runs should train and, for `queued` (detached) ones, when the first
+    should start and the last end its training (`jobs.forecast.launch_outlook`); `like` names
+    the runs whose pace is used ("small_cnn on digits (cpu)")."""
+    if outlook.training_seconds is None:
+        return f"no estimate yet: no timed run of {inert(like)} in this home"
+    low, high = (duration(seconds) for seconds in outlook.training_seconds)
+    each = low if low == high else f"{low}-{high}"
+    pace = f"at the pace of the latest run of {inert(like)}"
+    if not queued:
+        return f"training ~{each} {pace}, then the final evaluation"
+    if outlook.first_start is None or outlook.last_end is None:
+        return f"training ~{each} a run {pace}; the queue ahead has no estimate"
+    wait = time_left(outlook.first_start, now)
+    left = time_left(outlook.last_end, now) or "0s"
+    return (
+        f"training ~{each} a run {pace}; launched now, the first starts "
+        f"{f'in ~{wait}' if wait else 'at once'} and the last ends its training "
+        f"~{outlook.last_end.isoformat(timespec='minutes')} (in {left})"
+    )
+
+
+def like_runs(planned: Sequence[Planned]) -> str:
+    """What kind of run's pace a forecast of `planned` looks for: "small_cnn on digits (cpu)",
+    or "their model, data and device" for a mix."""
+    kinds = {
+        (str(p.record.get("arch")), str(p.record.get("dataset")), ", ".join(sorted(p.devices)))
+        for p in planned
+    }
+    if len(kinds) != 1:
+        return "their model, data and device"
+    arch, dataset, devices = kinds.pop()
+    return f"{arch} on {dataset} ({devices})"

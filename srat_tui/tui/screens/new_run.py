@@ -15,6 +15,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Any, ClassVar, get_args
 
@@ -44,12 +45,13 @@ from srat_engine.config.schema import DataConfig, ReatConfig, RunConfig
 from srat_engine.config.seeds import parse_seeds, seed_override
 from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
+from srat_engine.jobs.forecast import LaunchOutlook, launch_outlook, planned_run
 from srat_engine.jobs.slurm import SlurmSubmission, check_submission, create_and_submit
 from srat_engine.jobs.slurm_options import DEFAULT_TIME, SlurmOptions, load_defaults, slurm_options
 from srat_engine.jobs.supervisor import launch_detached, resolve_devices
 from srat_engine.runs.home import Home
 from srat_tui.render.format import inert, inert_text
-from srat_tui.render.run import evaluation_cadence, workload_line
+from srat_tui.render.run import evaluation_cadence, like_runs, time_line, workload_line
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import FormChecked, LaunchFailed, LaunchFinished, PresetLoaded
 
@@ -331,6 +333,10 @@ class Validation:
     per_device: int = 1
     slurm: SlurmOptions | None = None  # set: the runs go to Slurm with these options
     error: str | None = None
+    # launched now, behind the local queue (`jobs.forecast.launch_outlook`), as of checked_at
+    outlook: LaunchOutlook | None = None
+    like: str = ""
+    checked_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -338,10 +344,16 @@ class Validation:
 
 
 def check_form(
-    generation: int, preset: str, values: FormValues, base: FormValues, home: Home
+    generation: int,
+    preset: str,
+    values: FormValues,
+    base: FormValues,
+    home: Home,
+    now: datetime | None = None,
 ) -> Validation:
     """Everything Launch needs (presets and datasets found where `home` says), or the first
-    problem as one line. Never raises."""
+    problem as one line, and when the runs would train if launched at `now` (default: the
+    clock). Never raises."""
     result = Validation(generation, preset, values)
     try:
         overrides = form_overrides(values, base)
@@ -373,13 +385,28 @@ def check_form(
         return replace(result, error=str(err))
     except Exception as err:  # a form must never take the app down
         return replace(result, error=f"{type(err).__name__}: {err}")
-    return replace(
+    checked = replace(
         result,
         prepared=prepared,
         seeds=tuple(seeds),
         devices=tuple(devices),
         per_device=per_device,
     )
+    return with_outlook(checked, home, now or datetime.now(timezone.utc))
+
+
+def with_outlook(validation: Validation, home: Home, now: datetime) -> Validation:
+    """`validation` with when its runs would train, launched now behind the home's local
+    queue (`jobs.forecast.launch_outlook`; the index as the runs screen keeps it fresh). An
+    unreadable index or queue leaves the outlook out: the form still launches."""
+    assert validation.prepared is not None
+    plan = planned_run(validation.prepared, validation.devices, validation.per_device)
+    planned = [plan] * max(1, len(validation.seeds))
+    try:
+        outlook = launch_outlook(planned, home.slots, home.index.all(), now)
+    except (SratError, OSError):
+        return validation
+    return replace(validation, outlook=outlook, like=like_runs(planned), checked_at=now)
 
 
 def _prepare_seeds(validation: Validation, preset: str, home: Home) -> list[PreparedRun]:
@@ -502,6 +529,9 @@ def cost_lines(validation: Validation) -> RenderableType:
     seeds = len(validation.seeds)
     if seeds > 1:
         lines.append(Text(f"      for each of {seeds} seeds (a run each)"))
+    if validation.outlook is not None and validation.checked_at is not None:
+        when = time_line(validation.outlook, validation.like, validation.checked_at, queued=True)
+        lines.append(Text(f"      {when}"))
     lines.append(Text(""))
     lines.extend(schedule_lines(prepared))
     return Group(*lines)
@@ -811,13 +841,18 @@ class NewRunScreen(Screen[list[str] | None]):
             error = self._preset_error or "choose a preset to start from"
             self.validation = Validation(generation, preset, values, error=error)
             return
-        self._validate(generation, preset, values, base, app_context(self).home)
+        self._validate(generation, preset, values, base, app_context(self))
 
     @work(thread=True, exclusive=True, group="newrun-validate")
     def _validate(
-        self, generation: int, preset: str, values: FormValues, base: FormValues, home: Home
+        self,
+        generation: int,
+        preset: str,
+        values: FormValues,
+        base: FormValues,
+        context: AppContext,
     ) -> None:
-        validation = check_form(generation, preset, values, base, home)
+        validation = check_form(generation, preset, values, base, context.home, context.now())
         if not get_current_worker().is_cancelled:  # a later edit is being checked
             self.post_message(FormChecked(validation))
 
