@@ -60,22 +60,20 @@ def forecast_starts(
     starts: dict[str, float | None] = {}
     served: list[tuple[frozenset[str], float | None]] = []
     for waiter in sorted(waiters, key=lambda w: (w.queued_ns, w.run_id)):
+        if not waiter.slots:  # a foreground run waits for nobody
+            starts[waiter.run_id] = 0.0
+            continue
         slots = sorted(waiter.slots)
         times = [free.get(slot, 0.0) for slot in slots]
         after = [start for shared, start in served if shared & waiter.slots]
-        known_times = [t for t in times if t is not None]
-        known_after = [t for t in after if t is not None]
-        if not slots:  # a foreground run waits for nobody
-            starts[waiter.run_id] = 0.0
-            continue
         start: float | None = None
-        if len(known_times) == len(times) and len(known_after) == len(after):
-            start = max([min(known_times), *known_after])
+        if None not in times and None not in after:
+            start = max([min(times), *after])  # type: ignore[type-var]
         starts[waiter.run_id] = start
         served.append((waiter.slots, start))
         if start is None:
             continue
-        slot = next(s for s, t in zip(slots, known_times, strict=True) if t <= start)
+        slot = next(s for s, t in zip(slots, times, strict=True) if t is not None and t <= start)
         free[slot] = start + waiter.seconds if waiter.seconds is not None else None
     return starts
 
