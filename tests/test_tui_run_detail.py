@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fake_runs import CREATED, epoch_record, make_fake_run
 from rich.text import Text
+from slot_queue import queue_of_real_waiters
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static, TabbedContent
@@ -23,7 +24,8 @@ from tui_harness import pinned_context, scenario, settle, wait_for
 
 from srat_engine.runs.progress import training_ends
 from srat_engine.runs.rundir import RunDir
-from srat_tui.render.format import time_left
+from srat_engine.runs.sync import refreshed_records
+from srat_tui.render.format import duration, time_left
 from srat_tui.tui.context import AppContext
 from srat_tui.tui.screens.run_detail import RunScreen, read_new_lines
 from srat_tui.tui.widgets import curves
@@ -165,6 +167,32 @@ async def test_a_running_run_s_header_says_the_training_time_left(context: AppCo
     async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
         screen = await opened(pilot, epochs=7)
         assert f"epoch 7/10  (10s ago)  ~{left} left" in header(screen)
+
+
+@scenario
+async def test_a_queued_run_s_header_says_when_it_should_start_and_end(
+    context: AppContext,
+) -> None:
+    """Behind run-a (30 s epochs, 7 left: 210 s, then its final evaluation), run-b starts when
+    run-a's slot frees and trains its 10 epochs at run-a's pace (300 s)."""
+    index = context.index
+    holder = make_fake_run(context.runs_root, "run-a", epochs_done=0, epochs=10, index=index)
+    for epoch in (1, 2, 3):
+        stamp = (NOW - timedelta(seconds=30 * (3 - epoch))).isoformat(timespec="seconds")
+        holder.append_metrics({**epoch_record(epoch, 10, 10, [5, 6, 7, 8, 9]), "time": stamp,
+                               "train_seconds": 29.0, "eval_seconds": 1.0})  # fmt: skip
+    make_fake_run(context.runs_root, "run-b", epochs_done=0, epochs=10, status="queued",
+                  index=index)  # fmt: skip
+    refreshed_records(index, context.runs_root)  # run-a's pace into the index, as a listing does
+    a = index.get("run-a")
+    assert a is not None and a["epoch_seconds"] == 30.0
+    final = 30.0 / a["epoch_forwards"] * a["final_forwards"]
+    with queue_of_real_waiters(context.home.slots, "run-a", ["run-b"]):
+        async with RunApp(context, "run-b").run_test(size=(140, 30)) as pilot:
+            screen = await opened(pilot)
+            await wait_for(pilot, lambda: screen.queued is not None, "the forecast")
+            starts, ends = duration(210 + final), duration(210 + final + 300)
+            assert f"starts in ~{starts}, training ends in ~{ends}" in header(screen)
 
 
 @scenario

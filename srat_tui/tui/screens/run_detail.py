@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPa
 from textual.widgets.tree import TreeNode
 
 from srat_engine.errors import SratError
+from srat_engine.jobs.forecast import QueuedForecast, queue_forecast
 from srat_engine.runs.liveness import reconcile
 from srat_engine.runs.progress import training_ends
 from srat_engine.runs.rundir import RunDir
@@ -77,6 +78,7 @@ class Update:
     log_lines: list[str] = field(default_factory=list)
     output_lines: list[str] | None = None  # None: there is no output.log
     error: str | None = None
+    queued: QueuedForecast | None = None  # a queued local run's expected start and end
 
 
 def read_new_lines(
@@ -198,6 +200,7 @@ class RunScreen(Screen[None]):
         self.state_doc: dict[str, Any] = {}
         self.error: str | None = None
         self.rows: list[Record] = []  # epoch records, one per epoch (derived from records)
+        self.queued: QueuedForecast | None = None  # while queued: its expected start and end
         self._cursor = Cursor()
         self._polling = False  # a read is in flight: the next poll waits for its records
         self._timer: Timer | None = None
@@ -288,12 +291,16 @@ class RunScreen(Screen[None]):
         if self._polling:
             return
         self._polling = True
-        self._read(self.context.runs_root, self._cursor)
+        self._read(self.context, self._cursor)
 
     @work(thread=True, group="poll")
-    def _read(self, root: Path, cursor: Cursor) -> None:
+    def _read(self, context: AppContext, cursor: Cursor) -> None:
         try:
-            message: RunPolled | RunPollFailed = RunPolled(read_updates(root, self.run_id, cursor))
+            update = read_updates(context.runs_root, self.run_id, cursor)
+            if update.status == "queued":  # where it stands in the local queue
+                forecast = queue_forecast(context.home.slots, context.index.all(), context.now())
+                update.queued = forecast.get(self.run_id)
+            message: RunPolled | RunPollFailed = RunPolled(update)
         except Exception as error:  # a bug must not end the polling: show it, try the next poll
             message = RunPollFailed(str(error))
         self.post_message(message)
@@ -333,6 +340,7 @@ class RunScreen(Screen[None]):
         elif not self.view:
             self.watch_records()  # no metrics yet: still show the empty state and the table
         self.status = update.status
+        self.queued = update.queued
         self._update_header()
 
     # reactions ---------------------------------------------------------------------------------
@@ -444,6 +452,13 @@ class RunScreen(Screen[None]):
             left = time_left(ends, self.context.now())
             if status == "running" and left is not None:
                 line.append(f"  ~{left} left", style="dim")
+        queued = self.queued
+        if status == "queued" and queued is not None and queued.starts is not None:
+            wait = time_left(queued.starts, self.context.now())
+            line.append(f"  starts {f'in ~{wait}' if wait else 'at once'}", style="dim")
+            end = time_left(queued.ends, self.context.now())
+            if end is not None:
+                line.append(f", training ends in ~{end}", style="dim")
         line.append("\n")
         final = final_record(self.records)
         source = final or latest
