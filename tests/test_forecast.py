@@ -301,3 +301,23 @@ def test_dry_run_and_the_new_run_form_say_how_long_a_run_should_train(
     assert (checked.outlook.last_end - NOW).total_seconds() == pytest.approx(
         whole + training, abs=1e-3
     )
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [{"arch": ["resnet18"]}, {"epochs": float("inf")}, {"epoch_seconds": float("nan")},
+     {"epochs": 1e300}, {"final_forwards": "lots"}, {"ends": ["soon"]}, {"device": {}}],
+)  # fmt: skip
+def test_a_hand_edited_record_gives_no_estimate_and_no_error(
+    tmp_path: Path, damage: dict[str, Any]
+) -> None:
+    """A listing must never fail on what a person wrote into a run directory: the damaged
+    run and what depends on it get no estimate, the rest keep theirs."""
+    records = [record("a", "running", device="cpu", epoch_seconds=2.0, ends=IN_100_S),
+               record("b", "queued"), record("c", "queued")]  # fmt: skip
+    records[0] = {**records[0], **damage}
+    with queue_of_real_waiters(tmp_path, "a", ["b", "c"]):
+        shown = with_queue_forecast(records, tmp_path, NOW)
+    for queued in shown[1:]:
+        assert "starts" in queued  # each is placed in the queue, with or without times
+        assert queued["ends"] is None or queued["ends"] > queued["starts"]

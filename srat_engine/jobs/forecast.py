@@ -15,6 +15,7 @@ Estimates, shown with "~": batch size, precision and what else shares the device
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -78,25 +79,36 @@ def forecast_starts(
     return starts
 
 
+def _finite(value: Any) -> float | None:
+    """A record's number as a float, None for anything else (a hand-edited run directory can
+    hold a string, a list, NaN or infinity where a count belongs)."""
+    return float(value) if is_number(value) and math.isfinite(value) else None
+
+
 def seconds_per_forward(record: Record) -> float | None:
     """r = epoch_seconds / epoch_forwards of a run that has timed an epoch, else None."""
-    seconds, forwards = record.get("epoch_seconds"), record.get("epoch_forwards")
-    if is_number(seconds) and is_number(forwards) and seconds > 0 and forwards > 0:
-        return float(seconds) / float(forwards)
+    seconds, forwards = _finite(record.get("epoch_seconds")), _finite(record.get("epoch_forwards"))
+    if seconds is not None and forwards is not None and seconds > 0 and forwards > 0:
+        return seconds / forwards
     return None
 
 
-Paces = dict[tuple[Any, Any, Any], float]
+def _kind(record: Record, device: Any) -> tuple[str, str, str]:
+    """What makes runs alike for their pace: model, dataset, device (as text)."""
+    return str(record.get("arch")), str(record.get("dataset")), str(device)
+
+
+Paces = dict[tuple[str, str, str], float]
 
 
 def like_paces(records: Sequence[Record]) -> Paces:
     """r of the most recently updated timed run for each (model, dataset, device)."""
-    latest: dict[tuple[Any, Any, Any], tuple[str, float]] = {}
+    latest: dict[tuple[str, str, str], tuple[str, float]] = {}
     for record in records:
         rate = seconds_per_forward(record)
         if rate is None:
             continue
-        key = (record.get("arch"), record.get("dataset"), record.get("device"))
+        key = _kind(record, record.get("device"))
         updated = str(record.get("updated") or "")
         if key not in latest or updated > latest[key][0]:
             latest[key] = (updated, rate)
@@ -108,7 +120,7 @@ def _pace(record: Record, paces: Paces, devices: set[str]) -> float | None:
     own = seconds_per_forward(record)
     if own is not None:
         return own
-    known = [paces.get((record.get("arch"), record.get("dataset"), d)) for d in devices]
+    known = [paces.get(_kind(record, device)) for device in devices]
     rates = [rate for rate in known if rate is not None]
     return max(rates) if rates else None
 
@@ -117,11 +129,11 @@ def _work(record: Record) -> tuple[float, float] | None:
     """(E F_e, F_f): a run's forward passes in training with per-epoch evaluation, and at
     the end."""
     epochs, per_epoch, final = (
-        record.get(k) for k in ("epochs", "epoch_forwards", "final_forwards")
+        _finite(record.get(k)) for k in ("epochs", "epoch_forwards", "final_forwards")
     )
-    if not (is_number(epochs) and is_number(per_epoch) and is_number(final)):
+    if epochs is None or per_epoch is None or final is None or min(epochs, per_epoch, final) < 0:
         return None
-    return float(epochs) * float(per_epoch), float(final)
+    return epochs * per_epoch, final
 
 
 def _seconds_until(iso: Any, now: datetime) -> float | None:
@@ -224,13 +236,19 @@ def queue_forecast(
     forecast = {}
     for run_id, start in forecast_starts(free_in, waiters).items():
         length = training[run_id]
-        forecast[run_id] = QueuedForecast(
-            starts=None if start is None else now + timedelta(seconds=start),
-            ends=None
-            if start is None or length is None
-            else now + timedelta(seconds=start + length),
-        )
+        ends = None if start is None or length is None else start + length
+        forecast[run_id] = QueuedForecast(_moment(now, start), _moment(now, ends))
     return forecast
+
+
+# Further ahead than this is no forecast (and past what a datetime holds for absurd counts)
+HORIZON_S = 10 * 365 * 86400.0
+
+
+def _moment(now: datetime, seconds: float | None) -> datetime | None:
+    if seconds is None or not 0 <= seconds <= HORIZON_S:
+        return None
+    return now + timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
