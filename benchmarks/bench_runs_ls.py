@@ -1,6 +1,7 @@
-"""Time the run index at scale: `RunIndex.all()`, one `upsert`, and `srat runs ls`.
+"""Time the run index at scale: `RunIndex.all()`, one `upsert`, the queue forecast and
+`srat runs ls`.
 
-    python benchmarks/bench_runs_ls.py [--runs 10000] [--repeats 5]
+    python benchmarks/bench_runs_ls.py [--runs 10000] [--repeats 5] [--queued 88]
 
 Builds an index of N synthetic records (the fields `summarize_run` produces) in a temporary
 SRAT_HOME with `replace_all`, and prints one plain line per measurement (median of repeats).
@@ -9,6 +10,7 @@ SRAT_HOME with `replace_all`, and prints one plain line per measurement (median 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,35 @@ def synthetic_record(i: int, rng: random.Random) -> dict[str, Any]:
     return {column: record.get(column) for column in summary_columns}  # newer fields: None
 
 
+def forecast_seconds(
+    records: list[dict[str, Any]], slots: Path, queued: int, repeats: int
+) -> tuple[float, int, int]:
+    """`with_queue_forecast` over `records` with the last `queued` of them waiting for one of
+    eight GPU slots (tickets as `hold_slot` writes them), each slot held by a running run;
+    its median time, the waiting runs and how many got an expected end."""
+    from srat_engine.jobs.forecast import with_queue_forecast
+
+    (slots / "queue").mkdir(parents=True, exist_ok=True)
+    names = [f"cuda{k}-0" for k in range(8)]
+    now = datetime.now(timezone.utc)
+    shown = [dict(record) for record in records]
+    for k, name in enumerate(names):  # the holders, timed, ending within the hour
+        holder = shown[k]
+        ends = (now + timedelta(minutes=5 * (k + 1))).isoformat(timespec="seconds")
+        holder.update(status="running", device=f"cuda:{k}", ends=ends, epoch_seconds=2.0,
+                      epoch_forwards=300_000.0, final_forwards=420_000.0)  # fmt: skip
+        (slots / f"{name}.lock").write_text(str(holder["id"]))
+    for number, waiter in enumerate(shown[-queued:] if queued else []):
+        waiter.update(status="queued", epoch_forwards=300_000.0, final_forwards=420_000.0)
+        ticket = {"slots": names, "queued_ns": number}
+        (slots / "queue" / str(waiter["id"])).write_text(json.dumps(ticket))
+    estimated = sum(
+        r.get("ends") is not None for r in with_queue_forecast(shown, slots, now)[-queued:]
+    )
+    seconds = median_seconds(lambda: with_queue_forecast(shown, slots, now), repeats)
+    return seconds, queued, estimated
+
+
 def median_seconds(action: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -97,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--queued", type=int, default=88, help="runs waiting for a slot")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="srat-bench-"))
@@ -129,6 +162,14 @@ def main() -> None:
         update = {"id": records[1]["id"], "status": "running", "epoch": 57}
         upd_s = median_seconds(lambda: index.upsert(update), args.repeats)
         print(f"RunIndex.upsert() update: {upd_s * 1000:.1f} ms (median of {args.repeats})")
+
+        queued_s, waiting, estimated = forecast_seconds(
+            records, home / "slots", args.queued, args.repeats
+        )
+        print(
+            f"with_queue_forecast(): {queued_s * 1000:.1f} ms for {waiting} waiting runs among "
+            f"{args.runs}, {estimated} with an expected end (median of {args.repeats})"
+        )
 
         command = srat_command()
         shown = f"SRAT_HOME={home} {' '.join(command)} runs ls"
