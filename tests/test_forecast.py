@@ -27,6 +27,7 @@ from srat_engine.jobs.forecast import (
 )
 from srat_engine.jobs.slots import Slot, read_queue, slot_device
 from srat_engine.runs.home import Home
+from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import record_in_index
 from srat_tui.render.format import duration, queue_summary
 from srat_tui.render.run import like_runs, time_line
@@ -289,6 +290,12 @@ def test_dry_run_and_the_new_run_form_say_how_long_a_run_should_train(
     assert pace in shown.out
     queued = srat(*args, "--detach", "--seeds", "0-1", "--slots", "1")
     assert "launched now, the first starts at once" in queued.out
+    # a dry run still validates, and prints, where no estimate can be made
+    home.index.path.write_text("{not json")
+    corrupt = srat(*args)
+    assert corrupt.code == 0 and "time     no estimate: run index" in corrupt.out, corrupt.err
+    home.index.path.unlink()
+    record_in_index(RunDir(home.runs / "run-t"), home.index)
     # the form: the same count for each of its seeds, one after the other on one CPU slot
     base = form_values(prepare_from_env("demo").config)
     values = replace(base, seeds="0-1", devices="cpu", per_device="1")
