@@ -163,6 +163,7 @@ def _holder_left(record: Record, paces: Paces, now: datetime) -> float | None:
 class QueuedForecast:
     starts: datetime | None
     ends: datetime | None  # when its training should end (the final evaluation follows)
+    training_seconds: float | None = None  # its training at its pace, wherever it starts
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def queue_forecast(
     for run_id, start in forecast_starts(free_in, waiters).items():
         length = training[run_id]
         ends = None if start is None or length is None else start + length
-        forecast[run_id] = QueuedForecast(_moment(now, start), _moment(now, ends))
+        forecast[run_id] = QueuedForecast(_moment(now, start), _moment(now, ends), length)
     return forecast
 
 
@@ -269,13 +270,9 @@ def launch_outlook(
     (`queue_forecast`)."""
     forecast = queue_forecast(slots_root, records, now, planned)
     runs = [forecast[f"planned-{number}"] for number in range(len(planned))]
-    paces = like_paces(records)
-    lengths = []
-    for run in planned:
-        rate, work = _pace(run.record, paces, set(run.devices)), _work(run.record)
-        if rate is None or work is None:
-            return LaunchOutlook(None, None, None)
-        lengths.append(rate * work[0])
+    lengths = [run.training_seconds for run in runs if run.training_seconds is not None]
+    if len(lengths) < len(runs):  # no pace for one of them
+        return LaunchOutlook(None, None, None)
     starts = [run.starts for run in runs]
     ends = [run.ends for run in runs]
     if not runs or None in starts or None in ends:

@@ -59,7 +59,6 @@ def _outlook_line(
     detached launch) when the queue would be through (`jobs.forecast.launch_outlook`)."""
     from srat_engine.jobs.forecast import launch_outlook, planned_run
     from srat_engine.jobs.supervisor import resolve_devices
-    from srat_engine.runs.sync import refreshed_records
     from srat_engine.training.device import pick_device
 
     try:
@@ -74,7 +73,7 @@ def _outlook_line(
                     gpus=gpus, device=item.config.device, slots=slots, per_gpu=per_gpu
                 )
                 planned.append(planned_run(item, devices, per_device))
-        records = refreshed_records(home.index, home.runs)
+        records = home.index.all()  # as the new-run form reads it: a dry run changes nothing
     except SratError as err:
         return f"no estimate: {err}"
     now = datetime.now(timezone.utc)

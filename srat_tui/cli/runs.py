@@ -58,14 +58,14 @@ def _reconcile_on_start(ctx: typer.Context) -> None:
     ctx.obj = None
     # a corrupt index must not block `srat runs reindex`, the command that repairs it
     with suppress(SratError):
-        ctx.obj = _listed(Home.from_env())
+        home = Home.from_env()
+        ctx.obj = refreshed_records(home.index, home.runs)
 
 
-def _listed(home: Home) -> list[dict[str, Any]]:
-    """The home's records, reconciled, queued local runs with their expected start and end
-    (`jobs.forecast`)."""
-    records = refreshed_records(home.index, home.runs)
-    return with_queue_forecast(records, home.slots, datetime.now(timezone.utc))
+def _with_forecast(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Queued local runs with their expected start and end (`jobs.forecast`): for the
+    commands that show them (ls, show), not every `srat runs` command."""
+    return with_queue_forecast(records, Home.from_env().slots, datetime.now(timezone.utc))
 
 
 LS_COLUMNS = (
@@ -91,7 +91,8 @@ def _reconciled(ctx: typer.Context) -> list[dict[str, Any]]:
     then raises its one-line error here)."""
     if isinstance(ctx.obj, list):
         return ctx.obj
-    return _listed(Home.from_env())
+    home = Home.from_env()
+    return refreshed_records(home.index, home.runs)
 
 
 def _method_name(name: str) -> str:
@@ -153,7 +154,7 @@ def runs_ls(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every run with status, progress and the paper's four columns."""
-    records = select_records(_reconciled(ctx), status, filters or [], sort)
+    records = select_records(_with_forecast(_reconciled(ctx)), status, filters or [], sort)
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
@@ -273,6 +274,8 @@ def _shown_record(ctx: typer.Context, run: RunDir) -> dict[str, Any]:
     listed = ctx.obj if isinstance(ctx.obj, list) else []
     record = next((r for r in listed if r.get("id") == run.id), None)
     if record is not None and needs_refresh(record):
+        if record.get("status") == "queued":  # where it stands in the local queue
+            return next(r for r in _with_forecast(listed) if r.get("id") == run.id)
         return record
     return current_record(run, Home.from_env().index)
 

@@ -11,6 +11,7 @@ figures off the UI thread (see `srat_tui.tui.widgets.curves`).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 
 TABS = ("curves", "loss", "classes", "log", "config")
 LOG_TAIL_BYTES = 64 * 1024  # what a first look (or a burst between polls) shows of a log
+# A queued run's place is read again at most this often: it reads the whole index, and the
+# estimate moves in seconds, not in polls
+FORECAST_EVERY_S = 5.0
 
 
 # -- reading the run directory (thread side) ----------------------------------------------------
@@ -201,6 +205,7 @@ class RunScreen(Screen[None]):
         self.error: str | None = None
         self.rows: list[Record] = []  # epoch records, one per epoch (derived from records)
         self.queued: QueuedForecast | None = None  # while queued: its expected start and end
+        self._forecast_at = -FORECAST_EVERY_S  # monotonic time of the last forecast
         self._cursor = Cursor()
         self._polling = False  # a read is in flight: the next poll waits for its records
         self._timer: Timer | None = None
@@ -297,9 +302,12 @@ class RunScreen(Screen[None]):
     def _read(self, context: AppContext, cursor: Cursor) -> None:
         try:
             update = read_updates(context.runs_root, self.run_id, cursor)
-            if update.status == "queued":  # where it stands in the local queue
+            update.queued = self.queued
+            due = time.monotonic() - self._forecast_at >= FORECAST_EVERY_S
+            if update.status == "queued" and due:  # where it stands in the local queue
                 forecast = queue_forecast(context.home.slots, context.index.all(), context.now())
                 update.queued = forecast.get(self.run_id)
+                self._forecast_at = time.monotonic()
             message: RunPolled | RunPollFailed = RunPolled(update)
         except Exception as error:  # a bug must not end the polling: show it, try the next poll
             message = RunPollFailed(str(error))
