@@ -8,6 +8,9 @@ it waits for its slot, before it imports the training code (and so torch).
 from __future__ import annotations
 
 import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class SratError(Exception):
@@ -25,6 +28,28 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def raise_interrupted(signum: int, _frame: object) -> None:
     """The handler for STOP_SIGNALS: raise RunInterrupted so the run records how it ended."""
     raise RunInterrupted(signal.Signals(signum).name)
+
+
+@contextmanager
+def stops_deferred() -> Iterator[None]:
+    """A stop signal (one `raise_interrupted` handles) that arrives during the body is delivered
+    once the body is done, so RunInterrupted never cuts a write in half: torch.save's writer,
+    cut, raises an error of its own that hides the stop, and the run would read `failed`
+    instead of `killed`. Main thread only (signals are handled there); elsewhere the body
+    runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = [s for s in (*STOP_SIGNALS, signal.SIGHUP) if signal.getsignal(s) is raise_interrupted]
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # to raise_interrupted, now handling it again
 
 
 def failure_message(err: Exception) -> str:

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, cast
 
 from filelock import FileLock, Timeout
 
-from srat_engine.errors import SratError
+from srat_engine.errors import SratError, stops_deferred
 
 
 class WriteFailed(SratError):
@@ -90,13 +90,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     raw = os.fdopen(fd, "wb")
     handle = _RecordingWriter(raw)
     try:
-        try:
-            write(cast(BinaryIO, handle))  # write, flush, fileno: all torch.save uses
-            handle.flush()
-            os.fsync(raw.fileno())
-        finally:
-            raw.close()  # flushes what is still buffered: may itself fail on a full disk
-        os.replace(tmp, path)
+        with stops_deferred():  # a kill mid-write is raised once the file is whole
+            try:
+                write(cast(BinaryIO, handle))  # write, flush, fileno: all torch.save uses
+                handle.flush()
+                os.fsync(raw.fileno())
+            finally:
+                raw.close()  # flushes what is still buffered: may itself fail on a full disk
+            os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: not a write error

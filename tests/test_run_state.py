@@ -392,3 +392,36 @@ def test_a_record_listed_as_created_is_read_again_from_its_directory(
     assert listed["started"] == "dead"
     assert home.index.get("started")["status"] == "dead"  # type: ignore[index]
     assert run.state()["status"] == "dead"
+
+
+def test_a_kill_mid_checkpoint_write_is_a_kill_and_leaves_the_checkpoint_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while torch.save writes: the stop waits for the file (whole, loadable) and is
+    then raised as RunInterrupted; cut mid-write, torch's writer raised a RuntimeError of its
+    own ("unexpected pos") and the run recorded `failed` (seen in a Slurm scancel test)."""
+    import torch
+
+    from srat_engine import fsutil
+    from srat_engine.errors import RunInterrupted, raise_interrupted
+    from srat_engine.training.checkpoint import load_checkpoint, save_checkpoint
+
+    sent: list[int] = []
+    original = fsutil._RecordingWriter.write
+
+    def write_and_be_killed(self: Any, data: bytes) -> int:
+        if not sent:  # the first chunk torch.save writes
+            sent.append(signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, data)
+
+    monkeypatch.setattr(fsutil._RecordingWriter, "write", write_and_be_killed)
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        path = tmp_path / "last.pt"
+        with pytest.raises(RunInterrupted, match="SIGTERM"):
+            save_checkpoint(path, {"model": {"w": torch.arange(4.0)}, "epoch": 3})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert sent and load_checkpoint(path)["model"]["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert signal.getsignal(signal.SIGTERM) is previous
