@@ -21,9 +21,12 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/srat run --preset demo
 
+# Two pytest workers, a test file each at a time (so a module's fixtures, e.g. a trained
+# template, are built once): much of the suite waits on Slurm and on the runs it started, and
+# the second worker uses that time (on this 2-core box: 12m00s in one process, 7m52s in two).
 test: $(STAMP)  # munge and slurm-wlm too (root and apt-get; else the Slurm tests skip)
 	@bash tests/slurm/install-slurm.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)  # engine vs public-code training step, then the TUI's responsiveness
 	$(VENV)/bin/srat bench --model small

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# One intra-op thread for torch here and in every process a test starts (they inherit it): the
+# tests' models are far too small to split, and on a 2-core box a second OpenMP thread mostly
+# spins against the other processes (tests/test_run_state.py + test_detached.py: 1m51s with
+# torch's default of 2 threads, 1m26s with 1; the whole suite in one process: 8m15s of CPU,
+# 7m11s). `make test`'s two workers with two threads each overloaded the box: three tests
+# failed and the suite ran longer than in one process. Set before any test module imports
+# torch; a value already set is kept, and the tests of the CPU-slot thread share unset it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
