@@ -14,6 +14,8 @@ import pytest
 # 7m11s). `make test`'s two workers with two threads each overloaded the box: three tests
 # failed and the suite ran longer than in one process. Set before any test module imports
 # torch; a value already set is kept, and the tests of the CPU-slot thread share unset it.
+# test_eval.py and test_models.py also pin one thread in-process, whatever the environment
+# says: AutoAttack and the architecture cases are the files a second thread slowed most.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
