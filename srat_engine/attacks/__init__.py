@@ -6,7 +6,7 @@ from srat_engine.attacks.class_budget import (
     class_step_sizes,
     warmup_budgets,
 )
-from srat_engine.attacks.pgd import BN_MODES, PGDResult, attack_mode, pgd_linf
+from srat_engine.attacks.pgd import BN_MODES, PGDResult, attack_mode, pgd_linf, start_noise
 
 __all__ = [
     "BN_MODES",
@@ -16,5 +16,6 @@ __all__ = [
     "class_budgets",
     "class_step_sizes",
     "pgd_linf",
+    "start_noise",
     "warmup_budgets",
 ]

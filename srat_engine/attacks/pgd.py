@@ -44,6 +44,14 @@ def _per_sample(value: float | Tensor, x: Tensor) -> float | Tensor:
     return value.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
 
+def start_noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """U(0, 1) draws of x's shape for PGD's random start, on x's device. Drawn on the
+    generator's device, so a seeded CPU generator also drives a CUDA attack."""
+    noise_device = generator.device if generator is not None else x.device
+    noise = torch.rand(x.shape, generator=generator, device=noise_device, dtype=x.dtype)
+    return noise.to(x.device)
+
+
 def pgd_linf(
     model: nn.Module,
     x: Tensor,
@@ -58,6 +66,7 @@ def pgd_linf(
     clip: tuple[float, float] | None = (0.0, 1.0),
     logit_scale: float = 1.0,
     start_eps: float | None = None,
+    noise: Tensor | None = None,
 ) -> PGDResult:
     """Projected gradient ascent on ``loss_fn(a * model(x'), y)`` inside the l_inf ball of radius
     eps, with ``a = logit_scale``:
@@ -84,6 +93,11 @@ def pgd_linf(
     U(-eps, eps) with the global eps for every class); as there, a start from ``start_eps`` is
     only clipped to the range, and the first step's projection takes it into each ball. Floats
     (and start_eps=None) run exactly the code of a single global budget.
+
+    Stacked runs (`srat_engine.training.stacked_step`): ``x`` may be [K, N, ...] with ``y`` [K, N]
+    and ``model`` giving [K, N, C] (classes last; kappa is then [K, N]), with ``loss_fn`` summing
+    over both; ``noise`` then holds each run's own `start_noise`, drawn from its own generator,
+    so every run starts where it would alone.
     """
     if isinstance(eps, Tensor) or isinstance(step_size, Tensor):
         per_sample = True
@@ -101,13 +115,13 @@ def pgd_linf(
         raise ValueError(f"PGD's start_eps must be a finite number >= 0, got {start_eps}")
     loss_fn = _sum_cross_entropy if loss_fn is None else loss_fn
     x = x.detach()
-    kappa = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    kappa = torch.zeros(y.shape, dtype=torch.int64, device=x.device)
     if steps == 0:
         return PGDResult(x_adv=x.clone(), kappa=kappa)
     if not per_sample and eps == 0:
         # Every iterate is x itself, so kappa is `steps` where x is classified correctly.
         with torch.no_grad():
-            correct = model(x).argmax(dim=1) == y
+            correct = model(x).argmax(dim=-1) == y
         return PGDResult(x_adv=x.clone(), kappa=kappa + steps * correct)
     # a Tensor budget is [N, 1, ...] from here on; a float stays the float it was
     eps, step_size = _per_sample(eps, x), _per_sample(step_size, x)
@@ -117,13 +131,14 @@ def pgd_linf(
         lower, upper = lower.clamp(min=clip[0]), upper.clamp(max=clip[1])
 
     if random_start:
-        # Drawn on the generator's device so a seeded CPU generator also drives a CUDA attack.
-        noise_device = generator.device if generator is not None else x.device
-        noise = torch.rand(x.shape, generator=generator, device=noise_device, dtype=x.dtype)
+        if noise is None:
+            noise = start_noise(x, generator)
+        elif noise.shape != x.shape:
+            raise ValueError(f"PGD's start noise is {tuple(noise.shape)}, x {tuple(x.shape)}")
         if start_eps is None:
-            x_adv = torch.clamp(x + (2 * noise.to(x.device) - 1) * eps, lower, upper)
+            x_adv = torch.clamp(x + (2 * noise - 1) * eps, lower, upper)
         else:
-            x_adv = x + (2 * noise.to(x.device) - 1) * start_eps
+            x_adv = x + (2 * noise - 1) * start_eps
             if clip is not None:
                 x_adv = x_adv.clamp(clip[0], clip[1])
     else:
@@ -134,7 +149,7 @@ def pgd_linf(
         for _ in range(steps):
             x_adv.requires_grad_(True)
             logits = model(x_adv)
-            kappa += logits.detach().argmax(dim=1) == y
+            kappa += logits.detach().argmax(dim=-1) == y
             # no multiplication at 1: training's attack stays the very same graph
             loss = loss_fn(logits if logit_scale == 1.0 else logit_scale * logits, y)
             (grad,) = torch.autograd.grad(loss, [x_adv])

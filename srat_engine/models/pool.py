@@ -27,13 +27,32 @@ def _layout(x: Tensor) -> torch.memory_format:
 
 
 class _GlobalAvgPool(torch.autograd.Function):
-    """mean over H, W -> [N, C, 1, 1]; backward fills grad / (H W) in the input's layout."""
+    """mean over H, W -> [N, C, 1, 1]; backward fills grad / (H W) in the input's layout.
+
+    Under ``torch.func.vmap`` (stacked runs, `training/stacked_step.py`) the K runs' feature
+    maps are pooled as one map of K C channels, so the layout-keeping backward holds there
+    too."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
+    def forward(x: Tensor) -> Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:
+        (x,) = inputs
         ctx.shape = x.shape
         ctx.layout = _layout(x)
-        return x.mean((2, 3), keepdim=True)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None], x: Tensor) -> tuple[Tensor, int | None]:
+        (dim,) = in_dims
+        if dim is None:
+            return _GlobalAvgPool.apply(x), None
+        # the K runs' channels side by side, as vmap lays out a convolution's: [N, K C, H, W]
+        x = x.movedim(dim, 1)
+        n, k, c = x.shape[0], x.shape[1], x.shape[2]
+        pooled = _GlobalAvgPool.apply(x.reshape(n, k * c, *x.shape[3:]))
+        return pooled.reshape(n, k, c, 1, 1), 1
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:

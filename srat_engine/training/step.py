@@ -304,26 +304,29 @@ class TrainStep:
         class_w: torch.Tensor | None,
         use_gair: bool,
         lam: float,
+        forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """The method's update loss at the current weights on the step's inputs ``xb`` (the
         attack's examples when ``adversarial``; ``natural`` the clean ones): (total, separation
         loss or None, logits of ``xb``). TRADES adds CE(f(x), y) + beta KL; TAET reduces L over
         the batch with its equalisation loss instead of the weighted mean; REAT adds
         reat.tfa_weight times its TFA term on the penultimate features; pgd-kl (RoBal) adds
-        beta KL(f(x) || f(x')) to L(f(x'), y)."""
+        beta KL(f(x) || f(x')) to L(f(x'), y). ``forward``: (features, logits) of a batch, by
+        default this step's model (stacked runs pass each run's functional forward)."""
         config = self.config
+        update_forward = forward or self.update_forward
         with self.autocast():
-            features, logits = self.update_forward(xb)
+            features, logits = update_forward(xb)
             if self.trades and adversarial:
                 # two forward passes in train mode, as the reference: CE on f(x) + beta KL
-                _, natural_logits = self.update_forward(natural)
+                _, natural_logits = update_forward(natural)
                 per_sample = trades_loss(
                     natural_logits.float(), logits.float(), y, config.loss.trades_beta
                 )
             elif self.pgd_kl and adversarial:
                 # RoBal's add_reg: L(f(x'), y) + beta KL(f(x) || f(x')), f the train-mode
                 # (scale-1) head output; its beta_nat = 0 CE term on f(x) adds no gradient
-                _, natural_logits = self.update_forward(natural)
+                _, natural_logits = update_forward(natural)
                 kl = trades_kl(natural_logits.float(), logits.float())
                 per_sample = self.loss_fn(logits.float(), y) + config.loss.trades_beta * kl
             else:
