@@ -75,7 +75,7 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 
 @contextmanager
-def _beating(run: RunDir, interval: float | None) -> Iterator[None]:
+def beating(run: RunDir, interval: float | None) -> Iterator[None]:
     """A Heartbeat for the body, or nothing when `interval` is None."""
     if interval is None:
         yield
@@ -85,7 +85,7 @@ def _beating(run: RunDir, interval: float | None) -> Iterator[None]:
 
 
 @contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def stop_on_signals() -> Iterator[None]:
     """Turn SIGTERM/SIGINT, and SIGHUP unless it is ignored, into RunInterrupted for the body
     (main thread only).
 
@@ -117,6 +117,21 @@ class _EpochPosition:
     batch: int
     sums: torch.Tensor
     pred_counts: torch.Tensor | None = None
+
+
+@dataclass
+class EpochPlan:
+    """What every step of an epoch trains with (`Trainer._start_epoch`), and where it is."""
+
+    epoch: int
+    lr: float
+    class_w: torch.Tensor | None
+    use_gair: bool
+    lam: float
+    awp: bool
+    natural: bool
+    position: _EpochPosition
+    batches: tuple[torch.Tensor, ...]
 
 
 class Trainer:
@@ -256,7 +271,7 @@ class Trainer:
         if self.position is not None:
             self.position.pred_counts = state["reat_pred_counts"].to(self.device)
 
-    def _checkpoint_requested(self) -> bool:
+    def checkpoint_requested(self) -> bool:
         return self.checkpoint_request is not None and self.checkpoint_request.is_set()
 
     def _preempt(self, epochs_done: int, position: _EpochPosition | None) -> RunPreempted:
@@ -301,64 +316,88 @@ class Trainer:
         return _EpochPosition(order.to(self.device), batch, sums.to(self.device))
 
     # -- one epoch ---------------------------------------------------------------------------
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        config, data, model = self.config, self.data, self.model
+    def plan_epoch(self, epoch: int) -> EpochPlan:
+        """Set the epoch's learning rate, attack budgets and REAT weights; its plan: what
+        every step of it trains with, and where it starts (a resumed position, or a new
+        permutation from the run's generator)."""
+        config, data = self.config, self.data
         lr = learning_rate(epoch, config, self.resolved)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        class_w = self.class_weights if reweighting_active(epoch, self.resolved) else None
-        use_gair = gair_active(epoch, self.resolved)
-        awp = awp_active(epoch, self.resolved)
-        natural = natural_stage(epoch, self.resolved)
         budgets = attack_budgets(epoch, config, self.resolved)
         if budgets is not None:
             self.train_step.set_class_budgets(*budgets)
-        lam = config.loss.sep_lambda if self.spec.separation else 0.0
         n = len(data.train_y)
         position, self.position = self.position, None
         if position is None:
             order = torch.randperm(n, generator=self.generator, device=self.device)
             sums = torch.zeros(4, device=self.device)  # loss, sep loss, adversarial hits, finite
             position = _EpochPosition(order, 0, sums)
-        sums = position.sums
         if self.train_step.reat:
             # RBL weights from the previous epoch's counts; this epoch's count from 0, or on
             # from a checkpointed position's
             inner_w = reat_inner_weights(self.resolved.class_counts, self.reat_m)
             self.train_step.set_reat_state(inner_w, position.pred_counts)
-        batches = position.order.split(config.train.batch_size)
-        model.train()
-        for index in range(position.batch, len(batches)):
-            batch = batches[index]
-            self.step(
-                data.train_x[batch],
-                data.train_y[batch],
-                class_w=class_w,
-                use_gair=use_gair,
-                lam=lam,
-                awp=awp,
-                natural_stage=natural,
-                sums=sums,
-            )
-            # checked after the last batch too: a request stops before the epoch's evaluation
-            if self._checkpoint_requested():
-                position.batch = index + 1
-                self._check_finite(sums, epoch, lr)  # a diverged model is never checkpointed
-                raise self._preempt(epoch, position)
-        loss_sum, sep_sum, hits, _ = self._check_finite(sums, epoch, lr)
+        self.model.train()
+        return EpochPlan(
+            epoch=epoch,
+            lr=lr,
+            class_w=self.class_weights if reweighting_active(epoch, self.resolved) else None,
+            use_gair=gair_active(epoch, self.resolved),
+            lam=config.loss.sep_lambda if self.spec.separation else 0.0,
+            awp=awp_active(epoch, self.resolved),
+            natural=natural_stage(epoch, self.resolved),
+            position=position,
+            batches=position.order.split(config.train.batch_size),
+        )
+
+    def train_batch(self, plan: EpochPlan, index: int) -> None:
+        batch = plan.batches[index]
+        self.step(
+            self.data.train_x[batch],
+            self.data.train_y[batch],
+            class_w=plan.class_w,
+            use_gair=plan.use_gair,
+            lam=plan.lam,
+            awp=plan.awp,
+            natural_stage=plan.natural,
+            sums=plan.position.sums,
+        )
+
+    def preempt_if_requested(self, plan: EpochPlan, index: int) -> None:
+        """After batch `index`: on a checkpoint request, checkpoint this position and raise
+        RunPreempted (checked after the last batch too: before the epoch's evaluation)."""
+        if not self.checkpoint_requested():
+            return
+        plan.position.batch = index + 1
+        self._check_finite(plan.position.sums, plan.epoch, plan.lr)  # never checkpoint a nan
+        raise self._preempt(plan.epoch, plan.position)
+
+    def end_epoch(self, plan: EpochPlan) -> dict[str, Any]:
+        """The epoch's training columns, once its last batch has trained (SratError when its
+        loss was not finite)."""
+        n = len(self.data.train_y)
+        loss_sum, sep_sum, hits, _ = self._check_finite(plan.position.sums, plan.epoch, plan.lr)
         if self.train_step.reat and self.train_step.reat_pred_counts is not None:
             # the epoch boundary: this epoch's counts weight the next epoch's attacks
             self.reat_m = [int(m) for m in self.train_step.reat_pred_counts.tolist()]
         return {
-            "lr": lr,
+            "lr": plan.lr,
             "loss": loss_sum / n,
-            "sep_loss": sep_sum / n if lam else None,
+            "sep_loss": sep_sum / n if plan.lam else None,
             "train_acc": 100.0 * hits / n,
-            "reweighting": class_w is not None,
-            "gair": use_gair,
-            "awp": awp,
-            "natural_stage": natural,
+            "reweighting": plan.class_w is not None,
+            "gair": plan.use_gair,
+            "awp": plan.awp,
+            "natural_stage": plan.natural,
         }
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        plan = self.plan_epoch(epoch)
+        for index in range(plan.position.batch, len(plan.batches)):
+            self.train_batch(plan, index)
+            self.preempt_if_requested(plan, index)
+        return self.end_epoch(plan)
 
     @staticmethod
     def _check_finite(sums: torch.Tensor, epoch: int, lr: float) -> list[float]:
@@ -453,66 +492,72 @@ class Trainer:
         self.on_event(record)
 
     # -- the run -----------------------------------------------------------------------------
-    def train(self, resume: bool = False) -> dict[str, Any]:
+    def begin_run(self, resume: bool) -> None:
+        """Build the run and, on resume, restore its checkpoint and records."""
         self._build()
-        if resume:
-            self._restore()
-            # epochs recorded after the checkpoint are trained (and recorded) again
-            dropped = self.run.drop_epochs_after(self.start_epoch)
-            if dropped:
-                self.run.log(
-                    f"dropped {dropped} epoch record(s) after epoch {self.start_epoch}, the "
-                    "checkpoint's: they are trained again"
-                )
-            self._restore_best()
-            from_batch = self.position.batch if self.position is not None else 0
-            self._emit(
-                {
-                    "event": "resume",
-                    "from_epoch": self.start_epoch,
-                    "from_batch": from_batch,
-                    "time": now_iso(),
-                }
+        if not resume:
+            return
+        self._restore()
+        # epochs recorded after the checkpoint are trained (and recorded) again
+        dropped = self.run.drop_epochs_after(self.start_epoch)
+        if dropped:
+            self.run.log(
+                f"dropped {dropped} epoch record(s) after epoch {self.start_epoch}, the "
+                "checkpoint's: they are trained again"
             )
-        epochs = self.config.train.epochs
-        data = self.data
-        for epoch in range(self.start_epoch, epochs):
-            started = time.perf_counter()
-            stats = self._train_epoch(epoch)
-            trained = time.perf_counter()
-            std = rob = None
-            evaluated, robust_due = evaluation_due(epoch + 1, epochs, self.config.eval)
-            if evaluated:
-                std = self._evaluate(data.test_x, data.test_y, robust=False)
-            if robust_due and self.robust_eval_enabled:
-                rob = self._evaluate(data.robust_x, data.robust_y, robust=True)
-            done = time.perf_counter()
-            record = {
-                "event": "epoch",
-                "epoch": epoch + 1,
-                "epochs": epochs,
-                **stats,
-                **self._columns(std, rob),
-                "train_seconds": trained - started,
-                "eval_seconds": done - trained,
+        self._restore_best()
+        from_batch = self.position.batch if self.position is not None else 0
+        self._emit(
+            {
+                "event": "resume",
+                "from_epoch": self.start_epoch,
+                "from_batch": from_batch,
                 "time": now_iso(),
             }
-            # Metrics first, then the checkpoint: a checkpoint never runs ahead of the metrics,
-            # and a resume drops the records that run ahead of its checkpoint, so a kill at any
-            # point of this epoch's end leaves every epoch recorded exactly once after resume.
-            self.run.append_metrics(record)
-            self._keep_if_best(record)
-            saved = (epoch + 1) % self.config.train.checkpoint_every == 0 or epoch + 1 == epochs
+        )
+
+    def close_epoch(self, epoch: int, stats: dict[str, Any], train_seconds: float) -> None:
+        """Evaluate the trained epoch as `eval` says, record it, keep best.pt and the
+        checkpoint; on a checkpoint request, RunPreempted."""
+        trained = time.perf_counter()
+        epochs, data = self.config.train.epochs, self.data
+        std = rob = None
+        evaluated, robust_due = evaluation_due(epoch + 1, epochs, self.config.eval)
+        if evaluated:
+            std = self._evaluate(data.test_x, data.test_y, robust=False)
+        if robust_due and self.robust_eval_enabled:
+            rob = self._evaluate(data.robust_x, data.robust_y, robust=True)
+        done = time.perf_counter()
+        record = {
+            "event": "epoch",
+            "epoch": epoch + 1,
+            "epochs": epochs,
+            **stats,
+            **self._columns(std, rob),
+            "train_seconds": train_seconds,
+            "eval_seconds": done - trained,
+            "time": now_iso(),
+        }
+        # Metrics first, then the checkpoint: a checkpoint never runs ahead of the metrics,
+        # and a resume drops the records that run ahead of its checkpoint, so a kill at any
+        # point of this epoch's end leaves every epoch recorded exactly once after resume.
+        self.run.append_metrics(record)
+        self._keep_if_best(record)
+        saved = (epoch + 1) % self.config.train.checkpoint_every == 0 or epoch + 1 == epochs
+        if saved:
+            save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epoch + 1))
+        self.run.write_state(epoch=epoch + 1, epochs=epochs)
+        self.on_event(record)
+        # after the last epoch too: a request stops before the final evaluation, which a
+        # resume (at epoch `epochs`, no epoch left) then runs
+        if self.checkpoint_requested():
             if saved:
-                save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epoch + 1))
-            self.run.write_state(epoch=epoch + 1, epochs=epochs)
-            self.on_event(record)
-            # after the last epoch too: a request stops before the final evaluation, which a
-            # resume (at epoch `epochs`, no epoch left) then runs
-            if self._checkpoint_requested():
-                if saved:
-                    raise RunPreempted(epoch + 1, 0)
-                raise self._preempt(epoch + 1, None)
+                raise RunPreempted(epoch + 1, 0)
+            raise self._preempt(epoch + 1, None)
+
+    def final_record(self) -> dict[str, Any]:
+        """The final evaluation on the whole test set, recorded."""
+        data = self.data
         final_std = self._evaluate(data.test_x, data.test_y, robust=False)
         final_rob = None
         if self.robust_eval_enabled:
@@ -521,9 +566,37 @@ class Trainer:
         self._emit(final)
         return final
 
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        self.begin_run(resume)
+        for epoch in range(self.start_epoch, self.config.train.epochs):
+            started = time.perf_counter()
+            stats = self._train_epoch(epoch)
+            self.close_epoch(epoch, stats, time.perf_counter() - started)
+        return self.final_record()
+
     @property
     def robust_eval_enabled(self) -> bool:
         return self.config.eval.steps > 0 and self.config.eval.eps > 0
+
+
+def mark_running(
+    run: RunDir, device: torch.device, *, resume: bool, index: RunIndex | None, note: str = ""
+) -> None:
+    """Record that `run` trains in this process now (state, log line, and `index` if given).
+    A write that fails (a full disk) raises: the run then ends `failed`, from the first on."""
+    pid = os.getpid()
+    run.hold_reserve()
+    run.write_state(
+        status="running",
+        pid=pid,
+        pid_start=psutil.Process(pid).create_time(),
+        host=socket.gethostname(),
+        device=str(device),
+        started=now_iso(),
+    )
+    run.log(f"{'resumed' if resume else 'started'} on {device} (pid {pid}){note}")
+    if index is not None:
+        record_in_index(run, index)
 
 
 def execute(
@@ -556,24 +629,11 @@ def execute(
     torch_device = pick_device(device or config.device)
     if threads is not None:
         torch.set_num_threads(threads)
-    pid = os.getpid()
     run.clear_exit()
     try:
-        # a write that fails (a full disk) ends the run as `failed` too, from the first one on
-        run.hold_reserve()
-        run.write_state(
-            status="running",
-            pid=pid,
-            pid_start=psutil.Process(pid).create_time(),
-            host=socket.gethostname(),
-            device=str(torch_device),
-            started=now_iso(),
-        )
-        run.log(f"{'resumed' if resume else 'started'} on {torch_device} (pid {pid})")
-        if index is not None:
-            record_in_index(run, index)
+        mark_running(run, torch_device, resume=resume, index=index)
         # the heartbeat stops (leaving this block) before the end is recorded below
-        with _beating(run, heartbeat_s), _stop_on_signals():
+        with beating(run, heartbeat_s), stop_on_signals():
             trainer = Trainer(run, torch_device, on_event, checkpoint_request=checkpoint_request)
             final = trainer.train(resume=resume)
     except RunPreempted as stop:
