@@ -1,0 +1,226 @@
+"""The seeds of one configuration trained in one process, in lockstep (`StackedTrainStep`).
+
+Every run is a `Trainer` of its own run directory, as alone: it plans each epoch, evaluates,
+records, keeps best.pt and its checkpoint, and its checkpoints resume alone. Only the
+training steps are shared: batch i of every run trains in one stacked step. A run whose
+training loss stops being finite, or whose write fails, ends `failed` and leaves the stack;
+the others train on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
+from typing import Any
+
+import torch
+
+from srat_engine.config.schema import validate_config
+from srat_engine.config.stacking import check_stackable
+from srat_engine.errors import RunInterrupted, RunPreempted, SratError, failure_message
+from srat_engine.runs.index import RunIndex
+from srat_engine.runs.liveness import HEARTBEAT_S
+from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.sync import record_in_index
+from srat_engine.training.device import pick_device
+from srat_engine.training.stacked_step import StackedTrainStep
+from srat_engine.training.trainer import (
+    EpochPlan,
+    Trainer,
+    beating,
+    mark_running,
+    stop_on_signals,
+)
+
+RunEventHandler = Callable[[RunDir, dict[str, Any]], None]
+FailureHandler = Callable[[Trainer, Exception], None]
+
+
+class StackedTrainer:
+    """K `Trainer`s of one configuration (their seeds apart), trained stacked.
+
+    `on_failure(trainer, error)` is told of a run that fails on its own (a non-finite loss, a
+    failed write); that run leaves the stack. An error of the stacked step itself (out of
+    memory, say) is every run's and is raised.
+    """
+
+    def __init__(self, trainers: Sequence[Trainer], on_failure: FailureHandler) -> None:
+        check_stackable([trainer.config for trainer in trainers])
+        self.trainers = list(trainers)
+        self.on_failure = on_failure
+
+    def _fail(self, trainer: Trainer, err: Exception) -> None:
+        self.live.remove(trainer)
+        self.on_failure(trainer, err)
+
+    def _attempt(self, trainer: Trainer, action: Callable[..., Any], *args: Any) -> Any:
+        """`action(*args)` of one run; a run whose own action fails leaves the stack (None)."""
+        try:
+            return action(*args)
+        except (RunInterrupted, RunPreempted):
+            raise
+        except Exception as err:
+            self._fail(trainer, err)
+            return None
+
+    def train(self, resume: bool = False) -> dict[str, dict[str, Any]]:
+        """Train every run to its final record; the final records of the runs that finished,
+        by run id."""
+        self.live = list(self.trainers)
+        for trainer in self.trainers:
+            trainer.begin_run(resume)
+        lead = self.trainers[0]
+        starts = {
+            trainer.run.id: (trainer.start_epoch, trainer.position.batch if trainer.position else 0)
+            for trainer in self.trainers
+        }
+        if len(set(starts.values())) > 1:
+            where = ", ".join(f"{run} at {e}/{b}" for run, (e, b) in starts.items())
+            raise SratError(
+                f"the runs of a stack resume from different points (epoch/batch: {where}): "
+                "resume them one by one"
+            )
+        for trainer in self.trainers[1:]:
+            if trainer.resolved != lead.resolved:
+                raise SratError(
+                    f"runs {lead.run.id} and {trainer.run.id} resolve to different data or "
+                    "class weights: they cannot share one stack"
+                )
+        step = StackedTrainStep([trainer.train_step for trainer in self.trainers])
+        others = len(self.trainers) - 1
+        for trainer in self.trainers:
+            trainer.run.log(
+                f"stacked with {others} other run(s): the training steps run as one "
+                "stacked model (eager: no CUDA graphs, no BatchNorm folding)"
+            )
+        for epoch in range(lead.start_epoch, lead.config.train.epochs):
+            if not self.live:
+                break
+            started = time.perf_counter()
+            plans: dict[str, EpochPlan] = {}
+            for trainer in list(self.live):
+                plan = self._attempt(trainer, trainer.plan_epoch, epoch)
+                if plan is not None:
+                    plans[trainer.run.id] = plan
+            if not self.live:
+                break
+            first = plans[self.live[0].run.id]
+            for index in range(first.position.batch, len(first.batches)):
+                batch = [(t, plans[t.run.id]) for t in self.live]
+                step(
+                    [t.train_step for t, _ in batch],
+                    [t.data.train_x[plan.batches[index]] for t, plan in batch],
+                    [t.data.train_y[plan.batches[index]] for t, plan in batch],
+                    class_w=first.class_w,
+                    use_gair=first.use_gair,
+                    lam=first.lam,
+                    sums=[plan.position.sums for _, plan in batch],
+                )
+                self.preempt_if_requested(plans, index)
+            train_seconds = time.perf_counter() - started
+            for trainer in list(self.live):
+                stats = self._attempt(trainer, trainer.end_epoch, plans[trainer.run.id])
+                if stats is not None:
+                    self._attempt(trainer, trainer.close_epoch, epoch, stats, train_seconds)
+        finals: dict[str, dict[str, Any]] = {}
+        for trainer in list(self.live):
+            final = self._attempt(trainer, trainer.final_record)
+            if final is not None:
+                finals[trainer.run.id] = final
+        return finals
+
+    def preempt_if_requested(self, plans: dict[str, EpochPlan], index: int) -> None:
+        """On a checkpoint request, every live run checkpoints this position; then one
+        RunPreempted for the stack."""
+        if not any(trainer.checkpoint_requested() for trainer in self.live):
+            return
+        stop: RunPreempted | None = None
+        for trainer in list(self.live):
+            try:
+                trainer.preempt_if_requested(plans[trainer.run.id], index)
+            except RunPreempted as preempted:
+                stop = preempted
+            except Exception as err:
+                self._fail(trainer, err)
+        if stop is not None:
+            raise stop
+
+
+def execute_stacked(
+    runs: Sequence[RunDir],
+    *,
+    device: str | None = None,
+    resume: bool = False,
+    on_event: RunEventHandler | None = None,
+    index: RunIndex | None = None,
+    heartbeat_s: float | None = HEARTBEAT_S,
+    checkpoint_request: Any = None,
+    threads: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Train created runs of one configuration (seeds apart) as one stack in this process,
+    recording each one's state and end in its own directory, as `trainer.execute` does for
+    one: the final records of the runs that finished, by run id. A run that fails alone
+    ends `failed` and the others train on; a stop signal ends every unfinished one `killed`
+    (RunInterrupted is raised), an error of the stack every unfinished one `failed`.
+    """
+    configs = [validate_config(run.config()["config"]) for run in runs]
+    check_stackable(configs)
+    torch_device = pick_device(device or configs[0].device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    report = on_event or (lambda _run, _record: None)
+    ended: set[str] = set()
+
+    def record_end(run: RunDir, status: str, **fields: Any) -> None:
+        ended.add(run.id)
+        # no room even without the reserve: the error raised is still the cause
+        with suppress(SratError):
+            run.record_end(status, **fields)
+        if index is not None:
+            with suppress(SratError):
+                record_in_index(run, index)
+
+    def failed(trainer: Trainer, err: Exception) -> None:
+        message = failure_message(err)
+        record_end(trainer.run, "failed", error=message, log=f"failed: {message}")
+
+    def unfinished() -> list[RunDir]:
+        return [run for run in runs if run.id not in ended]
+
+    for run in runs:
+        run.clear_exit()
+    try:
+        note = f", stacked with {len(runs) - 1} other run(s)"
+        for run in runs:
+            mark_running(run, torch_device, resume=resume, index=index, note=note)
+        with ExitStack() as scope:
+            for run in runs:
+                scope.enter_context(beating(run, heartbeat_s))
+            scope.enter_context(stop_on_signals())
+            trainers = [
+                Trainer(
+                    run,
+                    torch_device,
+                    lambda record, run=run: report(run, record),  # type: ignore[misc]
+                    checkpoint_request=checkpoint_request,
+                )
+                for run in runs
+            ]
+            finals = StackedTrainer(trainers, on_failure=failed).train(resume=resume)
+    except RunPreempted as stop:
+        for run in unfinished():
+            run.log(f"preempted: {stop} (not ended: resume continues from there)")
+        raise
+    except RunInterrupted as stop:
+        for run in unfinished():
+            record_end(run, "killed", error=f"stopped by {stop}", log=f"killed by {stop}")
+        raise
+    except Exception as err:
+        message = failure_message(err)
+        for run in unfinished():
+            record_end(run, "failed", error=message, log=f"failed: {message}")
+        raise
+    for run in unfinished():
+        record_end(run, "finished", final=finals[run.id], log="finished")
+    return finals

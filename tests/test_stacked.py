@@ -1,0 +1,220 @@
+"""Stacked runs: K seeds of one configuration in one process train as each would alone."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fake_runs import TINY_RUN, prepare_from_env
+
+from srat_engine.config.prepare import create_run
+from srat_engine.config.stacking import check_stackable, stack_refusal
+from srat_engine.errors import RunInterrupted, SratError
+from srat_engine.runs.rundir import RunDir
+from srat_engine.training.stacked_step import StackedTrainStep
+from srat_engine.training.stacked_trainer import StackedTrainer, execute_stacked
+from srat_engine.training.trainer import EpochPlan, Trainer, execute
+
+# digits, PGD-2, a step or two an epoch (fake_runs.TINY_RUN), crop augmentation and both
+# the separation term and DRCB's deferred weights acting within 3 epochs
+STACKABLE = ("train.epochs=3", "train.reweight_epoch=100", *TINY_RUN)
+CLOSE = {"rel": 1e-4, "abs": 1e-4}  # records, pytest.approx
+TIGHT = {"rtol": 1e-4, "atol": 1e-4}  # tensors, torch.testing.assert_close
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    # the same reduction order alone and stacked, whatever the box's core count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def seed_runs(root: Path, preset: str, seeds: list[int], *extra: str) -> list[RunDir]:
+    runs = []
+    for seed in seeds:
+        prepared = prepare_from_env(preset, (*STACKABLE, *extra, f"seed={seed}"))
+        runs.append(create_run(prepared, root=root))
+    return runs
+
+
+def epoch_columns(run: RunDir) -> list[dict[str, Any]]:
+    keep = ("loss", "sep_loss", "train_acc", "std_overall", "rob_overall", "reweighting")
+    return [{k: r[k] for k in keep} for r in run.metrics() if r["event"] == "epoch"]
+
+
+def assert_records_close(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+    assert len(a) == len(b) > 0
+    for left, right in zip(a, b, strict=True):
+        assert left.keys() == right.keys()
+        for key, value in left.items():
+            if isinstance(value, float):
+                assert right[key] == pytest.approx(value, **CLOSE), key
+            else:
+                assert right[key] == value, key
+
+
+def train_one_epoch_both_ways(
+    runs: list[RunDir], device: torch.device
+) -> tuple[list[Trainer], list[Trainer], list[EpochPlan], list[EpochPlan]]:
+    """The runs' last epoch, trained stacked and (from the same start) alone: the trainers
+    and epoch plans of both."""
+    stacked = [Trainer(run, device) for run in runs]
+    alone = [Trainer(run, device) for run in runs]
+    for trainer in (*stacked, *alone):
+        trainer.begin_run(resume=False)
+    step = StackedTrainStep([t.train_step for t in stacked])
+    # the attack folds BatchNorm into the convolutions where a lone run's does
+    config = stacked[0].config
+    folds = config.spec.adversarial and config.train.fold_bn and config.attack.bn_mode == "eval"
+    assert (stacked[0].train_step.folded is not None) == folds
+    epoch = stacked[0].config.train.epochs - 1  # the last: every part of the method acts
+    plans = [t.plan_epoch(epoch) for t in stacked]
+    alone_plans = [t.plan_epoch(epoch) for t in alone]
+    lead = plans[0]
+    for index in range(len(lead.batches)):
+        step(
+            [t.train_step for t in stacked],
+            [t.data.train_x[p.batches[index]] for t, p in zip(stacked, plans, strict=True)],
+            [t.data.train_y[p.batches[index]] for t, p in zip(stacked, plans, strict=True)],
+            class_w=lead.class_w,
+            use_gair=lead.use_gair,
+            lam=lead.lam,
+            sums=[p.position.sums for p in plans],
+        )
+        for trainer, plan in zip(alone, alone_plans, strict=True):
+            trainer.train_batch(plan, index)
+    return stacked, alone, plans, alone_plans
+
+
+def assert_trained_alike(
+    stacked: list[Trainer], alone: list[Trainer], plans: list[EpochPlan],
+    alone_plans: list[EpochPlan], tolerance: dict[str, float],
+) -> None:  # fmt: skip
+    for s, a, sp, ap in zip(stacked, alone, plans, alone_plans, strict=True):
+        torch.testing.assert_close(sp.position.sums, ap.position.sums, **tolerance)
+        for (name, ps), (_, pa) in zip(
+            s.model.state_dict().items(), a.model.state_dict().items(), strict=True
+        ):
+            torch.testing.assert_close(ps, pa, **tolerance, msg=lambda m, k=name: f"{k}: {m}")
+        # each run's generator has drawn what it draws alone: the next draws agree
+        assert torch.equal(s.generator.get_state(), a.generator.get_state())
+    # and the two runs did train differently: seeds, not copies
+    first, second = (t.model.state_dict() for t in stacked)
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize(
+    ("preset", "extra"),
+    [
+        ("digits-srat-ldam", ()),
+        ("digits-ce", ("method=GAIRAT", "train.epochs=3", "gair.begin_epoch=0")),
+        ("digits-ce", ("attack.bn_mode=train",)),
+        ("digits-ce", ("train.fold_bn=false", "train.channels_last=off")),
+        ("digits-ce", ("method=Natural",)),
+        ("digits-ce", ("method=AT-BSL",)),
+        ("digits-ce", ("method=CB-Focal",)),
+    ],
+)
+def test_one_stacked_epoch_equals_each_run_alone(
+    tmp_path: Path, preset: str, extra: tuple[str, ...]
+) -> None:
+    runs = seed_runs(tmp_path / "runs", preset, [0, 1], *extra)
+    stacked, alone, plans, alone_plans = train_one_epoch_both_ways(runs, torch.device("cpu"))
+    if preset == "digits-srat-ldam":  # DRCB's weights and the separation term both acted
+        assert plans[0].class_w is not None and plans[0].lam > 0
+    assert_trained_alike(stacked, alone, plans, alone_plans, TIGHT)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_one_stacked_epoch_on_cuda_trains_as_each_run_alone(tmp_path: Path, precision: str) -> None:
+    """On a GPU within rounding: fp32 tightly (cuDNN picks its kernels per shape), bf16
+    loosely (a bf16 input gradient near 0 may change its sign, and PGD steps by the sign)."""
+    runs = seed_runs(tmp_path / "runs", "digits-srat-ldam", [0, 1], f"train.precision={precision}")
+    result = train_one_epoch_both_ways(runs, torch.device("cuda"))
+    tolerance = {"rtol": 1e-3, "atol": 1e-3} if precision == "fp32" else {"rtol": 0.1, "atol": 0.05}
+    assert_trained_alike(*result, tolerance)
+
+
+def test_stacked_runs_record_what_each_records_alone(tmp_path: Path) -> None:
+    stacked = seed_runs(tmp_path / "stacked", "digits-srat-ldam", [0, 1])
+    alone = seed_runs(tmp_path / "alone", "digits-srat-ldam", [0, 1])
+    events: list[tuple[str, str]] = []
+    finals = execute_stacked(
+        stacked, on_event=lambda run, record: events.append((run.id, record["event"]))
+    )
+    for run in alone:
+        execute(run)
+    assert set(finals) == {run.id for run in stacked}
+    for s, a in zip(stacked, alone, strict=True):
+        assert s.exit_record()["status"] == "finished"
+        assert s.state()["status"] == "finished"
+        assert "stacked with 1 other run(s)" in s.log_path.read_text()
+        assert_records_close(epoch_columns(s), epoch_columns(a))
+        final = [r for r in s.metrics() if r["event"] == "final"][-1]
+        alone_final = [r for r in a.metrics() if r["event"] == "final"][-1]
+        assert final["rob_overall"] == pytest.approx(alone_final["rob_overall"], abs=0.5)
+        assert s.checkpoint_path.is_file()
+    assert events.count((stacked[0].id, "epoch")) == 3
+    assert events.count((stacked[1].id, "final")) == 1
+
+
+def test_a_stacked_checkpoint_resumes_alone(tmp_path: Path) -> None:
+    """A stack stopped after epoch 1; one of its runs resumed alone ends as it would have."""
+    stacked = seed_runs(tmp_path / "stacked", "digits-srat-ldam", [0, 1])
+    (reference,) = seed_runs(tmp_path / "alone", "digits-srat-ldam", [1])
+
+    def stop_after_first(run: RunDir, record: dict[str, Any]) -> None:
+        if record["event"] == "epoch" and record["epoch"] == 1 and run.id == stacked[1].id:
+            raise RunInterrupted("test")
+
+    with pytest.raises(RunInterrupted):
+        execute_stacked(stacked, on_event=stop_after_first)
+    assert [run.exit_record()["status"] for run in stacked] == ["killed", "killed"]
+    execute(stacked[1], resume=True)
+    execute(reference)
+    assert_records_close(epoch_columns(stacked[1]), epoch_columns(reference))
+
+
+def test_a_run_that_diverges_leaves_the_stack_and_the_others_finish(tmp_path: Path) -> None:
+    runs = seed_runs(tmp_path / "runs", "digits-ce", [0, 1, 2])
+    trainers = [Trainer(run, torch.device("cpu")) for run in runs]
+    begin = trainers[1].begin_run
+
+    def begin_diverged(resume: bool) -> None:
+        begin(resume)
+        with torch.no_grad():
+            next(trainers[1].model.parameters()).fill_(math.nan)
+
+    trainers[1].begin_run = begin_diverged  # type: ignore[method-assign]
+    failures: list[tuple[str, str]] = []
+    finals = StackedTrainer(
+        trainers, on_failure=lambda t, err: failures.append((t.run.id, str(err)))
+    ).train()
+    assert set(finals) == {runs[0].id, runs[2].id}
+    assert [run_id for run_id, _ in failures] == [runs[1].id]
+    assert "nan/inf in epoch 1" in failures[0][1]
+    assert len(epoch_columns(runs[0])) == 3 and epoch_columns(runs[1]) == []
+
+
+def test_what_does_not_stack_is_refused_with_its_reason(tmp_path: Path) -> None:
+    def config(*overrides: str) -> Any:
+        return prepare_from_env("digits-ce", (*STACKABLE, *overrides)).config
+
+    assert stack_refusal(config()) is None
+    assert "trades" in (stack_refusal(config("method=TRADES")) or "")
+    assert "AWP" in (stack_refusal(config("method=AWP")) or "")
+    assert "compile" in (stack_refusal(config("train.compile=true")) or "")
+    with pytest.raises(SratError, match=r"train\.lr"):
+        check_stackable([config("seed=0"), config("seed=1", "train.lr=0.05")])
+    with pytest.raises(SratError, match="different seeds"):
+        check_stackable([config("seed=3"), config("seed=3")])
+    with pytest.raises(SratError, match="two runs or more"):
+        check_stackable([config()])
+    with pytest.raises(SratError, match="TRADES"):
+        check_stackable([config("method=TRADES", "seed=0"), config("method=TRADES", "seed=1")])
