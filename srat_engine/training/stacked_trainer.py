@@ -42,7 +42,9 @@ class StackedTrainer:
 
     `on_failure(trainer, error)` is told of a run that fails on its own (a non-finite loss, a
     failed write); that run leaves the stack. An error of the stacked step itself (out of
-    memory, say) is every run's and is raised.
+    memory, say) is every run's and is raised. A stack trains on this machine's slots, where
+    nothing asks for a checkpoint mid-epoch (a Slurm job trains one run): it stops at a stop
+    signal (RunInterrupted) and its runs resume, alone, from their last checkpoints.
     """
 
     def __init__(self, trainers: Sequence[Trainer], on_failure: FailureHandler) -> None:
@@ -117,7 +119,6 @@ class StackedTrainer:
                     lam=first.lam,
                     sums=[plan.position.sums for _, plan in batch],
                 )
-                self.preempt_if_requested(plans, index)
             train_seconds = time.perf_counter() - started
             for trainer in list(self.live):
                 stats = self._attempt(trainer, trainer.end_epoch, plans[trainer.run.id])
@@ -130,22 +131,6 @@ class StackedTrainer:
                 finals[trainer.run.id] = final
         return finals
 
-    def preempt_if_requested(self, plans: dict[str, EpochPlan], index: int) -> None:
-        """On a checkpoint request, every live run checkpoints this position; then one
-        RunPreempted for the stack."""
-        if not any(trainer.checkpoint_requested() for trainer in self.live):
-            return
-        stop: RunPreempted | None = None
-        for trainer in list(self.live):
-            try:
-                trainer.preempt_if_requested(plans[trainer.run.id], index)
-            except RunPreempted as preempted:
-                stop = preempted
-            except Exception as err:
-                self._fail(trainer, err)
-        if stop is not None:
-            raise stop
-
 
 def execute_stacked(
     runs: Sequence[RunDir],
@@ -155,7 +140,6 @@ def execute_stacked(
     on_event: RunEventHandler | None = None,
     index: RunIndex | None = None,
     heartbeat_s: float | None = HEARTBEAT_S,
-    checkpoint_request: Any = None,
     threads: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train created runs of one configuration (seeds apart) as one stack in this process,
@@ -199,19 +183,10 @@ def execute_stacked(
                 scope.enter_context(beating(run, heartbeat_s))
             scope.enter_context(stop_on_signals())
             trainers = [
-                Trainer(
-                    run,
-                    torch_device,
-                    lambda record, run=run: report(run, record),  # type: ignore[misc]
-                    checkpoint_request=checkpoint_request,
-                )
+                Trainer(run, torch_device, lambda record, run=run: report(run, record))  # type: ignore[misc]
                 for run in runs
             ]
             finals = StackedTrainer(trainers, on_failure=failed).train(resume=resume)
-    except RunPreempted as stop:
-        for run in unfinished():
-            run.log(f"preempted: {stop} (not ended: resume continues from there)")
-        raise
     except RunInterrupted as stop:
         for run in unfinished():
             record_end(run, "killed", error=f"stopped by {stop}", log=f"killed by {stop}")
