@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -90,15 +91,38 @@ def launch_detached(
     The worker is told `home` (its slots and index) on its command line, so it never depends
     on inheriting $SRAT_HOME.
     """
-    run.clear_exit()
-    output_log = run.path / "output.log"
+    return _launch([run], devices, per_device, home=home, resume=resume)
+
+
+def launch_stack(runs: Sequence[RunDir], devices: list[str], per_device: int, *, home: Home) -> int:
+    """Start one worker for the runs of a stack (`config.stacking`: one configuration, seeds
+    apart), which wait for one slot together and train as one stacked model; its pid.
+
+    The runs share that process: stopping one (`kill_run`) stops all of them, and each
+    resumes alone from its own checkpoint. The worker's output goes to the first run's
+    output.log."""
+    from srat_engine.config.schema import validate_config
+    from srat_engine.config.stacking import check_stackable
+
+    check_stackable([validate_config(run.config()["config"]) for run in runs])
+    return _launch(list(runs), devices, per_device, home=home, resume=False)
+
+
+def _launch(
+    runs: list[RunDir], devices: list[str], per_device: int, *, home: Home, resume: bool
+) -> int:
+    lead = runs[0]
+    for run in runs:
+        run.clear_exit()
+    output_log = lead.path / "output.log"
     try:
-        run.hold_reserve()  # room to record the end, should the disk fill up meanwhile
+        for run in runs:
+            run.hold_reserve()  # room to record the end, should the disk fill up meanwhile
         command = [
             sys.executable,
             "-m",
             "srat_engine.jobs.worker",
-            str(run.path),
+            *(str(run.path) for run in runs),
             "--home",
             str(home.root),
             "--devices",
@@ -119,41 +143,51 @@ def launch_detached(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
-                cwd=run.path,
+                cwd=lead.path,
             )
     except WriteFailed as failure:
-        _record_launch_failure(run, failure, home)
+        for run in runs:
+            _record_launch_failure(run, failure, home)
         raise
     try:
         pid_start = psutil.Process(process.pid).create_time()
     except psutil.NoSuchProcess:
         pid_start = None
+    stack = {"stack": [run.id for run in runs], "output": str(output_log)} if len(runs) > 1 else {}
     try:
-        run.write_launch_record(
-            {
-                "pid": process.pid,
-                "pid_start": pid_start,
-                "host": socket.gethostname(),
-                "devices": devices,
-                "per_device": per_device,
-                "resume": resume,
-                "launched": now_iso(),
-            }
-        )
-        # Only now, with the worker's pid on record, may the run read as queued: a listing that
-        # saw `queued` with no live process behind it would mark the run dead. The worker may
-        # have written its own state already; then it is left alone.
-        run.update_state(_queued_unless_started(process.pid, pid_start))
-        run.log(f"launched worker pid {process.pid} on {','.join(devices)} x{per_device}")
+        for run in runs:
+            run.write_launch_record(
+                {
+                    "pid": process.pid,
+                    "pid_start": pid_start,
+                    "host": socket.gethostname(),
+                    "devices": devices,
+                    "per_device": per_device,
+                    "resume": resume,
+                    "launched": now_iso(),
+                    **stack,
+                }
+            )
+            # Only now, with the worker's pid on record, may the run read as queued: a listing
+            # that saw `queued` with no live process behind it would mark the run dead. The
+            # worker may have written its own state already; then it is left alone.
+            run.update_state(_queued_unless_started(process.pid, pid_start))
+            with_others = f", stacked with {len(runs) - 1} other run(s)" if stack else ""
+            run.log(
+                f"launched worker pid {process.pid} on {','.join(devices)} x{per_device}"
+                + with_others
+            )
     except WriteFailed as failure:
         # Its launcher's record is how a worker that dies early is found: without it, stop the
         # worker (it leads its own process group) before it writes anything, and record this.
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        _record_launch_failure(run, failure, home)
+        for run in runs:
+            _record_launch_failure(run, failure, home)
         raise
-    record_in_index(run, home.index)
+    for run in runs:
+        record_in_index(run, home.index)
     return process.pid
 
 

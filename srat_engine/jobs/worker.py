@@ -1,7 +1,9 @@
 """The detached run process: wait for a device slot, train, record how it ended.
 
 Started by `supervisor.launch_detached` as `python -m srat_engine.jobs.worker RUN_DIR --home HOME
-...` in a new session (so an SSH hangup or a closed terminal does not reach it), stdin from
+...` in a new session; with several run directories (`supervisor.launch_stack`), the runs of
+one stack, which wait for one slot together and train as one stacked model
+(`training.stacked_trainer`) (so an SSH hangup or a closed terminal does not reach it), stdin from
 /dev/null and output to the run directory. Not a user-facing command.
 
 A queued worker costs ~25 MB: everything it needs to wait (state, index, slots, stop signals)
@@ -16,7 +18,7 @@ import os
 import signal
 import socket
 import sys
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import psutil
@@ -38,7 +40,9 @@ from srat_engine.runs.sync import record_in_index
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m srat_engine.jobs.worker")
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument(
+        "run_dir", type=Path, nargs="+", help="a run, or the runs of one stack (the first leads)"
+    )
     parser.add_argument("--home", type=Path, required=True, help="the srat home of the run")
     parser.add_argument("--devices", required=True, help="comma-separated: cpu or cuda:N")
     parser.add_argument("--per-device", type=int, default=1)
@@ -48,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    run = RunDir(args.run_dir)
+    runs = [RunDir(path) for path in args.run_dir]
+    lead = runs[0]
     home = Home(args.home)
     pid = os.getpid()
     # the run must outlive the terminal: a hangup that still reaches it is ignored
@@ -58,45 +63,67 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         # inside the try: on a full disk even this first write fails, and says so
-        run.write_state(
-            status="queued",
-            pid=pid,
-            pid_start=psutil.Process(pid).create_time(),
-            host=socket.gethostname(),
-            queued=now_iso(),
-            **LOCAL_BACKEND,
-        )
-        record_in_index(run, home.index)
-        candidates = slots_for(args.devices.split(","), args.per_device)
-        # one heartbeat from queued to the end, so a run also beats while it waits and while
-        # it imports torch; its beats stop by themselves once execute() records the end
-        beating = Heartbeat(run, interval_from_env(os.environ))
-        with (
-            beating,
-            hold_slot(run.id, candidates, root=home.slots, queued_ns=args.queued_ns) as slot,
-        ):
-            run.write_state(slot=slot.name)
-            run.log(f"slot {slot.name} acquired")
+        for run in runs:
+            run.write_state(
+                status="queued",
+                pid=pid,
+                pid_start=psutil.Process(pid).create_time(),
+                host=socket.gethostname(),
+                queued=now_iso(),
+                **LOCAL_BACKEND,
+            )
             record_in_index(run, home.index)
+        candidates = slots_for(args.devices.split(","), args.per_device)
+        with ExitStack() as scope:
+            # one heartbeat per run from queued to the end, so a run also beats while it waits
+            # and while it imports torch; its beats stop by themselves once its end is recorded
+            interval = interval_from_env(os.environ)
+            for run in runs:
+                scope.enter_context(Heartbeat(run, interval))
+            # a stack holds one slot: its runs share one process and one device
+            slot = scope.enter_context(
+                hold_slot(lead.id, candidates, root=home.slots, queued_ns=args.queued_ns)
+            )
+            for run in runs:
+                run.write_state(slot=slot.name)
+                run.log(f"slot {slot.name} acquired")
+                record_in_index(run, home.index)
+            threads = cpu_share(lead, args.per_device) if slot.device == "cpu" else None
             # only now: a run that waits must not hold torch's ~500 MB (a queue of hundreds)
-            from srat_engine.training.trainer import execute
+            if len(runs) == 1:
+                from srat_engine.training.trainer import execute
 
-            threads = cpu_share(run, args.per_device) if slot.device == "cpu" else None
-            execute(run, device=slot.device, resume=args.resume, heartbeat_s=None, threads=threads)
+                execute(
+                    lead, device=slot.device, resume=args.resume, heartbeat_s=None, threads=threads
+                )
+            else:
+                from srat_engine.training.stacked_trainer import execute_stacked
+
+                execute_stacked(
+                    runs, device=slot.device, resume=args.resume, heartbeat_s=None, threads=threads
+                )
+                code = 1 if any(_status(run) != "finished" for run in runs) else 0
     except RunInterrupted as stop:
-        if run.exit_record() is None:  # stopped while still queued
-            _record_end(run, "killed", f"stopped by {stop} while queued")
+        for run in runs:
+            if run.exit_record() is None:  # stopped while still queued
+                _record_end(run, "killed", f"stopped by {stop} while queued")
         code = 130
     except Exception as err:
         # execute() records what fails once training starts; this, what fails before it
         message = failure_message(err)
-        if run.exit_record() is None:
-            _record_end(run, "failed", message)
-        _say(f"error: run {run.id} failed: {message}")
+        for run in runs:
+            if run.exit_record() is None:
+                _record_end(run, "failed", message)
+            _say(f"error: run {run.id} failed: {message}")
         code = 1
     finally:
-        record_in_index(run, home.index)
+        for run in runs:
+            record_in_index(run, home.index)
     return code
+
+
+def _status(run: RunDir) -> str | None:
+    return (run.exit_record() or {}).get("status")
 
 
 def cpu_share(run: RunDir, per_device: int) -> int | None:

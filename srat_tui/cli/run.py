@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # torch loads with the engine's launch path: only `srat run` 
     from srat_engine.config.prepare import PreparedRun
     from srat_engine.jobs.slurm_options import SlurmOptions
     from srat_engine.runs.home import Home
+    from srat_engine.runs.rundir import RunDir
 
 app = typer.Typer()
 
@@ -146,6 +147,56 @@ def _run_foreground(prepared: PreparedRun, home: Home, as_json: bool) -> int:
     return 0
 
 
+def _run_foreground_stack(prepared: list[PreparedRun], home: Home, as_json: bool) -> int:
+    """The seeds of one configuration trained here as one stack (`--stack`), each with its
+    own run directory; one line per run and epoch. The exit code is the worst run's."""
+    from srat_engine.config.prepare import create_run
+    from srat_engine.runs.sync import record_in_index
+    from srat_engine.training.stacked_trainer import execute_stacked
+    from srat_engine.training.trainer import RunInterrupted
+
+    runs = [create_run(item, home.runs) for item in prepared]
+    for run in runs:
+        record_in_index(run, home.index)
+    console = stdout_console()
+    if as_json:
+        for run in runs:
+            typer.echo(json.dumps({"event": "created", "run_id": run.id, "path": str(run.path)}))
+    else:
+        ids = ", ".join(run.id for run in runs)
+        console.print(render.heading(ids, f"  (stacked, {len(runs)} runs)", before="runs "))
+        for line in render.schedule_lines(prepared[0]):
+            console.print(line, markup=False)
+
+    def on_event(run: RunDir, record: dict[str, Any]) -> None:
+        if as_json:
+            typer.echo(json.dumps({"run_id": run.id, **record}))
+        elif record["event"] == "epoch":
+            console.print(inert(f"{run.id}  {render.epoch_line(record)}"), soft_wrap=True)
+        elif record["event"] == "resume":
+            console.print(inert(f"{run.id}  resumed after epoch {record['from_epoch']}"))
+
+    try:
+        finals = execute_stacked(runs, on_event=on_event, index=home.index)
+    except RunInterrupted as stop:
+        error_line(f"runs {', '.join(r.id for r in runs)} stopped by {stop}; resume each one")
+        return EXIT_INTERRUPTED
+    except SratError as failure:
+        error_line(f"error: the stack of {', '.join(r.id for r in runs)} failed: {failure}")
+        return EXIT_FAILED
+    failed = [run for run in runs if run.id not in finals]
+    for run in failed:
+        error = (run.exit_record() or {}).get("error") or "no error recorded"
+        error_line(f"error: run {run.id} failed: {error}")
+    if not as_json:
+        resolved = prepared[0].resolved
+        for run, item in zip(runs, prepared, strict=True):
+            if run.id in finals:
+                title = f"{resolved.method['name']} seed {item.config.seed} (run {run.id})"
+                console.print(render.summary_table(finals[run.id], title))
+    return EXIT_FAILED if failed else 0
+
+
 def _submit_to_slurm(
     prepared: list[PreparedRun], home: Home, options: SlurmOptions, as_json: bool
 ) -> None:
@@ -198,6 +249,14 @@ def run(
         str | None,
         typer.Option("--seeds", help="one run per seed of each configuration: 0,1,2 or 0-2"),
     ] = None,
+    stack: Annotated[
+        bool,
+        typer.Option(
+            "--stack",
+            help="with --seeds: train each configuration's seeds in one process, as one "
+            "stacked model (one slot per configuration)",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="validate and print the resolved config, run nothing")
     ] = False,
@@ -225,7 +284,12 @@ def run(
     # one run per seed: the seed's override comes last, so it wins over a --set seed=
     per_seed = [(seed_override(seed),) for seed in parse_seeds(seeds)] if seeds else [()]
     count = max(len(names), 1) * len(per_seed)
-    if count > 1 and not (detach or dry_run or on_slurm):
+    if stack and len(per_seed) < 2:
+        raise SratError("--stack trains the seeds of a configuration together: give --seeds")
+    if stack and on_slurm:
+        raise SratError("--stack runs on this machine (in the foreground or --detach); a Slurm "
+                        "job trains one run: drop --stack or --backend slurm")  # fmt: skip
+    if count > 1 and not (detach or dry_run or on_slurm or (stack and len(names) <= 1)):
         what = f"{len(names)} presets match" if len(names) > 1 else f"{count} runs"
         raise SratError(f"{what}: add --detach to queue them all")
     # validate every configuration before creating any run: each preset (or the config
@@ -241,6 +305,13 @@ def run(
         for source in sources
         for seed in per_seed
     ]
+    # with --stack, each configuration's seeds are one stack (prepared is source-major)
+    stacks = [prepared[i : i + len(per_seed)] for i in range(0, len(prepared), len(per_seed))]
+    if stack:
+        from srat_engine.config.stacking import check_stackable
+
+        for group in stacks:
+            check_stackable([item.config for item in group])
     if dry_run:
         for item in prepared:
             _print_dry_run(item, as_json)
@@ -255,6 +326,8 @@ def run(
         from srat_engine.training.device import pick_device
 
         pick_device(prepared[0].config.device)  # a missing GPU fails before the run dir exists
+        if stack:
+            raise typer.Exit(_run_foreground_stack(prepared, home, as_json))
         raise typer.Exit(_run_foreground(prepared[0], home, as_json))
     from srat_engine.jobs.supervisor import launch_detached, resolve_devices
 
@@ -265,14 +338,24 @@ def run(
         for item in prepared
     ]
     launched = []
-    for item, (devices, per_device) in zip(prepared, placements, strict=True):
-        created = create_run(item, home.runs)
-        pid = launch_detached(created, devices, per_device, home=home)
-        launched.append({"run_id": created.id, "source": item.source, "pid": pid})
+    if stack:
+        from srat_engine.jobs.supervisor import launch_stack
+
+        for group, (devices, per_device) in zip(stacks, placements[:: len(per_seed)], strict=True):
+            created = [create_run(item, home.runs) for item in group]
+            pid = launch_stack(created, devices, per_device, home=home)
+            launched.extend(
+                {"run_id": run.id, "source": item.source, "pid": pid, "stack": created[0].id}
+                for run, item in zip(created, group, strict=True)
+            )
+    else:
+        for item, (devices, per_device) in zip(prepared, placements, strict=True):
+            created_run = create_run(item, home.runs)
+            pid = launch_detached(created_run, devices, per_device, home=home)
+            launched.append({"run_id": created_run.id, "source": item.source, "pid": pid})
     if as_json:
         typer.echo(json.dumps(launched))
         return
     for entry in launched:
-        typer.echo(
-            inert(f"{entry['run_id']}  {entry['source']}  queued (worker pid {entry['pid']})")
-        )
+        how = f"stacked, worker pid {entry['pid']}" if stack else f"worker pid {entry['pid']}"
+        typer.echo(inert(f"{entry['run_id']}  {entry['source']}  queued ({how})"))

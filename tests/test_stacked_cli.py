@@ -1,0 +1,102 @@
+"""`srat run --seeds ... --stack`: the seeds of a configuration in one process, foreground or
+detached (a real worker), and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from cli_harness import Srat, make_invoker
+from fake_runs import TINY_RUN
+
+from srat_engine.jobs.supervisor import kill_run
+from srat_engine.runs.home import Home
+from srat_engine.runs.liveness import ACTIVE, reconcile
+from srat_engine.runs.rundir import RunDir
+
+TINY = [item for setting in TINY_RUN for item in ("--set", setting)]
+
+
+@pytest.fixture
+def srat(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Srat:
+    return make_invoker(capsys, monkeypatch)
+
+
+def runs_in(home: Path) -> list[RunDir]:
+    return sorted((RunDir(p) for p in (home / "runs").iterdir()), key=lambda r: r.id)
+
+
+def wait_until_ended(runs: list[RunDir], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(reconcile(run) in ACTIVE for run in runs):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"runs still active after {timeout}s")
+        time.sleep(0.2)
+
+
+def test_foreground_stack_trains_each_seed_into_its_own_run(srat: Srat, srat_home: Path) -> None:
+    result = srat(
+        "run", "-p", "digits-ce", "--seeds", "0-1", "--stack", *TINY, "--set", "train.epochs=2"
+    )
+    assert result.code == 0, result.err
+    runs = runs_in(srat_home)
+    assert len(runs) == 2
+    assert sorted(run.config()["config"]["seed"] for run in runs) == [0, 1]
+    for run in runs:
+        assert run.exit_record()["status"] == "finished"
+        assert [r["epoch"] for r in run.metrics() if r["event"] == "epoch"] == [1, 2]
+        # every epoch line names its run
+        assert result.out.count(f"{run.id}  epoch ") == 2
+    listed = srat("runs", "ls", "--json")
+    assert {entry["status"] for entry in json.loads(listed.out)} == {"finished"}
+
+
+def test_detached_stack_shares_one_worker_and_a_kill_stops_the_stack(
+    srat: Srat, srat_home: Path
+) -> None:
+    result = srat(
+        "run", "-p", "digits-ce", "--seeds", "0-1", "--stack", "--detach", "--json", *TINY,
+        "--set", "train.epochs=400",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    launched = json.loads(result.out)
+    assert len(launched) == 2 and len({entry["pid"] for entry in launched}) == 1
+    runs = [RunDir(srat_home / "runs" / entry["run_id"]) for entry in launched]
+    deadline = time.monotonic() + 120
+    while not all(run.metrics() for run in runs):  # both training, in one process
+        assert time.monotonic() < deadline, "the stack did not start training"
+        time.sleep(0.2)
+    assert {run.state()["pid"] for run in runs} == {launched[0]["pid"]}
+    assert runs[1].launch_record()["stack"] == [run.id for run in runs]
+    kill_run(runs[1], home=Home(srat_home))
+    wait_until_ended(runs, 60)
+    ends = [run.exit_record() for run in runs]
+    assert [reconcile(run) for run in runs] == ["killed", "killed"], ends
+    # each resumes alone from its own checkpoint (or from epoch 1, if none was written yet)
+    assert srat("runs", "resume", runs[0].id).code == 0
+    deadline = time.monotonic() + 60
+    while "resumed on cpu" not in runs[0].log_path.read_text():
+        assert time.monotonic() < deadline, "the resumed run did not start"
+        time.sleep(0.2)
+    assert runs[0].launch_record().get("stack") is None  # alone, in a worker of its own
+    assert reconcile(runs[1]) == "killed"
+    kill_run(runs[0], home=Home(srat_home))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--stack",), "give --seeds"),
+        (("--seeds", "0-1", "--stack", "--set", "method=TRADES"), "TRADES"),
+        (("--seeds", "0-1", "--stack", "--backend", "slurm"), "drop --stack"),
+    ],
+)
+def test_what_cannot_stack_is_refused_before_any_run_exists(
+    srat: Srat, srat_home: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = srat("run", "-p", "digits-ce", *args, *TINY)
+    assert result.code == 2
+    assert message in result.err and len(result.err_lines) == 1, result.err
+    assert not (srat_home / "runs").exists() or not any((srat_home / "runs").iterdir())
