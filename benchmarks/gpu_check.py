@@ -31,9 +31,11 @@ command and its output), and prints the summary:
    ``cifar10-exp100-srat-ldam`` runs of 3 epochs at once: aggregate images/s, TFLOP/s and
    the share of the bf16 peak, projected 200-epoch run and 11-method column), again with
    ``--mps`` for K > 1 (skipped, and said so, without ``nvidia-cuda-mps-control``), the
-   issue's targets checked against both; and packed against alone: ``digits-srat-ldam``
-   seeds 0-1 queued on one slot (one after another) and then on two (``--per-gpu 2``),
-   final robust accuracy per run side by side.
+   issue's targets checked against both, and with ``--stack`` for K > 1 (one process
+   training the K seeds as one stacked model); and packed against alone:
+   ``digits-srat-ldam`` seeds 0-1 queued on one slot (one after another), then on two
+   (``--per-gpu 2``), then as one stack (``--stack``), final robust accuracy per run side
+   by side.
 """
 
 from __future__ import annotations
@@ -244,7 +246,8 @@ def study(
 
 def targets(studies: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets against the best K of the studies that ran; one run and the
-    speed-ups are against the first study's K=1 (the MPS study has no K=1 of its own)."""
+    speed-ups are against the first study's K=1 (the MPS and stack studies have no K=1 of
+    their own)."""
     packs = [p for s in studies for p in s.get("packs", {}).values()]
     alone = studies[0].get("packs", {}).get("K=1")
     if not packs or alone is None:
@@ -270,16 +273,17 @@ def targets(studies: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def packed_vs_alone(log: Log, env: dict[str, str], device: str, *extra: str) -> dict[str, Any]:
-    """digits-srat-ldam seeds 0-1 one after another on one slot, then packed on two (`extra`:
-    more `srat run` arguments, e.g. --set for a quick try on a CPU)."""
+    """digits-srat-ldam seeds 0-1 one after another on one slot, then packed on two, then as
+    one stack (`extra`: more `srat run` arguments, e.g. --set for a quick try on a CPU)."""
     runs_root = Path(env["SRAT_HOME"]) / "runs"
     summary: dict[str, Any] = {
         "command": f"srat run --preset {PACKED_PRESET} --device {device} --seeds 0-1 --detach "
-        "--per-gpu P   (P = 1: alone, one after another; P = 2: packed)",
+        "--per-gpu P   (P = 1: alone, one after another; P = 2: packed), and --stack",
     }
-    for mode, per_gpu in (("alone", 1), ("packed", 2)):
+    modes = {"alone": ["--per-gpu", "1"], "packed": ["--per-gpu", "2"], "stacked": ["--stack"]}
+    for mode, placement in modes.items():
         args = [*SRAT, "run", "--preset", PACKED_PRESET, "--device", device, "--seeds", "0-1"]
-        args += ["--detach", "--per-gpu", str(per_gpu), "--json", *extra]
+        args += ["--detach", *placement, "--json", *extra]
         started = time.perf_counter()
         code, out = run(log, args, env, timeout=120)
         if code != 0:
@@ -304,12 +308,15 @@ def packed_vs_alone(log: Log, env: dict[str, str], device: str, *extra: str) -> 
             log.write(f"[{mode} seed {seed}: {run_id} {ended.get('status')}] {json.dumps(final)}")
             result[f"seed {seed}"] = final.get("rob_overall", ended.get("error"))
         summary[mode] = result
-    alone, packed = summary.get("alone", {}), summary.get("packed", {})
-    summary["packed_minus_alone"] = {
-        seed: round(packed[seed] - alone[seed], 2)
-        for seed in ("seed 0", "seed 1")
-        if isinstance(alone.get(seed), (int, float)) and isinstance(packed.get(seed), (int, float))
-    }
+    alone = summary.get("alone", {})
+    for mode in ("packed", "stacked"):
+        other = summary.get(mode, {})
+        summary[f"{mode}_minus_alone"] = {
+            seed: round(other[seed] - alone[seed], 2)
+            for seed in ("seed 0", "seed 1")
+            if isinstance(alone.get(seed), (int, float))
+            and isinstance(other.get(seed), (int, float))
+        }
     return summary
 
 
@@ -395,7 +402,13 @@ def main() -> None:
             summary["study_mps"] = study(
                 log, env, args.device, mps_counts, args.study_epochs, "--mps"
             )
-        summary["study_targets"] = targets([summary["study"], summary["study_mps"]])
+        summary["study_stack"] = study(
+            log, env, args.device, mps_counts, args.study_epochs, "--stack"
+        )
+        save()
+        summary["study_targets"] = targets(
+            [summary["study"], summary["study_mps"], summary["study_stack"]]
+        )
         save()
         summary["packed_vs_alone"] = packed_vs_alone(log, env, args.device)
         save()

@@ -195,6 +195,9 @@ def test_mps_start_failure_and_missing_binary(
         (["--study", "1", "--model", "small"], "--model"),
         (["--preset", "digits-ce"], "only with --study"),
         (["--mps", "--epochs", "2"], "--epochs, --mps: only with --study"),
+        (["--stack"], "--stack: only with --study"),
+        (["--study", "1,2", "--stack", "--mps"], "a --stack is one process"),
+        (["--study", "2", "--stack", "--set", "method=TRADES"], "TRADES"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -260,3 +263,16 @@ def test_cpu_study_end_to_end(srat: Srat, srat_home: Path, temp_root: Path) -> N
     # the runs lived in a temporary home, now gone; the user's home is untouched
     assert not Path(report["home"]).exists() and Path(report["home"]).parent == temp_root
     assert list(srat_home.iterdir()) == []
+
+
+def test_a_stacked_study_trains_each_k_in_one_worker(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    result = run_study(home, "digits-ce", [2], epochs=2, device="cpu", overrides=TINY, stacked=True)
+    (pack,) = result.packs
+    assert result.stacked and pack.per_device == 2 and len(pack.runs) == 2
+    runs = [RunDir(home.runs / timing.run_id) for timing in pack.runs]
+    pids = {run.launch_record()["pid"] for run in runs}
+    assert len(pids) == 1 and runs[0].launch_record()["stack"] == [r.id for r in runs]
+    # one stack, one epoch wall: each run's epochs took the stack's time
+    assert pack.runs[0].train_seconds == pack.runs[1].train_seconds
+    assert pack.images_per_s == pytest.approx(2 * pack.runs[0].images_per_s)

@@ -6,6 +6,9 @@ with K slots on the device, the way ``srat run --seeds 0-{K-1} --detach --per-gp
 ``--slots K`` on the CPU) launches them: the same engine functions (``config.prepare``,
 ``jobs.supervisor``), so the runs are real runs with their own processes, run directories and
 ``metrics.jsonl``. The K groups run one after another; nothing else is timed meanwhile.
+With ``stacked``, each K > 1 is one stack instead (``srat run --seeds 0-{K-1} --stack
+--detach``): one worker process that trains the K seeds as one stacked model
+(``training.stacked_trainer``) in one slot.
 
 What is measured, from each run's epoch records (``train_seconds``, ``eval_seconds``, timed
 by the run itself) and from when this process first saw each record (polled every
@@ -53,7 +56,7 @@ from srat_engine.config.seeds import seed_override
 from srat_engine.config.workload import evaluation_counts, pgd_training_forwards
 from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
-from srat_engine.jobs.supervisor import kill_run, launch_detached, resolve_devices
+from srat_engine.jobs.supervisor import kill_run, launch_detached, launch_stack, resolve_devices
 from srat_engine.models import build_model
 from srat_engine.models.flops import forward_flops
 from srat_engine.runs.home import Home
@@ -210,6 +213,7 @@ class StudyResult:
     device: str
     device_name: str
     mps: bool
+    stacked: bool  # each K > 1 one stacked process (`--stack`), not K processes
     epochs: int
     overrides: list[str]
     arch: str
@@ -386,6 +390,7 @@ def run_study(
     overrides: Sequence[str] = (),
     peak_tflops: float | None = None,
     mps: bool = False,
+    stacked: bool = False,
     timeout_s: float = 1800.0,
     project_epochs: int | None = None,
     column_runs: int = COLUMN_RUNS,
@@ -416,6 +421,8 @@ def run_study(
         key = assignment.partition("=")[0].strip()
         if key in _OWN_KEYS:
             raise SratError(f"--set {key} is the study's own: use {_OWN_KEYS[key]}")
+    if mps and stacked:
+        raise SratError("--mps shares a GPU between processes; a --stack is one process")
     target = study_device(device)
     if mps and not target.startswith("cuda"):
         raise SratError(f"--mps needs a CUDA device (got {target})")
@@ -441,6 +448,10 @@ def run_study(
         for seed in range(max(counts))
     ]
     config, resolved = runs_of[0].config, runs_of[0].resolved
+    if stacked and max(counts) > 1:
+        from srat_engine.config.stacking import check_stackable
+
+        check_stackable([item.config for item in runs_of])
     flops = forward_flops(
         build_model(config.model.arch, resolved.num_classes, resolved.input_shape),
         resolved.input_shape,
@@ -451,8 +462,11 @@ def run_study(
     packs: list[PackResult] = []
     with cuda_mps(home.root / "mps-log") if mps else nullcontext():
         for k in counts:
-            say(f"K={k}: {k} run(s) of {preset} at once on {target}, {epochs} epochs each")
-            seen, launched = _run_pack(home, runs_of[:k], target, k, timeout_s, poll_s)
+            how = "stacked in one process" if stacked and k > 1 else "at once"
+            say(f"K={k}: {k} run(s) of {preset} {how} on {target}, {epochs} epochs each")
+            seen, launched = _run_pack(
+                home, runs_of[:k], target, k, timeout_s, poll_s, stacked=stacked
+            )
             timings = [_timing(entry, launched, length, eval_counts) for entry in seen.values()]
             packs.append(_pack(k, timings, flops, config.attack.steps, peak, column_runs))
             say(f"K={k}: {packs[-1].images_per_s:,.1f} images/s (steady, all runs)")
@@ -466,6 +480,7 @@ def run_study(
         device=target,
         device_name=name,
         mps=mps,
+        stacked=stacked,
         epochs=epochs,
         overrides=list(base),
         arch=config.model.arch,
@@ -491,13 +506,19 @@ def _run_pack(
     k: int,
     timeout_s: float,
     poll_s: float,
+    *,
+    stacked: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], float]:
-    """Create and launch one run per prepared config with `k` slots on `device`, and poll
+    """Create and launch one run per prepared config with `k` slots on `device` (`stacked`:
+    the k runs as one stack, in one slot), and poll
     them until all have ended; returns, per run id, the run, its records and when each was
     first seen (time.monotonic), and when the pack was launched. StudyFailed for a run that
     did not finish or a pack that outlived `timeout_s`; every run still active is killed on
     the way out, however it is left (Ctrl-C included: the runs live in their own sessions)."""
+    stack = stacked and k > 1
     devices, per_device = resolve_devices(device=device, slots=k, per_gpu=k)
+    if stack:
+        devices, per_device = resolve_devices(device=device, slots=1, per_gpu=1)
     seen: dict[str, dict[str, Any]] = {}
     pids: list[int] = []
     launched = time.monotonic()
@@ -505,7 +526,11 @@ def _run_pack(
         for item in prepared:
             run = create_run(item, home.runs)
             seen[run.id] = {"run": run, "offset": 0, "records": [], "epochs": {}, "final": None}
-            pids.append(launch_detached(run, devices, per_device, home=home))
+            if not stack:
+                pids.append(launch_detached(run, devices, per_device, home=home))
+        if stack:
+            runs = [entry["run"] for entry in seen.values()]
+            pids.append(launch_stack(runs, devices, per_device, home=home))
         deadline = launched + timeout_s
         pending = set(seen)
         while pending:

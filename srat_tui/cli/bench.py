@@ -88,7 +88,8 @@ def _study_lines(result: StudyResult) -> list[str]:
     share = "" if result.peak_tflops is None else f"{result.peak_tflops:g} TFLOP/s, "
     rows = [
         f"srat bench --study: {result.preset} on {result.device} ({result.device_name}), "
-        f"{result.epochs} epochs per run, MPS {'on' if result.mps else 'off'}",
+        f"{result.epochs} epochs per run, MPS {'on' if result.mps else 'off'}"
+        + (", each K > 1 one stacked process" if result.stacked else ""),
         f"overrides: {' '.join(result.overrides) or '-'}; precision {result.precision}",
         f"{result.arch}: forward {result.forward_gflops:.4g} GFLOP/example, model FLOPs per "
         f"training example = {result.fwd_equivalents} forwards (PGD-{result.attack_steps})",
@@ -180,6 +181,14 @@ def bench(
             "--mps", help="share the GPU through a private CUDA MPS daemon", rich_help_panel=_STUDY
         ),
     ] = False,
+    stack: Annotated[
+        bool,
+        typer.Option(
+            "--stack",
+            help="each K > 1 as one process training the K seeds stacked (srat run --stack)",
+            rich_help_panel=_STUDY,
+        ),
+    ] = False,
     home: Annotated[
         Path | None,
         typer.Option(
@@ -215,9 +224,12 @@ def bench(
                 f"{', '.join(step_only)}: one step's options, not a --study's (it runs "
                 "--preset; --set changes its config)"
             )
-        _study(study, preset, epochs, device, overrides, peak_tflops, mps, home, timeout, as_json)
+        _study(
+            study, preset, epochs, device, overrides, peak_tflops, mps, stack, home, timeout,
+            as_json,
+        )  # fmt: skip
         return
-    study_only = given("preset", "epochs", "peak_tflops", "mps", "home", "timeout")
+    study_only = given("preset", "epochs", "peak_tflops", "mps", "stack", "home", "timeout")
     if study_only:
         raise SratError(f"{', '.join(study_only)}: only with --study K,K,... (e.g. --study 1,2,4)")
     if workers is not None and workers < 0:
@@ -250,6 +262,7 @@ def _study(
     overrides: list[str] | None,
     peak_tflops: float | None,
     mps: bool,
+    stack: bool,
     home: Path | None,
     timeout: float | None,
     as_json: bool,
@@ -275,6 +288,7 @@ def _study(
                 overrides=tuple(overrides or ()),
                 peak_tflops=peak_tflops,
                 mps=mps,
+                stacked=stack,
                 say=say,
                 **chosen,
             )
