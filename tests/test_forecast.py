@@ -143,6 +143,31 @@ def test_listings_get_starts_and_ends_for_queued_runs_only(tmp_path: Path) -> No
         assert "starts" not in with_queue_forecast(records, tmp_path, NOW)[1]
 
 
+def test_the_runs_of_a_stack_wait_on_its_first_run_s_ticket_and_share_its_forecast(
+    tmp_path: Path,
+) -> None:
+    stack = ["b0", "b1", "b2"]
+    records = [record("a", "running", device="cpu", epoch_seconds=2.0, ends=IN_100_S),
+               *(record(r, "queued") | {"stack": stack} for r in stack),
+               record("c", "queued")]  # fmt: skip
+    # one worker, one ticket for the stack (its first run's); c queued behind it
+    with queue_of_real_waiters(tmp_path, "a", ["b0", "c"]):
+        shown = with_queue_forecast(records, tmp_path, NOW)
+    starts = {r["id"]: r.get("starts") for r in shown}
+    assert (
+        starts["b0"] == starts["b1"] == starts["b2"] == (NOW + timedelta(seconds=110)).isoformat()
+    )
+    assert shown[2]["ends"] == shown[1]["ends"]
+    assert starts["c"] == (NOW + timedelta(seconds=140)).isoformat()  # after the stack's 30 s
+    assert queue_summary(shown, NOW) is not None and queue_summary(shown, NOW).startswith(
+        "4 waiting"
+    )
+    # a stack whose first run has ended (its ticket nobody's) gives the others no place
+    records[1]["status"] = "finished"
+    with queue_of_real_waiters(tmp_path, "a", ["b0"]):
+        assert "starts" not in with_queue_forecast(records, tmp_path, NOW)[2]
+
+
 @pytest.mark.parametrize("content", ["", "{not json", '{"slots": "cpu-0"}'])
 def test_unreadable_tickets_and_empty_slots_are_skipped(tmp_path: Path, content: str) -> None:
     (tmp_path / "queue").mkdir()

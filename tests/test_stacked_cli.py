@@ -74,6 +74,8 @@ def test_detached_stack_shares_one_worker_and_a_kill_stops_the_stack(
     wait_until_ended(runs, 60)
     ends = [run.exit_record() for run in runs]
     assert [reconcile(run) for run in runs] == ["killed", "killed"], ends
+    shown = srat("runs", "show", runs[1].id)
+    assert f"stack    one process with {runs[0].id}: a kill stops them all" in shown.out
     # each resumes alone from its own checkpoint (or from epoch 1, if none was written yet)
     assert srat("runs", "resume", runs[0].id).code == 0
     deadline = time.monotonic() + 60
@@ -82,6 +84,7 @@ def test_detached_stack_shares_one_worker_and_a_kill_stops_the_stack(
         time.sleep(0.2)
     assert runs[0].launch_record().get("stack") is None  # alone, in a worker of its own
     assert reconcile(runs[1]) == "killed"
+    assert "stack    " not in srat("runs", "show", runs[0].id).out
     kill_run(runs[0], home=Home(srat_home))
 
 

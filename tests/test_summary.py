@@ -41,7 +41,7 @@ def epoch_record(epoch: int, std: float, rob: float | None) -> dict[str, Any]:
 def test_columns_are_the_record_fields_in_display_order(tmp_path: Path) -> None:
     record = summarize_run(make_run(tmp_path))
     assert tuple(record) == summary_columns
-    assert summary_columns[:2] == ("id", "status") and len(set(summary_columns)) == 37
+    assert summary_columns[:2] == ("id", "status") and len(set(summary_columns)) == 38
     # where the run runs: local unless its state.json says otherwise
     assert (record["backend"], record["slurm_job_id"], record["node"]) == ("local", None, None)
 

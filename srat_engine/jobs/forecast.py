@@ -288,11 +288,16 @@ def with_queue_forecast(
     records: Sequence[dict[str, Any]], slots_root: Path, now: datetime
 ) -> list[dict[str, Any]]:
     """`records` with each queued local run's `starts` and `ends` (UTC ISO) filled in from
-    `queue_forecast` (new dicts for those; the others as they are)."""
+    `queue_forecast` (new dicts for those; the others as they are). The runs of a stack
+    (`srat run --stack`: the record's `stack`) wait as one, on their first run's ticket, and
+    share its forecast: they start and train together."""
     forecast = queue_forecast(slots_root, records, now)
     out = []
     for record in records:
         known = forecast.get(str(record.get("id")))
+        stack = record.get("stack")
+        if known is None and record.get("status") == "queued" and isinstance(stack, list):
+            known = forecast.get(str(stack[0])) if stack else None
         if known is None:
             out.append(record)
         else:

@@ -59,6 +59,7 @@ summary_columns: tuple[str, ...] = (
     "backend",
     "slurm_job_id",
     "node",
+    "stack",
     "error",
     "config_key",
 )
@@ -100,6 +101,14 @@ def _meta(run: RunDir) -> dict[str, Any]:
     except (AttributeError, TypeError):
         # meta.json that is valid JSON but not an object (RunDir.meta assumes a dict)
         return {"tags": [], "notes": []}
+
+
+def _stack(run: RunDir) -> list[str] | None:
+    """The run ids of the stack the run was last launched in (itself included), else None."""
+    stack = run.launch_record().get("stack")
+    if isinstance(stack, list) and len(stack) > 1 and all(isinstance(i, str) for i in stack):
+        return stack
+    return None
 
 
 def _training_ends(records: list[dict[str, Any]], epochs: Any) -> str | None:
@@ -172,6 +181,9 @@ def summarize_run(run: RunDir, records: list[dict[str, Any]] | None = None) -> d
         "backend": state.get("backend") or "local",
         "slurm_job_id": state.get("slurm_job_id"),
         "node": state.get("node"),
+        # the runs trained with it in one process (`srat run --stack`), as its last launch
+        # says: a resume trains it alone
+        "stack": _stack(run),
         "error": exit_record.get("error") or config_error,
         **metrics,
         # `srat eval` results (eval.json): AutoAttack accuracy and the gradient-masking verdict

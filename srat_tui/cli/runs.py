@@ -231,6 +231,9 @@ def runs_show(
     slurm_line = _slurm_line(run, summary)
     if slurm_line:
         console.print(inert(slurm_line))
+    stack_line = _stack_line(run.id, summary)
+    if stack_line:
+        console.print(inert(stack_line))
     best_line = _best_line(run, records, doc)
     if best_line:
         console.print(inert(best_line))
@@ -307,6 +310,18 @@ def _queue_line(summary: dict[str, Any]) -> str | None:
     if left is None:
         return line + "; no pace of its model, dataset and device to end it by yet"
     return line + f", training end ~{summary['ends']} (in {left}), then the final evaluation"
+
+
+def _stack_line(run_id: str, summary: dict[str, Any]) -> str | None:
+    """For a run launched in a stack (`srat run --stack`): which runs share its process."""
+    stack = summary.get("stack")
+    if not stack:
+        return None
+    others = ", ".join(str(other) for other in stack if other != run_id)
+    return (
+        f"stack    one process with {others}: a kill stops them all; each resumes alone "
+        "from its own checkpoint"
+    )
 
 
 def _best_line(run: RunDir, records: list[dict[str, Any]], doc: dict[str, Any]) -> str | None:
