@@ -218,3 +218,32 @@ def test_what_does_not_stack_is_refused_with_its_reason(tmp_path: Path) -> None:
         check_stackable([config()])
     with pytest.raises(SratError, match="TRADES"):
         check_stackable([config("method=TRADES", "seed=0"), config("method=TRADES", "seed=1")])
+
+
+@pytest.mark.cuda
+def test_a_stacked_cuda_step_never_syncs_with_the_host(tmp_path: Path) -> None:
+    runs = seed_runs(tmp_path / "runs", "digits-srat-ldam", [0, 1, 2])
+    trainers = [Trainer(run, torch.device("cuda")) for run in runs]
+    for trainer in trainers:
+        trainer.begin_run(resume=False)
+    step = StackedTrainStep([t.train_step for t in trainers])
+    plans = [t.plan_epoch(t.config.train.epochs - 1) for t in trainers]
+
+    def one_step() -> None:
+        step(
+            [t.train_step for t in trainers],
+            [t.data.train_x[p.batches[0]] for t, p in zip(trainers, plans, strict=True)],
+            [t.data.train_y[p.batches[0]] for t, p in zip(trainers, plans, strict=True)],
+            class_w=plans[0].class_w,
+            use_gair=plans[0].use_gair,
+            lam=plans[0].lam,
+            sums=[p.position.sums for p in plans],
+        )
+
+    one_step()  # warm-up: cuDNN autotuning may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        one_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
