@@ -91,7 +91,8 @@ def test_detached_stack_shares_one_worker_and_a_kill_stops_the_stack(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--stack",), "give --seeds"),
+        (("--stack",), "give two or more with --seeds"),
+        (("--seeds", "0,0", "--stack"), "give two or more with --seeds"),
         (("--seeds", "0-1", "--stack", "--set", "method=TRADES"), "TRADES"),
         (("--seeds", "0-1", "--stack", "--backend", "slurm"), "drop --stack"),
     ],

@@ -285,7 +285,10 @@ def run(
     per_seed = [(seed_override(seed),) for seed in parse_seeds(seeds)] if seeds else [()]
     count = max(len(names), 1) * len(per_seed)
     if stack and len(per_seed) < 2:
-        raise SratError("--stack trains the seeds of a configuration together: give --seeds")
+        raise SratError(
+            "--stack trains the seeds of a configuration together: give two or more with "
+            "--seeds (e.g. --seeds 0-3)"
+        )
     if stack and on_slurm:
         raise SratError("--stack runs on this machine (in the foreground or --detach); a Slurm "
                         "job trains one run: drop --stack or --backend slurm")  # fmt: skip
@@ -317,7 +320,9 @@ def run(
             _print_dry_run(item, as_json)
         if not as_json:
             placement = (gpus, slots, per_gpu) if detach else None
-            stdout_console().print(inert(f"time     {_outlook_line(prepared, home, placement)}"))
+            # a stack waits for one slot and trains its seeds together: its first run's time
+            timed = [group[0] for group in stacks] if stack else prepared
+            stdout_console().print(inert(f"time     {_outlook_line(timed, home, placement)}"))
         return
     if options is not None:
         _submit_to_slurm(prepared, home, options, as_json)
