@@ -582,3 +582,36 @@ async def test_runs_per_device_packs_the_launched_runs(stop_runs: None) -> None:
     for run_id in app.result:
         launch = RunDir(context.runs_root / run_id).launch_record()
         assert (launch["devices"], launch["per_device"]) == (["cpu"], 2)
+
+
+@scenario
+async def test_stack_seeds_launches_one_worker_for_the_seeds(stop_runs: None) -> None:
+    """`stack seeds` on: the seeds as one stack (`srat run --seeds 0,1 --stack`), checked as
+    the CLI checks it (two seeds or more, a method that stacks), one worker for both."""
+    context = make_context()
+    app = Host(context)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await fill_fast_run(pilot, "0")
+        screen = await set_field(pilot, "stack", "true")
+        assert screen.validation is not None and not screen.validation.ok
+        assert "give two or more seeds" in text_of(screen.query_one("#newrun-error", Static))
+        await set_field(pilot, "seeds", "0,1")
+        await set_field(pilot, "loss", "ce")
+        screen = await set_field(pilot, "scheme", "trades")
+        assert "cannot stack TRADES runs" in text_of(screen.query_one("#newrun-error", Static))
+        await set_field(pilot, "loss", "ldam")
+        screen = await set_field(pilot, "scheme", "srat")
+        validation = screen.validation
+        assert validation is not None and validation.ok and validation.stack, validation
+        command = text_of(screen.query_one("#newrun-command", Static))
+        assert "--seeds 0,1 --stack" in command and "once per seed" not in command
+        assert "stacked: one process, one slot" in text_of(screen.query_one("#newrun-cost"))
+        await set_field(pilot, "backend", "slurm")
+        assert not screen.query_one("#stack").display  # a Slurm job trains one run
+        await set_field(pilot, "backend", "local")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.screen is not screen, timeout=30)
+    assert app.result is not None and len(app.result) == 2
+    launches = [RunDir(context.runs_root / run_id).launch_record() for run_id in app.result]
+    assert len({launch["pid"] for launch in launches}) == 1
+    assert launches[0]["stack"] == app.result

@@ -43,12 +43,13 @@ from srat_engine.config.prepare import PreparedRun, create_run, prepare
 from srat_engine.config.presets import describe, list_presets
 from srat_engine.config.schema import DataConfig, ReatConfig, RunConfig
 from srat_engine.config.seeds import parse_seeds, seed_override
+from srat_engine.config.stacking import check_stackable
 from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
 from srat_engine.jobs.forecast import LaunchOutlook, launch_outlook, planned_run
 from srat_engine.jobs.slurm import SlurmSubmission, check_submission, create_and_submit
 from srat_engine.jobs.slurm_options import DEFAULT_TIME, SlurmOptions, load_defaults, slurm_options
-from srat_engine.jobs.supervisor import launch_detached, resolve_devices
+from srat_engine.jobs.supervisor import launch_detached, launch_stack, resolve_devices
 from srat_engine.runs.home import Home
 from srat_tui.render.format import inert, inert_text
 from srat_tui.render.run import evaluation_cadence, like_runs, time_line, workload_line
@@ -63,7 +64,7 @@ TFA_MODES: tuple[str, ...] = get_args(ReatConfig.model_fields["tfa_mode"].annota
 BACKENDS: tuple[str, ...] = ("local", "slurm")
 SLURM_FIELDS = ("partition", "time", "gpus_per_run")  # slurm_options' names
 # Where the runs go, not what they are: no preset sets these, so choosing another keeps them.
-LAUNCH_FIELDS = ("backend", "per_device", *SLURM_FIELDS)
+LAUNCH_FIELDS = ("backend", "per_device", "stack", *SLURM_FIELDS)
 _BAR_WIDTH = 30
 
 
@@ -147,6 +148,7 @@ class FormValues:
     robal_tau_b: str = ""
     robal_tau_p: str = ""
     per_device: str = ""  # runs at once on each device (local): --per-gpu, or --slots on a CPU
+    stack: str = ""  # "true": the seeds as one stacked process (local: `srat run --stack`)
 
 
 def format_budget(value: float) -> str:
@@ -331,6 +333,7 @@ class Validation:
     seeds: tuple[int, ...] = ()
     devices: tuple[str, ...] = ()
     per_device: int = 1
+    stack: bool = False  # the seeds train as one stack (`config.stacking`), in one slot
     slurm: SlurmOptions | None = None  # set: the runs go to Slurm with these options
     error: str | None = None
     # launched now, behind the local queue (`jobs.forecast.launch_outlook`), as of checked_at
@@ -381,6 +384,12 @@ def check_form(
         devices, per_device = resolve_devices(
             gpus=choice.gpus, device=choice.device, slots=at_once, per_gpu=at_once
         )
+        stack = values.stack == "true"
+        if stack:
+            if len(seeds) < 2:
+                raise SratError("stack seeds: give two or more seeds (e.g. 0,1,2)")
+            configs = [prepared.config.model_copy(update={"seed": seed}) for seed in seeds]
+            check_stackable(configs)
     except SratError as err:
         return replace(result, error=str(err))
     except Exception as err:  # a form must never take the app down
@@ -391,6 +400,7 @@ def check_form(
         seeds=tuple(seeds),
         devices=tuple(devices),
         per_device=per_device,
+        stack=stack,
     )
     return with_outlook(checked, home, now or datetime.now(timezone.utc))
 
@@ -401,7 +411,8 @@ def with_outlook(validation: Validation, home: Home, now: datetime) -> Validatio
     unreadable index or queue leaves the outlook out: the form still launches."""
     assert validation.prepared is not None
     plan = planned_run(validation.prepared, validation.devices, validation.per_device)
-    planned = [plan] * max(1, len(validation.seeds))
+    # a stack waits for one slot and trains its seeds together: one run's time
+    planned = [plan] * (1 if validation.stack else max(1, len(validation.seeds)))
     try:
         outlook = launch_outlook(planned, home.slots, home.index.all(), now)
     except (SratError, OSError):
@@ -422,10 +433,15 @@ def _prepare_seeds(validation: Validation, preset: str, home: Home) -> list[Prep
 
 
 def launch_runs(validation: Validation, preset: str, context: AppContext) -> list[str]:
-    """Create and start one detached run per seed; every seed is validated before any run
-    directory is created, as `srat run --detach` does."""
+    """Create and start one detached run per seed (or, stacked, one worker for them all);
+    every seed is validated before any run directory is created, as `srat run --detach`
+    does."""
     home = context.home
     prepared = _prepare_seeds(validation, preset, home)
+    if validation.stack:
+        runs = [create_run(item, context.runs_root) for item in prepared]
+        launch_stack(runs, list(validation.devices), validation.per_device, home=home)
+        return [run.id for run in runs]
     launched: list[str] = []
     for item in prepared:
         run = create_run(item, context.runs_root)
@@ -452,7 +468,9 @@ def command_line(preset: str, validation: Validation) -> str:
     parts = ["srat", "run", "--preset", preset]
     for assignment in validation.overrides:
         parts += ["--set", assignment]
-    if validation.seeds:
+    if validation.stack:
+        parts += ["--seeds", ",".join(map(str, validation.seeds)), "--stack"]
+    elif validation.seeds:
         parts += ["--set", seed_override(validation.seeds[0])]
     options = validation.slurm
     if options is not None:
@@ -474,7 +492,7 @@ def command_line(preset: str, validation: Validation) -> str:
             packing = "--slots" if validation.devices == ("cpu",) else "--per-gpu"
             parts += [packing, str(validation.per_device)]
     text = shlex.join(parts)
-    if len(validation.seeds) > 1:
+    if len(validation.seeds) > 1 and not validation.stack:
         text += f"   (once per seed: {', '.join(map(str, validation.seeds))})"
     return text
 
@@ -528,7 +546,8 @@ def cost_lines(validation: Validation) -> RenderableType:
     lines.append(Text(f"      eval PGD-{config.eval.steps}{evaluation_cadence(workload)}"))
     seeds = len(validation.seeds)
     if seeds > 1:
-        lines.append(Text(f"      for each of {seeds} seeds (a run each)"))
+        stacked = ", stacked: one process, one slot" if validation.stack else ""
+        lines.append(Text(f"      for each of {seeds} seeds (a run each{stacked})"))
     if validation.outlook is not None and validation.checked_at is not None:
         when = time_line(validation.outlook, validation.like, validation.checked_at, queued=True)
         lines.append(Text(f"      {when}"))
@@ -691,6 +710,9 @@ class NewRunScreen(Screen[list[str] | None]):
                     "runs per device",
                     "at once on each device: 1, 2, 4 (--per-gpu, --slots)",
                     classes="-local",
+                )
+                yield from self._select(
+                    "stack", [("off", "false"), ("on", "true")], "stack seeds", classes="-local"
                 )
                 # shown for the slurm backend only (`-slurm`); placeholders filled on mount
                 yield from self._input("partition", "partition", "", classes="-slurm")
