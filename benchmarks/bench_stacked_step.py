@@ -7,9 +7,10 @@ process: the ratio says what stacking (`srat run --stack`) buys per step on this
 The runs are `cifar10-exp100-srat-ldam` on synthetic 32x32 data (balanced, 200 per class:
 only the shapes matter), built as a run builds them (`Trainer.begin_run`), each in its last
 epoch (DRCB's class weights and the separation term acting); a step is one batch of each run.
-Both ways run in alternation, `--repeats` times, after one untimed step each; the median per
-step is reported, with the ratio alone / stacked (> 1: stacking is faster). On CUDA each
-timing ends with a synchronize; the runs alone replay their CUDA graphs as runs do.
+Both ways run in alternation, `--repeats` times, after four untimed steps each (on CUDA:
+three warm-ups and the capture); the median per step is reported, with the ratio alone /
+stacked (> 1: stacking is faster). On CUDA each timing ends with a synchronize, and both ways
+replay CUDA graphs as runs do.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 from srat_engine.config.prepare import create_run, prepare
 from srat_engine.runs.home import Home
+from srat_engine.training.graphs import graphed_stacked_step
 from srat_engine.training.stacked_step import StackedTrainStep
 from srat_engine.training.trainer import EpochPlan, Trainer
 
@@ -72,7 +74,8 @@ def measure(args: argparse.Namespace, home: Home) -> None:
         trainer = Trainer(create_run(prepared, home.runs), device)
         trainer.begin_run(resume=False)
         trainers.append(trainer)
-    stacked = StackedTrainStep([t.train_step for t in trainers])
+    steps = [t.train_step for t in trainers]
+    stacked = graphed_stacked_step(StackedTrainStep(steps), steps)  # CUDA graphs on CUDA
     last = trainers[0].config.train.epochs - 1
     plans: list[EpochPlan] = [t.plan_epoch(last) for t in trainers]
     lead = plans[0]
@@ -102,8 +105,9 @@ def measure(args: argparse.Namespace, home: Home) -> None:
             torch.cuda.synchronize(device)
         return time.perf_counter() - started
 
-    alone()
-    together()  # untimed: allocation, autotuning, graph capture
+    for _ in range(4):  # untimed: allocation, autotuning, CUDA-graph warm-up and capture
+        alone()
+        together()
     times: dict[str, list[float]] = {"alone": [], "stacked": []}
     for _ in range(args.repeats):
         times["alone"].append(timed(alone))

@@ -5,16 +5,17 @@ the evaluation attack (`evaluation/graphs.py`). Per key (whatever the kernels ba
 batch shape, Python floats such as the learning rate), the first ``warmup`` calls run eagerly
 on a side stream (torch.cuda.graph's documented warm-up: lazily made cuBLAS/cuDNN handles and
 workspaces must belong to a stream other than the default one before a capture), the next one
-is captured (``torch.cuda.graph``), and every later one is a replay. The caller's generator is
-registered with each graph, so a replay draws fresh random numbers from the generator's
-advancing offset as the eager call would. The first failed capture turns capture off for the
-rest of the run: every later call is eager, and ``on_fallback`` is told why once.
+is captured (``torch.cuda.graph``), and every later one is a replay. The caller's generators
+(one, or a stacked step's one per run) are registered with each graph, so a replay draws fresh
+random numbers from each generator's advancing offset as the eager call would. The first
+failed capture turns capture off for the rest of the run: every later call is eager, and
+``on_fallback`` is told why once.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -39,7 +40,7 @@ class GraphBackend(Protocol):
         self,
         graph: Graph,
         device: torch.device,
-        generator: torch.Generator | None,
+        generators: Sequence[torch.Generator],
         body: Callable[[], None],
     ) -> None: ...
 
@@ -47,7 +48,7 @@ class GraphBackend(Protocol):
 
 
 class CudaGraphs:
-    """`torch.cuda.graph` capture, with the caller's generator registered with the graph."""
+    """`torch.cuda.graph` capture, with the caller's generators registered with the graph."""
 
     def __init__(self) -> None:
         self._side_streams: dict[torch.device, torch.cuda.Stream] = {}
@@ -62,14 +63,15 @@ class CudaGraphs:
         self,
         graph: Graph,
         device: torch.device,
-        generator: torch.Generator | None,
+        generators: Sequence[torch.Generator],
         body: Callable[[], None],
     ) -> None:
         assert isinstance(graph, torch.cuda.CUDAGraph)
         register = getattr(graph, "register_generator_state", None)
-        if register is not None and generator is not None:
+        if register is not None:
             with torch.cuda.device(device):
-                register(generator)
+                for generator in generators:
+                    register(generator)
         torch.cuda.synchronize(device)
         try:
             with torch.cuda.graph(graph):
@@ -110,7 +112,7 @@ class GraphCache(Generic[Static]):
     def __init__(
         self,
         device: torch.device,
-        generator: torch.Generator | None,
+        generator: torch.Generator | Sequence[torch.Generator] | None,
         *,
         warmup: int,
         keep: int,
@@ -121,7 +123,13 @@ class GraphCache(Generic[Static]):
     ) -> None:
         self.device = device
         self.capture = capture
-        self.generator = generator
+        # the generators the captured work draws from: registered with every graph
+        if generator is None:
+            self.generators: tuple[torch.Generator, ...] = ()
+        elif isinstance(generator, torch.Generator):
+            self.generators = (generator,)
+        else:
+            self.generators = tuple(generator)
         self.warmup = warmup
         self.keep = keep
         self.what = what
@@ -175,7 +183,7 @@ class GraphCache(Generic[Static]):
         while len(self._graphs) >= self.keep:
             self._graphs.popitem(last=False)
         try:
-            self.backend.capture(graph, self.device, self.generator, lambda: body(static))
+            self.backend.capture(graph, self.device, self.generators, lambda: body(static))
         except Exception as err:  # capture is an optimisation: any failure means eager calls
             self.failed = f"{type(err).__name__}: {err}"
             if self.on_fallback is not None:

@@ -10,7 +10,7 @@ tests check those on a GPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -46,7 +46,7 @@ class EmulatedGraphs:
         self,
         graph: EmulatedGraph,  # type: ignore[override]
         device: torch.device,
-        generator: torch.Generator | None,
+        generators: Sequence[torch.Generator],
         body: Callable[[], None],
     ) -> None:
         if self.fail is not None:

@@ -9,11 +9,14 @@ from typing import Any
 import pytest
 import torch
 from fake_runs import TINY_RUN, prepare_from_env
+from graph_emulation import EmulatedGraphs
 
 from srat_engine.config.prepare import create_run
 from srat_engine.config.stacking import check_stackable, stack_refusal
 from srat_engine.errors import RunInterrupted, SratError
+from srat_engine.graph_capture import CUDA_GRAPHS
 from srat_engine.runs.rundir import RunDir
+from srat_engine.training.graphs import GraphedStackedStep
 from srat_engine.training.stacked_step import StackedTrainStep
 from srat_engine.training.stacked_trainer import StackedTrainer, execute_stacked
 from srat_engine.training.trainer import EpochPlan, Trainer, execute
@@ -139,6 +142,71 @@ def test_one_stacked_epoch_on_cuda_trains_as_each_run_alone(tmp_path: Path, prec
     result = train_one_epoch_both_ways(runs, torch.device("cuda"))
     tolerance = {"rtol": 1e-3, "atol": 1e-3} if precision == "fp32" else {"rtol": 0.1, "atol": 0.05}
     assert_trained_alike(*result, tolerance)
+
+
+@pytest.mark.parametrize(
+    "where", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)], ids=["emulated", "cuda"]
+)
+def test_graphed_stacked_steps_replay_exactly_the_eager_stacked_steps(
+    tmp_path: Path, where: str
+) -> None:
+    """The CUDA-graph bookkeeping of a stack, on the CPU stand-in (`tests/graph_emulation.py`)
+    and on a GPU for real: 3 warm-ups, a capture, replays; a run leaving the stack makes a new
+    graph of the others; every replay copies each run's batch in and adds its sums out, so
+    training is the eager stacked step's (bit for bit emulated; to rounding on a GPU, with
+    cuDNN's deterministic kernels both ways)."""
+    runs = seed_runs(tmp_path / "runs", "digits-srat-ldam", [0, 1, 2], "train.precision=fp32")
+    device = torch.device(where)
+    backend: Any = EmulatedGraphs() if where == "cpu" else CUDA_GRAPHS
+    torch.backends.cudnn.deterministic = where == "cuda"
+    try:
+        eager, graphed = ([Trainer(run, device) for run in runs] for _ in range(2))
+        for trainer in (*eager, *graphed):
+            trainer.begin_run(resume=False)
+        eager_step = StackedTrainStep([t.train_step for t in eager])
+        graphed_step = GraphedStackedStep(
+            StackedTrainStep([t.train_step for t in graphed]),
+            [t.train_step for t in graphed],
+            backend=backend,
+        )
+        last = eager[0].config.train.epochs - 1
+        plans = {"eager": [t.plan_epoch(last) for t in eager],
+                 "graphed": [t.plan_epoch(last) for t in graphed]}  # fmt: skip
+        batch = plans["eager"][0].batches[0]  # the same indices every step: one shape, one key
+
+        def train(trainers: list[Trainer], step: Any, kind: str, members: list[int]) -> None:
+            chosen = [trainers[k] for k in members]
+            step(
+                [t.train_step for t in chosen],
+                [t.data.train_x[batch] for t in chosen],
+                [t.data.train_y[batch] for t in chosen],
+                class_w=plans[kind][0].class_w,
+                use_gair=False,
+                lam=plans[kind][0].lam,
+                sums=[plans[kind][k].position.sums for k in members],
+            )
+
+        schedule = [[0, 1, 2]] * 6 + [[0, 2]] * 5  # run 1 leaves the stack after 6 steps
+        for members in schedule:
+            train(eager, eager_step, "eager", members)
+            train(graphed, graphed_step, "graphed", members)
+        if where == "cuda":
+            torch.cuda.synchronize()
+    finally:
+        torch.backends.cudnn.deterministic = False
+    assert graphed_step.graphs.failed is None and graphed_step.graphs.captured == 2
+    if where == "cpu":
+        assert backend.side_stream_runs == 6
+        assert [graph.replays for graph in backend.graphs] == [3, 2]
+    tolerance = {"rtol": 0.0, "atol": 0.0} if where == "cpu" else {"rtol": 1e-5, "atol": 1e-5}
+    for e, g, pe, pg in zip(eager, graphed, plans["eager"], plans["graphed"], strict=True):
+        torch.testing.assert_close(pe.position.sums, pg.position.sums, **tolerance)
+        for (name, we), (_, wg) in zip(
+            e.model.state_dict().items(), g.model.state_dict().items(), strict=True
+        ):
+            torch.testing.assert_close(wg, we, **tolerance, msg=lambda m, k=name: f"{k}: {m}")
+        # each generator advanced by the same draws, replayed or not
+        assert torch.equal(e.generator.get_state(), g.generator.get_state())
 
 
 def test_stacked_runs_record_what_each_records_alone(tmp_path: Path) -> None:

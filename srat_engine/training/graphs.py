@@ -20,7 +20,7 @@ the eager fallback are `srat_engine.graph_capture`'s, shared with the evaluation
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,8 @@ import torch
 from srat_engine.config.schema import TrainConfig
 from srat_engine.graph_capture import CUDA_GRAPHS, GraphBackend, GraphCache
 
-if TYPE_CHECKING:  # the step is built by training/step.py; only its type is needed here
+if TYPE_CHECKING:  # the steps are built by training/step.py and stacked_step.py
+    from srat_engine.training.stacked_step import StackedTrainStep
     from srat_engine.training.step import TrainStep
 
 
@@ -141,3 +142,104 @@ def graphed_step(
     if uses_cuda_graphs(step.config.train, step.device):
         return GraphedTrainStep(step, on_fallback=on_fallback)
     return step
+
+
+@dataclass
+class _StackStatic:
+    xs: list[torch.Tensor]
+    ys: list[torch.Tensor]
+    class_w: torch.Tensor | None
+    sums: list[torch.Tensor]
+
+
+class GraphedStackedStep:
+    """Calls like :class:`StackedTrainStep`; on CUDA, steps after warm-up are graph replays,
+    as :class:`GraphedTrainStep` replays a lone run's. Every run's generator is registered with
+    each graph (each replay draws each run's crops, flips and attack starts afresh). The key
+    holds each run's batch shape, so a run that leaves the stack makes a new graph of the
+    others."""
+
+    def __init__(
+        self,
+        stacked: StackedTrainStep,
+        steps: Sequence[TrainStep],
+        *,
+        warmup: int = 3,
+        keep: int = 4,
+        on_fallback: Callable[[str], None] | None = None,
+        backend: GraphBackend = CUDA_GRAPHS,
+    ) -> None:
+        self.stacked = stacked
+        self.graphs: GraphCache[_StackStatic] = GraphCache(
+            steps[0].device,
+            [step.generator for step in steps],
+            warmup=warmup,
+            keep=keep,
+            what="stacked training steps",
+            on_fallback=on_fallback,
+            backend=backend,
+        )
+
+    def __call__(
+        self,
+        steps: Sequence[TrainStep],
+        xs: Sequence[torch.Tensor],
+        ys: Sequence[torch.Tensor],
+        *,
+        class_w: torch.Tensor | None = None,
+        use_gair: bool = False,
+        lam: float = 0.0,
+        sums: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        switches = {"use_gair": use_gair, "lam": lam}
+
+        def eager() -> None:
+            self.stacked(steps, xs, ys, class_w=class_w, sums=sums, **switches)
+
+        def build() -> _StackStatic:
+            device = steps[0].device
+            return _StackStatic(
+                xs=[x.clone() for x in xs],
+                ys=[y.clone() for y in ys],
+                class_w=class_w.clone() if class_w is not None else None,
+                sums=[torch.zeros(4, device=device) for _ in steps],
+            )
+
+        def body(static: _StackStatic) -> None:
+            for run_sums in static.sums:
+                run_sums.zero_()
+            self.stacked(
+                steps, static.xs, static.ys, class_w=static.class_w, sums=static.sums, **switches
+            )
+
+        key = None
+        if self.graphs.enabled:
+            lrs = tuple(float(g["lr"]) for step in steps for g in step.optimizer.param_groups)
+            # one shape per run: a run that leaves the stack (runs only leave) changes the key
+            shapes = tuple(tuple(x.shape) for x in xs)
+            key = (shapes, xs[0].dtype, class_w is None, use_gair, lam, lrs)
+        replay = self.graphs.prepare(key, eager, build, body)
+        if replay is None:
+            return
+        static = replay.static
+        for held, x in zip(static.xs, xs, strict=True):
+            held.copy_(x)
+        for held, y in zip(static.ys, ys, strict=True):
+            held.copy_(y)
+        if class_w is not None and static.class_w is not None:
+            static.class_w.copy_(class_w)
+        replay.graph.replay()
+        if sums is not None:
+            for run_sums, held in zip(sums, static.sums, strict=True):
+                run_sums += held
+
+
+def graphed_stacked_step(
+    stacked: StackedTrainStep,
+    steps: Sequence[TrainStep],
+    on_fallback: Callable[[str], None] | None = None,
+) -> StackedTrainStep | GraphedStackedStep:
+    """``stacked`` replayed as CUDA graphs where :func:`uses_cuda_graphs` says so."""
+    if uses_cuda_graphs(steps[0].config.train, steps[0].device):
+        return GraphedStackedStep(stacked, steps, on_fallback=on_fallback)
+    return stacked

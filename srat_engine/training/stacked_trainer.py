@@ -24,6 +24,7 @@ from srat_engine.runs.liveness import HEARTBEAT_S
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import record_in_index
 from srat_engine.training.device import pick_device
+from srat_engine.training.graphs import GraphedStackedStep, graphed_stacked_step
 from srat_engine.training.stacked_step import StackedTrainStep
 from srat_engine.training.trainer import (
     EpochPlan,
@@ -89,12 +90,19 @@ class StackedTrainer:
                     f"runs {lead.run.id} and {trainer.run.id} resolve to different data or "
                     "class weights: they cannot share one stack"
                 )
-        step = StackedTrainStep([trainer.train_step for trainer in self.trainers])
+        steps = [trainer.train_step for trainer in self.trainers]
+
+        def fallback(message: str) -> None:
+            for trainer in self.trainers:
+                trainer.run.log(message)
+
+        step = graphed_stacked_step(StackedTrainStep(steps), steps, on_fallback=fallback)
+        graphs = "on" if isinstance(step, GraphedStackedStep) else "off"
         others = len(self.trainers) - 1
         for trainer in self.trainers:
             trainer.run.log(
                 f"stacked with {others} other run(s): the training steps run as one "
-                "stacked model (eager: no CUDA graphs, no BatchNorm folding)"
+                f"stacked model, CUDA graphs {graphs}"
             )
         for epoch in range(lead.start_epoch, lead.config.train.epochs):
             if not self.live:
