@@ -30,9 +30,9 @@ command and its output), and prints the summary:
 5. several runs on one GPU (section ``study``): ``srat bench --study 1,2,4`` (K synthetic
    ``cifar10-exp100-srat-ldam`` runs of 3 epochs at once: aggregate images/s, TFLOP/s and
    the share of the bf16 peak, projected 200-epoch run and 11-method column), again with
+   ``--stack`` for K > 1 (one process training the K seeds as one stacked model) and with
    ``--mps`` for K > 1 (skipped, and said so, without ``nvidia-cuda-mps-control``), the
-   issue's targets checked against both, and with ``--stack`` for K > 1 (one process
-   training the K seeds as one stacked model); and packed against alone:
+   issue's targets checked against all three; and packed against alone:
    ``digits-srat-ldam`` seeds 0-1 queued on one slot (one after another), then on two
    (``--per-gpu 2``), then as one stack (``--stack``), final robust accuracy per run side
    by side.
@@ -395,19 +395,18 @@ def main() -> None:
     if due("study"):
         summary["study"] = study(log, env, args.device, args.study, args.study_epochs)
         save()
-        mps_counts = ",".join(k for k in args.study.split(",") if k.strip() != "1") or args.study
+        # K > 1 only: the stack and MPS studies are compared with the first study's K = 1;
+        # the stack first (MPS may be absent from the device's image)
+        shared = ",".join(k for k in args.study.split(",") if k.strip() != "1") or args.study
+        summary["study_stack"] = study(log, env, args.device, shared, args.study_epochs, "--stack")
+        save()
         if shutil.which("nvidia-cuda-mps-control") is None:
             summary["study_mps"] = {"skipped": "nvidia-cuda-mps-control is not on PATH"}
         else:
-            summary["study_mps"] = study(
-                log, env, args.device, mps_counts, args.study_epochs, "--mps"
-            )
-        summary["study_stack"] = study(
-            log, env, args.device, mps_counts, args.study_epochs, "--stack"
-        )
+            summary["study_mps"] = study(log, env, args.device, shared, args.study_epochs, "--mps")
         save()
         summary["study_targets"] = targets(
-            [summary["study"], summary["study_mps"], summary["study_stack"]]
+            [summary["study"], summary["study_stack"], summary["study_mps"]]
         )
         save()
         summary["packed_vs_alone"] = packed_vs_alone(log, env, args.device)
