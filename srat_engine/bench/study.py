@@ -560,9 +560,10 @@ def _run_pack(
             with suppress(SratError, OSError):
                 if reconcile(entry["run"]) in ACTIVE:
                     kill_run(entry["run"], home=home)
-        for pid in pids:  # the workers are this process's children: reap them
-            with suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
+        # the workers are this process's children: reap them, waiting (a little) for those
+        # still recording their runs' ends in the index, which would otherwise write into a
+        # temporary home after it is removed
+        _reap(pids, deadline=time.monotonic() + 30.0)
     for run_id, entry in seen.items():
         run = entry["run"]
         status = reconcile(run)
@@ -573,6 +574,23 @@ def _run_pack(
                 f"{run.log_path} (worker output: {run.path / 'output.log'})"
             )
     return seen, launched
+
+
+def _reap(pids: Sequence[int], deadline: float) -> None:
+    """Wait for the child processes `pids` to exit, until `deadline` (time.monotonic)."""
+    waiting = list(pids)
+    while waiting:
+        for pid in list(waiting):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except (ChildProcessError, OSError):  # not ours, or already reaped
+                done = pid
+            if done == pid:
+                waiting.remove(pid)
+        if waiting:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
 
 
 def _median_of(values: list[float]) -> float | None:
