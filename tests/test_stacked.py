@@ -111,26 +111,32 @@ def assert_trained_alike(
     assert any(not torch.equal(first[k], second[k]) for k in first)
 
 
+# a pre-activation block's first BN sees a sum and stays unfolded, so the attack must put it in
+# eval mode as alone; 18 layers of rounding through PGD's sign move a few weights by ~3e-4
+DEEP = {"rtol": 1e-3, "atol": 1e-3}
+
+
 @pytest.mark.parametrize(
-    ("preset", "extra"),
+    ("preset", "extra", "tolerance"),
     [
-        ("digits-srat-ldam", ()),
-        ("digits-ce", ("method=GAIRAT", "train.epochs=3", "gair.begin_epoch=0")),
-        ("digits-ce", ("attack.bn_mode=train",)),
-        ("digits-ce", ("train.fold_bn=false", "train.channels_last=off")),
-        ("digits-ce", ("method=Natural",)),
-        ("digits-ce", ("method=AT-BSL",)),
-        ("digits-ce", ("method=CB-Focal",)),
+        ("digits-srat-ldam", (), TIGHT),
+        ("digits-ce", ("method=GAIRAT", "train.epochs=3", "gair.begin_epoch=0"), TIGHT),
+        ("digits-ce", ("attack.bn_mode=train",), TIGHT),
+        ("digits-ce", ("train.fold_bn=false", "train.channels_last=off"), TIGHT),
+        ("digits-ce", ("method=Natural",), TIGHT),
+        ("digits-ce", ("method=AT-BSL",), TIGHT),
+        ("digits-ce", ("method=CB-Focal",), TIGHT),
+        ("digits-ce", ("model.arch=preact_resnet18", "data.n_max=20", "train.epochs=2"), DEEP),
     ],
 )
 def test_one_stacked_epoch_equals_each_run_alone(
-    tmp_path: Path, preset: str, extra: tuple[str, ...]
+    tmp_path: Path, preset: str, extra: tuple[str, ...], tolerance: dict[str, float]
 ) -> None:
     runs = seed_runs(tmp_path / "runs", preset, [0, 1], *extra)
     stacked, alone, plans, alone_plans = train_one_epoch_both_ways(runs, torch.device("cpu"))
     if preset == "digits-srat-ldam":  # DRCB's weights and the separation term both acted
         assert plans[0].class_w is not None and plans[0].lam > 0
-    assert_trained_alike(stacked, alone, plans, alone_plans, TIGHT)
+    assert_trained_alike(stacked, alone, plans, alone_plans, tolerance)
 
 
 @pytest.mark.cuda

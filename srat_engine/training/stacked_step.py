@@ -217,7 +217,13 @@ class StackedTrainStep:
                     lambda p, b, xk: self._forward(p, b, xk)[1], in_dims=(0, 0, 1), out_dims=1
                 )(params, buffers, x)
 
-        with attack_mode(self.skeleton, config.attack.bn_mode), lead.autocast():
+        # the attack's BN mode on the skeleton and on the lead run's model, whose modules the
+        # folded view shares (a BN it could not fold, after a sum, must be in eval mode too)
+        with (
+            attack_mode(self.skeleton, config.attack.bn_mode),
+            attack_mode(lead.model, config.attack.bn_mode),
+            lead.autocast(),
+        ):
             result = pgd_linf(
                 logits_of,  # type: ignore[arg-type]
                 xb,
