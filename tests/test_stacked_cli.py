@@ -70,7 +70,8 @@ def test_detached_stack_shares_one_worker_and_a_kill_stops_the_stack(
         time.sleep(0.2)
     assert {run.state()["pid"] for run in runs} == {launched[0]["pid"]}
     assert runs[1].launch_record()["stack"] == [run.id for run in runs]
-    kill_run(runs[1], home=Home(srat_home))
+    killed = srat("runs", "kill", runs[1].id)
+    assert killed.out.strip() == f"{runs[1].id} killed, and the rest of its stack: {runs[0].id}"
     wait_until_ended(runs, 60)
     ends = [run.exit_record() for run in runs]
     assert [reconcile(run) for run in runs] == ["killed", "killed"], ends

@@ -451,3 +451,29 @@ async def test_tag_and_delete(context: AppContext, three_runs: dict[str, RunDir]
         assert not three_runs["run-b"].path.exists()
         assert (context.runs_root.parent / "trash" / "run-b" / "config.json").is_file()
         assert context.index.get("run-b") is None
+
+
+@scenario
+async def test_kill_of_a_stacked_run_says_its_stack_stops_too(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import srat_engine.jobs.supervisor as supervisor
+    from srat_engine.runs.sync import record_in_index
+
+    monkeypatch.setattr(supervisor, "kill_run", lambda *a, **k: pytest.fail("not confirmed"))
+    stack = ["run-s0", "run-s1", "run-s2"]
+    for run_id in stack:  # one worker's runs (pid: this test process, never killed here)
+        run = make_fake_run(context.runs_root, run_id, status="running", index=context.index)
+        atomic_write_json(run.path / "launch.json", {"pid": os.getpid(), "stack": stack})
+        record_in_index(run, context.index)
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await put_cursor_on(pilot, screen, "run-s1")
+        await pilot.press("k")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
+        message = app.screen.message
+        assert "Kill run run-s1?" in message
+        assert "stops too: 2 runs (run-s0, run-s2)" in message
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen is screen, "modal closed")

@@ -164,6 +164,14 @@ class RunDir:
     def launch_record(self) -> dict[str, Any]:
         return self._read_object("launch.json")
 
+    def stack(self) -> list[str] | None:
+        """The run ids of the stack (`srat run --stack`) the run was last launched in, itself
+        included: the runs that share its process. None for a run launched alone."""
+        stack = self.launch_record().get("stack")
+        if isinstance(stack, list) and len(stack) > 1 and all(isinstance(i, str) for i in stack):
+            return stack
+        return None
+
     def write_launch_record(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.path / "launch.json", record)
 

@@ -103,14 +103,6 @@ def _meta(run: RunDir) -> dict[str, Any]:
         return {"tags": [], "notes": []}
 
 
-def _stack(run: RunDir) -> list[str] | None:
-    """The run ids of the stack the run was last launched in (itself included), else None."""
-    stack = run.launch_record().get("stack")
-    if isinstance(stack, list) and len(stack) > 1 and all(isinstance(i, str) for i in stack):
-        return stack
-    return None
-
-
 def _training_ends(records: list[dict[str, Any]], epochs: Any) -> str | None:
     if not isinstance(epochs, int):
         return None
@@ -183,7 +175,7 @@ def summarize_run(run: RunDir, records: list[dict[str, Any]] | None = None) -> d
         "node": state.get("node"),
         # the runs trained with it in one process (`srat run --stack`), as its last launch
         # says: a resume trains it alone
-        "stack": _stack(run),
+        "stack": run.stack(),
         "error": exit_record.get("error") or config_error,
         **metrics,
         # `srat eval` results (eval.json): AutoAttack accuracy and the gradient-masking verdict

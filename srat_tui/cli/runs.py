@@ -415,6 +415,10 @@ def runs_kill(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
 
     run = open_run(run_id)
     kill_run(run, home=Home.from_env())
+    others = [other for other in run.stack() or [] if other != run.id]
+    if others:  # one process: the kill stopped them all
+        typer.echo(inert(f"{run.id} killed, and the rest of its stack: {', '.join(others)}"))
+        return
     typer.echo(f"{run.id} killed")
 
 

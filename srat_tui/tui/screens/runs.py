@@ -527,7 +527,25 @@ class RunsScreen(Screen[None]):
             "SIGTERM to the run's process group, SIGKILL after 10 s. "
             "It can be resumed from its last checkpoint."
         )
+        others = self._stacked_with(ids)
+        if others:
+            message += (
+                f"\n\nThe rest of its stack shares the process and stops too: "
+                f"{self._describe(others)}."
+            )
         self.app.push_screen(ConfirmModal(message, yes_label="Kill"), confirmed)
+
+    def _stacked_with(self, ids: list[str]) -> list[str]:
+        """The runs outside `ids` that share a process with one of them (`srat run --stack`,
+        the records' `stack`), in stack order."""
+        others: list[str] = []
+        for run_id in ids:
+            row = self._rows.get(run_id)
+            stack = row.record.get("stack") if row is not None else None
+            for other in stack if isinstance(stack, list) else []:
+                if other not in ids and other not in others:
+                    others.append(str(other))
+        return others
 
     @work(thread=True, group="verbs")
     def _kill(self, ids: list[str]) -> None:
