@@ -554,6 +554,18 @@ def test_parse_runs_per_device() -> None:
             parse_runs_per_device(bad)
 
 
+async def hidden_for_slurm_then_launched(pilot: Pilot[None], field: str) -> NewRunScreen:
+    """`field` (a local placement) hidden with the slurm backend and shown again with the
+    local one; then the form launched (ctrl+s) and closed. The form, as it was."""
+    await set_field(pilot, "backend", "slurm")
+    assert not screen_of(pilot.app).query_one(f"#{field}").display
+    screen = await set_field(pilot, "backend", "local")
+    assert screen.query_one(f"#{field}").display
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: pilot.app.screen is not screen, timeout=30)
+    return screen
+
+
 @scenario
 async def test_runs_per_device_packs_the_launched_runs(stop_runs: None) -> None:
     """Two seeds, two at once on the CPU: both launched into two slots (as `srat run --slots
@@ -572,12 +584,7 @@ async def test_runs_per_device_packs_the_launched_runs(stop_runs: None) -> None:
         assert validation is not None and validation.ok, validation
         assert (validation.devices, validation.per_device) == (("cpu",), 2)
         assert "--device cpu --slots 2" in text_of(screen.query_one("#newrun-command", Static))
-        await set_field(pilot, "backend", "slurm")
-        assert not screen.query_one("#per_device").display  # Slurm places the runs itself
-        screen = await set_field(pilot, "backend", "local")
-        assert screen.query_one("#per_device").display
-        await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.screen is not screen, timeout=30)
+        screen = await hidden_for_slurm_then_launched(pilot, "per_device")  # Slurm places runs
         assert app.result is not None and len(app.result) == 2
     for run_id in app.result:
         launch = RunDir(context.runs_root / run_id).launch_record()
@@ -606,11 +613,7 @@ async def test_stack_seeds_launches_one_worker_for_the_seeds(stop_runs: None) ->
         command = text_of(screen.query_one("#newrun-command", Static))
         assert "--seeds 0,1 --stack" in command and "once per seed" not in command
         assert "stacked: one process, one slot" in text_of(screen.query_one("#newrun-cost"))
-        await set_field(pilot, "backend", "slurm")
-        assert not screen.query_one("#stack").display  # a Slurm job trains one run
-        await set_field(pilot, "backend", "local")
-        await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: app.screen is not screen, timeout=30)
+        await hidden_for_slurm_then_launched(pilot, "stack")  # a Slurm job trains one run
     assert app.result is not None and len(app.result) == 2
     launches = [RunDir(context.runs_root / run_id).launch_record() for run_id in app.result]
     assert len({launch["pid"] for launch in launches}) == 1

@@ -246,6 +246,15 @@ async def test_marks_and_compare(context: AppContext, three_runs: dict[str, RunD
         assert app.screen.run_ids == ["run-a", "run-c"]
 
 
+async def ask_to_kill(pilot: Pilot[Any], run_id: str) -> RunsScreen:
+    """The runs screen, once `k` on `run_id` has opened the kill confirmation."""
+    screen = await loaded(pilot)
+    await put_cursor_on(pilot, screen, run_id)
+    await pilot.press("k")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal), "confirm modal")
+    return screen
+
+
 @scenario
 async def test_kill_asks_first_and_n_cancels(
     context: AppContext, three_runs: dict[str, RunDir], monkeypatch: pytest.MonkeyPatch
@@ -259,10 +268,7 @@ async def test_kill_asks_first_and_n_cancels(
     monkeypatch.setattr(supervisor, "kill_run", must_not_kill)
     app = SratApp(context)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await loaded(pilot)
-        await put_cursor_on(pilot, screen, "run-a")
-        await pilot.press("k")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
+        screen = await ask_to_kill(pilot, "run-a")
         assert "run-a" in app.screen.message
         await pilot.press("n")
         await wait_for(pilot, lambda: app.screen is screen, "modal closed")
@@ -468,10 +474,7 @@ async def test_kill_of_a_stacked_run_says_its_stack_stops_too(
         record_in_index(run, context.index)
     app = SratApp(context)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await loaded(pilot)
-        await put_cursor_on(pilot, screen, "run-s1")
-        await pilot.press("k")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
+        screen = await ask_to_kill(pilot, "run-s1")
         message = app.screen.message
         assert "Kill run run-s1?" in message
         assert "stops too: 2 runs (run-s0, run-s2)" in message

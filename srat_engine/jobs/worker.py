@@ -1,10 +1,10 @@
 """The detached run process: wait for a device slot, train, record how it ended.
 
 Started by `supervisor.launch_detached` as `python -m srat_engine.jobs.worker RUN_DIR --home HOME
-...` in a new session; with several run directories (`supervisor.launch_stack`), the runs of
-one stack, which wait for one slot together and train as one stacked model
-(`training.stacked_trainer`) (so an SSH hangup or a closed terminal does not reach it), stdin from
-/dev/null and output to the run directory. Not a user-facing command.
+...` in a new session (so an SSH hangup or a closed terminal does not reach it), stdin from
+/dev/null and output to the run directory. Not a user-facing command. With several run
+directories (`supervisor.launch_stack`) it is the worker of one stack: its runs wait for one
+slot together and train as one stacked model (`training.stacked_trainer`).
 
 A queued worker costs ~25 MB: everything it needs to wait (state, index, slots, stop signals)
 is torch-free, and the training code, which pulls in torch (~500 MB), is imported only once the
@@ -99,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 from srat_engine.training.stacked_trainer import execute_stacked
 
-                execute_stacked(
+                finals = execute_stacked(
                     runs, device=slot.device, resume=args.resume, heartbeat_s=None, threads=threads
                 )
-                code = 1 if any(_status(run) != "finished" for run in runs) else 0
+                code = 0 if len(finals) == len(runs) else 1  # a run that failed on its own
     except RunInterrupted as stop:
         for run in runs:
             if run.exit_record() is None:  # stopped while still queued
@@ -120,10 +120,6 @@ def main(argv: list[str] | None = None) -> int:
         for run in runs:
             record_in_index(run, home.index)
     return code
-
-
-def _status(run: RunDir) -> str | None:
-    return (run.exit_record() or {}).get("status")
 
 
 def cpu_share(run: RunDir, per_device: int) -> int | None:

@@ -32,8 +32,7 @@ from torch.func import functional_call, vmap
 from srat_engine.attacks import attack_mode, pgd_linf, start_noise
 from srat_engine.config.schema import RunConfig
 from srat_engine.config.stacking import check_stackable
-from srat_engine.errors import SratError
-from srat_engine.models import RobalHead, SratModel
+from srat_engine.models import SratModel
 from srat_engine.training.step import TrainStep
 
 
@@ -67,8 +66,10 @@ def _tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
     return [*module.named_parameters(), *module.named_buffers()]
 
 
-def _stacked(tensors: Sequence[Tensor]) -> Tensor:
-    return torch.stack([tensor.detach() for tensor in tensors])
+def _stack_by_name(named: Sequence[dict[str, Tensor]], names: Sequence[str]) -> dict[str, Tensor]:
+    """Each name's tensors of the K runs (`named`, one dict per run) stacked on a new axis 0,
+    detached: the state functional_call swaps in."""
+    return {name: torch.stack([tensors[name].detach() for tensors in named]) for name in names}
 
 
 class StackedTrainStep:
@@ -82,8 +83,6 @@ class StackedTrainStep:
     def __init__(self, steps: Sequence[TrainStep]) -> None:
         check_stackable([step.config for step in steps])
         first = steps[0]
-        if isinstance(first.model.head, RobalHead):
-            raise SratError("RoBal's head trains alone")
         # a skeleton of the architecture for functional_call; its own tensors are never read
         self.skeleton = _FeaturesAndLogits(copy.deepcopy(first.model))
         self.param_names = [name for name, _ in first.model.named_parameters()]
@@ -113,10 +112,8 @@ class StackedTrainStep:
         if not steps:
             return
         models = [step.model for step in steps]
-        params = {n: _stacked([dict(m.named_parameters())[n] for m in models])
-                  for n in self.param_names}  # fmt: skip
-        buffers = {n: _stacked([dict(m.named_buffers())[n] for m in models])
-                   for n in self.buffer_names}  # fmt: skip
+        params = _stack_by_name([dict(m.named_parameters()) for m in models], self.param_names)
+        buffers = _stack_by_name([dict(m.named_buffers()) for m in models], self.buffer_names)
         lead = steps[0]
         with lead.precision_scope():
             # each run's crops and flips from its own generator, as alone
@@ -203,8 +200,8 @@ class StackedTrainStep:
                 assert view is not None
                 view.refresh()
             module: nn.Module = lead.folded
-            state = {name: _stacked([dict(_tensors(view))[name] for view in views])  # type: ignore[arg-type]
-                     for name, _ in _tensors(lead.folded)}  # fmt: skip
+            named = [dict(_tensors(view)) for view in views]  # type: ignore[arg-type]
+            state = _stack_by_name(named, list(named[0]))
 
             def logits_of(x: Tensor) -> Tensor:
                 return vmap(

@@ -18,7 +18,7 @@ import torch
 
 from srat_engine.config.schema import validate_config
 from srat_engine.config.stacking import check_stackable
-from srat_engine.errors import RunInterrupted, RunPreempted, SratError, failure_message
+from srat_engine.errors import RunInterrupted, SratError, failure_message
 from srat_engine.runs.index import RunIndex
 from srat_engine.runs.liveness import HEARTBEAT_S
 from srat_engine.runs.rundir import RunDir
@@ -49,7 +49,6 @@ class StackedTrainer:
     """
 
     def __init__(self, trainers: Sequence[Trainer], on_failure: FailureHandler) -> None:
-        check_stackable([trainer.config for trainer in trainers])
         self.trainers = list(trainers)
         self.on_failure = on_failure
 
@@ -61,7 +60,7 @@ class StackedTrainer:
         """`action(*args)` of one run; a run whose own action fails leaves the stack (None)."""
         try:
             return action(*args)
-        except (RunInterrupted, RunPreempted):
+        except RunInterrupted:
             raise
         except Exception as err:
             self._fail(trainer, err)
