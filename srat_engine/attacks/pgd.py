@@ -94,8 +94,8 @@ def pgd_linf(
     only clipped to the range, and the first step's projection takes it into each ball. Floats
     (and start_eps=None) run exactly the code of a single global budget.
 
-    Stacked runs (`srat_engine.training.stacked_step`): ``x`` may be [K, N, ...] with ``y`` [K, N]
-    and ``model`` giving [K, N, C] (classes last; kappa is then [K, N]), with ``loss_fn`` summing
+    Stacked runs (`srat_engine.models.stacked`): ``x`` may be [N, K, ...] with ``y`` [N, K] and
+    ``model`` giving [N, K, C] (classes last; kappa is then [N, K]), with ``loss_fn`` summing
     over both; ``noise`` then holds each run's own `start_noise`, drawn from its own generator,
     so every run starts where it would alone.
     """

@@ -21,7 +21,6 @@ the class counts every weight comes from.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -32,44 +31,8 @@ from torch.func import functional_call, vmap
 from srat_engine.attacks import attack_mode, pgd_linf, start_noise
 from srat_engine.config.schema import RunConfig
 from srat_engine.config.stacking import check_stackable
-from srat_engine.models import SratModel
+from srat_engine.models.stacked import StackedModels, named_tensors, stack_batches, stack_by_name
 from srat_engine.training.step import TrainStep
-
-
-def _stack_runs(batches: Sequence[Tensor], channels_last: bool) -> Tensor:
-    """The runs' batches [N, C, H, W] as one [N, K, C, H, W], run axis 1: the layout vmap
-    gives a convolution of K groups, [N, K C, H, W], is then a view, not a copy. With
-    `channels_last`, stored N, H, W, K, C, so that view is channels_last too."""
-    if not channels_last or batches[0].dim() != 4:
-        return torch.stack(list(batches), dim=1)
-    n, c, h, w = batches[0].shape
-    stacked = batches[0].new_empty((n, h, w, len(batches), c))
-    for k, batch in enumerate(batches):
-        stacked[:, :, :, k] = batch.permute(0, 2, 3, 1)
-    return stacked.permute(0, 3, 4, 1, 2)
-
-
-class _FeaturesAndLogits(nn.Module):
-    """(features, logits) of one model: the skeleton `functional_call` runs under vmap."""
-
-    def __init__(self, model: SratModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        features = self.model.features(x)
-        return features, self.model.head(features)
-
-
-def _tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
-    """Every parameter and buffer of `module` by name: what functional_call replaces."""
-    return [*module.named_parameters(), *module.named_buffers()]
-
-
-def _stack_by_name(named: Sequence[dict[str, Tensor]], names: Sequence[str]) -> dict[str, Tensor]:
-    """Each name's tensors of the K runs (`named`, one dict per run) stacked on a new axis 0,
-    detached: the state functional_call swaps in."""
-    return {name: torch.stack([tensors[name].detach() for tensors in named]) for name in names}
 
 
 class StackedTrainStep:
@@ -83,18 +46,8 @@ class StackedTrainStep:
     def __init__(self, steps: Sequence[TrainStep]) -> None:
         check_stackable([step.config for step in steps])
         first = steps[0]
-        # a skeleton of the architecture for functional_call; its own tensors are never read
-        self.skeleton = _FeaturesAndLogits(copy.deepcopy(first.model))
-        self.param_names = [name for name, _ in first.model.named_parameters()]
-        self.buffer_names = [name for name, _ in first.model.named_buffers()]
+        self.stack = StackedModels(first.model)
         self.config: RunConfig = first.config
-
-    def _forward(
-        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        state = {f"model.{name}": value for name, value in params.items()}
-        state.update({f"model.{name}": value for name, value in buffers.items()})
-        return functional_call(self.skeleton, state, (x,))
 
     def __call__(
         self,
@@ -112,12 +65,11 @@ class StackedTrainStep:
         if not steps:
             return
         models = [step.model for step in steps]
-        params = _stack_by_name([dict(m.named_parameters()) for m in models], self.param_names)
-        buffers = _stack_by_name([dict(m.named_buffers()) for m in models], self.buffer_names)
+        params, buffers = self.stack.params(models), self.stack.buffers(models)
         lead = steps[0]
         with lead.precision_scope():
             # each run's crops and flips from its own generator, as alone
-            xb = _stack_runs(
+            xb = stack_batches(
                 [step.inputs(x) for step, x in zip(steps, xs, strict=True)], lead.channels_last
             )
             y = torch.stack(list(ys), dim=1)
@@ -127,7 +79,7 @@ class StackedTrainStep:
                 xb, kappa = self._attack(steps, params, buffers, xb, y)
             for value in params.values():
                 value.requires_grad_(True)
-            self.skeleton.train()
+            self.stack.skeleton.train()
 
             def run_loss(
                 p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, nat: Tensor,
@@ -142,7 +94,7 @@ class StackedTrainStep:
                     class_w=class_w,
                     use_gair=use_gair,
                     lam=lam,
-                    forward=lambda inputs: self._forward(p, b, inputs),
+                    forward=lambda inputs: self.stack.forward(p, b, inputs),
                 )
                 return total, sep if sep is not None else torch.zeros_like(total), logits
 
@@ -154,7 +106,7 @@ class StackedTrainStep:
             for k, (step, model) in enumerate(zip(steps, models, strict=True)):
                 step.optimizer.zero_grad(set_to_none=True)
                 named = dict(model.named_parameters())
-                for name in self.param_names:
+                for name in self.stack.param_names:
                     grad = params[name].grad
                     named[name].grad = None if grad is None else grad[k]
                 step.optimizer.step()
@@ -188,7 +140,7 @@ class StackedTrainStep:
         noise = None
         if config.attack.random_start:
             draws = [start_noise(xb[:, k], step.generator) for k, step in enumerate(steps)]
-            noise = _stack_runs(draws, lead.channels_last)
+            noise = stack_batches(draws, lead.channels_last)
 
         if lead.folded is not None:
             # as alone: BatchNorm folded into the convolutions for the attack's 2 K passes,
@@ -200,8 +152,8 @@ class StackedTrainStep:
                 assert view is not None
                 view.refresh()
             module: nn.Module = lead.folded
-            named = [dict(_tensors(view)) for view in views]  # type: ignore[arg-type]
-            state = _stack_by_name(named, list(named[0]))
+            named = [dict(named_tensors(view)) for view in views]  # type: ignore[arg-type]
+            state = stack_by_name(named, list(named[0]))
 
             def logits_of(x: Tensor) -> Tensor:
                 return vmap(
@@ -210,14 +162,12 @@ class StackedTrainStep:
         else:
 
             def logits_of(x: Tensor) -> Tensor:
-                return vmap(
-                    lambda p, b, xk: self._forward(p, b, xk)[1], in_dims=(0, 0, 1), out_dims=1
-                )(params, buffers, x)
+                return self.stack(params, buffers, x)[1]
 
         # the attack's BN mode on the skeleton and on the lead run's model, whose modules the
         # folded view shares (a BN it could not fold, after a sum, must be in eval mode too)
         with (
-            attack_mode(self.skeleton, config.attack.bn_mode),
+            attack_mode(self.stack.skeleton, config.attack.bn_mode),
             attack_mode(lead.model, config.attack.bn_mode),
             lead.autocast(),
         ):
