@@ -1,8 +1,11 @@
 """One stacked training step of K seeds against the K runs' steps one after another, in one
-process: the ratio says what stacking (`srat run --stack`) buys per step on this device.
+process: the ratio says what stacking (`srat run --stack`) buys per step on this device; with
+``--evaluation``, one per-epoch evaluation of the K runs (clean test set and PGD robust
+subset, `StackEvaluator`) against their K evaluations alone (`Trainer.evaluate_epoch`).
 
     python benchmarks/bench_stacked_step.py [--arch resnet18] [--seeds 2] [--batch 128]
         [--steps 10] [--repeats 3] [--device cpu] [--set section.key=value ...] [--profile]
+        [--evaluation] [--json]
 
 The runs are `cifar10-exp100-srat-ldam` on synthetic 32x32 data (balanced, 200 per class:
 only the shapes matter), built as a run builds them (`Trainer.begin_run`), each in its last
@@ -16,6 +19,7 @@ replay CUDA graphs as runs do.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -30,6 +34,7 @@ from srat_engine.config.prepare import create_run, prepare
 from srat_engine.runs.home import Home
 from srat_engine.training.graphs import graphed_stacked_step
 from srat_engine.training.stacked_step import StackedTrainStep
+from srat_engine.training.stacked_trainer import StackEvaluator
 from srat_engine.training.trainer import EpochPlan, Trainer
 
 
@@ -45,6 +50,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="then torch.profiler's top ops of one step each way"
     )
+    parser.add_argument(
+        "--evaluation",
+        action="store_true",
+        help="time a per-epoch evaluation (eval.* sets its size) instead of a training step",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
     if args.seeds < 2 or args.repeats < 1:
         parser.error("--seeds must be at least 2 and --repeats at least 1")
@@ -80,11 +91,20 @@ def measure(args: argparse.Namespace, home: Home) -> None:
     plans: list[EpochPlan] = [t.plan_epoch(last) for t in trainers]
     lead = plans[0]
 
+    evaluate = StackEvaluator(trainers)
+
     def alone() -> None:
+        if args.evaluation:
+            for trainer in trainers:
+                trainer.evaluate_epoch(last)
+            return
         for trainer, plan in zip(trainers, plans, strict=True):
             trainer.train_batch(plan, 0)
 
     def together() -> None:
+        if args.evaluation:
+            evaluate(trainers, last)
+            return
         stacked(
             [t.train_step for t in trainers],
             [t.data.train_x[p.batches[0]] for t, p in zip(trainers, plans, strict=True)],
@@ -113,11 +133,33 @@ def measure(args: argparse.Namespace, home: Home) -> None:
         times["alone"].append(timed(alone))
         times["stacked"].append(timed(together))
     alone_s, stacked_s = (statistics.median(times[k]) for k in ("alone", "stacked"))
+    if args.evaluation:
+        config, data = trainers[0].config, trainers[0].data
+        what = (
+            f"{args.arch}, {args.seeds} seeds, one per-epoch evaluation (clean on "
+            f"{len(data.test_y)}, PGD-{config.eval.steps} on {len(data.robust_y)}, batch "
+            f"{config.eval.batch_size}) on {device}"
+        )
+        unit = "evaluation"
+    else:
+        what = f"{args.arch}, {args.seeds} seeds, batch {args.batch}, PGD-{args.steps} on {device}"
+        unit = "step"
+    if args.json:
+        figures = {
+            "what": what,
+            "unit": unit,
+            "seeds": args.seeds,
+            "alone_s": times["alone"],
+            "stacked_s": times["stacked"],
+            "ratio": alone_s / stacked_s,
+        }
+        print(json.dumps(figures))
+        return
     print(
-        f"{args.arch}, {args.seeds} seeds, batch {args.batch}, PGD-{args.steps} on {device} "
-        f"({torch.get_num_threads()} threads): {args.seeds} steps alone {alone_s:.3f} s "
-        f"(runs {', '.join(f'{t:.3f}' for t in times['alone'])}), one stacked step "
-        f"{stacked_s:.3f} s (runs {', '.join(f'{t:.3f}' for t in times['stacked'])}); "
+        f"{what} ({torch.get_num_threads()} threads): {args.seeds} {unit}s alone "
+        f"{alone_s:.3f} s (runs {', '.join(f'{t:.3f}' for t in times['alone'])}), one "
+        f"stacked {unit} {stacked_s:.3f} s (runs "
+        f"{', '.join(f'{t:.3f}' for t in times['stacked'])}); "
         f"alone / stacked = {alone_s / stacked_s:.2f}x",
         file=sys.stdout,
     )

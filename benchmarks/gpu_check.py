@@ -32,7 +32,9 @@ command and its output), and prints the summary:
    the share of the bf16 peak, projected 200-epoch run and 11-method column), again with
    ``--stack`` for K > 1 (one process training the K seeds as one stacked model) and with
    ``--mps`` for K > 1 (skipped, and said so, without ``nvidia-cuda-mps-control``), the
-   issue's targets checked against all three; and packed against alone:
+   issue's targets checked against all three; `benchmarks/bench_stacked_step.py` for the
+   widest K, one stacked training step and one stacked per-epoch evaluation against the
+   runs' own; and packed against alone:
    ``digits-srat-ldam`` seeds 0-1 queued on one slot (one after another), then on two
    (``--per-gpu 2``), then as one stack (``--stack``), final robust accuracy per run side
    by side.
@@ -244,6 +246,29 @@ def study(
     }
 
 
+def stacked_ratios(log: Log, env: dict[str, str], device: str, seeds: int) -> dict[str, Any]:
+    """`benchmarks/bench_stacked_step.py`: one stacked training step of `seeds` runs, and
+    one stacked per-epoch evaluation (the preset's: clean 10,000, PGD on 1,000), against the
+    runs' own one after another; ratio > 1: stacking is faster."""
+    script = [sys.executable, str(REPO / "benchmarks" / "bench_stacked_step.py")]
+    common = ["--device", device, "--seeds", str(seeds), "--json"]
+    figures: dict[str, Any] = {}
+    for name, extra in (("step", []), ("evaluation", ["--evaluation"])):
+        code, out = run(log, [*script, *common, *extra], env, timeout=300)
+        if code != 0:
+            figures[name] = {"error": f"exit {code}"}
+            continue
+        result = json.loads(out.strip().splitlines()[-1])
+        figures[name] = {
+            "command": " ".join(["python benchmarks/bench_stacked_step.py", *common[:-1], *extra]),
+            "what": result["what"],
+            "alone_s": round(statistics.median(result["alone_s"]), 4),
+            "stacked_s": round(statistics.median(result["stacked_s"]), 4),
+            "alone_over_stacked": round(result["ratio"], 2),
+        }
+    return figures
+
+
 def targets(studies: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets against the best K of the studies that ran; one run and the
     speed-ups are against the first study's K=1 (the MPS and stack studies have no K=1 of
@@ -399,6 +424,9 @@ def main() -> None:
         # the stack first (MPS may be absent from the device's image)
         shared = ",".join(k for k in args.study.split(",") if k.strip() != "1") or args.study
         summary["study_stack"] = study(log, env, args.device, shared, args.study_epochs, "--stack")
+        save()
+        widest = max(int(k) for k in args.study.split(","))
+        summary["stacked_ratios"] = stacked_ratios(log, env, args.device, max(widest, 2))
         save()
         if shutil.which("nvidia-cuda-mps-control") is None:
             summary["study_mps"] = {"skipped": "nvidia-cuda-mps-control is not on PATH"}

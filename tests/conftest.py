@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,16 @@ def srat_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.delenv("SRAT_PRESETS", raising=False)
     monkeypatch.delenv("SRAT_DATA", raising=False)
     return home
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread in this process for the test, whatever OMP_NUM_THREADS says: the
+    same reduction order both ways where a test compares two computations of one result
+    (a stacked model against its runs alone)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -28,13 +28,8 @@ CLOSE = {"rel": 1e-4, "abs": 1e-4}  # records, pytest.approx
 TIGHT = {"rtol": 1e-4, "atol": 1e-4}  # tensors, torch.testing.assert_close
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # the same reduction order alone and stacked, whatever the box's core count
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# the same reduction order alone and stacked, whatever the box's core count
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def seed_runs(root: Path, preset: str, seeds: list[int], *extra: str) -> list[RunDir]:
@@ -46,7 +41,15 @@ def seed_runs(root: Path, preset: str, seeds: list[int], *extra: str) -> list[Ru
 
 
 def epoch_columns(run: RunDir) -> list[dict[str, Any]]:
-    keep = ("loss", "sep_loss", "train_acc", "std_overall", "rob_overall", "reweighting")
+    keep = (
+        "loss",
+        "sep_loss",
+        "train_acc",
+        "std_overall",
+        "rob_overall",
+        "separability",
+        "reweighting",
+    )
     return [{k: r[k] for k in keep} for r in run.metrics() if r["event"] == "epoch"]
 
 

@@ -11,7 +11,7 @@ the start of every evaluation, so a replayed evaluation draws what the eager one
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import torch
@@ -21,10 +21,45 @@ from srat_engine.graph_capture import CUDA_GRAPHS, GraphBackend, GraphCache
 
 
 @dataclass
-class _HitsStatic:
+class HitsStatic:
+    """What one captured evaluation batch reads (inputs, labels) and writes (its hits)."""
+
     x: torch.Tensor
     y: torch.Tensor
     hits: torch.Tensor
+
+
+def replayed_hits(
+    graphs: GraphCache[HitsStatic],
+    key: Hashable,
+    hits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+) -> torch.Tensor:
+    """``hits(xb, yb)`` of one batch: run eagerly (graphs off, a warm-up, a failed capture)
+    or as the replay of `key`'s graph, captured from `hits` on static copies of the batch.
+    The one rule for a lone run's (`GraphedHits`) and a stack's (`evaluation.stacked`)."""
+    result: list[torch.Tensor] = []
+
+    def eager() -> None:
+        result.append(hits(xb, yb))
+
+    def build() -> HitsStatic:
+        return HitsStatic(x=xb.clone(), y=yb.clone(), hits=torch.empty(0))
+
+    def body(static: HitsStatic) -> None:
+        static.hits = hits(static.x, static.y)
+
+    replay = graphs.prepare(key, eager, build, body)
+    if replay is None:
+        made = result[0]
+        if made.is_cuda:  # made on the warm-up's side stream, read on this one
+            made.record_stream(torch.cuda.current_stream(made.device))
+        return made
+    replay.static.x.copy_(xb)
+    replay.static.y.copy_(yb)
+    replay.graph.replay()
+    return replay.static.hits.clone()
 
 
 class GraphedHits:
@@ -52,7 +87,7 @@ class GraphedHits:
     ) -> None:
         self.hits = hits
         self.generator = torch.Generator(device=device)
-        self.graphs: GraphCache[_HitsStatic] = GraphCache(
+        self.graphs: GraphCache[HitsStatic] = GraphCache(
             device,
             self.generator,
             warmup=warmup,
@@ -68,25 +103,5 @@ class GraphedHits:
     ) -> torch.Tensor:
         if generator is not self.generator:
             return self.hits(xb, yb, generator)
-        result: list[torch.Tensor] = []
-
-        def eager() -> None:
-            result.append(self.hits(xb, yb, generator))
-
-        def build() -> _HitsStatic:
-            return _HitsStatic(x=xb.clone(), y=yb.clone(), hits=torch.empty(0))
-
-        def body(static: _HitsStatic) -> None:
-            static.hits = self.hits(static.x, static.y, self.generator)
-
         key = (tuple(xb.shape), xb.dtype)
-        replay = self.graphs.prepare(key, eager, build, body)
-        if replay is None:
-            hits = result[0]
-            if hits.is_cuda:  # made on the warm-up's side stream, read on this one
-                hits.record_stream(torch.cuda.current_stream(hits.device))
-            return hits
-        replay.static.x.copy_(xb)
-        replay.static.y.copy_(yb)
-        replay.graph.replay()
-        return replay.static.hits.clone()
+        return replayed_hits(self.graphs, key, lambda x, y: self.hits(x, y, self.generator), xb, yb)

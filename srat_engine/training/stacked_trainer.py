@@ -1,8 +1,10 @@
 """The seeds of one configuration trained in one process, in lockstep (`StackedTrainStep`).
 
-Every run is a `Trainer` of its own run directory, as alone: it plans each epoch, evaluates,
-records, keeps best.pt and its checkpoint, and its checkpoints resume alone. Only the
-training steps are shared: batch i of every run trains in one stacked step. A run whose
+Every run is a `Trainer` of its own run directory, as alone: it plans each epoch, records,
+keeps best.pt and its checkpoint, and its checkpoints resume alone. What is shared is the
+device work: batch i of every run trains in one stacked step, and every evaluation (each
+epoch's as `eval` says, and the final one) is one stacked pass of the runs
+(`evaluation.stacked`), each run's counts as its own evaluation would give them. A run whose
 training loss stops being finite, or whose write fails, ends `failed` and leaves the stack;
 the others train on.
 """
@@ -19,15 +21,19 @@ import torch
 from srat_engine.config.schema import validate_config
 from srat_engine.config.stacking import check_stackable
 from srat_engine.errors import RunInterrupted, SratError, failure_message
+from srat_engine.evaluation.classwise import AttackParams
+from srat_engine.evaluation.stacked import StackedEvaluation
 from srat_engine.runs.index import RunIndex
 from srat_engine.runs.liveness import HEARTBEAT_S
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import record_in_index
+from srat_engine.tf32 import strict_fp32
 from srat_engine.training.device import pick_device
 from srat_engine.training.graphs import GraphedStackedStep, graphed_stacked_step
 from srat_engine.training.stacked_step import StackedTrainStep
 from srat_engine.training.trainer import (
     EpochPlan,
+    Evaluation,
     Trainer,
     beating,
     mark_running,
@@ -36,6 +42,75 @@ from srat_engine.training.trainer import (
 
 RunEventHandler = Callable[[RunDir, dict[str, Any]], None]
 FailureHandler = Callable[[Trainer, Exception], None]
+
+
+class StackEvaluator:
+    """The evaluations of a stack's runs, each what its `Trainer.evaluate_epoch` (or
+    `evaluate_final`) would give, run as one stacked pass (`evaluation.stacked`).
+
+    Built from every run of the stack (`trainers`, built: `Trainer.begin_run`); each call
+    evaluates the runs named, those still in the stack.
+    """
+
+    def __init__(
+        self, trainers: Sequence[Trainer], on_fallback: Callable[[str], None] | None = None
+    ) -> None:
+        self.trainers = list(trainers)
+        lead = self.trainers[0]
+        config = lead.config
+        self.evaluation = StackedEvaluation(
+            [trainer.eval_model for trainer in self.trainers],
+            lead.device,
+            attack=AttackParams(config.eval.eps, config.eval.step_size, config.eval.steps),
+            clip=lead.data.clip,
+            channels_last=lead.train_step.channels_last,
+            capture=config.eval.cuda_graphs,
+            on_fallback=on_fallback,
+        )
+
+    def __call__(self, trainers: Sequence[Trainer], epoch: int | None) -> dict[str, Evaluation]:
+        """Each of `trainers`' evaluation of `epoch` (0-based, as `Trainer.evaluate_epoch`),
+        or with None its final one (`Trainer.evaluate_final`), by run id; the seconds are the
+        stack's."""
+        started = time.perf_counter()
+        lead = trainers[0]
+        data, config = lead.data, lead.config
+        if epoch is None:
+            standard, robust = True, lead.robust_eval_enabled
+            robust_x, robust_y = data.test_x, data.test_y
+        else:
+            standard, robust = lead.evaluation_due(epoch)
+            robust_x, robust_y = data.robust_x, data.robust_y
+        runs = [self.trainers.index(trainer) for trainer in trainers]
+        seeds = [trainer.evaluation_seed for trainer in trainers]
+        classes, batch_size = lead.resolved.num_classes, config.eval.batch_size
+        std: list[dict[str, Any] | None] = [None] * len(trainers)
+        rob: list[dict[str, Any] | None] = [None] * len(trainers)
+        with strict_fp32():
+            if standard:
+                features: list[list[torch.Tensor]] = [[] for _ in trainers]
+                counts = self.evaluation.count(
+                    runs, data.test_x, data.test_y, classes,
+                    batch_size=batch_size, robust=False, seeds=seeds, features_into=features,
+                ).tolist()  # fmt: skip
+                std = [
+                    trainer.summarize(correct, data.test_y, features[k])
+                    for k, (trainer, correct) in enumerate(zip(trainers, counts, strict=True))
+                ]
+            if robust:
+                counts = self.evaluation.count(
+                    runs, robust_x, robust_y, classes,
+                    batch_size=batch_size, robust=True, seeds=seeds,
+                ).tolist()  # fmt: skip
+                rob = [
+                    trainer.summarize(correct, robust_y, None)
+                    for trainer, correct in zip(trainers, counts, strict=True)
+                ]
+        seconds = time.perf_counter() - started
+        return {
+            trainer.run.id: Evaluation(std[k], rob[k], seconds)
+            for k, trainer in enumerate(trainers)
+        }
 
 
 class StackedTrainer:
@@ -96,12 +171,15 @@ class StackedTrainer:
                 trainer.run.log(message)
 
         step = graphed_stacked_step(StackedTrainStep(steps), steps, on_fallback=fallback)
+        evaluate = StackEvaluator(self.trainers, on_fallback=fallback)
         graphs = "on" if isinstance(step, GraphedStackedStep) else "off"
+        eval_graphs = "on" if evaluate.evaluation.graphs.enabled else "off"
         others = len(self.trainers) - 1
         for trainer in self.trainers:
             trainer.run.log(
-                f"stacked with {others} other run(s): the training steps run as one "
-                f"stacked model, CUDA graphs {graphs}"
+                f"stacked with {others} other run(s): the training steps and evaluations run "
+                f"as one stacked model, CUDA graphs {graphs} for training, {eval_graphs} for "
+                "robust evaluation"
             )
         for epoch in range(lead.start_epoch, lead.config.train.epochs):
             if not self.live:
@@ -127,13 +205,29 @@ class StackedTrainer:
                     sums=[plan.position.sums for _, plan in batch],
                 )
             train_seconds = time.perf_counter() - started
+            ended: dict[str, dict[str, Any]] = {}
             for trainer in list(self.live):
                 stats = self._attempt(trainer, trainer.end_epoch, plans[trainer.run.id])
                 if stats is not None:
-                    self._attempt(trainer, trainer.close_epoch, epoch, stats, train_seconds)
+                    ended[trainer.run.id] = stats
+            if not self.live:
+                break
+            evaluations = evaluate(self.live, epoch)
+            for trainer in list(self.live):
+                self._attempt(
+                    trainer,
+                    trainer.close_epoch,
+                    epoch,
+                    ended[trainer.run.id],
+                    train_seconds,
+                    evaluations[trainer.run.id],
+                )
         finals: dict[str, dict[str, Any]] = {}
+        if not self.live:
+            return finals
+        evaluations = evaluate(self.live, None)
         for trainer in list(self.live):
-            final = self._attempt(trainer, trainer.final_record)
+            final = self._attempt(trainer, trainer.final_record, evaluations[trainer.run.id])
             if final is not None:
                 finals[trainer.run.id] = final
         return finals

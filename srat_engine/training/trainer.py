@@ -121,7 +121,7 @@ class _EpochPosition:
 
 @dataclass
 class EpochPlan:
-    """What every step of an epoch trains with (`Trainer._start_epoch`), and where it is."""
+    """What every step of an epoch trains with (`Trainer.plan_epoch`), and where it is."""
 
     epoch: int
     lr: float
@@ -132,6 +132,16 @@ class EpochPlan:
     natural: bool
     position: _EpochPosition
     batches: tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation measured: standard and robust accuracy (`Trainer.summarize`'s
+    results; None for a pass not run) and its seconds."""
+
+    std: dict[str, Any] | None
+    rob: dict[str, Any] | None
+    seconds: float
 
 
 class Trainer:
@@ -410,8 +420,13 @@ class Trainer:
             )
         return values
 
+    @property
+    def evaluation_seed(self) -> int:
+        """What every evaluation's attack generator is seeded with (`count_correct`)."""
+        return self.config.seed + 1
+
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor, robust: bool) -> dict[str, Any]:
-        config, resolved = self.config, self.resolved
+        config = self.config
         # the clean pass also yields the penultimate features for separability: no extra pass
         features: list[torch.Tensor] = []
         if robust:
@@ -422,24 +437,57 @@ class Trainer:
             correct = count_correct(
                 x,
                 y,
-                resolved.num_classes,
+                self.resolved.num_classes,
                 batch_size=config.eval.batch_size,
                 hits=hits,
-                seed=config.seed + 1,
+                seed=self.evaluation_seed,
                 generator=generator,
             ).tolist()
+        return self.summarize(correct, y, None if robust else features)
+
+    def summarize(
+        self, correct: list[int], y: torch.Tensor, features: list[torch.Tensor] | None
+    ) -> dict[str, Any]:
+        """One pass's result from its correct predictions per class: class-wise, overall and
+        under-represented accuracy, and, with the clean pass's `features`, separability."""
+        resolved = self.resolved
         total = class_totals(y, resolved.num_classes)
         result = {
             "class": per_class_accuracy(correct, total),
             **aggregate(correct, total, resolved.under_classes),
             "n": sum(total),
         }
-        if not robust:
+        if features is not None:
             # penultimate-feature separability (evaluation/separability.py) of the same test set,
             # tracked per epoch beside the accuracies
             separability = feature_separability(torch.cat(features), y, resolved.num_classes)
             result["separability"] = separability if math.isfinite(separability) else None
         return result
+
+    def evaluation_due(self, epoch: int) -> tuple[bool, bool]:
+        """Whether epoch `epoch` (0-based) ends with the standard and the robust pass, as
+        ``eval.every`` and ``eval.robust_every`` say (`config.workload.evaluation_due`)."""
+        standard, robust = evaluation_due(epoch + 1, self.config.train.epochs, self.config.eval)
+        return standard, robust and self.robust_eval_enabled
+
+    def evaluate_epoch(self, epoch: int) -> Evaluation:
+        """The evaluation that ends epoch `epoch` (0-based): the passes due, timed."""
+        started = time.perf_counter()
+        standard, robust = self.evaluation_due(epoch)
+        data = self.data
+        std = self._evaluate(data.test_x, data.test_y, robust=False) if standard else None
+        rob = self._evaluate(data.robust_x, data.robust_y, robust=True) if robust else None
+        return Evaluation(std, rob, time.perf_counter() - started)
+
+    def evaluate_final(self) -> Evaluation:
+        """The final evaluation: both passes on the whole test set."""
+        started = time.perf_counter()
+        data = self.data
+        std = self._evaluate(data.test_x, data.test_y, robust=False)
+        rob = None
+        if self.robust_eval_enabled:
+            rob = self._evaluate(data.test_x, data.test_y, robust=True)
+        return Evaluation(std, rob, time.perf_counter() - started)
 
     def _columns(self, std: dict[str, Any] | None, rob: dict[str, Any] | None) -> dict[str, Any]:
         """The record's measurement columns; None for what this epoch did not measure."""
@@ -516,26 +564,27 @@ class Trainer:
             }
         )
 
-    def close_epoch(self, epoch: int, stats: dict[str, Any], train_seconds: float) -> None:
-        """Evaluate the trained epoch as `eval` says, record it, keep best.pt and the
-        checkpoint; on a checkpoint request, RunPreempted."""
-        trained = time.perf_counter()
-        epochs, data = self.config.train.epochs, self.data
-        std = rob = None
-        evaluated, robust_due = evaluation_due(epoch + 1, epochs, self.config.eval)
-        if evaluated:
-            std = self._evaluate(data.test_x, data.test_y, robust=False)
-        if robust_due and self.robust_eval_enabled:
-            rob = self._evaluate(data.robust_x, data.robust_y, robust=True)
-        done = time.perf_counter()
+    def close_epoch(
+        self,
+        epoch: int,
+        stats: dict[str, Any],
+        train_seconds: float,
+        evaluation: Evaluation | None = None,
+    ) -> None:
+        """Evaluate the trained epoch as `eval` says (`evaluate_epoch`, unless a stack
+        evaluated it: `evaluation`), record it, keep best.pt and the checkpoint; on a
+        checkpoint request, RunPreempted."""
+        epochs = self.config.train.epochs
+        if evaluation is None:
+            evaluation = self.evaluate_epoch(epoch)
         record = {
             "event": "epoch",
             "epoch": epoch + 1,
             "epochs": epochs,
             **stats,
-            **self._columns(std, rob),
+            **self._columns(evaluation.std, evaluation.rob),
             "train_seconds": train_seconds,
-            "eval_seconds": done - trained,
+            "eval_seconds": evaluation.seconds,
             "time": now_iso(),
         }
         # Metrics first, then the checkpoint: a checkpoint never runs ahead of the metrics,
@@ -555,14 +604,16 @@ class Trainer:
                 raise RunPreempted(epoch + 1, 0)
             raise self._preempt(epoch + 1, None)
 
-    def final_record(self) -> dict[str, Any]:
-        """The final evaluation on the whole test set, recorded."""
-        data = self.data
-        final_std = self._evaluate(data.test_x, data.test_y, robust=False)
-        final_rob = None
-        if self.robust_eval_enabled:
-            final_rob = self._evaluate(data.test_x, data.test_y, robust=True)
-        final = {"event": "final", **self._columns(final_std, final_rob), "time": now_iso()}
+    def final_record(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
+        """The final evaluation on the whole test set (`evaluate_final`, unless a stack
+        evaluated it: `evaluation`), recorded."""
+        if evaluation is None:
+            evaluation = self.evaluate_final()
+        final = {
+            "event": "final",
+            **self._columns(evaluation.std, evaluation.rob),
+            "time": now_iso(),
+        }
         self._emit(final)
         return final
 
