@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from fake_runs import TINY_RUN, prepare_from_env
+from step_requests import request_after_steps
 
 import srat_engine.training.trainer as trainer_module
 from srat_engine.config.prepare import create_run
@@ -59,24 +60,7 @@ def request_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], threading.
     training batch (counted from the start of that execute), as a signal handler would."""
 
     def make(k: int) -> threading.Event:
-        event = threading.Event()
-        real = trainer_module.graphed_step
-
-        def counting(step: Any, on_fallback: Any = None) -> Callable[..., None]:
-            inner = real(step, on_fallback=on_fallback)
-            calls = 0
-
-            def counted(*args: Any, **kwargs: Any) -> None:
-                nonlocal calls
-                inner(*args, **kwargs)
-                calls += 1
-                if calls == k:
-                    event.set()
-
-            return counted
-
-        monkeypatch.setattr(trainer_module, "graphed_step", counting)
-        return event
+        return request_after_steps(monkeypatch, trainer_module, "graphed_step", k)
 
     return make
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,12 @@ import pytest
 import torch
 from fake_runs import TINY_RUN, prepare_from_env
 from graph_emulation import EmulatedGraphs
+from step_requests import request_after_steps
 
+import srat_engine.training.stacked_trainer as stacked_trainer
 from srat_engine.config.prepare import create_run
 from srat_engine.config.stacking import check_stackable, stack_refusal
-from srat_engine.errors import RunInterrupted, SratError
+from srat_engine.errors import RunInterrupted, RunPreempted, SratError
 from srat_engine.graph_capture import CUDA_GRAPHS
 from srat_engine.runs.rundir import RunDir
 from srat_engine.training.graphs import GraphedStackedStep
@@ -324,3 +327,57 @@ def test_a_stacked_cuda_step_never_syncs_with_the_host(tmp_path: Path) -> None:
         one_step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+_TIMING = ("time", "train_seconds", "eval_seconds")
+
+
+def trained_records(run: RunDir) -> list[dict[str, Any]]:
+    """The run's epoch and final records without their timings."""
+    return [
+        {k: v for k, v in record.items() if k not in _TIMING}
+        for record in run.metrics()
+        if record["event"] in ("epoch", "final")
+    ]
+
+
+@pytest.mark.parametrize("after", [3, 4], ids=["mid-epoch", "last-batch"])
+def test_a_stack_stopped_on_request_resumes_to_the_uninterrupted_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int
+) -> None:
+    """A checkpoint request (a Slurm job's warning signal) after stacked step `after` (of 2
+    an epoch): every run checkpoints that one position, no end is recorded, and the stack
+    resumed ends with the records, to the bit, of a stack never stopped."""
+    straight = seed_runs(tmp_path / "straight", "digits-srat-ldam", [0, 1])
+    execute_stacked(straight, heartbeat_s=None)
+    stopped = seed_runs(tmp_path / "stopped", "digits-srat-ldam", [0, 1])
+    real = stacked_trainer.graphed_stacked_step
+    request = request_after_steps(monkeypatch, stacked_trainer, "graphed_stacked_step", after)
+    with pytest.raises(RunPreempted) as stop:
+        execute_stacked(stopped, heartbeat_s=None, checkpoint_request=request)
+    assert (stop.value.epoch, stop.value.batch) == (1, after - 2)
+    for run in stopped:
+        assert run.exit_record() is None and run.state()["status"] == "running"
+        assert "preempted" in run.log_path.read_text()
+        assert torch.load(run.checkpoint_path, weights_only=True)["batch"] == after - 2
+    monkeypatch.setattr(stacked_trainer, "graphed_stacked_step", real)  # no request now
+    execute_stacked(stopped, resume=True, heartbeat_s=None)
+    for s, t in zip(straight, stopped, strict=True):
+        assert trained_records(t) == trained_records(s)
+        assert t.exit_record()["status"] == "finished"
+
+
+def test_a_stack_stopped_after_an_epoch_record_resumes_from_that_epoch(tmp_path: Path) -> None:
+    runs = seed_runs(tmp_path / "runs", "digits-srat-ldam", [0, 1], "train.checkpoint_every=5")
+    request = threading.Event()
+
+    def after_first_epoch(run: RunDir, record: dict[str, Any]) -> None:
+        if record["event"] == "epoch" and record["epoch"] == 1 and run.id == runs[0].id:
+            request.set()  # the second run closes its epoch before the stack stops
+
+    with pytest.raises(RunPreempted) as stop:
+        execute_stacked(runs, on_event=after_first_epoch, checkpoint_request=request)
+    assert (stop.value.epoch, stop.value.batch) == (1, 0)
+    for run in runs:  # checkpoint_every=5 saved none after epoch 1: the request did
+        assert torch.load(run.checkpoint_path, weights_only=True)["epoch"] == 1
+        assert [r["epoch"] for r in run.metrics() if r["event"] == "epoch"] == [1]

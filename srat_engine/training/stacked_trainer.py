@@ -11,6 +11,7 @@ the others train on.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
@@ -20,7 +21,7 @@ import torch
 
 from srat_engine.config.schema import validate_config
 from srat_engine.config.stacking import check_stackable
-from srat_engine.errors import RunInterrupted, SratError, failure_message
+from srat_engine.errors import RunInterrupted, RunPreempted, SratError, failure_message
 from srat_engine.evaluation.classwise import AttackParams
 from srat_engine.evaluation.stacked import StackedEvaluation
 from srat_engine.runs.index import RunIndex
@@ -118,14 +119,34 @@ class StackedTrainer:
 
     `on_failure(trainer, error)` is told of a run that fails on its own (a non-finite loss, a
     failed write); that run leaves the stack. An error of the stacked step itself (out of
-    memory, say) is every run's and is raised. A stack trains on this machine's slots, where
-    nothing asks for a checkpoint mid-epoch (a Slurm job trains one run): it stops at a stop
-    signal (RunInterrupted) and its runs resume, alone, from their last checkpoints.
+    memory, say) is every run's and is raised. A stop signal (RunInterrupted) stops every run;
+    each resumes, alone or stacked again, from its last checkpoint.
+
+    With `checkpoint_request` (a Slurm job's warning signal sets it), the stack stops at the
+    next safe point as a lone `Trainer` does, after a batch or after an epoch's records, every
+    run checkpointing that same position, and RunPreempted is raised; the stack resumed
+    continues from there (the trainers' own requests are not used: one request stops all).
     """
 
-    def __init__(self, trainers: Sequence[Trainer], on_failure: FailureHandler) -> None:
+    def __init__(
+        self,
+        trainers: Sequence[Trainer],
+        on_failure: FailureHandler,
+        checkpoint_request: threading.Event | None = None,
+    ) -> None:
         self.trainers = list(trainers)
         self.on_failure = on_failure
+        self.checkpoint_request = checkpoint_request
+
+    def _preempt_if_requested(self, save: Callable[[Trainer], RunPreempted]) -> None:
+        """On a checkpoint request: every live run saves its checkpoint (`save`; a run whose
+        save fails, or whose loss is not finite, leaves the stack), then RunPreempted."""
+        if self.checkpoint_request is None or not self.checkpoint_request.is_set():
+            return
+        stops = [self._attempt(trainer, save, trainer) for trainer in list(self.live)]
+        stop = next((stop for stop in stops if stop is not None), None)
+        if stop is not None:
+            raise stop
 
     def _fail(self, trainer: Trainer, err: Exception) -> None:
         self.live.remove(trainer)
@@ -204,6 +225,9 @@ class StackedTrainer:
                     lam=first.lam,
                     sums=[plan.position.sums for _, plan in batch],
                 )
+                self._preempt_if_requested(
+                    lambda t, i=index, p=plans: t.checkpoint_mid_epoch(p[t.run.id], i)  # type: ignore[misc]
+                )
             train_seconds = time.perf_counter() - started
             ended: dict[str, dict[str, Any]] = {}
             for trainer in list(self.live):
@@ -222,6 +246,8 @@ class StackedTrainer:
                     train_seconds,
                     evaluations[trainer.run.id],
                 )
+            # after the last epoch too: a request stops before the final evaluation
+            self._preempt_if_requested(lambda t, e=epoch: t.checkpoint_epoch_end(e))  # type: ignore[misc]
         finals: dict[str, dict[str, Any]] = {}
         if not self.live:
             return finals
@@ -242,12 +268,15 @@ def execute_stacked(
     index: RunIndex | None = None,
     heartbeat_s: float | None = HEARTBEAT_S,
     threads: int | None = None,
+    checkpoint_request: threading.Event | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train created runs of one configuration (seeds apart) as one stack in this process,
     recording each one's state and end in its own directory, as `trainer.execute` does for
     one: the final records of the runs that finished, by run id. A run that fails alone
     ends `failed` and the others train on; a stop signal ends every unfinished one `killed`
-    (RunInterrupted is raised), an error of the stack every unfinished one `failed`.
+    (RunInterrupted is raised), an error of the stack every unfinished one `failed`. Once
+    `checkpoint_request` is set, every unfinished run checkpoints one position and
+    RunPreempted is raised with no end recorded, as `trainer.execute` does.
     """
     configs = [validate_config(run.config()["config"]) for run in runs]
     check_stackable(configs)
@@ -287,7 +316,12 @@ def execute_stacked(
                 Trainer(run, torch_device, lambda record, run=run: report(run, record))  # type: ignore[misc]
                 for run in runs
             ]
-            finals = StackedTrainer(trainers, on_failure=failed).train(resume=resume)
+            stack = StackedTrainer(trainers, failed, checkpoint_request=checkpoint_request)
+            finals = stack.train(resume=resume)
+    except RunPreempted as stop:
+        for run in unfinished():
+            run.log(f"preempted: {stop} (not ended: resume continues from there)")
+        raise
     except RunInterrupted as stop:
         for run in unfinished():
             record_end(run, "killed", error=f"stopped by {stop}", log=f"killed by {stop}")

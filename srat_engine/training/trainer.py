@@ -377,11 +377,28 @@ class Trainer:
     def preempt_if_requested(self, plan: EpochPlan, index: int) -> None:
         """After batch `index`: on a checkpoint request, checkpoint this position and raise
         RunPreempted (checked after the last batch too: before the epoch's evaluation)."""
-        if not self.checkpoint_requested():
-            return
+        if self.checkpoint_requested():
+            raise self.checkpoint_mid_epoch(plan, index)
+
+    def checkpoint_mid_epoch(self, plan: EpochPlan, index: int) -> RunPreempted:
+        """Checkpoint the position after batch `index` of `plan`'s epoch (SratError instead if
+        its loss is not finite: a nan is never checkpointed); the RunPreempted to raise."""
         plan.position.batch = index + 1
-        self._check_finite(plan.position.sums, plan.epoch, plan.lr)  # never checkpoint a nan
-        raise self._preempt(plan.epoch, plan.position)
+        self._check_finite(plan.position.sums, plan.epoch, plan.lr)
+        return self._preempt(plan.epoch, plan.position)
+
+    def checkpoints_after(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (0-based) ends with a checkpoint: every
+        ``train.checkpoint_every`` epochs, and the last."""
+        done = epoch + 1
+        return done % self.config.train.checkpoint_every == 0 or done == self.config.train.epochs
+
+    def checkpoint_epoch_end(self, epoch: int) -> RunPreempted:
+        """After epoch `epoch`'s record: its checkpoint (saved already where
+        `checkpoints_after` says so); the RunPreempted to raise."""
+        if self.checkpoints_after(epoch):
+            return RunPreempted(epoch + 1, 0)
+        return self._preempt(epoch + 1, None)
 
     def end_epoch(self, plan: EpochPlan) -> dict[str, Any]:
         """The epoch's training columns, once its last batch has trained (SratError when its
@@ -592,17 +609,14 @@ class Trainer:
         # point of this epoch's end leaves every epoch recorded exactly once after resume.
         self.run.append_metrics(record)
         self._keep_if_best(record)
-        saved = (epoch + 1) % self.config.train.checkpoint_every == 0 or epoch + 1 == epochs
-        if saved:
+        if self.checkpoints_after(epoch):
             save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epoch + 1))
         self.run.write_state(epoch=epoch + 1, epochs=epochs)
         self.on_event(record)
         # after the last epoch too: a request stops before the final evaluation, which a
         # resume (at epoch `epochs`, no epoch left) then runs
         if self.checkpoint_requested():
-            if saved:
-                raise RunPreempted(epoch + 1, 0)
-            raise self._preempt(epoch + 1, None)
+            raise self.checkpoint_epoch_end(epoch)
 
     def final_record(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
         """The final evaluation on the whole test set (`evaluate_final`, unless a stack
