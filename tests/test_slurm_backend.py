@@ -354,3 +354,57 @@ def test_two_homes_on_one_filesystem_never_see_each_others_runs(
     for home, entry in ((srat_home, mine), (other_home, theirs)):
         run = run_dir(home, entry["run_id"])
         wait_for("both runs to finish", lambda run=run: run.exit_record() is not None)
+
+
+def submitted_stack(srat: Srat, home: Path, epochs: int) -> tuple[str, list[RunDir]]:
+    """Seeds 0 and 1 of demo submitted as one stack (`--stack`): its job id and runs, once
+    both have trained an epoch."""
+    sets = ["--set", f"train.epochs={epochs}", "--set", "train.checkpoint_every=1000"]
+    entries = submit(srat, "--preset", "demo", "--seeds", "0,1", "--stack", *sets)
+    runs = [run_dir(home, entry["run_id"]) for entry in entries]
+    (job,) = {entry["slurm_job_id"] for entry in entries}  # one job for the stack
+    wait_for("the stack to train an epoch", lambda: all(r.state().get("epoch") for r in runs))
+    return job, runs
+
+
+def test_a_stack_is_one_job_that_requeues_on_slurms_warning_and_finishes(
+    srat: Srat, slurm_cluster: SlurmCluster, srat_home: Path
+) -> None:
+    """Slurm's warning signal (USR2, as before a time limit) reaches a stacked job: every run
+    checkpoints one position, the job requeues, and the requeued job resumes the stack to
+    the end, each epoch recorded once in each run."""
+    epochs = 60
+    job, runs = submitted_stack(srat, srat_home, epochs)
+    ids = [run.id for run in runs]
+    assert [run.stack() for run in runs] == [ids, ids]
+    slurm_cluster.scancel(job, sig="USR2")
+    wait_for("the requeue", lambda: all(r.state().get("requeues") for r in runs), timeout=30)
+    deadline = time.monotonic() + 120
+    while not all(run.exit_record() for run in runs):
+        assert time.monotonic() < deadline, "the stack did not finish in 120 s"
+        # a requeued job is held ~2 min (BeginTime): let it start at once
+        if any(queued.reason == "BeginTime" for queued in slurm_cluster.squeue(job)):
+            slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+        time.sleep(0.2)
+    for run in runs:
+        assert run.exit_record()["status"] == "finished", run.exit_record()
+        epochs_seen, final = results(run)
+        assert sorted(epochs_seen) == list(range(1, epochs + 1)) and final
+        resumes = [r for r in run.metrics() if r["event"] == "resume"]
+        # from the position checkpointed on the signal: mid-epoch or at an epoch's end
+        assert len(resumes) == 1 and resumes[0]["from_epoch"] + resumes[0]["from_batch"] > 0
+        log = run.log_path.read_text()
+        assert "requeued (requeue 1)" in log and log.count("stacked with 1 other run(s)") >= 2
+    assert runs[0].state()["restarts"] >= 1
+
+
+def test_killing_one_run_of_a_slurm_stack_cancels_its_job_for_all(
+    srat: Srat, slurm_cluster: SlurmCluster, srat_home: Path
+) -> None:
+    job, runs = submitted_stack(srat, srat_home, 2000)
+    killed = srat("runs", "kill", runs[0].id)
+    assert killed.code == 0, killed.err
+    assert f"and the rest of its stack: {runs[1].id}" in killed.out
+    wait_for("both kills to be recorded", lambda: all(r.exit_record() for r in runs), 20)
+    assert [r.exit_record()["status"] for r in runs] == ["killed", "killed"]
+    slurm_cluster.wait_gone(job)

@@ -364,8 +364,18 @@ def test_job_device_refuses_a_cuda_run_without_gpus(device: str) -> None:
         job_device(device, 0)
 
 
-def members(tmp_path: Path, *ids: str) -> list[tuple[RunDir, str]]:
-    return [(RunDir(tmp_path / run_id), f"launch-{run_id}") for run_id in ids]
+def members(tmp_path: Path, *ids: str, stack: int = 1) -> list[list[tuple[RunDir, str]]]:
+    """The units of one job array: one run each, or stacks of `stack` runs."""
+    runs = [(RunDir(tmp_path / run_id), f"launch-{run_id}") for run_id in ids]
+    return [runs[i : i + stack] for i in range(0, len(runs), stack)]
+
+
+def test_a_stack_is_one_array_task_named_for_its_first_run(tmp_path: Path) -> None:
+    options = SlurmOptions(time="10")
+    one = _sbatch_parameters(options, 1, members(tmp_path, "a", "b", stack=2))
+    assert (one["job_name"], one["array_parallelism"]) == ("srat-stack-a", 1)
+    two = _sbatch_parameters(options, 1, members(tmp_path, "a", "b", "c", "d", stack=2))
+    assert (two["job_name"], two["array_parallelism"]) == ("srat-2-stacks", 2)
 
 
 def test_sbatch_parameters_of_an_array(tmp_path: Path) -> None:

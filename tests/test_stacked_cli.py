@@ -95,7 +95,7 @@ def test_detached_stack_shares_one_worker_and_a_kill_stops_the_stack(
         (("--stack",), "give two or more with --seeds"),
         (("--seeds", "0,0", "--stack"), "give two or more with --seeds"),
         (("--seeds", "0-1", "--stack", "--set", "method=TRADES"), "TRADES"),
-        (("--seeds", "0-1", "--stack", "--backend", "slurm"), "drop --stack"),
+        (("--seeds", "0-1", "--stack", "--set", "method=AWP", "--backend", "slurm"), "AWP"),
     ],
 )
 def test_what_cannot_stack_is_refused_before_any_run_exists(

@@ -613,7 +613,12 @@ async def test_stack_seeds_launches_one_worker_for_the_seeds(stop_runs: None) ->
         command = text_of(screen.query_one("#newrun-command", Static))
         assert "--seeds 0,1 --stack" in command and "once per seed" not in command
         assert "stacked: one process, one slot" in text_of(screen.query_one("#newrun-cost"))
-        await hidden_for_slurm_then_launched(pilot, "stack")  # a Slurm job trains one run
+        # a stack is one Slurm job too: the switch stays for the slurm backend
+        screen = await set_field(pilot, "backend", "slurm")
+        assert screen.query_one("#stack").display and not screen.query_one("#per_device").display
+        screen = await set_field(pilot, "backend", "local")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: pilot.app.screen is not screen, timeout=30)
     assert app.result is not None and len(app.result) == 2
     launches = [RunDir(context.runs_root / run_id).launch_record() for run_id in app.result]
     assert len({launch["pid"] for launch in launches}) == 1

@@ -284,6 +284,9 @@ async def test_the_form_submits_to_a_real_slurm(
         await choose_slurm(pilot)
         await set_field(pilot, "epochs", "1")
         await set_field(pilot, "extra", " ".join(TINY_RUN))
+        # two seeds as one stack: one Slurm job trains both (`srat run --stack`)
+        await set_field(pilot, "seeds", "0,1")
+        await set_field(pilot, "stack", "true")
         await set_field(pilot, "gpus_per_run", "0")  # the test cluster has no GPU
         screen = await set_field(pilot, "partition", "nope")
         assert error_text(screen) == "unknown Slurm partition 'nope' (this cluster has: debug)"
@@ -292,22 +295,29 @@ async def test_the_form_submits_to_a_real_slurm(
         assert validation is not None and validation.ok, validation
         command = " ".join(text_of(screen.query_one("#newrun-command", Static)).split())
         assert command == command_line("demo", validation)
+        assert "--seeds 0,1 --stack" in command
         assert command.endswith(" --backend slurm --partition debug --time 12:00:00 "
                                 "--gpus-per-run 0")  # fmt: skip
+        cost = text_of(screen.query_one("#newrun-cost", Static))
+        assert "stacked: one process, one Slurm job" in cost
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: app.result is not None, "the submission", timeout=60)
-        assert app.screen is not screen  # dismissed with the new run
-    assert app.result is not None and len(app.result) == 1
-    run = RunDir(context.runs_root / app.result[0])
-    launch = run.launch_record()
-    assert launch["backend"] == "slurm" and launch["job_id"]
-    assert launch["gpus"] == 0 and launch["device"] == "cpu"
-    assert run.config()["config"]["train"]["epochs"] == 1
-    state = wait_status(run, "finished", timeout=60)
-    assert state["slurm_job_id"] == launch["job_id"]
-    assert state["node"] == slurm_cluster.node
-    record = context.index.get(run.id)
-    assert record is not None and record["backend"] == "slurm"
+        assert app.screen is not screen  # dismissed with the new runs
+    assert app.result is not None and len(app.result) == 2
+    runs = [RunDir(context.runs_root / run_id) for run_id in app.result]
+    launches = [run.launch_record() for run in runs]
+    assert len({launch["job_id"] for launch in launches}) == 1  # one job for the stack
+    for run, launch in zip(runs, launches, strict=True):
+        assert launch["backend"] == "slurm" and launch["job_id"]
+        assert launch["gpus"] == 0 and launch["device"] == "cpu"
+        assert launch["stack"] == app.result and run.stack() == app.result
+        assert run.config()["config"]["train"]["epochs"] == 1
+        state = wait_status(run, "finished", timeout=60)
+        assert state["slurm_job_id"] == launch["job_id"]
+        assert state["node"] == slurm_cluster.node
+        assert "stacked with 1 other run(s)" in run.log_path.read_text()
+        record = context.index.get(run.id)
+        assert record is not None and record["backend"] == "slurm"
 
 
 @scenario

@@ -7,6 +7,10 @@ readers refresh it from the run directories). Slurm allocates the GPUs; srat's s
 local runs only. submitit writes the sbatch files and job pickles under `<home>/slurm/<job>/`,
 where Slurm also writes each job's output.
 
+A stack (`srat run --stack --backend slurm`: the seeds of one configuration) is one job, one
+array task, that trains its runs as one stacked model (`slurm_job.run_stack_job`); each run
+keeps its own directory, and resumes alone.
+
 A submission is all or nothing: bad options, no sbatch, an unknown partition or a refused
 sbatch raise SratError before (or instead of) anything being left behind: runs created for it
 are removed again, runs resumed by it get their previous launch record back.
@@ -114,15 +118,21 @@ def job_device(config_device: str, gpus: int) -> str:
 
 
 def create_and_submit(
-    prepared: Sequence[PreparedRun], options: SlurmOptions, *, home: Home
+    prepared: Sequence[PreparedRun], options: SlurmOptions, *, home: Home, stack_size: int = 1
 ) -> list[SlurmSubmission]:
     """Create and submit one run per prepared configuration (one job array for several): the
     cluster and every run's device are checked before any run directory is created, and none
     is left behind when a creation or the submission fails. What `srat run --backend slurm`
-    and the TUI's new-run form do."""
+    and the TUI's new-run form do. With `stack_size` > 1, each `stack_size` consecutive runs
+    are one stack, one job (`config.stacking` checks them first)."""
     from srat_engine.config.prepare import create_run
 
     check_submission(options, [item.config.device for item in prepared])
+    if stack_size > 1:
+        from srat_engine.config.stacking import check_stackable
+
+        for start in range(0, len(prepared), stack_size):
+            check_stackable([item.config for item in prepared[start : start + stack_size]])
     created: list[RunDir] = []
     try:
         for item in prepared:
@@ -131,7 +141,8 @@ def create_and_submit(
         for run in created:
             shutil.rmtree(run.path, ignore_errors=True)
         raise
-    return submit_runs(created, options, home=home)  # it removes the runs if sbatch refuses
+    # submit_runs removes the runs if sbatch refuses
+    return submit_runs(created, options, home=home, stack_size=stack_size)
 
 
 def submit_runs(
@@ -141,47 +152,63 @@ def submit_runs(
     home: Home,
     resume: bool = False,
     created: bool = True,
+    stack_size: int = 1,
 ) -> list[SlurmSubmission]:
     """Submit `runs` (one job array per resource shape) and record each job in its run.
 
     `created`: the runs were made for this submission and are removed if it fails; else (a
     resume) their previous launch records are put back. `check_submission` should have
-    been called before the runs were created.
+    been called before the runs were created. With `stack_size` > 1, each `stack_size`
+    consecutive runs are one stack (checked stackable by the caller): one array task.
     """
     import submitit
 
-    from srat_engine.jobs.slurm_job import run_job
+    from srat_engine.jobs.slurm_job import run_job, run_stack_job
 
     previous = {run.id: run.launch_record() for run in runs}
-    groups: dict[tuple[int, str], list[tuple[RunDir, str]]] = {}
-    for run in runs:
-        device = run.config()["config"].get("device", "auto")
+    # a job trains one unit: a run, or the runs of a stack
+    units = [list(runs[i : i + stack_size]) for i in range(0, len(runs), max(stack_size, 1))]
+    groups: dict[tuple[int, str], list[list[tuple[RunDir, str]]]] = {}
+    for unit in units:
+        device = unit[0].config()["config"].get("device", "auto")
         gpus = options.gpus_for(device)
-        launch_id = uuid.uuid4().hex
-        groups.setdefault((gpus, job_device(device, gpus)), []).append((run, launch_id))
+        members = [(run, uuid.uuid4().hex) for run in unit]
+        groups.setdefault((gpus, job_device(device, gpus)), []).append(members)
     submissions: list[SlurmSubmission] = []
     try:
-        for (gpus, device), members in groups.items():
-            for run, launch_id in members:
-                # before sbatch: a job that starts at once finds the launch it belongs to
-                run.write_launch_record(_launch_record(launch_id, options, device, gpus, resume))
+        for (gpus, device), group in groups.items():
+            for members in group:
+                stack = [run.id for run, _ in members] if len(members) > 1 else None
+                for run, launch_id in members:
+                    # before sbatch: a job that starts at once finds the launch it belongs to
+                    record = _launch_record(launch_id, options, device, gpus, resume, stack)
+                    run.write_launch_record(record)
             executor = submitit.SlurmExecutor(folder=home.slurm / "%j")
-            executor.update_parameters(**_sbatch_parameters(options, gpus, members))
-            # one sbatch for the group: an array when there are several runs
-            jobs = executor.map_array(
-                run_job,
-                [str(run.path) for run, _ in members],
-                [str(home.root)] * len(members),
-                [launch_id for _, launch_id in members],
-            )
-            for (run, _), job in zip(members, jobs, strict=True):
+            executor.update_parameters(**_sbatch_parameters(options, gpus, group))
+            # one sbatch for the group: an array when there are several units
+            if stack_size > 1:
+                jobs = executor.map_array(
+                    run_stack_job,
+                    [[str(run.path) for run, _ in members] for members in group],
+                    [str(home.root)] * len(group),
+                    [[launch_id for _, launch_id in members] for members in group],
+                )
+            else:
+                jobs = executor.map_array(
+                    run_job,
+                    [str(members[0][0].path) for members in group],
+                    [str(home.root)] * len(group),
+                    [members[0][1] for members in group],
+                )
+            for members, job in zip(group, jobs, strict=True):
                 array_job, _, index = str(job.job_id).partition("_")
-                submissions.append(
-                    SlurmSubmission(
-                        run.id, str(job.job_id), array_job if index else None,
-                        int(index) if index else None,
-                    )
-                )  # fmt: skip
+                for run, _ in members:
+                    submissions.append(
+                        SlurmSubmission(
+                            run.id, str(job.job_id), array_job if index else None,
+                            int(index) if index else None,
+                        )
+                    )  # fmt: skip
     except SratError:
         _undo(runs, previous, created, home)
         raise
@@ -193,10 +220,14 @@ def submit_runs(
 
 
 def _sbatch_parameters(
-    options: SlurmOptions, gpus: int, members: list[tuple[RunDir, str]]
+    options: SlurmOptions, gpus: int, group: list[list[tuple[RunDir, str]]]
 ) -> dict[str, Any]:
-    count = len(members)
-    name = f"srat-{members[0][0].id}" if count == 1 else f"srat-{count}-runs"
+    count = len(group)
+    stacks = len(group[0]) > 1
+    if count == 1:
+        name = f"srat-stack-{group[0][0][0].id}" if stacks else f"srat-{group[0][0][0].id}"
+    else:
+        name = f"srat-{count}-stacks" if stacks else f"srat-{count}-runs"
     parameters: dict[str, Any] = {
         "job_name": name,
         "time": options.minutes,
@@ -219,7 +250,12 @@ def _sbatch_parameters(
 
 
 def _launch_record(
-    launch_id: str, options: SlurmOptions, device: str, gpus: int, resume: bool
+    launch_id: str,
+    options: SlurmOptions,
+    device: str,
+    gpus: int,
+    resume: bool,
+    stack: list[str] | None = None,
 ) -> dict[str, Any]:
     return {
         "backend": "slurm",
@@ -230,6 +266,8 @@ def _launch_record(
         "resume": resume,
         "host": socket.gethostname(),
         "launched": now_iso(),
+        # the ids of the runs its job trains as one stack (`RunDir.stack`)
+        **({"stack": stack} if stack else {}),
     }
 
 

@@ -1,7 +1,9 @@
-"""What runs inside a Slurm job: one run, trained in its directory on the shared filesystem.
+"""What runs inside a Slurm job: one run, or the runs of one stack (`srat run --stack`), trained
+in their directories on the shared filesystem.
 
-submitit starts `run_job(run_dir, home, launch_id)` in the job (and again after every requeue,
-with the same arguments). The job:
+submitit starts `run_job(run_dir, home, launch_id)` in the job, or `run_stack_job(run_dirs,
+home, launch_ids)` for a stack (and again after every requeue, with the same arguments). The
+job (for a stack, for each of its runs; they train as one stacked model, `execute_stacked`):
 - trains only the launch it was submitted for (launch.json's `launch_id`): a job left over
   from an earlier submission of the run (resumed since) stops at once, as does a job whose run
   was killed before it started;
@@ -60,8 +62,16 @@ def slurm_ids(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
 
 def run_job(run_dir: str, home: str, launch_id: str) -> str:
     """Train the run of `run_dir` in this Slurm job; returns how it left the job (finished,
-    killed, failed, requeued or skipped: why the job did not train). `home` is the run's srat
-    home (unused by training: jobs never write its index; kept for the record)."""
+    killed, requeued or skipped: why the job did not train). `home` is the run's srat home
+    (unused by training: jobs never write its index; kept for the record)."""
+    return run_stack_job([run_dir], home, [launch_id])
+
+
+def run_stack_job(run_dirs: list[str], home: str, launch_ids: list[str]) -> str:
+    """Train the runs of `run_dirs` (one configuration, seeds apart) in this Slurm job as one
+    stack, each for its launch in `launch_ids`; returns how they left the job, as `run_job`.
+    A run launched again since, or ended, is left out (and logs why); the others train, one
+    alone as `run_job` would."""
     checkpoint_request = threading.Event()
 
     def request_checkpoint(_signum: int, _frame: FrameType | None) -> None:
@@ -74,33 +84,50 @@ def run_job(run_dir: str, home: str, launch_id: str) -> str:
         signal.signal(sig, raise_interrupted)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    run = RunDir(Path(run_dir))
     ids = slurm_ids(os.environ)
-    reason = _skip_reason(run, launch_id)
-    if reason is not None:
+    launches: list[tuple[RunDir, str]] = []
+    skipped: list[str] = []
+    for run_dir, launch_id in zip(run_dirs, launch_ids, strict=True):
+        run = RunDir(Path(run_dir))
+        reason = _skip_reason(run, launch_id)
+        if reason is None:
+            launches.append((run, launch_id))
+            continue
+        skipped.append(reason if len(run_dirs) == 1 else f"{run.id}: {reason}")
         with suppress(SratError):
             run.log(f"Slurm job {ids['slurm_job_id']} did not train: {reason}")
-        return f"skipped: {reason}"
+    if not launches:
+        return f"skipped: {'; '.join(skipped)}"
+    runs = [run for run, _ in launches]
+    device = str(runs[0].launch_record().get("device") or "") or None
     try:
-        resume = run.checkpoint_path.exists() or run.metrics_path.exists()
-        run.write_state(backend="slurm", launch_id=launch_id, **ids)
-        run.log(f"Slurm job {ids['slurm_job_id']} started on {ids['node']}")
+        resume = any(run.checkpoint_path.exists() or run.metrics_path.exists() for run in runs)
+        stacked = f", stacked with {len(runs) - 1} other run(s)" if len(runs) > 1 else ""
+        for run, launch_id in launches:
+            run.write_state(backend="slurm", launch_id=launch_id, **ids)
+            run.log(f"Slurm job {ids['slurm_job_id']} started on {ids['node']}{stacked}")
         _set_threads(os.environ)
-        from srat_engine.training.trainer import execute
+        common: dict[str, Any] = {
+            "device": device,
+            "resume": resume,
+            "heartbeat_s": interval_from_env(os.environ),
+            "checkpoint_request": checkpoint_request,
+        }
+        if len(runs) == 1:
+            from srat_engine.training.trainer import execute
 
-        execute(
-            run,
-            device=str(run.launch_record().get("device") or "") or None,
-            resume=resume,
-            heartbeat_s=interval_from_env(os.environ),
-            checkpoint_request=checkpoint_request,
-        )
+            execute(runs[0], **common)
+        else:
+            from srat_engine.training.stacked_trainer import execute_stacked
+
+            execute_stacked(runs, **common)
     except RunPreempted as stop:
-        return _requeue(run, ids["slurm_job_id"], stop)
+        return _requeue(runs, ids["slurm_job_id"], stop)
     except RunInterrupted as stop:
-        if run.exit_record() is None:  # cancelled before training started
-            with suppress(SratError):
-                run.record_end("killed", error=f"stopped by {stop}", log=f"killed by {stop}")
+        for run in runs:
+            if run.exit_record() is None:  # cancelled before training started
+                with suppress(SratError):
+                    run.record_end("killed", error=f"stopped by {stop}", log=f"killed by {stop}")
         return "killed"
     return "finished"
 
@@ -127,14 +154,16 @@ def _set_threads(environ: dict[str, str] | os._Environ[str]) -> None:
         torch.set_num_threads(int(cpus))
 
 
-def _requeue(run: RunDir, job_id: str, stop: Exception) -> str:
-    """After a checkpoint on Slurm's warning: back to `queued` and into Slurm's queue again
-    (a failed requeue ends the run `killed`, resumable by hand)."""
-    # Slurm ends this job with SIGTERM once it is requeued: that is not a kill of the run
+def _requeue(runs: list[RunDir], job_id: str, stop: Exception) -> str:
+    """After a checkpoint on Slurm's warning: the runs back to `queued` and their job into
+    Slurm's queue again (a failed requeue ends them `killed`, resumable by hand)."""
+    # Slurm ends this job with SIGTERM once it is requeued: that is not a kill of the runs
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    requeues = int(run.state().get("requeues") or 0) + 1
-    run.write_state(status="queued", queued=now_iso(), pid=None, pid_start=None, host=None,
-                    requeues=requeues)  # fmt: skip
+    counts = {}
+    for run in runs:
+        counts[run.id] = int(run.state().get("requeues") or 0) + 1
+        run.write_state(status="queued", queued=now_iso(), pid=None, pid_start=None, host=None,
+                        requeues=counts[run.id])  # fmt: skip
     try:
         done = subprocess.run(
             ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60, check=False
@@ -146,7 +175,9 @@ def _requeue(run: RunDir, job_id: str, stop: Exception) -> str:
         failure = str(err)
     if failure is not None:
         message = f"{stop}; Slurm did not requeue job {job_id} ({failure}): resume it by hand"
-        run.record_end("killed", error=message, log=f"killed: {message}")
+        for run in runs:
+            run.record_end("killed", error=message, log=f"killed: {message}")
         return "killed"
-    run.log(f"{stop} on Slurm's signal; job {job_id} requeued (requeue {requeues})")
+    for run in runs:
+        run.log(f"{stop} on Slurm's signal; job {job_id} requeued (requeue {counts[run.id]})")
     return "requeued"

@@ -198,12 +198,13 @@ def _run_foreground_stack(prepared: list[PreparedRun], home: Home, as_json: bool
 
 
 def _submit_to_slurm(
-    prepared: list[PreparedRun], home: Home, options: SlurmOptions, as_json: bool
+    prepared: list[PreparedRun], home: Home, options: SlurmOptions, as_json: bool, stack_size: int
 ) -> None:
-    """Every run as one Slurm job (one array for several); nothing is left on a refusal."""
+    """Every run as one Slurm job, or every `stack_size` seeds of a configuration as one
+    stacked job (one array for several); nothing is left on a refusal."""
     from srat_engine.jobs.slurm import create_and_submit
 
-    submissions = create_and_submit(prepared, options, home=home)
+    submissions = create_and_submit(prepared, options, home=home, stack_size=stack_size)
     entries = [
         {"run_id": job.run_id, "source": item.source, "slurm_job_id": job.job_id}
         for job, item in zip(submissions, prepared, strict=True)
@@ -211,9 +212,10 @@ def _submit_to_slurm(
     if as_json:
         typer.echo(json.dumps(entries))
         return
+    how = "stacked, " if stack_size > 1 else ""
     for entry in entries:
         job = entry["slurm_job_id"]
-        typer.echo(inert(f"{entry['run_id']}  {entry['source']}  submitted (Slurm job {job})"))
+        typer.echo(inert(f"{entry['run_id']}  {entry['source']}  submitted ({how}Slurm job {job})"))
 
 
 @app.command()
@@ -254,7 +256,7 @@ def run(
         typer.Option(
             "--stack",
             help="with --seeds: train each configuration's seeds in one process, as one "
-            "stacked model (one slot per configuration)",
+            "stacked model (one slot, or one Slurm job, per configuration)",
         ),
     ] = False,
     dry_run: Annotated[
@@ -289,9 +291,6 @@ def run(
             "--stack trains the seeds of a configuration together: give two or more with "
             "--seeds (e.g. --seeds 0-3)"
         )
-    if stack and on_slurm:
-        raise SratError("--stack runs on this machine (in the foreground or --detach); a Slurm "
-                        "job trains one run: drop --stack or --backend slurm")  # fmt: skip
     if count > 1 and not (detach or dry_run or on_slurm or (stack and len(names) <= 1)):
         what = f"{len(names)} presets match" if len(names) > 1 else f"{count} runs"
         raise SratError(f"{what}: add --detach to queue them all")
@@ -325,7 +324,7 @@ def run(
             stdout_console().print(inert(f"time     {_outlook_line(timed, home, placement)}"))
         return
     if options is not None:
-        _submit_to_slurm(prepared, home, options, as_json)
+        _submit_to_slurm(prepared, home, options, as_json, len(per_seed) if stack else 1)
         return
     if not detach:
         from srat_engine.training.device import pick_device

@@ -148,7 +148,7 @@ class FormValues:
     robal_tau_b: str = ""
     robal_tau_p: str = ""
     per_device: str = ""  # runs at once on each device (local): --per-gpu, or --slots on a CPU
-    stack: str = ""  # "true": the seeds as one stacked process (local: `srat run --stack`)
+    stack: str = ""  # "true": the seeds as one stacked process (`srat run --stack`)
 
 
 def format_budget(value: float) -> str:
@@ -333,7 +333,7 @@ class Validation:
     seeds: tuple[int, ...] = ()
     devices: tuple[str, ...] = ()
     per_device: int = 1
-    stack: bool = False  # the seeds train as one stack (`config.stacking`), in one slot
+    stack: bool = False  # the seeds train as one stack (`config.stacking`): one slot or job
     slurm: SlurmOptions | None = None  # set: the runs go to Slurm with these options
     error: str | None = None
     # launched now, behind the local queue (`jobs.forecast.launch_outlook`), as of checked_at
@@ -376,20 +376,22 @@ def check_form(
         )
         if seed_error is not None:
             return replace(result, error=seed_error)
-        if on_slurm(values):
-            options = check_slurm(values, prepared.config.device, home)
-            return replace(result, prepared=prepared, seeds=tuple(seeds), slurm=options)
-        choice = parse_devices(values.devices)
-        at_once = parse_runs_per_device(values.per_device)
-        devices, per_device = resolve_devices(
-            gpus=choice.gpus, device=choice.device, slots=at_once, per_gpu=at_once
-        )
         stack = values.stack == "true"
         if stack:
             if len(seeds) < 2:
                 raise SratError("stack seeds: give two or more seeds (e.g. 0,1,2)")
             configs = [prepared.config.model_copy(update={"seed": seed}) for seed in seeds]
             check_stackable(configs)
+        if on_slurm(values):
+            options = check_slurm(values, prepared.config.device, home)
+            return replace(
+                result, prepared=prepared, seeds=tuple(seeds), slurm=options, stack=stack
+            )
+        choice = parse_devices(values.devices)
+        at_once = parse_runs_per_device(values.per_device)
+        devices, per_device = resolve_devices(
+            gpus=choice.gpus, device=choice.device, slots=at_once, per_gpu=at_once
+        )
     except SratError as err:
         return replace(result, error=str(err))
     except Exception as err:  # a form must never take the app down
@@ -453,14 +455,17 @@ def launch_runs(validation: Validation, preset: str, context: AppContext) -> lis
 def submit_to_slurm(
     validation: Validation, preset: str, context: AppContext
 ) -> list[SlurmSubmission]:
-    """One Slurm job per seed (one job array for several), as `srat run --backend slurm`
-    submits them: every seed validated and the cluster checked again before any run directory
-    is created; nothing is left behind when a creation or the submission fails."""
+    """One Slurm job per seed (one job array for several), or with stack seeds one job for
+    them all, as `srat run --backend slurm [--stack]` submits them: every seed validated and
+    the cluster checked again before any run directory is created; nothing is left behind
+    when a creation or the submission fails."""
     options = validation.slurm
     assert options is not None
     home = context.home
+    stack_size = len(validation.seeds) if validation.stack else 1
     # the cluster may have changed since the form was checked: create_and_submit checks again
-    return create_and_submit(_prepare_seeds(validation, preset, home), options, home=home)
+    prepared = _prepare_seeds(validation, preset, home)
+    return create_and_submit(prepared, options, home=home, stack_size=stack_size)
 
 
 def command_line(preset: str, validation: Validation) -> str:
@@ -546,7 +551,8 @@ def cost_lines(validation: Validation) -> RenderableType:
     lines.append(Text(f"      eval PGD-{config.eval.steps}{evaluation_cadence(workload)}"))
     seeds = len(validation.seeds)
     if seeds > 1:
-        stacked = ", stacked: one process, one slot" if validation.stack else ""
+        where = "one Slurm job" if validation.slurm is not None else "one slot"
+        stacked = f", stacked: one process, {where}" if validation.stack else ""
         lines.append(Text(f"      for each of {seeds} seeds (a run each{stacked})"))
     if validation.outlook is not None and validation.checked_at is not None:
         when = time_line(validation.outlook, validation.like, validation.checked_at, queued=True)
@@ -711,15 +717,11 @@ class NewRunScreen(Screen[list[str] | None]):
                     "at once on each device: 1, 2, 4 (--per-gpu, --slots)",
                     classes="-local",
                 )
-                yield from self._select(
-                    "stack", [("off", "false"), ("on", "true")], "stack seeds", classes="-local"
-                )
+                yield from self._select("stack", [("off", "false"), ("on", "true")], "stack seeds")
                 # shown for the slurm backend only (`-slurm`); placeholders filled on mount
                 yield from self._input("partition", "partition", "", classes="-slurm")
                 yield from self._input("time", "time limit", "", classes="-slurm")
                 yield from self._input("gpus_per_run", "gpus per run", "", classes="-slurm")
-                yield Label("", classes="-spacer -slurm")
-                yield Static("", classes="-spacer -slurm")
                 yield from self._input(
                     "extra",
                     "extra overrides",
