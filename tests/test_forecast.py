@@ -18,11 +18,13 @@ from srat_engine.jobs.forecast import (
     LaunchOutlook,
     Planned,
     Waiter,
+    _pace,
     forecast_starts,
     launch_outlook,
     like_paces,
     queue_forecast,
     seconds_per_forward,
+    stack_size,
     with_queue_forecast,
 )
 from srat_engine.jobs.slots import Slot, read_queue, slot_device
@@ -91,9 +93,9 @@ def test_a_like_run_s_pace_is_the_latest_per_model_dataset_and_device() -> None:
         {**timed, "arch": "wrn", "device": "cuda:0", "epoch_seconds": 9.0},
     ]
     assert like_paces(records) == {
-        ("resnet18", "cifar10", "cuda:0"): 0.02,
-        ("resnet18", "cifar10", "cuda:1"): 0.03,
-        ("wrn", "cifar10", "cuda:0"): 0.09,
+        ("resnet18", "cifar10", "cuda:0", 1): 0.02,
+        ("resnet18", "cifar10", "cuda:1", 1): 0.03,
+        ("wrn", "cifar10", "cuda:0", 1): 0.09,
     }
 
 
@@ -158,7 +160,9 @@ def test_the_runs_of_a_stack_wait_on_its_first_run_s_ticket_and_share_its_foreca
         starts["b0"] == starts["b1"] == starts["b2"] == (NOW + timedelta(seconds=110)).isoformat()
     )
     assert shown[2]["ends"] == shown[1]["ends"]
-    assert starts["c"] == (NOW + timedelta(seconds=140)).isoformat()  # after the stack's 30 s
+    # no like stack of 3: a's lone pace times 3, 3 x (20 s + 10 s), then c
+    assert shown[1]["ends"] == (NOW + timedelta(seconds=110 + 60)).isoformat()
+    assert starts["c"] == (NOW + timedelta(seconds=200)).isoformat()
     assert queue_summary(shown, NOW) is not None and queue_summary(shown, NOW).startswith(
         "4 waiting"
     )
@@ -333,6 +337,12 @@ def test_dry_run_and_the_new_run_form_say_how_long_a_run_should_train(
     assert (checked.outlook.last_end - NOW).total_seconds() == pytest.approx(
         whole + training, abs=1e-3
     )
+    # stacked, the two seeds are one stack: with no like stack of 2 timed, two lone runs' time
+    stacked = check_form(1, "demo", replace(values, stack="true"), base, home, NOW)
+    assert stacked.ok and stacked.outlook is not None, stacked.error
+    assert stacked.outlook.training_seconds == pytest.approx((2 * training, 2 * training))
+    both = srat(*args, "--seeds", "0-1", "--stack")
+    assert f"time     training ~{duration(2 * training)} at the pace" in both.out, both.out
 
 
 @pytest.mark.parametrize(
@@ -353,3 +363,25 @@ def test_a_hand_edited_record_gives_no_estimate_and_no_error(
     for queued in shown[1:]:
         assert "starts" in queued  # each is placed in the queue, with or without times
         assert queued["ends"] is None or queued["ends"] > queued["starts"]
+
+
+def test_a_stack_s_pace_is_a_like_stack_s_of_its_size_else_scaled_from_another_size() -> None:
+    """A stacked run's epoch_seconds are its stack's (K runs at once): a stack of K borrows a
+    like stack of K's r, else another size K''s scaled by K / K' (`jobs.forecast._pace`)."""
+    timed = {"arch": "resnet18", "dataset": "cifar10", "device": "cuda:0", "epoch_forwards": 100}
+    lone = {**timed, "epoch_seconds": 1.0}
+    pair = {**timed, "epoch_seconds": 1.5, "stack": ["p0", "p1"]}
+    assert [stack_size(r) for r in (lone, pair, {"stack_size": 4}, {"stack": ["x"]})] == [
+        1, 2, 4, 1,
+    ]  # fmt: skip
+    paces = like_paces([lone, pair])
+    assert paces == {("resnet18", "cifar10", "cuda:0", 1): 0.01,
+                     ("resnet18", "cifar10", "cuda:0", 2): 0.015}  # fmt: skip
+    untimed = {key: value for key, value in timed.items() if key != "device"}
+    devices = {"cuda:0"}
+    assert _pace({**untimed, "stack": ["a", "b"]}, paces, devices) == 0.015  # a like pair
+    assert _pace(untimed, paces, devices) == 0.01  # a lone run: a lone run's, not the pair's
+    # a stack of 4: the slower of 4 x the lone r and 2 x the pair's
+    assert _pace({**untimed, "stack_size": 4}, paces, devices) == pytest.approx(0.04)
+    assert _pace(untimed, {("resnet18", "cifar10", "cuda:0", 2): 0.015}, devices) == 0.0075
+    assert _pace({**untimed, "stack_size": 4}, paces, {"cuda:1"}) is None  # no like device

@@ -11,6 +11,11 @@ on one of its devices, the slowest of those (the seeds and methods of one study 
 forward-pass counts already hold their attack steps and evaluation cadence). A run's whole
 time is r (E F_e + F_f) for E epochs of F_e forward passes and a final evaluation of F_f.
 Estimates, shown with "~": batch size, precision and what else shares the device move r.
+
+The runs of a stack (`srat run --stack`) train K at once in one process, so a stacked run's
+epoch_seconds, and r, are the stack's: its pace is read from like stacks of its own size K,
+and lacking one, from a like run of another size K' as r K / K' (the device's time per forward
+pass taken as the same: K lone runs' time for a stack, with no gain from stacking counted).
 """
 
 from __future__ import annotations
@@ -93,17 +98,30 @@ def seconds_per_forward(record: Record) -> float | None:
     return None
 
 
-def _kind(record: Record, device: Any) -> tuple[str, str, str]:
-    """What makes runs alike for their pace: model, dataset, device (as text)."""
-    return str(record.get("arch")), str(record.get("dataset")), str(device)
+def stack_size(record: Record) -> int:
+    """How many runs train in the record's process: its stack's (an index record's `stack`,
+    the run ids; a planned run's `stack_size`), else 1."""
+    stack, size = record.get("stack"), record.get("stack_size")
+    if isinstance(stack, list) and len(stack) > 1:
+        return len(stack)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 1 else 1
 
 
-Paces = dict[tuple[str, str, str], float]
+Kind = tuple[str, str, str, int]
+
+
+def _kind(record: Record, device: Any) -> Kind:
+    """What makes runs alike for their pace: model, dataset, device (as text), stack size."""
+    return str(record.get("arch")), str(record.get("dataset")), str(device), stack_size(record)
+
+
+Paces = dict[Kind, float]
 
 
 def like_paces(records: Sequence[Record]) -> Paces:
-    """r of the most recently updated timed run for each (model, dataset, device)."""
-    latest: dict[tuple[str, str, str], tuple[str, float]] = {}
+    """r of the most recently updated timed run for each (model, dataset, device, stack
+    size)."""
+    latest: dict[Kind, tuple[str, float]] = {}
     for record in records:
         rate = seconds_per_forward(record)
         if rate is None:
@@ -116,13 +134,19 @@ def like_paces(records: Sequence[Record]) -> Paces:
 
 
 def _pace(record: Record, paces: Paces, devices: set[str]) -> float | None:
-    """The run's own r, else a like run's on one of `devices` (the slowest, when several)."""
+    """The run's own r, else a like run's of its stack size on one of `devices` (the slowest,
+    when several), else a like run's of another stack size K' scaled by K / K'."""
     own = seconds_per_forward(record)
     if own is not None:
         return own
     known = [paces.get(_kind(record, device)) for device in devices]
     rates = [rate for rate in known if rate is not None]
-    return max(rates) if rates else None
+    if rates:
+        return max(rates)
+    size = stack_size(record)
+    wanted = {_kind(record, device)[:3] for device in devices}
+    scaled = [rate * size / kind[3] for kind, rate in paces.items() if kind[:3] in wanted]
+    return max(scaled) if scaled else None
 
 
 def _work(record: Record) -> tuple[float, float] | None:
@@ -177,11 +201,17 @@ class Planned:
     devices: frozenset[str]
 
 
-def planned_run(prepared: PreparedRun, devices: Sequence[str], per_device: int | None) -> Planned:
+def planned_run(
+    prepared: PreparedRun,
+    devices: Sequence[str],
+    per_device: int | None,
+    stack_size: int = 1,
+) -> Planned:
     """`prepared` as the forecast reads it (its model, data and work, the workload block
     config.json will hold), waiting for one of `per_device` slots on each of `devices` as
     `srat run --detach` queues it; `per_device` None: a foreground run on `devices`, which
-    takes no slot."""
+    takes no slot. `stack_size` > 1: the first run of a stack of that many seeds, which
+    waits and trains for them all."""
     config, work = prepared.config, prepared.workload
     counted = forwards(asdict(work) if work is not None else None, config.train.epochs)
     record = {
@@ -190,6 +220,7 @@ def planned_run(prepared: PreparedRun, devices: Sequence[str], per_device: int |
         "epochs": config.train.epochs,
         "epoch_forwards": counted[0] if counted else None,
         "final_forwards": counted[1] if counted else None,
+        "stack_size": stack_size,
     }
     slots = slots_for(list(devices), per_device) if per_device is not None else []
     return Planned(record, frozenset(slot.name for slot in slots), frozenset(devices))

@@ -54,10 +54,14 @@ def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
 
 
 def _outlook_line(
-    prepared: list[PreparedRun], home: Home, placement: tuple[str | None, int | None, int] | None
+    prepared: list[PreparedRun],
+    home: Home,
+    placement: tuple[str | None, int | None, int] | None,
+    stack_size: int = 1,
 ) -> str:
     """How long the runs should train, and with `placement` (--gpus, --slots, --per-gpu of a
-    detached launch) when the queue would be through (`jobs.forecast.launch_outlook`)."""
+    detached launch) when the queue would be through (`jobs.forecast.launch_outlook`); with
+    `stack_size` > 1, each of `prepared` is the first run of a stack of that many."""
     from srat_engine.jobs.forecast import launch_outlook, planned_run
     from srat_engine.jobs.supervisor import resolve_devices
     from srat_engine.training.device import pick_device
@@ -67,13 +71,13 @@ def _outlook_line(
         for item in prepared:
             if placement is None:
                 device = str(pick_device(item.config.device))
-                planned.append(planned_run(item, [device], None))
+                planned.append(planned_run(item, [device], None, stack_size))
             else:
                 gpus, slots, per_gpu = placement
                 devices, per_device = resolve_devices(
                     gpus=gpus, device=item.config.device, slots=slots, per_gpu=per_gpu
                 )
-                planned.append(planned_run(item, devices, per_device))
+                planned.append(planned_run(item, devices, per_device, stack_size))
         records = home.index.all()  # as the new-run form reads it: a dry run changes nothing
     except SratError as err:
         return f"no estimate: {err}"
@@ -321,7 +325,9 @@ def run(
             placement = (gpus, slots, per_gpu) if detach else None
             # a stack waits for one slot and trains its seeds together: its first run's time
             timed = [group[0] for group in stacks] if stack else prepared
-            stdout_console().print(inert(f"time     {_outlook_line(timed, home, placement)}"))
+            size = len(per_seed) if stack else 1
+            line = _outlook_line(timed, home, placement, size)
+            stdout_console().print(inert(f"time     {line}"))
         return
     if options is not None:
         _submit_to_slurm(prepared, home, options, as_json, len(per_seed) if stack else 1)

@@ -412,8 +412,9 @@ def with_outlook(validation: Validation, home: Home, now: datetime) -> Validatio
     queue (`jobs.forecast.launch_outlook`; the index as the runs screen keeps it fresh). An
     unreadable index or queue leaves the outlook out: the form still launches."""
     assert validation.prepared is not None
-    plan = planned_run(validation.prepared, validation.devices, validation.per_device)
-    # a stack waits for one slot and trains its seeds together: one run's time
+    # a stack waits for one slot and trains its seeds together: one planned run, the stack's
+    size = len(validation.seeds) if validation.stack else 1
+    plan = planned_run(validation.prepared, validation.devices, validation.per_device, size)
     planned = [plan] * (1 if validation.stack else max(1, len(validation.seeds)))
     try:
         outlook = launch_outlook(planned, home.slots, home.index.all(), now)
