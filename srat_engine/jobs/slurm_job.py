@@ -122,7 +122,9 @@ def run_stack_job(run_dirs: list[str], home: str, launch_ids: list[str]) -> str:
 
             execute_stacked(runs, **common)
     except RunPreempted as stop:
-        return _requeue(runs, ids["slurm_job_id"], stop)
+        # a run that failed on its own in the stack has ended: it is not requeued with it
+        unfinished = [run for run in runs if run.exit_record() is None]
+        return _requeue(unfinished, ids["slurm_job_id"], stop)
     except RunInterrupted as stop:
         for run in runs:
             if run.exit_record() is None:  # cancelled before training started
