@@ -398,7 +398,7 @@ def test_a_stack_is_one_job_that_requeues_on_slurms_warning_and_finishes(
     assert runs[0].state()["restarts"] >= 1
 
 
-def test_killing_one_run_of_a_slurm_stack_cancels_its_job_for_all(
+def test_killing_one_run_of_a_slurm_stack_cancels_its_job_and_the_stack_resumes_together(
     srat: Srat, slurm_cluster: SlurmCluster, srat_home: Path
 ) -> None:
     job, runs = submitted_stack(srat, srat_home, 2000)
@@ -408,3 +408,15 @@ def test_killing_one_run_of_a_slurm_stack_cancels_its_job_for_all(
     wait_for("both kills to be recorded", lambda: all(r.exit_record() for r in runs), 20)
     assert [r.exit_record()["status"] for r in runs] == ["killed", "killed"]
     slurm_cluster.wait_gone(job)
+    # resumed together: one new job for the stack, each run from its own checkpoint
+    resumed = srat("runs", "resume", runs[1].id, "--stack")
+    assert resumed.code == 0, resumed.err
+    assert "resubmitted as one stack (Slurm job " in resumed.out
+    (again,) = {run.launch_record()["job_id"] for run in runs}
+    assert again != job and all(run.launch_record()["resume"] for run in runs)
+    wait_for(
+        "the stack to resume", lambda: all("resumed on" in r.log_path.read_text() for r in runs)
+    )
+    assert srat("runs", "kill", runs[0].id).code == 0
+    wait_for("the second kill", lambda: all(r.exit_record() for r in runs), 20)
+    slurm_cluster.wait_gone(again)

@@ -381,3 +381,30 @@ def test_a_stack_stopped_after_an_epoch_record_resumes_from_that_epoch(tmp_path:
     for run in runs:  # checkpoint_every=5 saved none after epoch 1: the request did
         assert torch.load(run.checkpoint_path, weights_only=True)["epoch"] == 1
         assert [r["epoch"] for r in run.metrics() if r["event"] == "epoch"] == [1]
+
+
+def test_a_stack_whose_checkpoints_differ_ends_failed_and_each_resumes_alone(
+    tmp_path: Path,
+) -> None:
+    """`srat runs resume ID --stack` after one run trained on alone: the stack cannot resume
+    in lockstep, so both end `failed` with the reason, their checkpoints as they were."""
+    runs = seed_runs(tmp_path / "runs", "digits-srat-ldam", [0, 1])
+
+    def stop_after(epoch: int, who: list[str]) -> Any:
+        def handler(run: RunDir, record: dict[str, Any]) -> None:
+            if record["event"] == "epoch" and record["epoch"] == epoch and run.id in who:
+                raise RunInterrupted("test")
+
+        return handler
+
+    with pytest.raises(RunInterrupted):
+        execute_stacked(runs, on_event=stop_after(1, [runs[1].id]))
+    with pytest.raises(RunInterrupted):  # the second run alone, one epoch further
+        execute(runs[1], resume=True, on_event=lambda r: stop_after(2, [runs[1].id])(runs[1], r))
+    with pytest.raises(SratError, match="resume from different points"):
+        execute_stacked(runs, resume=True)
+    for run in runs:
+        assert run.exit_record()["status"] == "failed"
+        assert "resume them one by one" in run.exit_record()["error"]
+    execute(runs[0], resume=True)  # and alone it does
+    assert runs[0].exit_record()["status"] == "finished"

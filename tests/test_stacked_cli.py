@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cli_harness import Srat, make_invoker
-from fake_runs import TINY_RUN
+from fake_runs import TINY_RUN, make_fake_run
 
 from srat_engine.jobs.supervisor import kill_run
 from srat_engine.runs.home import Home
@@ -77,6 +77,20 @@ def test_detached_stack_shares_one_worker_and_a_kill_stops_the_stack(
     assert [reconcile(run) for run in runs] == ["killed", "killed"], ends
     shown = srat("runs", "show", runs[1].id)
     assert f"stack    one process with {runs[0].id}: a kill stops them all" in shown.out
+    # together again: one worker for the stack, each run from its own checkpoint
+    together = srat("runs", "resume", runs[1].id, "--stack")
+    assert together.code == 0, together.err
+    pid = int(together.out.split("worker pid ")[1].rstrip(")\n"))
+    assert together.out.startswith(f"{runs[0].id}, {runs[1].id} resumed as one stack")
+    for run in runs:
+        assert run.launch_record()["pid"] == pid and run.launch_record()["resume"] is True
+        assert run.launch_record()["stack"] == [r.id for r in runs]
+    deadline = time.monotonic() + 60
+    while not all("resumed on cpu" in run.log_path.read_text() for run in runs):
+        assert time.monotonic() < deadline, "the stack did not resume"
+        time.sleep(0.2)
+    kill_run(runs[0], home=Home(srat_home))
+    wait_until_ended(runs, 60)
     # each resumes alone from its own checkpoint (or from epoch 1, if none was written yet)
     assert srat("runs", "resume", runs[0].id).code == 0
     deadline = time.monotonic() + 60
@@ -87,6 +101,15 @@ def test_detached_stack_shares_one_worker_and_a_kill_stops_the_stack(
     assert reconcile(runs[1]) == "killed"
     assert "stack    " not in srat("runs", "show", runs[0].id).out
     kill_run(runs[0], home=Home(srat_home))
+
+
+def test_resuming_a_lone_run_as_a_stack_is_refused(srat: Srat, srat_home: Path) -> None:
+    run = make_fake_run(srat_home / "runs", "alone", status="killed")
+    result = srat("runs", "resume", run.id, "--stack")
+    assert result.code == 2 and result.err_lines == [
+        "error: run alone was launched alone: resume it without --stack"
+    ], result.err
+    assert run.launch_record() == {}  # nothing launched
 
 
 @pytest.mark.parametrize(

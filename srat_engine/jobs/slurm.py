@@ -370,6 +370,23 @@ def resume_in_slurm(run: RunDir, options: SlurmOptions, *, home: Home) -> SlurmS
     return submission
 
 
+def resume_stack_in_slurm(
+    runs: Sequence[RunDir], options: SlurmOptions, *, home: Home
+) -> list[SlurmSubmission]:
+    """Resubmit the runs of a stack (`supervisor.stack_of`) as one stacked job again, each
+    resuming from its own checkpoint; SratError before anything changes if one may not
+    resume or the cluster cannot take the job."""
+    from srat_engine.config.schema import validate_config
+    from srat_engine.config.stacking import check_stackable
+    from srat_engine.jobs.supervisor import check_resumable
+
+    for run in runs:
+        check_resumable(run)
+    check_stackable([validate_config(run.config()["config"]) for run in runs])
+    check_cluster(options)
+    return submit_runs(runs, options, home=home, resume=True, created=False, stack_size=len(runs))
+
+
 def previous_options(run: RunDir) -> dict[str, Any]:
     """The Slurm options the run was last submitted with ({} if it never was)."""
     launch = run.launch_record()

@@ -94,18 +94,25 @@ def launch_detached(
     return _launch([run], devices, per_device, home=home, resume=resume)
 
 
-def launch_stack(runs: Sequence[RunDir], devices: list[str], per_device: int, *, home: Home) -> int:
+def launch_stack(
+    runs: Sequence[RunDir],
+    devices: list[str],
+    per_device: int,
+    *,
+    home: Home,
+    resume: bool = False,
+) -> int:
     """Start one worker for the runs of a stack (`config.stacking`: one configuration, seeds
     apart), which wait for one slot together and train as one stacked model; its pid.
 
     The runs share that process: stopping one (`kill_run`) stops all of them, and each
-    resumes alone from its own checkpoint. The worker's output goes to the first run's
-    output.log."""
+    resumes from its own checkpoint, alone or stacked again (`resume_stack`). The worker's
+    output goes to the first run's output.log."""
     from srat_engine.config.schema import validate_config
     from srat_engine.config.stacking import check_stackable
 
     check_stackable([validate_config(run.config()["config"]) for run in runs])
-    return _launch(list(runs), devices, per_device, home=home, resume=False)
+    return _launch(list(runs), devices, per_device, home=home, resume=resume)
 
 
 def _launch(
@@ -293,6 +300,33 @@ def resume_run(run: RunDir, devices: list[str], per_device: int, *, home: Home) 
     training. (`jobs.slurm.resume_in_slurm` resubmits one to Slurm instead.)"""
     check_resumable(run)
     return launch_detached(run, devices, per_device, home=home, resume=True)
+
+
+def stack_of(run: RunDir) -> list[RunDir]:
+    """The runs of the stack `run` was last launched in (`RunDir.stack`), each resumable
+    (`check_resumable`): what `srat runs resume ID --stack` resumes together. SratError for a
+    run launched alone, or a stack one of whose runs is missing or may not resume."""
+    ids = run.stack()
+    if ids is None:
+        raise SratError(f"run {run.id} was launched alone: resume it without --stack")
+    runs = []
+    for run_id in ids:
+        try:
+            member = RunDir.open(run.path.parent, run_id)
+        except SratError as err:
+            raise SratError(f"the stack of {run.id} cannot resume together: {err}") from None
+        check_resumable(member)
+        runs.append(member)
+    return runs
+
+
+def resume_stack(runs: Sequence[RunDir], devices: list[str], per_device: int, *, home: Home) -> int:
+    """Relaunch the runs of a stack (`stack_of`) as one stack again, each from its own
+    checkpoint; the worker pid. Runs whose checkpoints stand at different points (one that
+    failed earlier, or was resumed alone since) end `failed`, saying so, and resume alone."""
+    for run in runs:
+        check_resumable(run)
+    return launch_stack(runs, devices, per_device, home=home, resume=True)
 
 
 def check_removable(run: RunDir) -> None:

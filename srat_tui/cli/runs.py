@@ -319,8 +319,8 @@ def _stack_line(run_id: str, summary: dict[str, Any]) -> str | None:
         return None
     others = ", ".join(str(other) for other in stack if other != run_id)
     return (
-        f"stack    one process with {others}: a kill stops them all; each resumes alone "
-        "from its own checkpoint"
+        f"stack    one process with {others}: a kill stops them all; each resumes from its "
+        "own checkpoint, alone or together (`srat runs resume ID --stack`)"
     )
 
 
@@ -430,16 +430,32 @@ def runs_resume(
     device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N")] = None,
     slots: Annotated[int | None, typer.Option("--slots", help="CPU runs at once")] = None,
     per_gpu: PerGpu = 1,
+    stack: Annotated[
+        bool,
+        typer.Option(
+            "--stack",
+            help="resume the whole stack the run was launched in, as one stack again "
+            "(one process or Slurm job); without it, the run resumes alone",
+        ),
+    ] = False,
     slurm_request: SlurmRequest = NO_SLURM,
 ) -> None:
     """Continue a failed, killed, dead or lost run from its last checkpoint: detached on this
     machine, or resubmitted to Slurm (with the options it had, unless given again; --backend:
     where it ran last unless given)."""
-    from srat_engine.jobs.supervisor import previous_devices, resolve_devices, resume_run
+    from srat_engine.jobs.supervisor import (
+        previous_devices,
+        resolve_devices,
+        resume_run,
+        resume_stack,
+        stack_of,
+    )
 
     run = open_run(run_id)
     home = Home.from_env()
-    from srat_engine.jobs.slurm import previous_options, resume_in_slurm
+    from srat_engine.jobs.slurm import previous_options, resume_in_slurm, resume_stack_in_slurm
+
+    runs = stack_of(run) if stack else [run]
 
     last = "slurm" if run.launch_record().get("backend") == "slurm" else "local"
     request = slurm_request
@@ -449,6 +465,11 @@ def runs_resume(
         home, local=(gpus, slots, per_gpu), default_backend=last, before=previous_options(run)
     )
     if options is not None:
+        if stack:
+            jobs = resume_stack_in_slurm(runs, options, home=home)
+            ids = ", ".join(job.run_id for job in jobs)
+            typer.echo(inert(f"{ids} resubmitted as one stack (Slurm job {jobs[0].job_id})"))
+            return
         job = resume_in_slurm(run, options, home=home)
         typer.echo(f"{run.id} resubmitted (Slurm job {job.job_id})")
         return
@@ -458,6 +479,11 @@ def runs_resume(
         devices, per_device = resolve_devices(
             gpus=gpus, device=device, slots=slots, per_gpu=per_gpu
         )
+    if stack:
+        pid = resume_stack(runs, devices, per_device, home=home)
+        ids = ", ".join(member.id for member in runs)
+        typer.echo(inert(f"{ids} resumed as one stack (worker pid {pid})"))
+        return
     pid = resume_run(run, devices, per_device, home=home)
     typer.echo(f"{run.id} resumed (worker pid {pid})")
 
