@@ -128,3 +128,19 @@ def test_what_cannot_stack_is_refused_before_any_run_exists(
     assert result.code == 2
     assert message in result.err and len(result.err_lines) == 1, result.err
     assert not (srat_home / "runs").exists() or not any((srat_home / "runs").iterdir())
+
+
+def test_resume_groups_keep_a_whole_stack_together_and_the_rest_alone(srat_home: Path) -> None:
+    from srat_engine.fsutil import atomic_write_json
+    from srat_engine.jobs.supervisor import resume_groups
+
+    runs = {i: make_fake_run(srat_home / "runs", i, status="killed") for i in ("a", "b", "c")}
+    for run_id in ("a", "b"):
+        atomic_write_json(runs[run_id].path / "launch.json", {"stack": ["a", "b"]})
+
+    def ids(*order: str) -> list[list[str]]:
+        return [[run.id for run in group] for group in resume_groups([runs[i] for i in order])]
+
+    assert ids("b", "c", "a") == [["a", "b"], ["c"]]  # the stack's order, at its first place
+    assert ids("a", "c") == [["a"], ["c"]]  # b not among them: a alone
+    assert ids("c") == [["c"]]

@@ -480,3 +480,34 @@ async def test_kill_of_a_stacked_run_says_its_stack_stops_too(
         assert "stops too: 2 runs (run-s0, run-s2)" in message
         await pilot.press("n")
         await wait_for(pilot, lambda: app.screen is screen, "modal closed")
+
+
+@scenario
+async def test_resuming_every_run_of_a_stack_resumes_them_as_one_stack(
+    context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`r` on the marked runs: the runs of a stack all marked resume together, as they were
+    launched (`supervisor.resume_groups`); a run marked without the rest resumes alone."""
+    import srat_engine.jobs.supervisor as supervisor
+
+    groups: list[list[str]] = []
+
+    def resumed(runs: list[RunDir], *, home: Any) -> str:
+        groups.append([run.id for run in runs])
+        return f"{', '.join(run.id for run in runs)} resumed"
+
+    monkeypatch.setattr(supervisor, "resume_as_launched", resumed)
+    stack = ["run-s0", "run-s1"]
+    for run_id in (*stack, "run-x"):
+        run = make_fake_run(context.runs_root, run_id, status="killed", index=context.index)
+        if run_id in stack:
+            atomic_write_json(run.path / "launch.json", {"stack": stack})
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        for run_id in ("run-s1", "run-x", "run-s0"):
+            await put_cursor_on(pilot, screen, run_id)
+            await pilot.press("space")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: len(groups) == 2, "the resumes")
+    assert sorted(groups) == [["run-s0", "run-s1"], ["run-x"]]

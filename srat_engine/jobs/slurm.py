@@ -9,7 +9,7 @@ where Slurm also writes each job's output.
 
 A stack (`srat run --stack --backend slurm`: the seeds of one configuration) is one job, one
 array task, that trains its runs as one stacked model (`slurm_job.run_stack_job`); each run
-keeps its own directory, and resumes alone.
+keeps its own directory, and resumes alone or, `srat runs resume ID --stack`, as one stack again.
 
 A submission is all or nothing: bad options, no sbatch, an unknown partition or a refused
 sbatch raise SratError before (or instead of) anything being left behind: runs created for it

@@ -353,15 +353,51 @@ def remove_run(run: RunDir, *, home: Home, purge: bool = False) -> Path | None:
     return destination
 
 
-def resume_as_launched(run: RunDir, *, home: Home) -> str:
-    """Resume the run where it was launched last: resubmitted to Slurm with the options it had
-    (the home's config.toml filling any it lacks), else detached here on its devices; returns
-    one line saying which (what the TUI's resume key does)."""
-    if run.launch_record().get("backend") == "slurm":
-        from srat_engine.jobs.slurm import previous_options, resume_in_slurm
+def resume_groups(runs: Sequence[RunDir]) -> list[list[RunDir]]:
+    """`runs` as they resume as launched: the runs of a stack (`RunDir.stack`) that are all
+    among `runs` together, as one stack again, in the stack's order; every other run alone.
+    In the order of `runs` (a stack where its first run is)."""
+    by_id = {run.id: run for run in runs}
+    groups: list[list[RunDir]] = []
+    grouped: set[str] = set()
+    for run in runs:
+        if run.id in grouped:
+            continue
+        stack = run.stack()
+        if stack is not None and all(member in by_id for member in stack):
+            groups.append([by_id[member] for member in stack])
+            grouped.update(stack)
+        else:
+            groups.append([run])
+            grouped.add(run.id)
+    return groups
+
+
+def resume_as_launched(runs: Sequence[RunDir], *, home: Home) -> str:
+    """Resume a run, or the runs of a stack together (`resume_groups`), where the first was
+    launched last: resubmitted to Slurm with the options it had (the home's config.toml
+    filling any it lacks), else detached here on its devices; returns one line saying which
+    (what the TUI's resume key does)."""
+    lead = runs[0]
+    ids = ", ".join(run.id for run in runs)
+    together = " as one stack" if len(runs) > 1 else ""
+    if lead.launch_record().get("backend") == "slurm":
+        from srat_engine.jobs.slurm import (
+            previous_options,
+            resume_in_slurm,
+            resume_stack_in_slurm,
+        )
         from srat_engine.jobs.slurm_options import slurm_options
 
-        options = slurm_options(home.config_file, {}, before=previous_options(run))
-        return f"{run.id} resubmitted (Slurm job {resume_in_slurm(run, options, home=home).job_id})"
-    pid = resume_run(run, *previous_devices(run), home=home)
-    return f"{run.id} resumed (worker pid {pid})"
+        options = slurm_options(home.config_file, {}, before=previous_options(lead))
+        if len(runs) > 1:
+            job_id = resume_stack_in_slurm(runs, options, home=home)[0].job_id
+        else:
+            job_id = resume_in_slurm(lead, options, home=home).job_id
+        return f"{ids} resubmitted{together} (Slurm job {job_id})"
+    devices, per_device = previous_devices(lead)
+    if len(runs) > 1:
+        pid = resume_stack(runs, devices, per_device, home=home)
+    else:
+        pid = resume_run(lead, devices, per_device, home=home)
+    return f"{ids} resumed{together} (worker pid {pid})"

@@ -562,10 +562,25 @@ class RunsScreen(Screen[None]):
 
     @work(thread=True, group="verbs")
     def _resume(self, ids: list[str]) -> None:
-        from srat_engine.jobs.supervisor import resume_as_launched
+        """Each run where it was launched; the runs of a stack all among `ids` as one stack
+        again (`supervisor.resume_groups`)."""
+        from srat_engine.jobs.supervisor import resume_as_launched, resume_groups
 
-        home = self.context.home
-        self._each(ids, lambda run: resume_as_launched(run, home=home))
+        home, root = self.context.home, self.context.runs_root
+        runs: list[RunDir] = []
+        done: list[str] = []
+        errors: list[str] = []
+        for run_id in ids:
+            try:
+                runs.append(RunDir.open(root, run_id))
+            except (SratError, OSError) as err:
+                errors.append(str(err))
+        for group in resume_groups(runs):
+            try:
+                done.append(resume_as_launched(group, home=home))
+            except (SratError, OSError) as err:
+                errors.append(str(err))
+        self.post_message(VerbsApplied(done, errors))
 
     def action_delete(self) -> None:
         ids = self._targets()
