@@ -170,6 +170,22 @@ async def test_a_running_run_s_header_says_the_training_time_left(context: AppCo
 
 
 @scenario
+async def test_a_stacked_run_s_header_names_the_runs_that_share_its_process(
+    context: AppContext,
+) -> None:
+    stack = ["run-s0", "run-s1", "run-s2"]
+    run = make_fake_run(context.runs_root, "run-s1", epochs_done=2, epochs=10)
+    run.write_launch_record({"stack": stack})
+    make_fake_run(context.runs_root, "run-alone", epochs_done=2, epochs=10)
+    async with RunApp(context, "run-s1").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=2)
+        assert "stacked with run-s0, run-s2" in header(screen)
+    async with RunApp(context, "run-alone").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=2)
+        assert "stacked" not in header(screen)
+
+
+@scenario
 async def test_a_queued_run_s_header_says_when_it_should_start_and_end(
     context: AppContext,
 ) -> None:

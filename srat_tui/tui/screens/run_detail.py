@@ -83,6 +83,7 @@ class Update:
     output_lines: list[str] | None = None  # None: there is no output.log
     error: str | None = None
     queued: QueuedForecast | None = None  # a queued local run's expected start and end
+    stack: list[str] | None = None  # the runs sharing its process (`RunDir.stack`), if any
 
 
 def read_new_lines(
@@ -140,6 +141,7 @@ def read_updates(root: Path, run_id: str, cursor: Cursor) -> Update:
     except OSError:
         update.status = run.state().get("status", "unknown")
     update.state = run.state()
+    update.stack = run.stack()
     log_lines, log_offset = read_new_lines(run.log_path, cursor.log)
     update.log_lines = log_lines or []
     update.output_lines, output_offset = read_new_lines(run.path / "output.log", cursor.output)
@@ -205,6 +207,7 @@ class RunScreen(Screen[None]):
         self.error: str | None = None
         self.rows: list[Record] = []  # epoch records, one per epoch (derived from records)
         self.queued: QueuedForecast | None = None  # while queued: its expected start and end
+        self.stack: list[str] | None = None  # the runs of its stack, as its last launch says
         self._forecast_at = -FORECAST_EVERY_S  # monotonic time of the last forecast
         self._cursor = Cursor()
         self._polling = False  # a read is in flight: the next poll waits for its records
@@ -349,6 +352,7 @@ class RunScreen(Screen[None]):
             self.watch_records()  # no metrics yet: still show the empty state and the table
         self.status = update.status
         self.queued = update.queued
+        self.stack = update.stack
         self._update_header()
 
     # reactions ---------------------------------------------------------------------------------
@@ -467,6 +471,9 @@ class RunScreen(Screen[None]):
             end = time_left(queued.ends, self.context.now())
             if end is not None:
                 line.append(f", training ends in ~{end}", style="dim")
+        others = [other for other in self.stack or [] if other != self.run_id]
+        if others:  # a kill of this run stops them too
+            line.append(f"  stacked with {inert(', '.join(others))}", style="dim")
         line.append("\n")
         final = final_record(self.records)
         source = final or latest
