@@ -1,7 +1,8 @@
 """The GPU measurements of the fast path, in one pass (tests, bench, epoch and precision took
-about 4 minutes on one H200; study, not yet run on a GPU, is sized for 3-5 more; sections run
-in the order of ``SECTIONS``, and none starts after ``--budget-s``, so one device call of 600 s
-returns what fitted).
+about 4 minutes on one H200; study, not yet run on a GPU, is sized for 5-8 more with its
+stacked and MPS studies, stacked ratios and packed-vs-alone runs; sections run in the order
+``--sections`` names them, ``SECTIONS`` by default, and none starts after ``--budget-s``, so
+one device call of 600 s returns what fitted: name what matters most first).
 
     python benchmarks/gpu_check.py --out DIR [--device cuda] [--precisions fp32,tf32,bf16]
         [--compile default] [--study 1,2,4] [--study-epochs 3]
@@ -60,7 +61,8 @@ REPO = Path(__file__).resolve().parent.parent
 SRAT = [sys.executable, "-m", "srat_tui.cli"]
 EPOCH_PRESETS = ("cifar10-exp100-ce", "cifar10-exp100-srat-ldam")
 SEEDS = (0, 1, 2)
-# In the order they run: what #15 most needs first, torch.compile (minutes of compiling) last.
+# The default order (--sections gives another): what #15 most needs first, torch.compile
+# (minutes of compiling) last.
 SECTIONS = ("tests", "bench", "study", "epoch", "precision", "compile")
 PACKED_PRESET = "digits-srat-ldam"
 # issue #15's targets on one H200: a 200-epoch SRAT-LDAM run projected within 6 minutes, the
@@ -356,7 +358,7 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         default=",".join(SECTIONS),
-        help=f"which parts to run, comma-separated: {', '.join(SECTIONS)}",
+        help=f"which parts to run, comma-separated, in that order: {', '.join(SECTIONS)}",
     )
     parser.add_argument("--study", default="1,2,4", help="runs at once (K) for the study")
     parser.add_argument("--study-epochs", type=int, default=3, help="epochs per study run")
@@ -368,9 +370,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     started = time.monotonic()
-    sections = set(args.sections.split(","))
-    if not sections <= set(SECTIONS):
-        parser.error(f"--sections: unknown {', '.join(sorted(sections - set(SECTIONS)))}")
+    sections = list(dict.fromkeys(part.strip() for part in args.sections.split(",")))
+    if not set(sections) <= set(SECTIONS):
+        unknown = sorted(set(sections) - set(SECTIONS))
+        parser.error(f"--sections: unknown {', '.join(unknown)}")
     args.out.mkdir(parents=True, exist_ok=True)
     log = Log(args.out / "log.txt")
     env = {**os.environ, "SRAT_HOME": tempfile.mkdtemp(prefix="srat-gpu-check-")}
@@ -380,7 +383,7 @@ def main() -> None:
     def save() -> None:
         (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    code, out = run(
+    _code, out = run(
         log,
         [
             sys.executable,
@@ -405,19 +408,21 @@ def main() -> None:
         log.write(f"== {section} at {elapsed:.0f} s")
         return True
 
-    if due("tests"):
+    def tests() -> None:
         # every test marked `cuda` (tests/conftest.py); a test module that cannot be imported
         # there (a package the machine lacks) is reported, not a reason to run none
-        tests = ["tests", "-m", "cuda", "--continue-on-collection-errors"]
-        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+        selection = ["tests", "-m", "cuda", "--continue-on-collection-errors"]
+        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *selection]
         code, out = run(log, pytest, env, timeout=300)
         summary["cuda_tests"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
         save()
-    if due("bench"):
+
+    def benches() -> None:
         summary["bench_resnet18"] = bench(log, env, "resnet18", args.device)
         summary["bench_small"] = bench(log, env, "small", args.device)
         save()
-    if due("study"):
+
+    def studies() -> None:
         summary["study"] = study(log, env, args.device, args.study, args.study_epochs)
         save()
         # K > 1 only: the stack and MPS studies are compared with the first study's K = 1;
@@ -439,21 +444,30 @@ def main() -> None:
         save()
         summary["packed_vs_alone"] = packed_vs_alone(log, env, args.device)
         save()
-    if due("epoch"):
+
+    def epochs() -> None:
         summary["epoch"] = {p: epoch_time(log, env, p, args.device) for p in EPOCH_PRESETS}
         save()
         summary["eval_graphs"] = eval_graphs(log, env, args.device, summary["epoch"])
         save()
-    if due("precision"):
+
+    def precision() -> None:
         precisions = args.precisions.split(",")
         summary["bf16_vs_fp32"] = precision_check(log, env, args.device, precisions)
         save()
-    if due("compile"):
+
+    def compiled() -> None:
         for mode in args.compile.split(","):
             summary[f"bench_resnet18_compile_{mode}"] = bench(
                 log, env, "resnet18", args.device, "--set", f"train.compile={mode}", timeout=600
             )
             save()
+
+    parts = {"tests": tests, "bench": benches, "study": studies, "epoch": epochs,
+             "precision": precision, "compile": compiled}  # fmt: skip
+    for section in sections:  # in the order --sections gives them
+        if due(section):
+            parts[section]()
     log.write(json.dumps(summary, indent=2))
     # the runs' home: its logs are in log.txt already, and a temp folder left per call adds up
     shutil.rmtree(env["SRAT_HOME"], ignore_errors=True)
