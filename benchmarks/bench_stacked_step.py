@@ -1,7 +1,7 @@
 """One stacked training step of K seeds against the K runs' steps one after another, in one
 process: the ratio says what stacking (`srat run --stack`) buys per step on this device; with
 ``--evaluation``, one per-epoch evaluation of the K runs (clean test set and PGD robust
-subset, `StackEvaluator`) against their K evaluations alone (`Trainer.evaluate_epoch`).
+subset, `StackEvaluator`) against their K evaluations alone (`Trainer.evaluate`).
 
     python benchmarks/bench_stacked_step.py [--arch resnet18] [--seeds 2] [--batch 128]
         [--steps 10] [--repeats 3] [--device cpu] [--set section.key=value ...] [--profile]
@@ -96,7 +96,7 @@ def measure(args: argparse.Namespace, home: Home) -> None:
     def alone() -> None:
         if args.evaluation:
             for trainer in trainers:
-                trainer.evaluate_epoch(last)
+                trainer.evaluate(last)
             return
         for trainer, plan in zip(trainers, plans, strict=True):
             trainer.train_batch(plan, 0)

@@ -181,14 +181,14 @@ def test_a_stacked_cuda_evaluation_never_syncs_with_the_host(tmp_path: Path) -> 
 
 
 def test_a_stacks_evaluations_are_what_each_run_evaluates_alone(tmp_path: Path) -> None:
-    """`StackEvaluator` against each run's own `evaluate_epoch` and `evaluate_final`, with the
+    """`StackEvaluator` against each run's own `evaluate` (per epoch and final), with the
     config's attack, posthoc adjustment and `eval.every`: the passes due, their results."""
     runs = trainers(tmp_path, [0, 1], "eval.posthoc_tau=0.5", "eval.every=2")
     evaluate = StackEvaluator(runs)
     for epoch in (0, 1, None):  # not due, due (clean and robust), final
         together = evaluate(runs, epoch)
         for trainer in runs:
-            own = trainer.evaluate_epoch(epoch) if epoch is not None else trainer.evaluate_final()
+            own = trainer.evaluate(epoch)
             got = together[trainer.run.id]
             for mine, theirs in ((got.std, own.std), (got.rob, own.rob)):
                 assert (mine is None) == (theirs is None) == (epoch == 0)

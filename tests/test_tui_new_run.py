@@ -554,11 +554,16 @@ def test_parse_runs_per_device() -> None:
             parse_runs_per_device(bad)
 
 
-async def hidden_for_slurm_then_launched(pilot: Pilot[None], field: str) -> NewRunScreen:
-    """`field` (a local placement) hidden with the slurm backend and shown again with the
-    local one; then the form launched (ctrl+s) and closed. The form, as it was."""
+async def hidden_for_slurm_then_launched(
+    pilot: Pilot[None], field: str, shown: str | None = None
+) -> NewRunScreen:
+    """`field` (a local placement) hidden with the slurm backend (and `shown` still shown)
+    and shown again with the local one; then the form launched (ctrl+s) and closed. The
+    form, as it was."""
     await set_field(pilot, "backend", "slurm")
     assert not screen_of(pilot.app).query_one(f"#{field}").display
+    if shown is not None:
+        assert screen_of(pilot.app).query_one(f"#{shown}").display
     screen = await set_field(pilot, "backend", "local")
     assert screen.query_one(f"#{field}").display
     await pilot.press("ctrl+s")
@@ -614,11 +619,7 @@ async def test_stack_seeds_launches_one_worker_for_the_seeds(stop_runs: None) ->
         assert "--seeds 0,1 --stack" in command and "once per seed" not in command
         assert "stacked: one process, one slot" in text_of(screen.query_one("#newrun-cost"))
         # a stack is one Slurm job too: the switch stays for the slurm backend
-        screen = await set_field(pilot, "backend", "slurm")
-        assert screen.query_one("#stack").display and not screen.query_one("#per_device").display
-        screen = await set_field(pilot, "backend", "local")
-        await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: pilot.app.screen is not screen, timeout=30)
+        await hidden_for_slurm_then_launched(pilot, "per_device", shown="stack")
     assert app.result is not None and len(app.result) == 2
     launches = [RunDir(context.runs_root / run_id).launch_record() for run_id in app.result]
     assert len({launch["pid"] for launch in launches}) == 1

@@ -516,9 +516,8 @@ def _run_pack(
     did not finish or a pack that outlived `timeout_s`; every run still active is killed on
     the way out, however it is left (Ctrl-C included: the runs live in their own sessions)."""
     stack = stacked and k > 1
-    devices, per_device = resolve_devices(device=device, slots=k, per_gpu=k)
-    if stack:
-        devices, per_device = resolve_devices(device=device, slots=1, per_gpu=1)
+    slots = 1 if stack else k  # a stack holds one slot
+    devices, per_device = resolve_devices(device=device, slots=slots, per_gpu=slots)
     seen: dict[str, dict[str, Any]] = {}
     pids: list[int] = []
     launched = time.monotonic()

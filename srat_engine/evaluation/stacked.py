@@ -86,9 +86,13 @@ class StackedEvaluation:
         return self.stack.params(models), self.stack.buffers(models)
 
     def _clean_hits(
-        self, runs: Sequence[int], xb: Tensor, yb: Tensor, features_into: list[list[Tensor]] | None
+        self,
+        state: tuple[dict[str, Tensor], dict[str, Tensor]],
+        xb: Tensor,
+        yb: Tensor,
+        features_into: list[list[Tensor]] | None,
     ) -> Tensor:
-        params, buffers = self._state(runs)
+        params, buffers = state
         with torch.no_grad():
             features, logits = self.stack(params, buffers, xb, shared_input=True)
         if features_into is not None:
@@ -149,12 +153,16 @@ class StackedEvaluation:
         for k, seed in zip(runs, seeds, strict=True):
             self.generators[k].manual_seed(seed)
         correct = torch.zeros(len(runs), num_classes, dtype=torch.long, device=y.device)
+        attacked = robust and self.attacked
+        # the clean pass stacks the weights once; a graphed attack stacks them inside each
+        # replay, which is how it reads the weights training has changed since its capture
+        state = None if attacked else self._state(runs)
         for start in range(0, len(y), batch_size):
             xb = to_inputs(x[start : start + batch_size])
             yb = y[start : start + batch_size]
-            if robust and self.attacked:
+            if state is None:
                 hits = self._graphed_robust_hits(runs, xb, yb)
             else:
-                hits = self._clean_hits(runs, xb, yb, features_into)
+                hits = self._clean_hits(state, xb, yb, features_into)
             correct.index_add_(1, yb, hits.t().long())
         return correct

@@ -358,31 +358,22 @@ def slurm_log(home: Home, job_id: str) -> Path:
     return home.slurm / job_id / f"{job_id}_0_log.out"
 
 
-def resume_in_slurm(run: RunDir, options: SlurmOptions, *, home: Home) -> SlurmSubmission:
-    """Resubmit a failed, killed, dead or lost run to Slurm; its job resumes from the last
-    checkpoint. SratError before anything changes if the run may not resume or the cluster
-    cannot take the job."""
-    from srat_engine.jobs.supervisor import check_resumable
-
-    check_resumable(run)
-    check_cluster(options)
-    (submission,) = submit_runs([run], options, home=home, resume=True, created=False)
-    return submission
-
-
-def resume_stack_in_slurm(
+def resume_in_slurm(
     runs: Sequence[RunDir], options: SlurmOptions, *, home: Home
 ) -> list[SlurmSubmission]:
-    """Resubmit the runs of a stack (`supervisor.stack_of`) as one stacked job again, each
-    resuming from its own checkpoint; SratError before anything changes if one may not
-    resume or the cluster cannot take the job."""
-    from srat_engine.config.schema import validate_config
-    from srat_engine.config.stacking import check_stackable
+    """Resubmit a failed, killed, dead or lost run to Slurm, or the runs of a stack
+    (`supervisor.stack_of`) as one stacked job again; each resumes from its own checkpoint.
+    SratError before anything changes if one may not resume, the runs do not stack or the
+    cluster cannot take the job."""
     from srat_engine.jobs.supervisor import check_resumable
 
     for run in runs:
         check_resumable(run)
-    check_stackable([validate_config(run.config()["config"]) for run in runs])
+    if len(runs) > 1:
+        from srat_engine.config.schema import validate_config
+        from srat_engine.config.stacking import check_stackable
+
+        check_stackable([validate_config(run.config()["config"]) for run in runs])
     check_cluster(options)
     return submit_runs(runs, options, home=home, resume=True, created=False, stack_size=len(runs))
 

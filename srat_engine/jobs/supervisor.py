@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -33,6 +33,9 @@ from srat_engine.runs.liveness import (
 )
 from srat_engine.runs.rundir import RunDir, StateChange, now_iso
 from srat_engine.runs.sync import record_in_index
+
+if TYPE_CHECKING:  # the options' type only: the Slurm backend is imported when it is used
+    from srat_engine.jobs.slurm_options import SlurmOptions
 
 RESUMABLE = ("failed", "killed", "dead", "lost")
 
@@ -106,7 +109,7 @@ def launch_stack(
     apart), which wait for one slot together and train as one stacked model; its pid.
 
     The runs share that process: stopping one (`kill_run`) stops all of them, and each
-    resumes from its own checkpoint, alone or stacked again (`resume_stack`). The worker's
+    resumes from its own checkpoint, alone or stacked again (`resume_runs`). The worker's
     output goes to the first run's output.log."""
     from srat_engine.config.schema import validate_config
     from srat_engine.config.stacking import check_stackable
@@ -293,40 +296,39 @@ def check_resumable(run: RunDir) -> None:
         raise SratError(f"run {run.id} is {status}: only failed, killed, dead or lost runs resume")
 
 
+def resume_runs(runs: Sequence[RunDir], devices: list[str], per_device: int, *, home: Home) -> int:
+    """Relaunch failed, killed, dead or lost runs from their last checkpoints on this host: one
+    run, or the runs of a stack (`stack_of`) as one stack again; returns the worker pid. A lost
+    run's host may only be cut off: its process, should it come back, sees itself replaced and
+    stops beating, but only its end (or its host's) stops it training. Runs of a stack whose
+    checkpoints stand at different points (one resumed alone since) end `failed`, saying so,
+    and resume alone. (`jobs.slurm.resume_in_slurm` resubmits them to Slurm instead.)"""
+    for run in runs:
+        check_resumable(run)
+    if len(runs) == 1:
+        return launch_detached(runs[0], devices, per_device, home=home, resume=True)
+    return launch_stack(runs, devices, per_device, home=home, resume=True)
+
+
 def resume_run(run: RunDir, devices: list[str], per_device: int, *, home: Home) -> int:
-    """Relaunch a failed, killed, dead or lost run from its last checkpoint on this host;
-    returns the worker pid. A lost run's host may only be cut off: its process, should it come
-    back, sees itself replaced and stops beating, but only its end (or its host's) stops it
-    training. (`jobs.slurm.resume_in_slurm` resubmits one to Slurm instead.)"""
-    check_resumable(run)
-    return launch_detached(run, devices, per_device, home=home, resume=True)
+    """`resume_runs` of one run."""
+    return resume_runs([run], devices, per_device, home=home)
 
 
 def stack_of(run: RunDir) -> list[RunDir]:
-    """The runs of the stack `run` was last launched in (`RunDir.stack`), each resumable
-    (`check_resumable`): what `srat runs resume ID --stack` resumes together. SratError for a
-    run launched alone, or a stack one of whose runs is missing or may not resume."""
+    """The runs of the stack `run` was last launched in (`RunDir.stack`): what `srat runs
+    resume ID --stack` resumes together. SratError for a run launched alone, or a stack one
+    of whose runs is missing."""
     ids = run.stack()
     if ids is None:
         raise SratError(f"run {run.id} was launched alone: resume it without --stack")
     runs = []
     for run_id in ids:
         try:
-            member = RunDir.open(run.path.parent, run_id)
+            runs.append(RunDir.open(run.path.parent, run_id))
         except SratError as err:
             raise SratError(f"the stack of {run.id} cannot resume together: {err}") from None
-        check_resumable(member)
-        runs.append(member)
     return runs
-
-
-def resume_stack(runs: Sequence[RunDir], devices: list[str], per_device: int, *, home: Home) -> int:
-    """Relaunch the runs of a stack (`stack_of`) as one stack again, each from its own
-    checkpoint; the worker pid. Runs whose checkpoints stand at different points (one that
-    failed earlier, or was resumed alone since) end `failed`, saying so, and resume alone."""
-    for run in runs:
-        check_resumable(run)
-    return launch_stack(runs, devices, per_device, home=home, resume=True)
 
 
 def check_removable(run: RunDir) -> None:
@@ -373,31 +375,37 @@ def resume_groups(runs: Sequence[RunDir]) -> list[list[RunDir]]:
     return groups
 
 
-def resume_as_launched(runs: Sequence[RunDir], *, home: Home) -> str:
-    """Resume a run, or the runs of a stack together (`resume_groups`), where the first was
-    launched last: resubmitted to Slurm with the options it had (the home's config.toml
-    filling any it lacks), else detached here on its devices; returns one line saying which
-    (what the TUI's resume key does)."""
-    lead = runs[0]
+def resume(
+    runs: Sequence[RunDir],
+    *,
+    home: Home,
+    slurm: SlurmOptions | None = None,
+    placement: tuple[list[str], int] | None = None,
+) -> str:
+    """Resume a run, or the runs of a stack together: resubmitted to Slurm with `slurm`, else
+    detached here on `placement` (devices, runs per device; default: where the first was
+    launched); returns one line saying which."""
     ids = ", ".join(run.id for run in runs)
     together = " as one stack" if len(runs) > 1 else ""
+    if slurm is not None:
+        from srat_engine.jobs.slurm import resume_in_slurm
+
+        job_id = resume_in_slurm(runs, slurm, home=home)[0].job_id
+        return f"{ids} resubmitted{together} (Slurm job {job_id})"
+    devices, per_device = placement or previous_devices(runs[0])
+    pid = resume_runs(runs, devices, per_device, home=home)
+    return f"{ids} resumed{together} (worker pid {pid})"
+
+
+def resume_as_launched(runs: Sequence[RunDir], *, home: Home) -> str:
+    """`resume` of a run, or of the runs of a stack together (`resume_groups`), where the
+    first was launched last: on Slurm with the options it had (the home's config.toml filling
+    any it lacks), else here on its devices (what the TUI's resume key does)."""
+    lead = runs[0]
+    slurm = None
     if lead.launch_record().get("backend") == "slurm":
-        from srat_engine.jobs.slurm import (
-            previous_options,
-            resume_in_slurm,
-            resume_stack_in_slurm,
-        )
+        from srat_engine.jobs.slurm import previous_options
         from srat_engine.jobs.slurm_options import slurm_options
 
-        options = slurm_options(home.config_file, {}, before=previous_options(lead))
-        if len(runs) > 1:
-            job_id = resume_stack_in_slurm(runs, options, home=home)[0].job_id
-        else:
-            job_id = resume_in_slurm(lead, options, home=home).job_id
-        return f"{ids} resubmitted{together} (Slurm job {job_id})"
-    devices, per_device = previous_devices(lead)
-    if len(runs) > 1:
-        pid = resume_stack(runs, devices, per_device, home=home)
-    else:
-        pid = resume_run(lead, devices, per_device, home=home)
-    return f"{ids} resumed{together} (worker pid {pid})"
+        slurm = slurm_options(home.config_file, {}, before=previous_options(lead))
+    return resume(runs, home=home, slurm=slurm)

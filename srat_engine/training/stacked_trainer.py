@@ -46,8 +46,8 @@ FailureHandler = Callable[[Trainer, Exception], None]
 
 
 class StackEvaluator:
-    """The evaluations of a stack's runs, each what its `Trainer.evaluate_epoch` (or
-    `evaluate_final`) would give, run as one stacked pass (`evaluation.stacked`).
+    """The evaluations of a stack's runs, each what its `Trainer.evaluate` would give, run as
+    one stacked pass (`evaluation.stacked`).
 
     Built from every run of the stack (`trainers`, built: `Trainer.begin_run`); each call
     evaluates the runs named, those still in the stack.
@@ -70,41 +70,36 @@ class StackEvaluator:
         )
 
     def __call__(self, trainers: Sequence[Trainer], epoch: int | None) -> dict[str, Evaluation]:
-        """Each of `trainers`' evaluation of `epoch` (0-based, as `Trainer.evaluate_epoch`),
-        or with None its final one (`Trainer.evaluate_final`), by run id; the seconds are the
-        stack's."""
+        """Each of `trainers`' evaluation of `epoch` (0-based; None: the final one), as
+        `Trainer.evaluate` gives it, by run id; the seconds are the stack's."""
         started = time.perf_counter()
         lead = trainers[0]
-        data, config = lead.data, lead.config
-        if epoch is None:
-            standard, robust = True, lead.robust_eval_enabled
-            robust_x, robust_y = data.test_x, data.test_y
-        else:
-            standard, robust = lead.evaluation_due(epoch)
-            robust_x, robust_y = data.robust_x, data.robust_y
+        # one configuration and one test set: the lead's passes are every run's
+        standard, robust = lead.evaluation_sets(epoch)
         runs = [self.trainers.index(trainer) for trainer in trainers]
         seeds = [trainer.evaluation_seed for trainer in trainers]
-        classes, batch_size = lead.resolved.num_classes, config.eval.batch_size
+        classes, batch_size = lead.resolved.num_classes, lead.config.eval.batch_size
         std: list[dict[str, Any] | None] = [None] * len(trainers)
         rob: list[dict[str, Any] | None] = [None] * len(trainers)
         with strict_fp32():
             if standard:
+                x, y = standard
                 features: list[list[torch.Tensor]] = [[] for _ in trainers]
                 counts = self.evaluation.count(
-                    runs, data.test_x, data.test_y, classes,
+                    runs, x, y, classes,
                     batch_size=batch_size, robust=False, seeds=seeds, features_into=features,
                 ).tolist()  # fmt: skip
                 std = [
-                    trainer.summarize(correct, data.test_y, features[k])
+                    trainer.summarize(correct, y, features[k])
                     for k, (trainer, correct) in enumerate(zip(trainers, counts, strict=True))
                 ]
             if robust:
+                x, y = robust
                 counts = self.evaluation.count(
-                    runs, robust_x, robust_y, classes,
-                    batch_size=batch_size, robust=True, seeds=seeds,
-                ).tolist()  # fmt: skip
+                    runs, x, y, classes, batch_size=batch_size, robust=True, seeds=seeds
+                ).tolist()
                 rob = [
-                    trainer.summarize(correct, robust_y, None)
+                    trainer.summarize(correct, y, None)
                     for trainer, correct in zip(trainers, counts, strict=True)
                 ]
         seconds = time.perf_counter() - started

@@ -134,6 +134,10 @@ class EpochPlan:
     batches: tuple[torch.Tensor, ...]
 
 
+# the inputs and labels one evaluation pass runs on; None: the pass is not due
+EvaluationSet = tuple[torch.Tensor, torch.Tensor] | None
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """What one evaluation measured: standard and robust accuracy (`Trainer.summarize`'s
@@ -481,29 +485,27 @@ class Trainer:
             result["separability"] = separability if math.isfinite(separability) else None
         return result
 
-    def evaluation_due(self, epoch: int) -> tuple[bool, bool]:
-        """Whether epoch `epoch` (0-based) ends with the standard and the robust pass, as
-        ``eval.every`` and ``eval.robust_every`` say (`config.workload.evaluation_due`)."""
+    def evaluation_sets(self, epoch: int | None) -> tuple[EvaluationSet, EvaluationSet]:
+        """The (inputs, labels) of the standard and the robust pass that end epoch `epoch`
+        (0-based), None for a pass not due: the test set and the balanced robust subset, as
+        ``eval.every`` and ``eval.robust_every`` say (`config.workload.evaluation_due`); with
+        `epoch` None the final evaluation, both passes on the whole test set. The one rule for
+        a run's evaluations, alone or stacked."""
+        data = self.data
+        test = (data.test_x, data.test_y)
+        if epoch is None:
+            return test, test if self.robust_eval_enabled else None
         standard, robust = evaluation_due(epoch + 1, self.config.train.epochs, self.config.eval)
-        return standard, robust and self.robust_eval_enabled
+        subset = (data.robust_x, data.robust_y)
+        return test if standard else None, subset if robust and self.robust_eval_enabled else None
 
-    def evaluate_epoch(self, epoch: int) -> Evaluation:
-        """The evaluation that ends epoch `epoch` (0-based): the passes due, timed."""
+    def evaluate(self, epoch: int | None) -> Evaluation:
+        """The evaluation that ends epoch `epoch` (0-based; None: the final one): the passes
+        `evaluation_sets` names, timed."""
         started = time.perf_counter()
-        standard, robust = self.evaluation_due(epoch)
-        data = self.data
-        std = self._evaluate(data.test_x, data.test_y, robust=False) if standard else None
-        rob = self._evaluate(data.robust_x, data.robust_y, robust=True) if robust else None
-        return Evaluation(std, rob, time.perf_counter() - started)
-
-    def evaluate_final(self) -> Evaluation:
-        """The final evaluation: both passes on the whole test set."""
-        started = time.perf_counter()
-        data = self.data
-        std = self._evaluate(data.test_x, data.test_y, robust=False)
-        rob = None
-        if self.robust_eval_enabled:
-            rob = self._evaluate(data.test_x, data.test_y, robust=True)
+        standard, robust = self.evaluation_sets(epoch)
+        std = self._evaluate(*standard, robust=False) if standard else None
+        rob = self._evaluate(*robust, robust=True) if robust else None
         return Evaluation(std, rob, time.perf_counter() - started)
 
     def _columns(self, std: dict[str, Any] | None, rob: dict[str, Any] | None) -> dict[str, Any]:
@@ -588,12 +590,12 @@ class Trainer:
         train_seconds: float,
         evaluation: Evaluation | None = None,
     ) -> None:
-        """Evaluate the trained epoch as `eval` says (`evaluate_epoch`, unless a stack
-        evaluated it: `evaluation`), record it, keep best.pt and the checkpoint; on a
-        checkpoint request, RunPreempted."""
+        """Evaluate the trained epoch as `eval` says (`evaluate`, unless a stack evaluated
+        it: `evaluation`), record it, keep best.pt and the checkpoint; on a checkpoint
+        request, RunPreempted."""
         epochs = self.config.train.epochs
         if evaluation is None:
-            evaluation = self.evaluate_epoch(epoch)
+            evaluation = self.evaluate(epoch)
         record = {
             "event": "epoch",
             "epoch": epoch + 1,
@@ -619,10 +621,10 @@ class Trainer:
             raise self.checkpoint_epoch_end(epoch)
 
     def final_record(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
-        """The final evaluation on the whole test set (`evaluate_final`, unless a stack
+        """The final evaluation on the whole test set (`evaluate(None)`, unless a stack
         evaluated it: `evaluation`), recorded."""
         if evaluation is None:
-            evaluation = self.evaluate_final()
+            evaluation = self.evaluate(None)
         final = {
             "event": "final",
             **self._columns(evaluation.std, evaluation.rob),

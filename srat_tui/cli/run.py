@@ -313,6 +313,7 @@ def run(
     ]
     # with --stack, each configuration's seeds are one stack (prepared is source-major)
     stacks = [prepared[i : i + len(per_seed)] for i in range(0, len(prepared), len(per_seed))]
+    stack_size = len(per_seed) if stack else 1
     if stack:
         from srat_engine.config.stacking import check_stackable
 
@@ -325,12 +326,11 @@ def run(
             placement = (gpus, slots, per_gpu) if detach else None
             # a stack waits for one slot and trains its seeds together: its first run's time
             timed = [group[0] for group in stacks] if stack else prepared
-            size = len(per_seed) if stack else 1
-            line = _outlook_line(timed, home, placement, size)
+            line = _outlook_line(timed, home, placement, stack_size)
             stdout_console().print(inert(f"time     {line}"))
         return
     if options is not None:
-        _submit_to_slurm(prepared, home, options, as_json, len(per_seed) if stack else 1)
+        _submit_to_slurm(prepared, home, options, as_json, stack_size)
         return
     if not detach:
         from srat_engine.training.device import pick_device

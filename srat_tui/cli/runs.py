@@ -443,20 +443,12 @@ def runs_resume(
     """Continue a failed, killed, dead or lost run from its last checkpoint: detached on this
     machine, or resubmitted to Slurm (with the options it had, unless given again; --backend:
     where it ran last unless given)."""
-    from srat_engine.jobs.supervisor import (
-        previous_devices,
-        resolve_devices,
-        resume_run,
-        resume_stack,
-        stack_of,
-    )
+    from srat_engine.jobs.slurm import previous_options
+    from srat_engine.jobs.supervisor import resolve_devices, resume, stack_of
 
     run = open_run(run_id)
     home = Home.from_env()
-    from srat_engine.jobs.slurm import previous_options, resume_in_slurm, resume_stack_in_slurm
-
     runs = stack_of(run) if stack else [run]
-
     last = "slurm" if run.launch_record().get("backend") == "slurm" else "local"
     request = slurm_request
     if device is not None and chosen_backend(request.backend or last) == "slurm":
@@ -464,28 +456,10 @@ def runs_resume(
     options = request.options(
         home, local=(gpus, slots, per_gpu), default_backend=last, before=previous_options(run)
     )
-    if options is not None:
-        if stack:
-            jobs = resume_stack_in_slurm(runs, options, home=home)
-            ids = ", ".join(job.run_id for job in jobs)
-            typer.echo(inert(f"{ids} resubmitted as one stack (Slurm job {jobs[0].job_id})"))
-            return
-        job = resume_in_slurm(run, options, home=home)
-        typer.echo(f"{run.id} resubmitted (Slurm job {job.job_id})")
-        return
-    if gpus is None and device is None:
-        devices, per_device = previous_devices(run)
-    else:
-        devices, per_device = resolve_devices(
-            gpus=gpus, device=device, slots=slots, per_gpu=per_gpu
-        )
-    if stack:
-        pid = resume_stack(runs, devices, per_device, home=home)
-        ids = ", ".join(member.id for member in runs)
-        typer.echo(inert(f"{ids} resumed as one stack (worker pid {pid})"))
-        return
-    pid = resume_run(run, devices, per_device, home=home)
-    typer.echo(f"{run.id} resumed (worker pid {pid})")
+    placement = None  # where it was launched last
+    if options is None and not (gpus is None and device is None):
+        placement = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)
+    typer.echo(inert(resume(runs, home=home, slurm=options, placement=placement)))
 
 
 @app.command("rm")
