@@ -29,6 +29,7 @@ from srat_engine.config.prepare import create_run
 from srat_engine.errors import SratError
 from srat_engine.fsutil import read_jsonl
 from srat_engine.runs.home import Home as SratHome
+from srat_engine.runs.liveness import process_start
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import summarize_run
 from srat_engine.runs.sync import record_in_index
@@ -502,6 +503,24 @@ def test_killing_a_dead_run_is_refused_and_marks_it_dead(home: Home, srat: Srat)
 
 
 # --- liveness -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("boot_offset", "expected"), [(0.0, "running"), (-100.0, "dead")], ids=["same", "reused"]
+)
+def test_liveness_reads_the_start_since_boot_which_no_clock_change_moves(
+    home: Home, boot_offset: float, expected: str
+) -> None:
+    """A run recorded with `pid_boot_start` (srat's own processes) is judged by it: its
+    `pid_start`, seconds since the epoch, is what an NTP adjustment moves, here by 1 s (psutil
+    adds a boot time the kernel recomputes from the wall clock), and a live run stays
+    running; a start since boot that does not match is another process on a reused pid."""
+    started = process_start(os.getpid())
+    state = {"status": "running", "pid": os.getpid(), "pid_start": started["pid_start"] + 1.0,
+             "pid_boot_start": started["pid_boot_start"] + boot_offset}  # fmt: skip
+    run = home.add_run(**state)
+    assert ls_rows(cli("runs", "ls"))[run.id][1] == expected
+    assert run.state()["status"] == expected
 
 
 @pytest.mark.parametrize(("start_offset", "expected"), [(0.0, "running"), (-100.0, "dead")])

@@ -319,6 +319,7 @@ def _queued_in_slurm(run: RunDir, launch_id: str, job: SlurmSubmission) -> State
                 launch_id=launch_id,
                 pid=None,
                 pid_start=None,
+                pid_boot_start=None,
                 host=None,
                 slot=None,
                 node=None,

@@ -164,8 +164,8 @@ def _requeue(runs: list[RunDir], job_id: str, stop: Exception) -> str:
     counts = {}
     for run in runs:
         counts[run.id] = int(run.state().get("requeues") or 0) + 1
-        run.write_state(status="queued", queued=now_iso(), pid=None, pid_start=None, host=None,
-                        requeues=counts[run.id])  # fmt: skip
+        run.write_state(status="queued", queued=now_iso(), pid=None, pid_start=None,
+                        pid_boot_start=None, host=None, requeues=counts[run.id])  # fmt: skip
     try:
         done = subprocess.run(
             ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60, check=False

@@ -28,6 +28,8 @@ from srat_engine.runs.liveness import (
     ACTIVE,
     LOCAL_BACKEND,
     process_alive,
+    process_record,
+    process_start,
     reconcile,
     waiting_in_slurm,
 )
@@ -160,16 +162,16 @@ def _launch(
             _record_launch_failure(run, failure, home)
         raise
     try:
-        pid_start = psutil.Process(process.pid).create_time()
+        started = process_start(process.pid)
     except psutil.NoSuchProcess:
-        pid_start = None
+        started = {"pid_start": None, "pid_boot_start": None}
     stack = {"stack": [run.id for run in runs], "output": str(output_log)} if len(runs) > 1 else {}
     try:
         for run in runs:
             run.write_launch_record(
                 {
                     "pid": process.pid,
-                    "pid_start": pid_start,
+                    **started,
                     "host": socket.gethostname(),
                     "devices": devices,
                     "per_device": per_device,
@@ -181,7 +183,7 @@ def _launch(
             # Only now, with the worker's pid on record, may the run read as queued: a listing
             # that saw `queued` with no live process behind it would mark the run dead. The
             # worker may have written its own state already; then it is left alone.
-            run.update_state(_queued_unless_started(process.pid, pid_start))
+            run.update_state(_queued_unless_started(process.pid, started))
             with_others = f", stacked with {len(runs) - 1} other run(s)" if stack else ""
             run.log(
                 f"launched worker pid {process.pid} on {','.join(devices)} x{per_device}"
@@ -201,7 +203,7 @@ def _launch(
     return process.pid
 
 
-def _queued_unless_started(pid: int, pid_start: float | None) -> StateChange:
+def _queued_unless_started(pid: int, started: dict[str, float | None]) -> StateChange:
     """The state change that makes a just-launched run `queued` with its worker's process
     record, unless the worker has written its own state already (it then holds that pid)."""
 
@@ -209,8 +211,8 @@ def _queued_unless_started(pid: int, pid_start: float | None) -> StateChange:
         if state.get("pid") == pid:
             return None
         host = socket.gethostname()
-        return {"status": "queued", "queued": now_iso(), "pid": pid, "pid_start": pid_start,
-                "host": host, **LOCAL_BACKEND}  # fmt: skip
+        return {"status": "queued", "queued": now_iso(), "pid": pid, **started, "host": host,
+                **LOCAL_BACKEND}  # fmt: skip
 
     return change
 
@@ -225,8 +227,8 @@ def _record_launch_failure(run: RunDir, failure: WriteFailed, home: Home) -> Non
 def _live_pid(run: RunDir) -> int | None:
     state = run.state()
     for record in (state, run.launch_record()):
-        pid, start = record.get("pid"), record.get("pid_start")
-        if process_alive(pid, start):
+        pid, start, boot_start = process_record(record)
+        if process_alive(pid, start, boot_start):
             return int(pid)
     return None
 

@@ -21,8 +21,6 @@ import sys
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
-import psutil
-
 from srat_engine.errors import (
     STOP_SIGNALS,
     RunInterrupted,
@@ -33,7 +31,7 @@ from srat_engine.errors import (
 from srat_engine.jobs.slots import hold_slot, slots_for, threads_per_slot
 from srat_engine.runs.heartbeat import Heartbeat, interval_from_env
 from srat_engine.runs.home import Home
-from srat_engine.runs.liveness import LOCAL_BACKEND
+from srat_engine.runs.liveness import LOCAL_BACKEND, process_start
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.runs.sync import record_in_index
 
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             run.write_state(
                 status="queued",
                 pid=pid,
-                pid_start=psutil.Process(pid).create_time(),
+                **process_start(pid),
                 host=socket.gethostname(),
                 queued=now_iso(),
                 **LOCAL_BACKEND,

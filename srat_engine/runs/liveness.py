@@ -2,7 +2,11 @@
 on another host, its heartbeat.
 
 Pids are reused: a pid that exists may belong to an unrelated process started later, so a
-process counts as the run's only if its start time matches the one the run recorded. A pid on
+process counts as the run's only if its start time matches the one the run recorded, as
+seconds since boot (`process_start`): psutil's start time in seconds since the epoch adds the
+kernel's boot time, which Linux recomputes from the wall clock on every read, so an NTP
+adjustment moves it (by a second at a rounding edge, more over days of slewing) and a live run
+would read dead (psutil issues #2526, #1724). A pid on
 another host cannot be checked from here, so an active run writes a heartbeat into state.json
 (`runs.heartbeat`) and a reader on any other host judges it by that: silent for MISSED_BEATS
 intervals, it is `lost`.
@@ -40,26 +44,50 @@ MISSED_BEATS = 3
 _START_TOLERANCE_S = 0.05
 
 
-def process_alive(pid: int | None, pid_start: float | None) -> bool:
-    if not pid or pid_start is None:
+def process_start(pid: int) -> dict[str, float]:
+    """What a run records of the process `pid` to know it again: ``pid_start``, its start in
+    seconds since the epoch (for people), and ``pid_boot_start``, in seconds since boot, which
+    no clock adjustment moves (what `process_alive` compares). NoSuchProcess if it is gone."""
+    started = psutil.Process(pid).create_time()
+    # the same wall clock in both reads: their difference is the start's ticks since boot
+    return {"pid_start": started, "pid_boot_start": started - psutil.boot_time()}
+
+
+def process_alive(
+    pid: int | None, pid_start: float | None, pid_boot_start: float | None = None
+) -> bool:
+    """Whether `pid` is alive and is the process recorded: started `pid_boot_start` seconds
+    after boot, or for a record from before srat kept that, at `pid_start`."""
+    if not pid or (pid_start is None and pid_boot_start is None):
         return False
     try:
         process = psutil.Process(pid)
         started = process.create_time()
+        booted = psutil.boot_time()
         # a killed worker whose parent (e.g. a long-lived TUI) has not reaped it yet
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
+    if pid_boot_start is not None:
+        return abs(started - booted - pid_boot_start) < _START_TOLERANCE_S
+    assert pid_start is not None
     return abs(started - pid_start) < _START_TOLERANCE_S
 
 
-def _process_record(run: RunDir, state: dict[str, Any]) -> tuple[int | None, float | None]:
+ProcessRecord = tuple[int | None, float | None, float | None]
+
+
+def process_record(record: dict[str, Any]) -> ProcessRecord:
+    """(pid, pid_start, pid_boot_start) of a state or launch record, for `process_alive`."""
+    return record.get("pid"), record.get("pid_start"), record.get("pid_boot_start")
+
+
+def _process_record(run: RunDir, state: dict[str, Any]) -> ProcessRecord:
     """The worker's own pid record, else the launcher's (a worker that died before writing)."""
     if state.get("pid") and state.get("pid_start") is not None:
-        return state["pid"], state["pid_start"]
-    launch = run.launch_record()
-    return launch.get("pid"), launch.get("pid_start")
+        return process_record(state)
+    return process_record(run.launch_record())
 
 
 def heartbeat_stale(state: dict[str, Any], now: datetime | None = None) -> bool | None:

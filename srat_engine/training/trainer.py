@@ -21,7 +21,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 import torch
 
 from srat_engine.config.resolve import Resolved
@@ -53,7 +52,7 @@ from srat_engine.models import build_model
 from srat_engine.models.posthoc import posthoc_view
 from srat_engine.runs.heartbeat import Heartbeat
 from srat_engine.runs.index import RunIndex
-from srat_engine.runs.liveness import HEARTBEAT_S
+from srat_engine.runs.liveness import HEARTBEAT_S, process_start
 from srat_engine.runs.records import best_epoch
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.runs.sync import record_in_index
@@ -656,7 +655,7 @@ def mark_running(
     run.write_state(
         status="running",
         pid=pid,
-        pid_start=psutil.Process(pid).create_time(),
+        **process_start(pid),
         host=socket.gethostname(),
         device=str(device),
         started=now_iso(),
