@@ -624,3 +624,20 @@ async def test_stack_seeds_launches_one_worker_for_the_seeds(stop_runs: None) ->
     launches = [RunDir(context.runs_root / run_id).launch_record() for run_id in app.result]
     assert len({launch["pid"] for launch in launches}) == 1
     assert launches[0]["stack"] == app.result
+
+
+@scenario
+async def test_a_repeated_change_to_the_same_preset_keeps_what_was_typed() -> None:
+    """Textual posts a Select.Changed for the preset's initial value after mount, which can
+    arrive after the preset has loaded and the user has typed: it must not load the preset
+    again over the edits (a late reload once reset `loss` under a test's feet)."""
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await settled(pilot)
+        preset = screen.query_one("#preset", Select)
+        screen = await set_field(pilot, "loss", "ce")
+        screen.post_message(Select.Changed(preset, preset.value))
+        await pilot.pause(0.3)
+        screen = await settled(pilot)
+        assert screen.query_one("#loss", Select).value == "ce"
+        assert screen.validation is not None and screen.validation.values.loss == "ce"

@@ -627,6 +627,10 @@ class NewRunScreen(Screen[list[str] | None]):
         self._generation = 0
         self._base: FormValues | None = None
         self._preset_error: str | None = None
+        # the preset whose values fill the form (loading or loaded): a Select.Changed that
+        # names it again (Textual posts one for the initial value, after mount) reloads
+        # nothing, so it cannot overwrite what was typed since
+        self._preset_chosen: str | None = None
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -774,7 +778,7 @@ class NewRunScreen(Screen[list[str] | None]):
         self._show_slurm_defaults(app_context(self).home)
         self._sync_backend()
         if self._initial_preset is not None:
-            self._load_preset(self._initial_preset, app_context(self).home)
+            self._choose_preset(self._initial_preset)
         else:
             self._preset_error = "no presets found (see `srat presets ls`)"
             self._request_validation()
@@ -839,6 +843,12 @@ class NewRunScreen(Screen[list[str] | None]):
             self.set_class(css in shown, f"{css}-scheme")
 
     # -- workers -------------------------------------------------------------------------------
+
+    def _choose_preset(self, name: str) -> None:
+        """Start from preset `name`: its values fill the form once loaded (`_load_preset`)."""
+        self._preset_chosen = name
+        self._base = None
+        self._load_preset(name, app_context(self).home)
 
     @work(thread=True, exclusive=True, group="newrun-preset")
     def _load_preset(self, name: str, home: Home) -> None:
@@ -933,9 +943,8 @@ class NewRunScreen(Screen[list[str] | None]):
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "preset":
-            self._base = None
-            if isinstance(event.value, str):
-                self._load_preset(event.value, app_context(self).home)
+            if isinstance(event.value, str) and event.value != self._preset_chosen:
+                self._choose_preset(event.value)
             return
         if event.select.id == "backend":
             self._sync_backend()
