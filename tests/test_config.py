@@ -353,7 +353,17 @@ def test_resolve_schedule_scaled_to_run_length() -> None:
     assert srat.head == "cosine"
     assert resolve_with("method=CB-Reweight").reweight_epoch == 0
     assert resolve_with("method=CE").reweight_epoch is None
-    assert resolve_with("method=GAIRAT", "train.epochs=20").gair_begin_epoch == 10
+    # GAIRAT's begin epoch is 1-based: its 100th of 200 epochs is 10th of 20, 0-based 9
+    assert resolve_with("method=GAIRAT", "train.epochs=20").gair_begin_epoch == 9
+
+
+def test_gair_begins_where_gairat_does() -> None:
+    """GAIRAT.py weights from `(epoch + 1) >= args.begin_epoch` over a 0-based loop: with its
+    120 epochs and begin_epoch 60, the first weighted epoch is 0-based 59."""
+    gairat = ("method=GAIRAT", "train.epochs=120", "train.reference_epochs=120")
+    assert resolve_with(*gairat, "gair.begin_epoch=60").gair_begin_epoch == 59
+    assert resolve_with(*gairat, "gair.begin_epoch=1").gair_begin_epoch == 0
+    assert resolve_with(*gairat, "gair.begin_epoch=0").gair_begin_epoch == 0
 
 
 def test_explicit_class_weights_are_used() -> None:

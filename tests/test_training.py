@@ -50,8 +50,8 @@ def test_every_method_trains_on_digits(tmp_path: Path, method: str) -> None:
     }[spec.reweight]
     assert [r["reweighting"] for r in epochs] == expected_reweighting
     assert all((r["sep_loss"] is not None) == spec.separation for r in epochs)
-    # GAIRAT weights start at round(100 * 4/200) = 2 (0-based)
-    expected_gair = [False, False, True, True] if spec.gair else [False] * 4
+    # GAIRAT weights from its 1-based begin epoch round(100 * 4/200) = 2, 0-based 1
+    expected_gair = [False, True, True, True] if spec.gair else [False] * 4
     assert [r["gair"] for r in epochs] == expected_gair
 
 

@@ -169,7 +169,10 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
         reweight_epoch=scaled_epoch(config.train.reweight_epoch, config)
         if spec.reweight == "drcb"
         else (0 if spec.reweight == "cb" else None),
-        gair_begin_epoch=scaled_epoch(config.gair.begin_epoch, config) if spec.gair else None,
+        # GAIRAT's --begin_epoch counts from 1 (`if (epoch + 1) >= args.begin_epoch`)
+        gair_begin_epoch=max(0, scaled_epoch(config.gair.begin_epoch, config) - 1)
+        if spec.gair
+        else None,
         # torchvision only where the dataset's loader imported it: other runs do not use it
         versions=versions(if_loaded=("torchvision",)),
         class_budgets=budgets,

@@ -229,7 +229,9 @@ class GairConfig(_Section):
     func: Literal["tanh", "sigmoid", "discrete"] = "tanh"
     lam: Finite = -1.0
     begin_epoch: Annotated[int, Field(ge=0)] = Field(
-        100, description="GAIRAT's 60 of 120 epochs, on the reference_epochs scale"
+        100,
+        description="1-based, as GAIRAT's --begin_epoch: weights from this epoch on (its 60 of "
+        "120 epochs, on the reference_epochs scale)",
     )
 
 
