@@ -257,7 +257,8 @@ def test_reweight_sweep_queues_tagged_runs_with_the_planned_configs(srat: Srat) 
                 assert config["config"]["method"] == method
                 # digits Exp-10: classes 5-9 are the under-represented half
                 assert config["resolved"]["under_classes"] == [5, 6, 7, 8, 9]
-                assert config["resolved"]["class_weights"] == [1.0] * 5 + [7.0] * 5
+                # weights 1 and 7, rescaled to sum to the 10 classes: 10 / 40 and 70 / 40
+                assert config["resolved"]["class_weights"] == [0.25] * 5 + [1.75] * 5
                 assert config["config"]["train"]["epochs"] == 2
                 assert run.meta()["tags"] == [sweep_tag(doc["sweep_id"])]
                 assert run.state()["status"] == "queued"

@@ -366,10 +366,12 @@ def test_gair_begins_where_gairat_does() -> None:
     assert resolve_with(*gairat, "gair.begin_epoch=0").gair_begin_epoch == 0
 
 
-def test_explicit_class_weights_are_used() -> None:
-    weights = [float(i) for i in range(1, 11)]
+def test_explicit_class_weights_are_used_summing_to_class_count() -> None:
+    weights = [float(i) for i in range(1, 11)]  # sum 55
     resolved = resolve_with("method=DRCB-CE", f"loss.class_weights={weights}")
-    assert resolved.class_weights == weights
+    assert resolved.class_weights == pytest.approx([w * 10 / 55 for w in weights])
+    with pytest.raises(SratError, match="all 0"):
+        resolve_with("method=DRCB-CE", f"loss.class_weights={[0.0] * 10}")
 
 
 def test_class_weights_of_wrong_length_rejected() -> None:

@@ -14,6 +14,7 @@ from srat_engine.losses import (
     focal_loss,
     ldam_loss,
     ldam_margins,
+    summing_to_class_count,
     weighted_mean,
 )
 
@@ -114,6 +115,26 @@ def test_class_balanced_weights_limits() -> None:
     # beta = 1: effective number = n, so w proportional to [1/5000, 1/50], scaled to sum 2
     expected = torch.tensor([2 * 50 / 5050, 2 * 5000 / 5050])
     torch.testing.assert_close(class_balanced_weights([5000, 50], beta=1.0), expected)
+
+
+def test_weights_summing_to_class_count_hand_computed() -> None:
+    # [1, 1, 78, 78] * 4 / 158 = [0.025316, 0.025316, 1.974684, 1.974684]
+    got = summing_to_class_count([1.0, 1.0, 78.0, 78.0])
+    torch.testing.assert_close(got, torch.tensor([4 / 158, 4 / 158, 312 / 158, 312 / 158]))
+    assert got[0].item() == pytest.approx(0.025316, abs=1e-6)
+    for bad in ([], [0.0, 0.0], [1.0, -1.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError):
+            summing_to_class_count(bad)
+
+
+def test_class_balanced_step_ratio_weights_are_the_class_balanced_weights() -> None:
+    """SRAT Figure 5: tail weight "78" (the class-balanced tail/head ratio of Step-100) with
+    head weight 1 is the class-balanced weighting itself once both sum to C."""
+    counts = [5000] * 5 + [50] * 5
+    balanced = class_balanced_weights(counts)
+    ratio = (balanced[-1] / balanced[0]).item()
+    assert ratio == pytest.approx(78.9, abs=0.05)
+    torch.testing.assert_close(summing_to_class_count([1.0] * 5 + [ratio] * 5), balanced)
 
 
 def test_class_balanced_weights_rejects_bad_input() -> None:

@@ -22,7 +22,12 @@ from srat_engine.config.schema import RunConfig, scaled_epoch
 from srat_engine.data.catalog import dataset_info
 from srat_engine.data.imbalance import class_counts, under_represented_classes
 from srat_engine.errors import SratError
-from srat_engine.losses import class_balanced_weights, ldam_margins, robal_margins
+from srat_engine.losses import (
+    class_balanced_weights,
+    ldam_margins,
+    robal_margins,
+    summing_to_class_count,
+)
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,9 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
                 f"loss.class_weights has {len(config.loss.class_weights)} entries, "
                 f"{config.data.dataset} has {info.num_classes} classes"
             )
-        weights = [float(w) for w in config.loss.class_weights]
+        if not any(config.loss.class_weights):
+            raise SratError("loss.class_weights are all 0: no class would be trained on")
+        weights = summing_to_class_count(config.loss.class_weights).tolist()
     elif spec.reweight != "none":
         weights = class_balanced_weights(counts, config.loss.cb_beta).tolist()
     else:

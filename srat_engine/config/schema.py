@@ -221,7 +221,9 @@ class LossConfig(_Section):
         1.0, description="tau of the prior-shifted logits z + tau log(pi) (AT-BSL: 1)"
     )
     class_weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
-        default_factory=list, description="explicit per-class weights replacing CB weights"
+        default_factory=list,
+        description="explicit per-class weights replacing CB weights, rescaled as they are to "
+        "sum to the number of classes",
     )
 
 

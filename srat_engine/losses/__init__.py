@@ -1,6 +1,10 @@
 """Per-sample losses and weights for imbalanced adversarial training (reduction is separate)."""
 
-from srat_engine.losses.class_balanced import class_balanced_weights, deferred_class_weights
+from srat_engine.losses.class_balanced import (
+    class_balanced_weights,
+    deferred_class_weights,
+    summing_to_class_count,
+)
 from srat_engine.losses.equalisation import per_class_mean_losses, taet_equalisation_loss
 from srat_engine.losses.focal import focal_loss
 from srat_engine.losses.gair import GAIR_FUNCS, gair_weights
@@ -42,6 +46,7 @@ __all__ = [
     "robal_margins",
     "robal_train_logits",
     "separation_loss",
+    "summing_to_class_count",
     "taet_equalisation_loss",
     "tail_feature_alignment",
     "trades_kl",

@@ -27,9 +27,24 @@ def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> Tenso
         # -expm1(n * log(beta)) = 1 - beta^n without cancellation when beta is close to 1.
         effective = -torch.expm1(n * torch.log(torch.tensor(beta, dtype=torch.float64)))
         effective = effective / (1.0 - beta)
-    weights = 1.0 / effective
-    weights = weights * (len(counts) / weights.sum())
-    return weights.to(torch.get_default_dtype())
+    return summing_to_class_count(1.0 / effective)
+
+
+def summing_to_class_count(weights: Sequence[float] | Tensor) -> Tensor:
+    """Per-class weights w rescaled to sum to C, their number: w_j * C / sum_k w_k.
+
+    LDAM-DRW's normalisation of its class-balanced weights, and so of every class weighting a
+    run trains with: under the batch-mean reduction of Eq. 5 only the weights' ratios, not
+    their scale, then differ between weightings (SRAT Figure 5 takes "78", the class-balanced
+    tail-to-head ratio of Step-100, as the class-balanced run).
+    """
+    values = torch.as_tensor(weights, dtype=torch.float64)
+    total = values.sum()
+    if values.ndim != 1 or len(values) == 0 or not torch.isfinite(values).all():
+        raise ValueError(f"class weights must be a non-empty list of finite numbers: {weights}")
+    if (values < 0).any() or total <= 0:
+        raise ValueError(f"class weights must be >= 0 with a positive sum: {weights}")
+    return (values * (len(values) / total)).to(torch.get_default_dtype())
 
 
 def deferred_class_weights(
