@@ -1,7 +1,9 @@
 """Class-wise accuracy and the paper's aggregate columns (Tables 1-4).
 
-Overall = accuracy on the whole balanced test set; Under = accuracy on the examples of the
-under-represented classes (the least frequent half of the training classes).
+Overall = accuracy pooled over the test examples; Under = accuracy on the examples of the
+under-represented classes (the least frequent half of the training classes). On a balanced test
+set (CIFAR-10, digits) Overall is also the mean of the class accuracies; on SVHN's unbalanced
+test split it is not (README, Data).
 """
 
 from __future__ import annotations
