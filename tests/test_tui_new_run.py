@@ -343,8 +343,16 @@ async def test_in_srat_app() -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
         screen = await settled(pilot)
         assert screen.validation is not None and screen.validation.ok
+        # q neither quits the app from the form (its edits would be lost) nor types anywhere
+        screen.set_focus(None)
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        assert app.is_running and app.screen is screen
         await pilot.press("escape")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
+        await pilot.press("q")  # from the runs list q quits
+        await pilot.pause(0.2)
+        assert app.return_code == 0 and not app.is_running
 
 
 @scenario

@@ -20,6 +20,7 @@ from slot_queue import queue_of_real_waiters
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static, TabbedContent
+from textual.widgets.data_table import ColumnKey
 from tui_harness import pinned_context, scenario, settle, wait_for
 
 from srat_engine.runs.progress import training_ends
@@ -270,6 +271,22 @@ async def test_classes_tab_steps_epochs(context: AppContext) -> None:
         for _ in range(10):
             await pilot.press("[")
         assert "epoch 1/10" in str(caption.render())  # clamped at the first epoch
+
+
+@scenario
+async def test_classes_table_widens_for_a_class_at_100(context: AppContext) -> None:
+    """A 100.00 is one digit wider than the header "std %": the column grows, no cut cell."""
+    run = make_fake_run(context.runs_root, "run-w", epochs_done=1, epochs=10)
+    async with RunApp(context, "run-w").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=1)
+        await pilot.press("3")
+        table = screen.query_one("#classes-table", DataTable)
+        record = epoch_record(2, 10, 10, screen.under)
+        record["std_class"][0] = record["rob_class"][0] = 100.0
+        run.append_metrics(record)
+        await wait_for(pilot, lambda: cell(table, 0, "std") == "100.00", "the new epoch")
+        for column in ("std", "rob"):
+            assert table.columns[ColumnKey(column)].content_width >= len("100.00")
 
 
 @scenario

@@ -123,6 +123,11 @@ class SratApp(App[None]):
         self.open_compare(message.run_ids)
 
     # -- actions ------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`q` does not quit from a screen holding unsaved edits (the new-run form): one key
+        would lose them. ctrl+q still quits, as in every Textual app."""
+        return not (action == "quit" and getattr(self.screen, "HOLDS_EDITS", False))
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))

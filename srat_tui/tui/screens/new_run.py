@@ -608,6 +608,7 @@ class NewRunScreen(Screen[list[str] | None]):
     run ids."""
 
     CSS_PATH = "new_run.tcss"
+    HOLDS_EDITS: ClassVar[bool] = True  # the app's `q` does not quit from here (`SratApp`)
 
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
         (0, "-narrow"),
@@ -775,6 +776,7 @@ class NewRunScreen(Screen[list[str] | None]):
 
     def on_mount(self) -> None:
         self.title = "New run"
+        self.query_one("#preset", Select).focus()  # keys go to the form from the start
         self._show_slurm_defaults(app_context(self).home)
         self._sync_backend()
         if self._initial_preset is not None:

@@ -543,7 +543,9 @@ class RunScreen(Screen[None]):
         for cls in range(self.num_classes):
             for column, values in (("std", std), ("rob", rob)):
                 value = values[cls] if cls < len(values) else None
-                table.update_cell(str(cls), column, Text(pct(value), justify="right"))
+                table.update_cell(
+                    str(cls), column, Text(pct(value), justify="right"), update_width=True
+                )
         label = (
             "final evaluation"
             if chosen.get("event") == "final"
