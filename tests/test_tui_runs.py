@@ -422,17 +422,79 @@ async def test_engine_errors_are_notified_not_raised(
         await wait_for(pilot, lambda: any(s == "error" for _, s in notes), "resume error")
         assert any("kill it first" in message for message, _ in notes)
         notes.clear()
-        await pilot.press("d")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
-        await pilot.press("y")
-        await wait_for(pilot, lambda: any(s == "error" for _, s in notes), "delete error")
+        await pilot.press("d")  # running: refused at once, not asked and refused after
+        await wait_for(pilot, lambda: bool(notes), "delete refused")
+        assert app.screen is screen and "kill first" in notes[-1][0]
         assert three_runs["run-a"].path.is_dir()
-        assert app.screen is screen
         notes.clear()
         await put_cursor_on(pilot, screen, "run-b")
         await pilot.press("k")  # finished: nothing to kill, no modal
         await pilot.pause()
         assert app.screen is screen and "nothing to kill" in notes[-1][0]
+
+
+@scenario
+async def test_verbs_name_the_marked_runs_they_act_on(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    """Marks win over the cursor: the message says so, and u unmarks them all."""
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        notes = record_notifications(app)
+        for run_id in ("run-b", "run-c"):
+            await put_cursor_on(pilot, screen, run_id)
+            await pilot.press("space")
+        await put_cursor_on(pilot, screen, "run-a")  # running, unmarked
+        await pilot.press("k")
+        await wait_for(pilot, lambda: bool(notes), "refusal")
+        assert app.screen is screen
+        message = notes[-1][0]
+        assert "the 2 marked runs (run-c, run-b) are not active" in message  # table order
+        assert "u unmarks all" in message
+        await pilot.press("u")
+        await wait_for(pilot, lambda: not screen.marked, "marks cleared")
+        await pilot.press("k")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
+        assert "Kill run run-a?" in app.screen.message
+        await pilot.press("n")
+
+
+@scenario
+async def test_a_bad_tag_is_refused_once(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        notes = record_notifications(app)
+        for run_id in ("run-b", "run-c"):
+            await put_cursor_on(pilot, screen, run_id)
+            await pilot.press("space")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPromptModal), "tag prompt")
+        await pilot.press(*"two words", "enter")
+        await wait_for(pilot, lambda: bool(notes), "the error")
+        await pilot.pause(0.2)
+        assert [s for _, s in notes] == ["error"] and "one word" in notes[0][0]
+        assert three_runs["run-b"].meta()["tags"] == three_runs["run-c"].meta()["tags"] == []
+
+
+@scenario
+async def test_count_line_for_no_run_and_one_run(context: AppContext) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        count = screen.query_one("#runs-count", Static)
+        assert "no runs yet: n starts one" in str(count.render())
+        notes = record_notifications(app)
+        await pilot.press("g")  # no NVIDIA GPU here (the fixture): said, not silently ignored
+        await wait_for(pilot, lambda: bool(notes), "the GPU note")
+        assert "no NVIDIA GPU" in notes[-1][0]
+        make_fake_run(context.runs_root, "run-1", index=context.index)
+        screen.request_refresh()
+        await wait_for(pilot, lambda: str(count.render()).startswith("1 run"), "one run")
+        assert not str(count.render()).startswith("1 runs")
 
 
 @scenario

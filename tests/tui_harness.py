@@ -17,6 +17,7 @@ from typing import Any
 
 from textual.app import App
 from textual.pilot import Pilot
+from textual.worker import WorkerCancelled
 
 from srat_engine.runs.home import Home
 from srat_engine.runs.slurm_queue import QueueCache
@@ -78,7 +79,12 @@ async def settle(pilot: Pilot[Any], timeout: float = 10.0, frame: float | None =
     deadline = loop.time() + timeout
     app = pilot.app
     while loop.time() < deadline:
-        await app.workers.wait_for_complete()
+        try:
+            await app.workers.wait_for_complete()
+        except WorkerCancelled:
+            # an exclusive worker (a refresh) replaced by a newer one while waited for: the
+            # newer one is waited for on the next round
+            continue
         await pilot.pause(frame)  # their messages are handled, and the result is rendered
         await pilot.pause(frame)  # builds that rendering asked for have started
         if all(worker.is_finished for worker in app.workers):

@@ -272,9 +272,9 @@ def _cancel_slurm_job(run: RunDir, grace_seconds: float) -> None:
 
 def _record_killed(run: RunDir, home: Home) -> str:
     if run.exit_record() is None:
-        run.write_exit({"status": "killed", "error": "killed by srat runs kill"})
+        run.write_exit({"status": "killed", "error": "killed on request"})
     run.write_state(status="killed")
-    run.log("killed by srat runs kill")
+    run.log("killed on request (srat runs kill, or k in srat-tui)")
     record_in_index(run, home.index)
     return "killed"
 

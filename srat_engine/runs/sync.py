@@ -34,11 +34,17 @@ def record_in_index(run: RunDir, index: RunIndex) -> None:
             run.log(f"run index not updated: {err}")
 
 
-def set_tag(run: RunDir, tag: str, *, index: RunIndex, remove: bool = False) -> list[str]:
-    """Add (or remove) one tag in the run's meta.json and the index; returns the run's tags."""
+def checked_tag(tag: str) -> str:
+    """`tag` stripped, or SratError unless it is one word (what `set_tag` accepts)."""
     tag = tag.strip()
     if not tag or any(ch.isspace() for ch in tag):
         raise SratError(f"a tag is one word (got {tag!r})")
+    return tag
+
+
+def set_tag(run: RunDir, tag: str, *, index: RunIndex, remove: bool = False) -> list[str]:
+    """Add (or remove) one tag in the run's meta.json and the index; returns the run's tags."""
+    tag = checked_tag(tag)
 
     def change(meta: dict[str, list[str]]) -> dict[str, list[str]]:
         tags = meta["tags"]

@@ -32,7 +32,7 @@ from srat_engine.errors import SratError
 from srat_engine.jobs.forecast import with_queue_forecast
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir
-from srat_engine.runs.sync import refreshed_records, set_tag
+from srat_engine.runs.sync import checked_tag, refreshed_records, set_tag
 from srat_tui.render.format import queue_summary, runs_cell, status_style
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import (
@@ -185,6 +185,7 @@ class RunsScreen(Screen[None]):
         # the app's help key again, so the footer shows it first even at 80 columns
         Binding("question_mark", "app.help", "Help", key_display="?"),
         Binding("space", "toggle_mark", "Mark"),
+        Binding("u", "unmark_all", "Unmark all", show=False),
         Binding("c", "compare", "Compare"),
         Binding("n", "new_run", "New"),
         Binding("k", "kill", "Kill"),
@@ -299,8 +300,8 @@ class RunsScreen(Screen[None]):
         gone = self.marked - message.rows.keys()
         if gone:
             self.marked = self.marked - gone
-        self._sync_table()
         self.loaded = True
+        self._sync_table()
 
     # -- the table, diffed --------------------------------------------------------------------
     def _cells(self, run_id: str) -> tuple[str, ...]:
@@ -381,7 +382,10 @@ class RunsScreen(Screen[None]):
 
     def _update_count_label(self) -> None:
         total, shown = len(self._rows), len(self._shown_order)
-        text = f"{shown} of {total} runs" if shown != total else f"{total} runs"
+        noun = "run" if total == 1 else "runs"
+        text = f"{shown} of {total} {noun}" if shown != total else f"{total} {noun}"
+        if self.loaded and not total:
+            text = "no runs yet: n starts one"
         if self.marked:
             text += f" · {len(self.marked)} marked"
         records = (row.record for row in self._rows.values())
@@ -465,7 +469,14 @@ class RunsScreen(Screen[None]):
         if table.cursor_row < table.row_count - 1:  # like a file manager: mark and move on
             table.move_cursor(row=table.cursor_row + 1)
 
+    def action_unmark_all(self) -> None:
+        if self.marked:
+            self.marked = frozenset()
+
     def action_toggle_gpu(self) -> None:
+        if self.query_one(GpuPanel).available is False:
+            self.notify("no NVIDIA GPU here (NVML does not answer): nothing to show")
+            return
         self.show_gpu = not self.show_gpu
 
     # -- actions: other screens ---------------------------------------------------------------
@@ -501,20 +512,27 @@ class RunsScreen(Screen[None]):
         row = self._rows.get(run_id)
         return row.status if row is not None else "unknown"
 
-    @staticmethod
-    def _describe(ids: list[str]) -> str:
-        if len(ids) == 1:
-            return f"run {ids[0]}"
+    def _describe(self, ids: list[str]) -> str:
+        """The runs a verb acts on, saying when they are the marked ones (marks win over the
+        cursor, which is easy to forget once the marks have scrolled away)."""
+        marked = bool(ids) and self.marked.issuperset(ids)
         listed = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        return f"{len(ids)} runs ({listed})"
+        if len(ids) == 1:
+            return f"the marked run {ids[0]}" if marked else f"run {ids[0]}"
+        return f"the {len(ids)} marked runs ({listed})" if marked else f"{len(ids)} runs ({listed})"
+
+    def _not_for(self, verb: str, targets: list[str], why: str) -> None:
+        """Say that `verb` has nothing to act on among `targets`, and how to act on others."""
+        hint = " (u unmarks all, to act on the run under the cursor)" if self.marked else ""
+        self.notify(f"nothing to {verb}: {self._describe(targets)} {why}{hint}")
 
     def action_kill(self) -> None:
-        ids = [run_id for run_id in self._targets() if self._status(run_id) in ACTIVE]
+        targets = self._targets()
+        ids = [run_id for run_id in targets if self._status(run_id) in ACTIVE]
         if not ids:
-            targets = self._targets()
             if targets:
                 status = self._status(targets[0]) if len(targets) == 1 else "not active"
-                self.notify(f"nothing to kill: {self._describe(targets)} is {status}")
+                self._not_for("kill", targets, f"{'is' if len(targets) == 1 else 'are'} {status}")
             return
 
         def confirmed(yes: bool | None) -> None:
@@ -583,17 +601,21 @@ class RunsScreen(Screen[None]):
         self.post_message(VerbsApplied(done, errors))
 
     def action_delete(self) -> None:
-        ids = self._targets()
+        targets = self._targets()
+        ids = [run_id for run_id in targets if self._status(run_id) not in ACTIVE]
         if not ids:
+            if targets:  # asked first and refused after would waste the question
+                self._not_for("delete", targets, "still active: kill first")
             return
+        kept = [run_id for run_id in targets if run_id not in ids]
 
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self._delete(ids)
 
-        message = (
-            f"Move {self._describe(ids)} to the trash?\n\n(<srat home>/trash; active runs are kept)"
-        )
+        message = f"Move {self._describe(ids)} to the trash?\n\n(<srat home>/trash)"
+        if kept:
+            message += f"\n\nKept, still active: {', '.join(kept)}."
         self.app.push_screen(ConfirmModal(message, yes_label="Delete"), confirmed)
 
     @work(thread=True, group="verbs")
@@ -612,9 +634,15 @@ class RunsScreen(Screen[None]):
         if not ids:
             return
 
-        def answered(tag: str | None) -> None:
-            if tag:
-                self._tag(ids, tag)
+        def answered(text: str | None) -> None:
+            if not text:
+                return
+            try:  # once here, not once per run in the worker
+                checked_tag(text[1:] if text.startswith("-") else text)
+            except SratError as err:
+                self.notify(str(err), severity="error")
+                return
+            self._tag(ids, text)
 
         prompt = f"Tag for {self._describe(ids)}"
         hint = "one word; -word removes the tag · enter: OK · escape: cancel"

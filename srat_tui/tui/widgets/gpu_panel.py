@@ -188,6 +188,7 @@ class GpuPanel(Widget):
         self.context = context
         self.interval = interval
         self._timer: Timer | None = None
+        self.available: bool | None = None  # None until NVML answered the first poll
 
     def on_mount(self) -> None:
         self.border_title = "GPUs"
@@ -206,6 +207,7 @@ class GpuPanel(Widget):
             self.post_message(GpuStatsRead(rows))
 
     def on_gpu_stats_read(self, message: GpuStatsRead) -> None:
+        self.available = message.rows is not None
         if message.rows is None:
             self.stop_polling()
             return
