@@ -105,6 +105,12 @@ async def put_cursor_on(pilot: Pilot[Any], screen: RunsScreen, run_id: str) -> N
     assert screen.cursor_run_id() == run_id
 
 
+async def mark(pilot: Pilot[Any], screen: RunsScreen, *run_ids: str) -> None:
+    for run_id in run_ids:
+        await put_cursor_on(pilot, screen, run_id)
+        await pilot.press("space")
+
+
 @scenario
 async def test_table_shows_every_run(context: AppContext, three_runs: dict[str, RunDir]) -> None:
     app = SratApp(context)
@@ -442,9 +448,7 @@ async def test_verbs_name_the_marked_runs_they_act_on(
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         notes = record_notifications(app)
-        for run_id in ("run-b", "run-c"):
-            await put_cursor_on(pilot, screen, run_id)
-            await pilot.press("space")
+        await mark(pilot, screen, *("run-b", "run-c"))
         await put_cursor_on(pilot, screen, "run-a")  # running, unmarked
         await pilot.press("k")
         await wait_for(pilot, lambda: bool(notes), "refusal")
@@ -468,9 +472,7 @@ async def test_a_bad_tag_is_refused_once(
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         notes = record_notifications(app)
-        for run_id in ("run-b", "run-c"):
-            await put_cursor_on(pilot, screen, run_id)
-            await pilot.press("space")
+        await mark(pilot, screen, *("run-b", "run-c"))
         await pilot.press("t")
         await wait_for(pilot, lambda: isinstance(app.screen, TextPromptModal), "tag prompt")
         await pilot.press(*"two words", "enter")
@@ -567,9 +569,7 @@ async def test_resuming_every_run_of_a_stack_resumes_them_as_one_stack(
     app = SratApp(context)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        for run_id in ("run-s1", "run-x", "run-s0"):
-            await put_cursor_on(pilot, screen, run_id)
-            await pilot.press("space")
+        await mark(pilot, screen, *("run-s1", "run-x", "run-s0"))
         await pilot.press("r")
         await wait_for(pilot, lambda: len(groups) == 2, "the resumes")
     assert sorted(groups) == [["run-s0", "run-s1"], ["run-x"]]
