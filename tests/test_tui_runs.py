@@ -199,6 +199,25 @@ async def test_filter_narrows_rows_as_you_type(
 
 
 @scenario
+async def test_filter_takes_key_value_as_runs_ls_does(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    """`key=value` words select as `srat runs ls -f` does; other words match what is shown."""
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.filter_text = "status=running"
+        await wait_for(pilot, lambda: order(screen) == ["run-a"], "status=running")
+        screen.filter_text = "method=PGD-AT,GAIRAT"  # PGD-AT: another name of CE
+        await wait_for(pilot, lambda: sorted(order(screen)) == ["run-b", "run-c"], "either")
+        screen.filter_text = "method=CE status=failed"  # every filter holds
+        await wait_for(pilot, lambda: order(screen) == [], "both")
+        assert "exp10" in screen._rows["run-b"].cells  # the imbalance column as shown
+        screen.filter_text = "exp10 fini"  # a cell as shown, and free text
+        await wait_for(pilot, lambda: order(screen) == ["run-b"], "shown cell")
+
+
+@scenario
 async def test_sort_keys_and_header_clicks_reorder(
     context: AppContext, three_runs: dict[str, RunDir]
 ) -> None:

@@ -13,6 +13,7 @@ import typer
 
 from srat_engine.errors import SratError
 from srat_engine.jobs.forecast import with_queue_forecast
+from srat_engine.reporting.selection import select_records
 from srat_engine.runs.home import Home
 from srat_engine.runs.index import reindex
 from srat_engine.runs.records import (
@@ -74,18 +75,6 @@ LS_COLUMNS = (
 )  # fmt: skip
 
 
-def _matches(record: dict[str, Any], key: str, wanted: str) -> bool:
-    value = record.get(key)
-    if isinstance(value, list):
-        return wanted in [str(v) for v in value]
-    if isinstance(value, float):
-        try:
-            return value == float(wanted)
-        except ValueError:
-            return False
-    return str(value).lower() == wanted.lower()
-
-
 def _reconciled(ctx: typer.Context) -> list[dict[str, Any]]:
     """The records the callback reconciled (read again only if it could not: a corrupt index
     then raises its one-line error here)."""
@@ -93,47 +82,6 @@ def _reconciled(ctx: typer.Context) -> list[dict[str, Any]]:
         return ctx.obj
     home = Home.from_env()
     return refreshed_records(home.index, home.runs)
-
-
-def _method_name(name: str) -> str:
-    """The registered name of a method (an alias resolved), or `name` when it is none."""
-    from srat_engine.config.methods import canonical_method
-
-    try:
-        return canonical_method(name)
-    except SratError:
-        return name
-
-
-def select_records(
-    records: list[dict[str, Any]], status: str | None, filters: list[str], sort: str | None
-) -> list[dict[str, Any]]:
-    """Index records filtered by status and `key=value` (`key=a,b`: either), sorted by a
-    column."""
-    if status:
-        records = [r for r in records if r.get("status") == status]
-    for item in filters:
-        key, sep, wanted = item.partition("=")
-        if not sep:
-            raise SratError(f"--filter expects key=value (got {item!r})")
-        key = {"tag": "tags"}.get(key.strip(), key.strip())
-        # key=a,b: any of them (a table of several methods: --filter method=CE,TRADES,AT-BSL)
-        choices = [w.strip() for w in wanted.split(",")] if "," in wanted else [wanted.strip()]
-        if key == "method":  # another name of a method finds its runs (PGD-AT: CE)
-            choices = [_method_name(w) for w in choices]
-        records = [r for r in records if any(_matches(r, key, w) for w in choices)]
-    if sort:
-        key = sort.lstrip("-")
-        present = [r for r in records if r.get(key) is not None]
-        missing = [r for r in records if r.get(key) is None]
-        try:
-            present.sort(key=lambda r: r[key], reverse=sort.startswith("-"))
-        except TypeError:
-            present.sort(key=lambda r: str(r[key]), reverse=sort.startswith("-"))
-        records = present + missing
-    else:
-        records.sort(key=lambda r: r.get("id", ""))
-    return records
 
 
 @app.command("ls")

@@ -30,6 +30,7 @@ from textual.worker import get_current_worker
 
 from srat_engine.errors import SratError
 from srat_engine.jobs.forecast import with_queue_forecast
+from srat_engine.reporting.selection import field_filter, is_field_filter
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import checked_tag, refreshed_records, set_tag
@@ -95,14 +96,27 @@ class RunRow:
     id: str
     cells: tuple[str, ...]  # one per DATA_COLUMNS entry
     record: dict[str, Any]
-    haystack: str  # id, method, dataset, status and tags, lower case, one per line
+    haystack: str  # the cells shown, method, dataset, status and tags, lower case, one per line
 
     @property
     def status(self) -> str:
         return str(self.record.get("status") or "unknown")
 
-    def matches(self, words: list[str]) -> bool:
-        return all(word in self.haystack for word in words)
+    def matches(self, words: list[str], fields: list[Callable[[dict[str, Any]], bool]]) -> bool:
+        """Every free-text word is in the haystack and every `key=value` filter holds."""
+        return all(word in self.haystack for word in words) and all(f(self.record) for f in fields)
+
+
+def parse_filter(text: str) -> tuple[list[str], list[Callable[[dict[str, Any]], bool]]]:
+    """The filter box's words: free text (lower case), and `key=value` filters as
+    `srat runs ls -f` reads them (`reporting.selection`)."""
+    words, fields = [], []
+    for word in text.split():
+        if is_field_filter(word):
+            fields.append(field_filter(word))
+        else:
+            words.append(word.lower())
+    return words, fields
 
 
 def build_rows(records: Iterable[dict[str, Any]], now: datetime) -> dict[str, RunRow]:
@@ -112,9 +126,10 @@ def build_rows(records: Iterable[dict[str, Any]], now: datetime) -> dict[str, Ru
         if not run_id:
             continue
         tags = record.get("tags") if isinstance(record.get("tags"), list) else []
-        fields = [run_id, record.get("method"), record.get("dataset"), record.get("status")]
-        haystack = "\n".join(str(v) for v in [*fields, *tags] if v is not None).lower()
         cells = tuple(runs_cell(record, spec.key, now) for spec in DATA_COLUMNS)
+        # what is shown (exp10, cpu, slurm ...) and the record's names behind it
+        fields = [*cells, record.get("method"), record.get("dataset"), record.get("status")]
+        haystack = "\n".join(str(v) for v in [*fields, *tags] if v is not None).lower()
         rows[run_id] = RunRow(run_id, cells, record, haystack)
     return rows
 
@@ -228,7 +243,10 @@ class RunsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="runs-bar"):
-            yield Input(placeholder="/ filter: id, method, dataset, status, tag", id="filter")
+            yield Input(
+                placeholder="/ filter: words shown, or key=value as `srat runs ls -f` (tag=best)",
+                id="filter",
+            )
             yield Static("", id="runs-count")
         yield RunsTable(id="runs-table", cursor_type="row", fixed_columns=2, zebra_stripes=True)
         yield GpuPanel(self.context)  # hides itself where there is no NVIDIA GPU
@@ -317,8 +335,8 @@ class RunsScreen(Screen[None]):
         return self._shown_order[row] if 0 <= row < len(self._shown_order) else None
 
     def _visible_order(self) -> list[str]:
-        words = self.filter_text.lower().split()
-        visible = [row for row in self._rows.values() if row.matches(words)]
+        words, fields = parse_filter(self.filter_text)
+        visible = [row for row in self._rows.values() if row.matches(words, fields)]
         return ordered_ids(visible, self.sort_column, self.sort_reverse)
 
     def _sync_table(self) -> None:
