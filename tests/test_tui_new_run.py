@@ -6,6 +6,7 @@ import functools
 import time
 from collections.abc import Iterator
 from contextlib import suppress
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -25,13 +26,15 @@ from srat_engine.runs.home import Home
 from srat_engine.runs.index import run_dirs
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.rundir import RunDir
-from srat_tui.render.run import workload_line
+from srat_tui.render.run import schedule_event, schedule_lines, workload_line
 from srat_tui.tui.context import AppContext
 from srat_tui.tui.screens.new_run import (
+    FORM_KEYS,
     FormValues,
     NewRunScreen,
     form_overrides,
     format_budget,
+    owned_keys,
     parse_devices,
     parse_runs_per_device,
     scheme_field_classes,
@@ -161,6 +164,76 @@ def test_overrides_only_for_changed_fields() -> None:
     )
     assert format_budget(8 / 255) == "8/255"
     assert format_budget(0.1) == "0.1"
+
+
+def test_extra_overrides_may_not_set_a_key_with_its_own_field() -> None:
+    """One value per key: an extra override of a key a form field sets (or of a whole section
+    holding one) is refused with where to set it, whether or not the field was edited."""
+    base = FormValues("digits", "exp", "10", "ldam", "srat", "1", "0.1", "30", "16/255", "auto")
+    for extra, message in (
+        ("train.epochs=5", "train.epochs has its own field"),
+        ("seed=3", "seed has its own field"),
+        (" method=TRADES", "method has its own field"),
+        ("eval.eps=0.1", "eval.eps has its own field"),
+        ("device=cpu", "device has its own field"),
+        ("'train={epochs=5}'", "train would replace train.epochs, which has its own field"),
+    ):
+        with pytest.raises(SratError, match=f"^extra overrides: {message}: set it there$"):
+            form_overrides(replace(base, extra=f"data.n_max=20 {extra}"), base)
+    # other keys of the same sections are the extra field's
+    extra = "train.lr=0.2 eval.steps=1 attack.budget_warmup_start=eps"
+    assert form_overrides(replace(base, extra=extra), base) == tuple(extra.split())
+    # on Slurm the devices field is off: `device` is the extra overrides' to set
+    slurm = replace(base, backend="slurm", extra="device=cpu")
+    assert form_overrides(slurm, base) == ("device=cpu",)
+    assert "device" in owned_keys(base) and "device" not in owned_keys(slurm)
+
+
+def test_owned_keys_are_every_key_the_form_sets() -> None:
+    """The keys the extra overrides may not name come from the table the form's overrides are
+    built from: every field edited sets only owned keys, and every owned key but the seed (set
+    per run) is set by some edit."""
+    base = FormValues("digits", "exp", "10", "ldam", "srat", "1", "0.1", "30", "16/255", "auto")
+    edited = replace(
+        base,
+        scheme="trades",
+        loss="ce",
+        devices="cpu",
+        **{name: "7" for names in FORM_KEYS.values() for name in names
+           if name not in ("scheme", "loss", "devices", "seeds")},
+    )  # fmt: skip
+    keys = [assignment.partition("=")[0] for assignment in form_overrides(edited, base)]
+    assert keys == [key for key in owned_keys(edited) if key != "seed"]
+    assert {"train.epochs", "method", "attack.eps", "eval.eps", "seed"} <= set(owned_keys(base))
+
+
+def test_schedule_events_are_shown_as_the_1_based_epochs_they_start() -> None:
+    assert schedule_event("x0.01", [160, 180], 200) == "x0.01 from epochs 161, 181"
+    assert schedule_event("class-balanced", [0], 200) == "class-balanced from epoch 1"
+    assert schedule_event("x0.01", [2, 2], 2) == "x0.01: not within 2 epochs"
+    assert schedule_event("x0.01", [1, 5], 2) == "x0.01 from epoch 2 (epoch 6: not within 2 epochs)"
+    assert schedule_event("class-balanced", [1], 1) == "class-balanced: not within 1 epoch"
+    assert schedule_event("x0.1", [], 30) == "x0.1: never"
+    assert schedule_event("", [14], 30) == "from epoch 15"
+
+
+def test_dry_run_schedule_of_a_200_and_a_2_epoch_run() -> None:
+    """`srat run --dry-run`'s lines: the engine's 0-based milestones and reweight epoch as
+    the 1-based epochs they start, and none past the run's last epoch."""
+    long = prepare_from_env("exp100-ldam")
+    assert long.config.train.epochs == 200 and long.resolved.lr_milestones == [160, 180]
+    assert long.resolved.reweight_epoch == 160
+    lines = schedule_lines(long)
+    assert "lr       x0.01 from epochs 161, 181" in lines
+    assert "reweight class-balanced from epoch 161" in lines
+    assert "train    200 epochs, batch 128, lr 0.1, auto" in lines
+    short = prepare_from_env("demo", ("train.epochs=2",))
+    assert short.resolved.lr_milestones == [2, 2] and short.resolved.reweight_epoch == 2
+    lines = schedule_lines(short)
+    assert "lr       x0.01: not within 2 epochs" in lines
+    assert "reweight class-balanced: not within 2 epochs" in lines
+    gairat = schedule_lines(prepare_from_env("demo", ("method=GAIRAT",)))
+    assert "gair     from epoch 15" in gairat  # GAIRAT's 1-based begin_epoch, scaled to 30
 
 
 # -- the screen ------------------------------------------------------------------------------
@@ -405,7 +478,7 @@ async def test_awp_schemes_show_gamma_and_trades_awp_also_beta() -> None:
 def test_scheme_field_classes_follow_the_methods() -> None:
     expected = {
         "none": set(),
-        "srat": set(),  # the paper's protocol: one budget, the snapshots' form
+        "srat": {"-sep"},  # lambda and tau; the paper's protocol: one budget
         "natural": set(),  # no attack, no budget
         "gairat": {"-budget"},
         "trades": {"-trades", "-budget"},
@@ -649,3 +722,73 @@ async def test_a_repeated_change_to_the_same_preset_keeps_what_was_typed() -> No
         screen = await settled(pilot)
         assert screen.query_one("#loss", Select).value == "ce"
         assert screen.validation is not None and screen.validation.values.loss == "ce"
+
+
+@scenario
+async def test_an_extra_override_of_a_field_is_an_error_under_the_form() -> None:
+    """The epochs field at 2 with `train.epochs=5` in the extras (once the extras won: the
+    cost said 5 epochs while the field said 2), seeds 0 with `seed=3` (once the field won,
+    silently): both refused under the form, with Launch off."""
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        await settled(pilot)
+        await set_field(pilot, "epochs", "2")
+        screen = await set_field(pilot, "extra", "data.n_max=20 train.epochs=5")
+        error = screen.query_one("#newrun-error", Static)
+        expected = "extra overrides: train.epochs has its own field: set it there"
+        assert error.display and text_of(error).strip() == expected
+        assert screen.query_one("#launch", Button).disabled
+        assert not screen.query_one("#newrun-cost", Static).display
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen and run_dirs(Home.from_env().runs) == []
+
+        screen = await set_field(pilot, "extra", "data.n_max=20")
+        assert not error.display and not screen.query_one("#launch", Button).disabled
+        assert "× 2 epochs" in text_of(screen.query_one("#newrun-cost", Static))
+
+        await set_field(pilot, "seeds", "0")
+        screen = await type_into(pilot, "extra", "seed=3")
+        assert text_of(error).strip() == "extra overrides: seed has its own field: set it there"
+        assert screen.query_one("#launch", Button).disabled
+        assert not screen.query_one("#newrun-command", Static).display
+
+
+@scenario
+async def test_the_form_shows_the_schedule_as_1_based_epochs() -> None:
+    """The form's schedule, by the dry run's rule: 2 epochs drop the lr and reweight within
+    neither; 200 epochs from epochs 161 and 181, reweighting from 161; 30 (the demo's) from
+    25 and 28, as the engine's 0-based [24, 27] start."""
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await settled(pilot)
+        cost = text_of(screen.query_one("#newrun-cost", Static))
+        assert "lr    ×0.01 from epochs 25, 28" in cost
+        assert "weights class-balanced from epoch 25" in cost
+        screen = await set_field(pilot, "epochs", "2")
+        cost = text_of(screen.query_one("#newrun-cost", Static))
+        assert "lr    ×0.01: not within 2 epochs" in cost
+        assert "weights class-balanced: not within 2 epochs" in cost
+        screen = await set_field(pilot, "epochs", "200")
+        cost = text_of(screen.query_one("#newrun-cost", Static))
+        assert "lr    ×0.01 from epochs 161, 181" in cost
+        assert "weights class-balanced from epoch 161" in cost
+
+
+@scenario
+async def test_lambda_and_tau_show_for_the_separation_loss_only() -> None:
+    """lambda and tau set SRAT's separation loss (`MethodSpec.separation`): shown for SRAT,
+    hidden for schemes that never use them."""
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await settled(pilot)
+        assert shown(screen, "sep_lambda", "sep_tau") == [True, True]  # demo: SRAT-LDAM
+        for scheme in ("none", "drcb", "gairat"):
+            screen = await set_field(pilot, "scheme", scheme)
+            assert shown(screen, "sep_lambda", "sep_tau") == [False, False], scheme
+        await set_field(pilot, "loss", "ce")
+        screen = await set_field(pilot, "scheme", "trades")
+        assert shown(screen, "sep_lambda", "sep_tau") == [False, False]
+        screen = await set_field(pilot, "scheme", "srat")
+        assert shown(screen, "sep_lambda", "sep_tau") == [True, True]
+        assert screen.validation is not None and screen.validation.ok, screen.validation

@@ -140,10 +140,39 @@ def workload_line(work: Workload | None) -> str | None:
     )
 
 
+def _epoch_list(epochs: Sequence[int]) -> str:
+    return ("epoch " if len(epochs) == 1 else "epochs ") + ", ".join(map(str, epochs))
+
+
+def schedule_event(what: str, starts: Sequence[int], epochs: int) -> str:
+    """When a schedule event starts, as the form and `srat run --dry-run` both show it: `what`,
+    then each of its `starts` (the engine's 0-based first epochs that have it, e.g.
+    `resolved.lr_milestones`) as the 1-based epoch people count, and those at or past the
+    run's `epochs` as not happening: "x0.01 from epochs 161, 181", "x0.01: not within 2
+    epochs", "x0.01 from epoch 2 (epoch 6: not within 2 epochs)", "x0.01: never" without any.
+    One rule for every event, so an lr drop and a reweighting never read on different scales.
+    """
+
+    def said(tail: str) -> str:
+        return f"{what}: {tail}" if what else tail
+
+    if not starts:
+        return said("never")
+    within = [start + 1 for start in starts if start < epochs]
+    beyond = [start + 1 for start in starts if start >= epochs]
+    missed = f"not within {epochs} epoch{'' if epochs == 1 else 's'}"
+    if not within:
+        return said(missed)
+    shown = f"{what} from {_epoch_list(within)}" if what else f"from {_epoch_list(within)}"
+    return f"{shown} ({_epoch_list(beyond)}: {missed})" if beyond else shown
+
+
 def schedule_lines(prepared: PreparedRun) -> list[str]:
+    """What `srat run --dry-run` prints of a resolved config, one plain line each."""
     config, resolved = prepared.config, prepared.resolved
     spec = resolved.method
     attack = config.attack
+    epochs = config.train.epochs
     workload = prepared.workload  # counted once for the two lines that show it
     lines = [
         f"method   {spec['name']}: loss {spec['loss']}, reweight {spec['reweight']}"
@@ -159,8 +188,9 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         f"root {inert(resolved.data_root)}",
         f"model    {config.model.arch}, {resolved.head} head",
         f"train    {config.train.epochs} epochs, batch {config.train.batch_size}, "
-        f"lr {config.train.lr:g} x{config.train.lr_gamma:g} at {resolved.lr_milestones}, "
-        f"{config.train.precision}",
+        f"lr {config.train.lr:g}, {config.train.precision}",
+        # the schedule's epochs 1-based, as the new-run form shows them (`schedule_event`)
+        f"lr       {schedule_event(f'x{config.train.lr_gamma:g}', resolved.lr_milestones, epochs)}",
         f"attack   PGD-{attack.steps} eps {attack.eps * 255:.4g}/255 "
         f"step {attack.step_size * 255:.4g}/255, BN {attack.bn_mode} during attack",
         f"eval     PGD-{config.eval.steps} eps {config.eval.eps * 255:.4g}/255 "
@@ -170,9 +200,10 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
     if work is not None:
         lines.append(f"work     {work}")
     if resolved.reweight_epoch is not None:
-        lines.append(f"reweight class-balanced from epoch {resolved.reweight_epoch + 1}")
+        weights = schedule_event("class-balanced", [resolved.reweight_epoch], epochs)
+        lines.append(f"reweight {weights}")
     if resolved.gair_begin_epoch is not None:
-        lines.append(f"gair     from epoch {resolved.gair_begin_epoch + 1}")
+        lines.append(f"gair     {schedule_event('', [resolved.gair_begin_epoch], epochs)}")
     if resolved.class_budgets is not None:
         warmup = resolved.budget_warmup_epochs or 0
         ramp = (

@@ -52,7 +52,13 @@ from srat_engine.jobs.slurm_options import DEFAULT_TIME, SlurmOptions, load_defa
 from srat_engine.jobs.supervisor import launch_detached, launch_stack, resolve_devices
 from srat_engine.runs.home import Home
 from srat_tui.render.format import inert, inert_text
-from srat_tui.render.run import evaluation_cadence, like_runs, time_line, workload_line
+from srat_tui.render.run import (
+    evaluation_cadence,
+    like_runs,
+    schedule_event,
+    time_line,
+    workload_line,
+)
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import FormChecked, LaunchFailed, LaunchFinished, PresetLoaded
 
@@ -85,6 +91,7 @@ METHOD_PARTS = _method_parts()
 # A scheme's own fields carry one of these CSS classes; each is shown while the chosen scheme
 # has a method that trains with it (the engine's `MethodSpec`, so the form cannot disagree).
 SCHEME_FIELDS: dict[str, Callable[[MethodSpec], bool]] = {
+    "-sep": lambda spec: spec.separation,  # loss.sep_lambda and loss.sep_tau: SRAT's L_sep
     "-trades": lambda spec: spec.objective in ("trades", "pgd-kl"),  # loss.trades_beta's KL
     "-bsl": lambda spec: spec.prior_shift,  # loss.prior_tau
     "-awp": lambda spec: spec.awp,
@@ -100,8 +107,9 @@ PAPER_SCHEMES = frozenset(METHOD_PARTS[name][0] for name in PAPER_METHODS)
 
 def scheme_field_classes(scheme: str, class_budget: bool) -> frozenset[str]:
     """The CSS classes of the fields the form shows for `scheme`: its methods' own fields
-    (`SCHEME_FIELDS`), `-budget` (the class-wise budget switch) for an adversarial scheme
-    beyond the paper's or while the switch is on, and `-budget-on` (alpha, warm-up) while on."""
+    (`SCHEME_FIELDS`; lambda and tau only where a method adds the separation loss), `-budget`
+    (the class-wise budget switch) for an adversarial scheme beyond the paper's or while the
+    switch is on, and `-budget-on` (alpha, warm-up) while on."""
     specs = [get_method(name) for name, (s, _) in METHOD_PARTS.items() if s == scheme]
     shown = {css for css, uses in SCHEME_FIELDS.items() if any(map(uses, specs))}
     adversarial = any(spec.adversarial for spec in specs)
@@ -244,36 +252,75 @@ _METHOD_FIELDS = {
     "budget_warmup": "attack.budget_warmup",
     "epochs": "train.epochs",
 }  # fmt: skip
+METHOD_KEY = "method"
+DEVICE_KEY = "device"
+SEED_KEY = seed_override(0).partition("=")[0]  # the engine's own assignment's key
+# Every config key a form field sets, with the fields that decide it, in the order of their
+# `--set`s: the one table `form_overrides` builds the form's overrides from and `owned_keys`
+# the keys the extra overrides may not name (else two values for one key, one of them lost).
+FORM_KEYS: dict[str, tuple[str, ...]] = {
+    **{key: (name,) for name, key in _DATA_FIELDS.items()},
+    METHOD_KEY: ("scheme", "loss"),
+    **{key: (name,) for name, key in _METHOD_FIELDS.items()},
+    # one budget for training and evaluation, as in the paper's protocol
+    "attack.eps": ("eps",),
+    "eval.eps": ("eps",),
+    DEVICE_KEY: ("devices",),
+    SEED_KEY: ("seeds",),  # set per run by `check_form` and the launch, not here
+}
+
+
+def owned_keys(values: FormValues) -> tuple[str, ...]:
+    """The config keys the form's own fields set for `values`, in `FORM_KEYS`' order. On
+    Slurm the devices field is off (Slurm allocates the GPUs), so `device` is left to the
+    extra overrides there (`device=cpu` for a CPU job)."""
+    return tuple(key for key in FORM_KEYS if not (key == DEVICE_KEY and on_slurm(values)))
+
+
+def _form_value(key: str, values: FormValues, base: FormValues) -> str | None:
+    """The value the form gives `key`, or None where it keeps the preset's: only changed
+    fields become overrides, so a preset whose evaluation budget differs from its training
+    budget keeps it unless eps is edited."""
+    if key == SEED_KEY:
+        return None  # one run per seed: each run's own override
+    if key == DEVICE_KEY:  # devices schedule this machine's slots (`parse_devices`)
+        device = parse_devices(values.devices).config_device
+        return None if device in (None, base.devices.strip().lower()) else f'"{device}"'
+    names = FORM_KEYS[key]
+    if all(getattr(values, name).strip() == getattr(base, name).strip() for name in names):
+        return None
+    if key == METHOD_KEY:
+        return compose_method(values.scheme, values.loss)
+    (name,) = names
+    return getattr(values, name).strip()
+
+
+def check_extra(assignment: str, owned: Sequence[str]) -> None:
+    """SratError when an extra override sets a key that a form field sets (`owned_keys`), or a
+    whole section holding one (`train={...}` replaces train.epochs): one value per key, and
+    the field shows it, so the cost and the schedule never disagree with the form."""
+    key = assignment.partition("=")[0].strip()
+    for own in owned:
+        if key == own:
+            raise SratError(f"extra overrides: {own} has its own field: set it there")
+        if own.startswith(f"{key}."):
+            what = f"{key} would replace {own}, which has its own field"
+            raise SratError(f"extra overrides: {what}: set it there")
 
 
 def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
-    """`--set` assignments for the fields that differ from the preset, then the extra ones.
+    """`--set` assignments for the fields that differ from the preset (`FORM_KEYS`), then
+    the extra ones.
 
-    Only changed fields become overrides, so a preset whose evaluation budget differs from its
-    training budget keeps it unless eps is edited. Raises SratError for input the engine cannot
-    even be asked about (a scheme/loss pair with no method, unbalanced quotes).
+    Raises SratError for input the engine cannot even be asked about (a scheme/loss pair with
+    no method, unbalanced quotes) and for an extra override of a key with its own field.
     """
+    owned = owned_keys(values)
     out: list[str] = []
-
-    def changed(name: str) -> bool:
-        return getattr(values, name).strip() != getattr(base, name).strip()
-
-    def plain(fields: dict[str, str]) -> None:
-        out.extend(f"{key}={getattr(values, name).strip()}" for name, key in fields.items()
-                   if changed(name))  # fmt: skip
-
-    plain(_DATA_FIELDS)
-    if changed("scheme") or changed("loss"):
-        out.append(f"method={compose_method(values.scheme, values.loss)}")
-    plain(_METHOD_FIELDS)
-    if changed("eps"):
-        # one budget for training and evaluation, as in the paper's protocol
-        out.append(f"attack.eps={values.eps.strip()}")
-        out.append(f"eval.eps={values.eps.strip()}")
-    # devices schedule this machine's slots; on Slurm, Slurm allocates the GPUs
-    config_device = None if on_slurm(values) else parse_devices(values.devices).config_device
-    if config_device is not None and config_device != base.devices.strip().lower():
-        out.append(f'device="{config_device}"')
+    for key in owned:
+        value = _form_value(key, values, base)
+        if value is not None:
+            out.append(f"{key}={value}")
     try:
         extra = shlex.split(values.extra)
     except ValueError as err:
@@ -281,6 +328,7 @@ def form_overrides(values: FormValues, base: FormValues) -> tuple[str, ...]:
     for assignment in extra:
         if "=" not in assignment:
             raise SratError(f"extra overrides: expected section.key=value (got {assignment!r})")
+        check_extra(assignment, owned)
         out.append(assignment)
     return tuple(out)
 
@@ -566,29 +614,23 @@ def cost_lines(validation: Validation) -> RenderableType:
 def schedule_lines(prepared: PreparedRun) -> list[Text]:
     """When the learning rate drops and reweighting starts, as the engine scaled them."""
     config, resolved = prepared.config, prepared.resolved
-    milestones = ", ".join(str(m) for m in resolved.lr_milestones) or "never"
+    epochs = config.train.epochs
+    # 1-based epochs, as `srat run --dry-run` prints them: the same `schedule_event`
+    lr = schedule_event(f"×{config.train.lr_gamma:g}", resolved.lr_milestones, epochs)
     lines = [
         Text.assemble(
             ("model ", "bold"),
             f"{config.model.arch}, {resolved.head} head, ",
             f"batch {config.train.batch_size}, lr {config.train.lr:g}",
         ),
-        Text.assemble(
-            ("lr    ", "bold"),
-            f"×{config.train.lr_gamma:g} at epochs {milestones}",
-        ),
+        Text.assemble(("lr    ", "bold"), lr),
     ]
-    # 1-based epochs, as `srat run --dry-run` prints them
     if resolved.reweight_epoch is not None:
-        lines.append(
-            Text.assemble(
-                ("weights ", "bold"), f"class-balanced from epoch {resolved.reweight_epoch + 1}"
-            )
-        )
+        weights = schedule_event("class-balanced", [resolved.reweight_epoch], epochs)
+        lines.append(Text.assemble(("weights ", "bold"), weights))
     if resolved.gair_begin_epoch is not None:
-        lines.append(
-            Text.assemble(("GAIR  ", "bold"), f"from epoch {resolved.gair_begin_epoch + 1}")
-        )
+        gair = schedule_event("", [resolved.gair_begin_epoch], epochs)
+        lines.append(Text.assemble(("GAIR  ", "bold"), gair))
     return lines
 
 
@@ -657,9 +699,11 @@ class NewRunScreen(Screen[list[str] | None]):
                 yield from self._input("epochs", "epochs", "e.g. 200")
                 yield from self._select("loss", LOSSES)
                 yield from self._select("scheme", SCHEMES)
-                yield from self._input("sep_lambda", "lambda", "loss.sep_lambda, ≥ 0")
-                yield from self._input("sep_tau", "tau", "loss.sep_tau, > 0")
                 # a scheme's own fields, shown while it is chosen (`scheme_field_classes`)
+                yield from self._input(
+                    "sep_lambda", "lambda", "loss.sep_lambda, ≥ 0 (SRAT)", classes="-sep"
+                )
+                yield from self._input("sep_tau", "tau", "loss.sep_tau, > 0 (SRAT)", classes="-sep")
                 yield from self._input(
                     "trades_beta",
                     "beta",
@@ -835,9 +879,9 @@ class NewRunScreen(Screen[list[str] | None]):
         self.query_one("#devices", Input).disabled = slurm
 
     def _sync_scheme(self) -> None:
-        """The chosen scheme's own fields (TRADES' beta, AT-BSL's prior tau, AWP's gamma,
-        TAET's, REAT's and RoBal's settings) and the class-wise budget's: a class `-x` on a
-        field is shown while the screen has `-x-scheme`."""
+        """The chosen scheme's own fields (SRAT's lambda and tau, TRADES' beta, AT-BSL's prior
+        tau, AWP's gamma, TAET's, REAT's and RoBal's settings) and the class-wise budget's: a
+        class `-x` on a field is shown while the screen has `-x-scheme`."""
         scheme = self.query_one("#scheme", Select).value
         budget = self.query_one("#class_budget", Select).value == "true"
         shown = scheme_field_classes(scheme if isinstance(scheme, str) else "", budget)
