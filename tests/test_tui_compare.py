@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_runs import make_fake_run
+from cli_harness import make_invoker
+from fake_runs import epoch_record, make_fake_run
 from rich.console import Console
 from rich.text import Text
 from textual.pilot import Pilot
@@ -15,9 +16,18 @@ from textual_plotext import PlotextPlot
 from tui_harness import pinned_context, record_notifications, scenario, settle, wait_for
 
 from srat_engine.reporting.paper import paper_result
+from srat_engine.runs.rundir import RunDir
+from srat_engine.runs.summary import summarize_run
+from srat_tui.render.compare import compare_run
 from srat_tui.tui.app import SratApp
 from srat_tui.tui.context import AppContext
-from srat_tui.tui.screens.compare import CompareScreen, ExportScreen, curve_of, default_export_path
+from srat_tui.tui.screens.compare import (
+    CompareScreen,
+    EpochPlot,
+    ExportScreen,
+    curve_of,
+    default_export_path,
+)
 
 SIZE = (160, 48)
 
@@ -86,6 +96,107 @@ async def test_marked_runs_side_by_side(context: AppContext) -> None:
 
         await pilot.press("escape")
         await wait_for(pilot, lambda: pilot.app.screen is pilot.app.runs_screen, "back to runs")
+
+
+NO_ROBUST = {"rob_overall": None, "rob_under": None, "rob_class": None, "rob_n": None}
+
+
+def running_without_robust_at_its_last_epoch(context: AppContext) -> RunDir:
+    """A run at epoch 7/60 that measured robust accuracy every 3 epochs: last at epoch 6."""
+    run = make_fake_run(context.runs_root, "run-live", epochs_done=0, epochs=60,
+                        index=context.index)  # fmt: skip
+    under = run.config()["resolved"]["under_classes"]
+    for epoch in range(1, 8):
+        record = epoch_record(epoch, 60, 10, under)
+        run.append_metrics(record if epoch % 3 == 0 else {**record, **NO_ROBUST})
+    return run
+
+
+def row_of(metrics: str, run_id: str) -> str:
+    return next(line for line in metrics.splitlines() if run_id in line)
+
+
+@scenario
+async def test_a_running_run_s_columns_are_those_of_the_runs_list(srat_home: Path) -> None:
+    """Its latest epoch did not measure robust accuracy: Compare shows the robust columns of
+    the last epoch that did, as the runs list does, and says which epoch that was."""
+    context = pinned_context(srat_home)
+    make_fake_run(context.runs_root, "run-done", status="finished", epochs_done=10,
+                  index=context.index)  # fmt: skip
+    run = running_without_robust_at_its_last_epoch(context)
+    listed = summarize_run(run)  # the runs list's record of it
+    assert listed["epoch"] == 7 and listed["rob_overall"] is not None
+    async with SratApp(context).run_test(size=SIZE) as pilot:
+        screen = await open_compare(pilot)
+        row = row_of(text(screen.query_one("#compare-metrics", Static)), "run-live")
+        assert "epoch 7/60" in row
+        for column in ("std_overall", "std_under"):
+            assert f"{listed[column]:.2f}" in row
+        for column in ("rob_overall", "rob_under"):
+            assert f"{listed[column]:.2f} @6" in row
+        assert " - " not in row.replace("│", " ")
+
+
+def test_cli_compare_shows_the_runs_list_columns_too(
+    srat_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`srat runs compare` builds its rows with the same `compare_run` as the screen."""
+    context = pinned_context(srat_home)
+    make_fake_run(context.runs_root, "run-done", status="finished", epochs_done=10,
+                  index=context.index)  # fmt: skip
+    run = running_without_robust_at_its_last_epoch(context)
+    listed = summarize_run(run)
+    result = make_invoker(capsys, monkeypatch)("runs", "compare", "run-done", "run-live")
+    assert result.code == 0, result.err
+    row = row_of(result.out, "epoch 7/60")  # the metrics table's row of run-live
+    assert f"{listed['rob_overall']:.2f} @6" in row
+
+
+def test_compare_run_says_which_epoch_each_column_is_from(srat_home: Path) -> None:
+    context = pinned_context(srat_home)
+    run = running_without_robust_at_its_last_epoch(context)
+    events, doc = run.metrics(), run.config()
+    shown = compare_run(run.id, doc, events, 10)
+    listed = summarize_run(run)
+    assert shown.metrics is not None and shown.metrics["epoch"] == 7
+    assert {c: shown.metrics[c] for c in ("std_overall", "rob_overall", "rob_under")} == {
+        c: listed[c] for c in ("std_overall", "rob_overall", "rob_under")
+    }
+    assert shown.epochs == {"rob_overall": 6, "rob_under": 6}
+    # a finished run's final evaluation, and a best epoch, are one record: nothing to mark
+    finished = make_fake_run(context.runs_root, "run-f", status="finished", epochs_done=10)
+    assert compare_run("run-f", finished.config(), finished.metrics(), 10).epochs == {}
+    best = compare_run(run.id, doc, events, 10, checkpoint="best")
+    assert best.epochs == {} and best.metrics is not None and best.metrics["best_epoch"] == 6
+
+
+def x_ticks(plot: EpochPlot) -> list[str]:
+    """The labels under the x axis: the last line of the drawn plot, above the axis label."""
+    rendered = plot.render()
+    assert isinstance(rendered, Text)
+    lines = [line for line in rendered.plain.splitlines() if line.strip()]
+    row = next(line for line in reversed(lines) if "epoch" not in line)
+    return row.split()
+
+
+@scenario
+async def test_curves_have_whole_epoch_ticks_over_one_span(srat_home: Path) -> None:
+    """60 epochs: ticks on whole epochs (not "15.8"), the same in both plots, though the
+    running run's robust curve starts at epoch 3."""
+    context = pinned_context(srat_home)
+    make_fake_run(context.runs_root, "run-done", status="finished", epochs_done=60, epochs=60,
+                  index=context.index)  # fmt: skip
+    running_without_robust_at_its_last_epoch(context)
+    async with SratApp(context).run_test(size=SIZE) as pilot:
+        screen = await open_compare(pilot)
+        await pilot.pause()
+        std = screen.query_one("#std-plot", EpochPlot)
+        rob = screen.query_one("#rob-plot", EpochPlot)
+        assert std.span == rob.span == (1, 60)
+        ticks = x_ticks(std)
+        assert ticks == x_ticks(rob)
+        assert all(tick.isdigit() for tick in ticks), ticks
+        assert ticks[-1] == "60"
 
 
 @scenario

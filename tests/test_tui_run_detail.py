@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from rich.text import Text
 from slot_queue import queue_of_real_waiters
 from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Log, Static, TabbedContent
+from textual.widgets import DataTable, RichLog, Static, TabbedContent
 from textual.widgets.data_table import ColumnKey
 from tui_harness import pinned_context, scenario, settle, wait_for
 
@@ -128,6 +129,26 @@ def last_epoch(plot: CurvePlot) -> int:
 
 def cell(table: DataTable[Any], cls: int, column: str) -> str:
     return str(table.get_cell(str(cls), column))
+
+
+def log_lines(log: RichLog) -> list[str]:
+    """The log's lines as shown: a long line wrapped over several rows comes back as several."""
+    return [strip.text.rstrip() for strip in log.lines]
+
+
+# What a run that cannot find its data records (`srat runs show` prints it as its error line):
+# longer than an 80-column screen, so a cut line would lose the way out at its end
+DATA_ERROR = (
+    "CIFAR-10 not found under /home/someone/.srat/data/cifar-10-batches-py: "
+    "put the dataset there or set data.download=true"
+)
+
+
+def failed_run(root: Path, run_id: str) -> RunDir:
+    """A run that failed before its first epoch, ended as the trainer ends one."""
+    run = make_fake_run(root, run_id, epochs_done=0, epochs=30, status="running")
+    run.record_end("failed", error=DATA_ERROR, log=f"failed: {DATA_ERROR}")
+    return run
 
 
 # -- the screen -------------------------------------------------------------------------------
@@ -403,6 +424,42 @@ async def test_torn_last_line_is_ignored(context: AppContext) -> None:
 
 
 @scenario
+async def test_standard_and_robust_plots_share_the_epochs_seen(context: AppContext) -> None:
+    """Robust accuracy measured from epoch 5 on: both plots still span epochs 1-10 with the
+    same whole-epoch ticks, so they line up side by side."""
+    import json
+
+    run = make_fake_run(context.runs_root, "run-x", epochs_done=10, epochs=10)
+    records = run.metrics()
+    for record in records:
+        if record["epoch"] < 5:
+            record.update(rob_overall=None, rob_under=None, rob_class=None, rob_n=None)
+    run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    async with RunApp(context, "run-x").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=10)
+        std = screen.query_one("#std-plot", CurvePlot)
+        rob = screen.query_one("#rob-plot", CurvePlot)
+        assert min(min(line.epochs) for line in rob.figure.lines if line.epochs) == 5
+        assert std.figure.x_range == rob.figure.x_range == (1, 10)
+        # the tick row of each drawn plot (its last line) labels the same epochs
+        ticks = [shown(plot).splitlines()[-1].split() for plot in (std, rob)]
+        assert ticks[0] == ticks[1] and ticks[0][-1] == "10"
+        assert all(tick.isdigit() for tick in ticks[0])
+
+
+def test_build_figure_spans_the_figure_s_x_range() -> None:
+    """A line that starts late is drawn on the figure's whole span, whole-epoch ticks."""
+    late = [row if row["epoch"] >= 5 else {**row, "rob_overall": None, "rob_under": None,
+            "rob_class": None} for row in rows(10)]  # fmt: skip
+    figure = accuracy_figure(late, "rob", view="classes", counts=[4, 3, 2, 1])
+    assert figure.x_range == (1, 10)
+    ticks = build_figure(figure, 60, 15, "default").plain.splitlines()[-1].split()
+    assert ticks == ["2", "4", "6", "8", "10"]  # not 5 6 7 8 9 10: the axis starts at 1
+    own = build_figure(replace(figure, x_range=None), 60, 15, "default")
+    assert own.plain.splitlines()[-1].split() == ["5", "6", "7", "8", "9", "10"]
+
+
+@scenario
 async def test_robust_columns_missing_on_some_epochs(context: AppContext) -> None:
     run = make_fake_run(context.runs_root, "run-a", epochs_done=4, epochs=10)
     under = RunDir.open(context.runs_root, "run-a").config()["resolved"]["under_classes"]
@@ -424,15 +481,85 @@ async def test_log_tab_follows_log_files(context: AppContext) -> None:
     async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
         screen = await opened(pilot, epochs=2)
         await pilot.press("4")
-        log = screen.query_one("#log-txt", Log)
-        output = screen.query_one("#output-log", Log)
-        assert any("fake run for interface tests" in line for line in log.lines)
+        log = screen.query_one("#log-txt", RichLog)
+        output = screen.query_one("#output-log", RichLog)
+        await wait_for(
+            pilot,
+            lambda: any("fake run for interface tests" in line for line in log_lines(log)),
+            "the first lines",
+        )
         assert not output.display
         run.log("epoch 3 done")
         (run.path / "output.log").write_text("worker started\n")
-        await wait_for(pilot, lambda: any("epoch 3 done" in ln for ln in log.lines), "log.txt")
+        await wait_for(pilot, lambda: any("epoch 3 done" in ln for ln in log_lines(log)), "log.txt")
         await wait_for(pilot, lambda: output.display and bool(output.lines), "output.log")
-        assert output.lines[-1] == "worker started"
+        assert log_lines(output)[-1] == "worker started"
+
+
+@scenario
+async def test_a_failed_run_says_why_in_the_header_curves_and_log(context: AppContext) -> None:
+    """The error of its exit record, whole (wrapped at 80 columns, not cut), as `srat runs
+    show` prints it; the Curves tab says it failed before any metrics; the log wraps it."""
+    failed_run(context.runs_root, "run-f")
+    async with RunApp(context, "run-f").run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, epochs=0)
+        await wait_for(pilot, lambda: "failed" in header(screen), "the failed status")
+        await pilot.pause()
+        widget = screen.query_one("#run-header", Static)
+        rows = [line.text.rstrip() for line in widget.render_lines(widget.region.reset_offset)]
+        shown = " ".join(row.strip() for row in rows)
+        assert "● failed" in shown and "epoch 0/30" in shown
+        assert f"error  {DATA_ERROR}" in shown  # every word of it, over several rows
+        assert all(len(row) <= 80 for row in rows) and len(rows) >= 4
+
+        empty = str(screen.query_one("#curves-empty", Static).render())
+        assert "The run failed before writing any metrics." in empty
+        assert "Curves appear here" not in empty
+        assert DATA_ERROR in " ".join(empty.split())
+
+        await pilot.press("4")
+        log = screen.query_one("#log-txt", RichLog)
+        await wait_for(pilot, lambda: any("failed:" in ln for ln in log_lines(log)), "the log")
+        lines = log_lines(log)
+        start = next(i for i, line in enumerate(lines) if "failed:" in line)
+        assert max(len(line) for line in lines) < 80  # wrapped inside the border
+        assert " ".join(lines[start:]).endswith("data.download=true")
+
+
+@scenario
+async def test_a_run_that_fails_while_shown_says_so(context: AppContext) -> None:
+    """Running when opened, failed at the next poll: the header and the Curves tab follow."""
+    run = make_fake_run(context.runs_root, "run-g", epochs_done=0, epochs=30)
+    async with RunApp(context, "run-g").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=0)
+        assert "error" not in header(screen)
+        assert "Curves appear here" in str(screen.query_one("#curves-empty", Static).render())
+        run.record_end("failed", error=DATA_ERROR)
+        await wait_for(pilot, lambda: DATA_ERROR in header(screen), "the error")
+        empty = screen.query_one("#curves-empty", Static)
+        assert "failed before writing any metrics" in str(empty.render())
+
+
+@scenario
+async def test_a_failed_run_with_epochs_keeps_its_curves_and_shows_its_error(
+    context: AppContext,
+) -> None:
+    run = make_fake_run(context.runs_root, "run-h", epochs_done=3, epochs=10)
+    run.record_end("failed", error="CUDA out of memory")
+    async with RunApp(context, "run-h").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=3)
+        assert "error  CUDA out of memory" in header(screen)
+        assert not screen.query_one("#curves-empty").display
+
+
+@scenario
+async def test_a_resumed_run_does_not_show_its_last_error(context: AppContext) -> None:
+    """Queued or running again: an exit record not yet cleared is not why it stands."""
+    run = make_fake_run(context.runs_root, "run-r", epochs_done=2, epochs=10)
+    run.write_exit({"status": "failed", "error": DATA_ERROR})  # running, as state.json says
+    async with RunApp(context, "run-r").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=2)
+        assert "running" in header(screen) and "error" not in header(screen)
 
 
 @scenario

@@ -153,13 +153,22 @@ def result_columns(
     final = current_final(records, num_classes)
     if final is not None:
         return {column: final.get(column) for column in columns}, True
-    latest: dict[str, Any] = dict.fromkeys(columns)
+    sources = measured_at(records, columns, num_classes)
+    return {c: None if r is None else r[c] for c, r in sources.items()}, False
+
+
+def measured_at(
+    records: Iterable[Mapping[str, Any]], columns: Sequence[str], num_classes: int | None = None
+) -> dict[str, Mapping[str, Any] | None]:
+    """Per column, the latest undamaged epoch record that holds a value of it (None if none
+    does): where a training run's result columns come from (`result_columns`)."""
+    latest: dict[str, Mapping[str, Any] | None] = dict.fromkeys(columns)
     for record in records:
         if record.get("event") == "epoch" and damage(record, num_classes) is None:
             for column in columns:
                 if record.get(column) is not None:
-                    latest[column] = record[column]
-    return latest, False
+                    latest[column] = record
+    return latest
 
 
 def damage_note(records: Iterable[Mapping[str, Any]], num_classes: int | None = None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import suppress
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -493,14 +494,13 @@ def runs_compare(
     checkpoint: Checkpoint = "last",
 ) -> None:
     """Config diff, the four columns and per-class accuracy of runs side by side."""
-    from srat_engine.reporting.report import pick_metrics
     from srat_engine.runs.evaluations import (
         current_results,
         eval_summary,
         read_eval,
         with_eval_robust,
     )
-    from srat_tui.render.compare import CompareRun, compare_renderables
+    from srat_tui.render.compare import compare_renderables, compare_run
 
     robust = _robust_source(attack, set()).at_checkpoint(checkpoint)
     if len(run_ids) < 2:
@@ -510,7 +510,9 @@ def runs_compare(
     for run in runs:
         records, doc = run.metrics(), run.config()
         warn_damaged(run.id, records, doc)
-        metrics = pick_metrics(records, class_count(doc), checkpoint)
+        # the runs list's four columns for a run still training, as the compare screen
+        compared = compare_run(run.id, doc, records, class_count(doc), checkpoint)
+        metrics = compared.metrics
         results = read_eval(run)
         if checkpoint == "best" and metrics is not None:
             results = current_results(results, metrics.get("best_epoch"))
@@ -519,7 +521,7 @@ def runs_compare(
         elif results and metrics is not None:
             masking = eval_summary(results, checkpoint)["masking"]
             metrics = {**(metrics or {}), "masking": masking}
-        items.append(CompareRun(run.id, doc, metrics))
+        items.append(replace(compared, metrics=metrics))
     console = stdout_console(piped_width=240)
     for renderable in compare_renderables(items, only_changed=only_changed, robust=robust):
         console.print(renderable)

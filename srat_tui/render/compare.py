@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import RenderableType
@@ -22,8 +22,8 @@ from srat_engine.reporting.export import (
     format_ratio,
     value_cells,
 )
-from srat_engine.reporting.report import TableBlock, config_diff
-from srat_engine.runs.records import METRIC_COLUMNS
+from srat_engine.reporting.report import TableBlock, config_diff, pick_metrics
+from srat_engine.runs.records import METRIC_COLUMNS, measured_at, result_columns
 from srat_tui.render.format import inert_text, is_number, masking_flag, pct
 
 
@@ -33,12 +33,40 @@ class CompareRun:
 
     run_id: its id (a column header). doc: its config.json document ({"config": ...,
     "resolved": ...}). metrics: what to show for it, normally `report.pick_metrics(events)`:
-    the "final" event of metrics.jsonl, else the latest "epoch" event, else None (no numbers).
+    the "final" event of metrics.jsonl, else the latest "epoch" event, else None (no numbers);
+    `compare_run` makes one whose four columns are those of `srat runs ls`. epochs: the epoch
+    each of the four columns was measured at where that is not the record's own.
     """
 
     run_id: str
     doc: Mapping[str, Any]
     metrics: Mapping[str, Any] | None = None
+    epochs: Mapping[str, int] = field(default_factory=dict)
+
+
+def compare_run(
+    run_id: str,
+    doc: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]],
+    num_classes: int | None = None,
+    checkpoint: str = "last",
+) -> CompareRun:
+    """A run to compare from its metrics.jsonl `events`: `report.pick_metrics`' record, with
+    the four columns of a run still training (no current final evaluation, last checkpoint)
+    as the runs list shows them: per column the latest value an epoch measured
+    (`records.result_columns`, what `summary.summarize_run` calls), since robust accuracy is
+    measured every eval.robust_every epochs only and the latest epoch may lack it."""
+    metrics = pick_metrics(events, num_classes, checkpoint)
+    if metrics is None or metrics.get("event") != "epoch" or "best_epoch" in metrics:
+        return CompareRun(run_id, doc, metrics)
+    values, _ = result_columns(events, METRIC_COLUMNS, num_classes)
+    epochs: dict[str, int] = {}
+    for column, record in measured_at(events, METRIC_COLUMNS, num_classes).items():
+        # a value from an earlier epoch than the row's own says which
+        earlier = record is not None and metrics.get(column) is None
+        if earlier and isinstance(epoch := record.get("epoch"), int):
+            epochs[column] = epoch
+    return CompareRun(run_id, doc, {**metrics, **values}, epochs)
 
 
 def _config_value(value: Any) -> str:
@@ -89,6 +117,15 @@ def _source(metrics: Mapping[str, Any] | None) -> str:
     return f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}"
 
 
+def _value_cell(run: CompareRun, column: str, digits: int) -> Text:
+    """A column's value, and "@N" when it comes from an earlier epoch than the row's "from"
+    (the run screen's header marks robust accuracy from an earlier epoch alike)."""
+    cell = Text(pct((run.metrics or {}).get(column), digits))
+    if column in run.epochs:
+        cell.append(f" @{run.epochs[column]}", style="dim")
+    return cell
+
+
 def metrics_table(
     runs: Sequence[CompareRun], digits: int = 2, robust: RobustSource | None = None
 ) -> Table:
@@ -123,7 +160,7 @@ def metrics_table(
             inert_text(where),
             inert_text(config.get("seed", "-")),
             inert_text(_source(run.metrics)),
-            *(Text(pct(metrics.get(column), digits)) for column in METRIC_COLUMNS),
+            *(_value_cell(run, column, digits) for column in METRIC_COLUMNS),
         ]
         if with_masking:
             cells.append(masking_flag(metrics.get("masking")))

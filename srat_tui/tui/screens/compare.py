@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from rich.console import Group
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import reactive, var
@@ -39,15 +39,15 @@ from srat_engine.reporting.export import (
     RobustSource,
     format_export,
 )
-from srat_engine.reporting.report import TableBlock, group_seeds, paper_table, pick_metrics
+from srat_engine.reporting.report import TableBlock, group_seeds, paper_table
 from srat_engine.runs.records import class_count
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import at_best_epoch, summarize_run
-from srat_tui.render.compare import CompareRun, compare_renderables, seed_tables
+from srat_tui.render.compare import CompareRun, compare_renderables, compare_run, seed_tables
 from srat_tui.render.format import inert_text
 from srat_tui.tui.context import app_context
 from srat_tui.tui.messages import CompareLoaded, ExportFailed, ExportWritten
-from srat_tui.tui.widgets.curves import epoch_records, scalar_series
+from srat_tui.tui.widgets.curves import epoch_axis, epoch_records, scalar_series
 
 EXTENSIONS: dict[str, str] = {"csv": "csv", "md": "md", "latex": "tex", "json": "json"}
 # Long id lists would make file names the file system refuses (255 bytes).
@@ -106,8 +106,9 @@ def curve_of(run_id: str, events: list[dict[str, Any]]) -> Curve:
 
 
 def load_runs(runs_root: Path, run_ids: list[str], checkpoint: str = "last") -> Loaded:
-    """The runs' documents, what to show for each (`pick_metrics`, or with checkpoint "best"
-    the best epoch's record when it has one) and their curves."""
+    """The runs' documents, what to show for each (`compare_run`: the runs list's four
+    columns, or with checkpoint "best" the best epoch's record when it has one) and their
+    curves."""
     runs: list[CompareRun] = []
     curves: list[Curve] = []
     errors: list[str] = []
@@ -121,7 +122,7 @@ def load_runs(runs_root: Path, run_ids: list[str], checkpoint: str = "last") -> 
             errors.append(f"{run_id}: {err}")
             continue
         records.append(table_record(run, runs_root, checkpoint, events))
-        runs.append(CompareRun(run.id, doc, pick_metrics(events, class_count(doc), checkpoint)))
+        runs.append(compare_run(run.id, doc, events, class_count(doc), checkpoint))
         curves.append(curve_of(run.id, events))
     blocks = paper_table(group_seeds(records))
     return Loaded(tuple(runs), tuple(curves), tuple(errors), tuple(blocks))
@@ -153,6 +154,19 @@ def write_export(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path.resolve(), len(groups.skipped)
+
+
+class EpochPlot(PlotextPlot):
+    """A plotext plot whose x axis spans `span` (first and last epoch) with whole-epoch
+    ticks for its width at each render: plotext's own ticks split the range evenly
+    ("15.8")."""
+
+    span: tuple[int, int] | None = None
+
+    def render(self) -> RenderResult:
+        if self.span is not None:
+            epoch_axis(self.plt, *self.span, self.size.width)
+        return super().render()
 
 
 class ExportScreen(ModalScreen[ExportRequest | None]):
@@ -234,8 +248,8 @@ class CompareScreen(Screen[None]):
             yield Static(id="compare-metrics")
             yield Static(id="seed-tables")
             with Horizontal(id="curves"):
-                yield PlotextPlot(id="std-plot")
-                yield PlotextPlot(id="rob-plot")
+                yield EpochPlot(id="std-plot")
+                yield EpochPlot(id="rob-plot")
             yield Static(id="per-class")
         yield Footer()
 
@@ -282,8 +296,8 @@ class CompareScreen(Screen[None]):
         errors.update(inert_text("\n".join(loaded.errors), newlines=True))
         errors.display = bool(loaded.errors)
         self._show_tables()
-        self._plot(self.query_one("#std-plot", PlotextPlot), "Standard accuracy (%)", "std")
-        self._plot(self.query_one("#rob-plot", PlotextPlot), "Robust accuracy (%)", "rob")
+        self._plot(self.query_one("#std-plot", EpochPlot), "Standard accuracy (%)", "std")
+        self._plot(self.query_one("#rob-plot", EpochPlot), "Robust accuracy (%)", "rob")
 
     def watch_show_all(self) -> None:
         self._show_tables()
@@ -309,7 +323,7 @@ class CompareScreen(Screen[None]):
         per_class.update(Group(*rest) if rest else "")
         per_class.display = bool(rest)
 
-    def _plot(self, widget: PlotextPlot, title: str, which: str) -> None:
+    def _plot(self, widget: EpochPlot, title: str, which: str) -> None:
         plt = widget.plt
         plt.clear_data()
         plt.title(title)
@@ -320,6 +334,9 @@ class CompareScreen(Screen[None]):
             if points:
                 epochs, values = zip(*points, strict=True)
                 plt.plot(list(epochs), list(values), label=curve.run_id, marker="braille")
+        # both plots span every epoch either draws, so they line up side by side
+        seen = [epoch for curve in self.loaded.curves for epoch, _ in (*curve.std, *curve.rob)]
+        widget.span = (min(seen), max(seen)) if seen else None
         widget.refresh()
 
     # -- actions -----------------------------------------------------------------------------

@@ -24,12 +24,12 @@ from textual.containers import Horizontal
 from textual.reactive import var
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane, Tree
+from textual.widgets import DataTable, Footer, RichLog, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
 from srat_engine.errors import SratError
 from srat_engine.jobs.forecast import QueuedForecast, queue_forecast
-from srat_engine.runs.liveness import reconcile
+from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.progress import training_ends
 from srat_engine.runs.rundir import RunDir
 from srat_tui.render.format import age, inert, pct, status_style, time_left
@@ -56,6 +56,8 @@ LOG_TAIL_BYTES = 64 * 1024  # what a first look (or a burst between polls) shows
 # A queued run's place is read again at most this often: it reads the whole index, and the
 # estimate moves in seconds, not in polls
 FORECAST_EVERY_S = 5.0
+# How the Curves tab says that a run ended before its first epoch record
+ENDED_EARLY = {"failed": "failed", "killed": "was killed", "dead": "died"}
 
 
 # -- reading the run directory (thread side) ----------------------------------------------------
@@ -82,6 +84,8 @@ class Update:
     log_lines: list[str] = field(default_factory=list)
     output_lines: list[str] | None = None  # None: there is no output.log
     error: str | None = None
+    # why the run ended, as its exit record says (`srat runs show` prints the same line)
+    exit_error: str | None = None
     queued: QueuedForecast | None = None  # a queued local run's expected start and end
     stack: list[str] | None = None  # the runs sharing its process (`RunDir.stack`), if any
 
@@ -142,6 +146,9 @@ def read_updates(root: Path, run_id: str, cursor: Cursor) -> Update:
         update.status = run.state().get("status", "unknown")
     update.state = run.state()
     update.stack = run.stack()
+    exit_record = run.exit_record()
+    if isinstance(exit_record, dict) and exit_record.get("error"):
+        update.exit_error = str(exit_record["error"])
     log_lines, log_offset = read_new_lines(run.log_path, cursor.log)
     update.log_lines = log_lines or []
     update.output_lines, output_offset = read_new_lines(run.path / "output.log", cursor.output)
@@ -170,6 +177,11 @@ def _fill_tree(node: TreeNode[None], value: Any, depth: int = 0) -> None:
             _fill_tree(branch, child, depth + 1)
         else:
             node.add_leaf(_label(str(key), child))
+
+
+def _append(log: RichLog, lines: list[str]) -> None:
+    """Append `lines` to `log` in one write (one Rich render, not one per line)."""
+    log.write(Text("\n".join(inert(line) for line in lines)))
 
 
 # -- the screen ---------------------------------------------------------------------------------
@@ -205,6 +217,7 @@ class RunScreen(Screen[None]):
         self.config_doc: dict[str, Any] = {}
         self.state_doc: dict[str, Any] = {}
         self.error: str | None = None
+        self.exit_error: str | None = None  # why the run ended, from its exit record
         self.rows: list[Record] = []  # epoch records, one per epoch (derived from records)
         self.queued: QueuedForecast | None = None  # while queued: its expected start and end
         self.stack: list[str] | None = None  # the runs of its stack, as its last launch says
@@ -222,6 +235,14 @@ class RunScreen(Screen[None]):
     @property
     def resolved(self) -> dict[str, Any]:
         return self.config_doc.get("resolved", {})
+
+    @property
+    def ended_error(self) -> str | None:
+        """The error the run ended with, as `srat runs show` prints it; None while it is
+        queued or running (a resume clears the exit record as it starts, and an old one
+        must not show meanwhile)."""
+        status = self.status or self.state_doc.get("status", "")
+        return None if status in ACTIVE else self.exit_error
 
     @property
     def num_classes(self) -> int:
@@ -277,15 +298,18 @@ class RunScreen(Screen[None]):
                 yield Static("", id="classes-caption")
                 yield DataTable(id="classes-table", zebra_stripes=True, cursor_type="row")
             with TabPane("4 Log", id="log"):
-                yield Log(id="log-txt", max_lines=5000)
-                yield Log(id="output-log", max_lines=5000)
+                # RichLog, not Log: Log cuts a line at the width, and the end of an error
+                # line (what to do about it) is what matters. Lines wrap at the width they
+                # are written at; min_width 1: never wider than the widget
+                yield RichLog(id="log-txt", max_lines=5000, wrap=True, min_width=1)
+                yield RichLog(id="output-log", max_lines=5000, wrap=True, min_width=1)
             with TabPane("5 Config", id="config"):
                 yield Tree("config.json", id="config-tree")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#log-txt", Log).border_title = "log.txt"
-        output = self.query_one("#output-log", Log)
+        self.query_one("#log-txt", RichLog).border_title = "log.txt"
+        output = self.query_one("#output-log", RichLog)
         output.border_title = "output.log"
         output.display = False
         self.query_one("#config-tree", Tree).show_root = False
@@ -337,13 +361,14 @@ class RunScreen(Screen[None]):
             self.config_doc = update.config
             self._fill_config()
         self.state_doc = update.state
+        self.exit_error = update.exit_error
         if update.log_lines:
-            self.query_one("#log-txt", Log).write_lines([inert(x) for x in update.log_lines])
+            _append(self.query_one("#log-txt", RichLog), update.log_lines)
         if update.output_lines is not None:
-            output = self.query_one("#output-log", Log)
+            output = self.query_one("#output-log", RichLog)
             output.display = True
             if update.output_lines:
-                output.write_lines([inert(line) for line in update.output_lines])
+                _append(output, update.output_lines)
         if update.reset:
             self.records = list(update.records)
         elif update.records:
@@ -374,6 +399,8 @@ class RunScreen(Screen[None]):
 
     def watch_status(self) -> None:
         self._update_header()
+        if not self.rows and self.view:
+            self._update_curves()  # "no epochs yet" may have become "failed before any"
 
     # actions -----------------------------------------------------------------------------------
     def action_back(self) -> None:
@@ -402,7 +429,7 @@ class RunScreen(Screen[None]):
         self.class_epoch = None if chosen == last else chosen
 
     # views -------------------------------------------------------------------------------------
-    def _show_curves(self, has_data: bool, message: str = "") -> None:
+    def _show_curves(self, has_data: bool, message: str | Text = "") -> None:
         self.query_one("#curves-empty", Static).update(message)
         self.query_one("#curves-empty").display = not has_data
         self.query_one("#curves-plots").display = has_data
@@ -411,11 +438,16 @@ class RunScreen(Screen[None]):
     def _update_curves(self) -> None:
         if not self.rows:
             status = self.status or self.state_doc.get("status", "")
-            self._show_curves(
-                False,
-                f"No epochs recorded yet (status: {status or 'unknown'}).\n"
-                "Curves appear here as the run writes metrics.jsonl.",
-            )
+            if status in ENDED_EARLY:
+                message = Text(f"The run {ENDED_EARLY[status]} before writing any metrics.")
+                if self.ended_error is not None:
+                    message.append(f"\nerror  {inert(self.ended_error)}", style="red")
+            else:
+                message = Text(
+                    f"No epochs recorded yet (status: {inert(status or 'unknown')}).\n"
+                    "Curves appear here as the run writes metrics.jsonl."
+                )
+            self._show_curves(False, message)
             return
         self._show_curves(True)
         options = {"view": self.view, "counts": self.counts, "names": self.names}
@@ -475,6 +507,10 @@ class RunScreen(Screen[None]):
         if others:  # a kill of this run stops them too
             line.append(f"  stacked with {inert(', '.join(others))}", style="dim")
         line.append("\n")
+        if self.ended_error is not None:  # the Static wraps it: the whole line shows
+            line.append("error  ", style="bold red")
+            line.append(inert(self.ended_error), style="red")
+            line.append("\n")
         final = final_record(self.records)
         source = final or latest
         if source is None:

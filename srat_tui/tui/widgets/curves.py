@@ -167,6 +167,9 @@ class Figure:
     log_y: bool = False
     legend: bool = True  # plotext's in-plot legend for the emphasised lines
     empty: str = "No epochs recorded yet."
+    # the epochs the x axis spans (`epoch_span`), None: its lines' own. Plots shown side by side
+    # get one span, so they line up though robust accuracy may start later (eval.robust_every)
+    x_range: tuple[int, int] | None = None
 
     @property
     def has_data(self) -> bool:
@@ -185,6 +188,12 @@ def gradient(n: int, head: RGB = HEAD, tail: RGB = TAIL) -> list[RGB]:
 
 def _line(label: str, points: Points, color: RGB | str, emphasis: bool = False) -> Line:
     return Line(label, tuple(points[0]), tuple(points[1]), color, emphasis)
+
+
+def epoch_span(rows: Sequence[Record]) -> tuple[int, int] | None:
+    """The first and last epoch recorded so far (`rows`: `epoch_records`, in epoch order),
+    whatever each metric measured at them; None without epochs."""
+    return (rows[0]["epoch"], rows[-1]["epoch"]) if rows else None
 
 
 def accuracy_figure(
@@ -226,7 +235,9 @@ def accuracy_figure(
     if key == "rob" and rows:
         empty = "No robust evaluation yet (eval.robust_every)."
     # the key line under the plots names these; plotext's legend would cover early epochs
-    return Figure(f"{key}:{view}", title, tuple(lines), legend=False, empty=empty)
+    return Figure(
+        f"{key}:{view}", title, tuple(lines), legend=False, empty=empty, x_range=epoch_span(rows)
+    )
 
 
 def loss_figure(rows: Sequence[Record]) -> Figure:
@@ -234,14 +245,17 @@ def loss_figure(rows: Sequence[Record]) -> Figure:
     sep = scalar_series(rows, "sep_loss")
     if sep[0]:
         lines.append(_line("sep_loss", sep, TAIL, emphasis=True))
-    return Figure("loss", "training loss", tuple(lines), legend=len(lines) > 1)
+    return Figure(
+        "loss", "training loss", tuple(lines), legend=len(lines) > 1, x_range=epoch_span(rows)
+    )
 
 
 def separability_figure(rows: Sequence[Record]) -> Figure:
     """Feature separability per epoch, as the engine records it (its definition lives in
     `srat_engine.evaluation.separability`): higher means classes sit further apart."""
     line = _line("separability", scalar_series(rows, "separability"), HEAD, emphasis=True)
-    return Figure("separability", "feature separability (between / within)", (line,), legend=False)
+    title = "feature separability (between / within)"
+    return Figure("separability", title, (line,), legend=False, x_range=epoch_span(rows))
 
 
 def lr_figure(rows: Sequence[Record]) -> Figure:
@@ -251,7 +265,7 @@ def lr_figure(rows: Sequence[Record]) -> Figure:
     log_y = bool(points[1]) and min(points[1]) > 0 and max(points[1]) >= 10 * min(points[1])
     title = "learning rate (log)" if log_y else "learning rate"
     line = _line("lr", points, FOREGROUND, emphasis=True)
-    return Figure("lr", title, (line,), log_y=log_y, legend=False)
+    return Figure("lr", title, (line,), log_y=log_y, legend=False, x_range=epoch_span(rows))
 
 
 def legend(view: str, counts: Sequence[int], names: Sequence[str], under: Sequence[int]) -> Text:
@@ -284,7 +298,7 @@ def _hex(color: RGB) -> str:
     return "#{:02x}{:02x}{:02x}".format(*color)
 
 
-def _int_ticks(first: int, last: int, width: int) -> list[int]:
+def epoch_ticks(first: int, last: int, width: int) -> list[int]:
     """Whole-epoch ticks about every 10 columns (plotext would label epoch 2.5)."""
     if last <= first:
         return [first]
@@ -298,6 +312,14 @@ def _int_ticks(first: int, last: int, width: int) -> list[int]:
     if not ticks or ticks[0] - first > step / 2:
         ticks.insert(0, first)
     return ticks
+
+
+def epoch_axis(plt: Plot, first: int, last: int, width: int) -> None:
+    """Make `plt`'s x axis span epochs `first` to `last` with whole-epoch ticks, for a plot
+    `width` cells wide; the run screen's plots and Compare's overlaid curves both draw it."""
+    if last > first:  # one epoch: plotext centres it (equal limits would be no range)
+        plt.xlim(first, last)
+    plt.xticks(epoch_ticks(first, last, width))
 
 
 def build_figure(
@@ -321,8 +343,9 @@ def build_figure(
             color=foreground if line.color == FOREGROUND else line.color,
             label=line.label if line.emphasis and figure.legend else None,
         )
-    if epochs:
-        plt.xticks(_int_ticks(min(epochs), max(epochs), width))
+    span = figure.x_range or ((min(epochs), max(epochs)) if epochs else None)
+    if span is not None:
+        epoch_axis(plt, *span, width)
     if figure.log_y:
         plt.yscale("log")
     plt.title(figure.title)
@@ -450,7 +473,10 @@ __all__ = [
     "accuracy_figure",
     "build_figure",
     "class_series",
+    "epoch_axis",
     "epoch_records",
+    "epoch_span",
+    "epoch_ticks",
     "final_record",
     "frequency_groups",
     "group_series",
