@@ -336,36 +336,28 @@ def test_console_script_end_to_end_errors(
 # --- a real run without data ---------------------------------------------------------------
 
 
-def test_run_without_cifar_files_fails_clearly(srat: Srat, srat_home: Path) -> None:
-    result = srat("run", "--preset", "cifar10-exp100-ce", "--device", "cpu")
-    assert result.code != 0
-    assert result.code != 2  # not a config error: the run was created and then failed
-    data_dir = srat_home / "data"
-    compact_err = "".join(result.err.split())  # Rich may wrap the line
-    assert result.err.lstrip().startswith("error:")
-    assert "cifar-10-python.tar.gz" in compact_err
-    assert str(data_dir) in compact_err
-    (run,) = run_dirs(srat_home)
-    exit_record = json.loads((run / "exit.json").read_text(encoding="utf-8"))
-    assert exit_record["status"] == "failed"
-    assert str(data_dir) in exit_record["error"]
-    assert "cifar-10-python.tar.gz" in exit_record["error"]
-    state = json.loads((run / "state.json").read_text(encoding="utf-8"))
-    assert state["status"] == "failed"
-    assert json.loads((run / "config.json").read_text(encoding="utf-8"))["source"] == (
-        "cifar10-exp100-ce"
-    )
-
-
-def test_run_failure_is_one_line_on_stderr(
+def test_run_without_cifar_files_is_refused_before_creating_a_run(
     srat: Srat, srat_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Offline without the files, a run would fail at once: the launch refuses it in one line
+    naming what to place where, and creates nothing (detached or not)."""
     monkeypatch.setenv("COLUMNS", "80")
-    result = srat("run", "--preset", "cifar10-exp100-ce", "--device", "cpu")
-    assert result.code == 1
-    assert len(result.err_lines) == 1, result.err
-    assert "cifar-10-python.tar.gz" in result.err_lines[0]
-    assert str(srat_home / "data") in result.err_lines[0]
+    data_dir = srat_home / "data"
+    for detach in ((), ("--detach",)):
+        result = srat("run", "--preset", "cifar10-exp100-ce", "--device", "cpu", *detach)
+        assert result.code == 2, result.err
+        assert len(result.err_lines) == 1, result.err
+        assert result.err_lines[0].startswith("error: ")
+        assert "cifar-10-python.tar.gz" in result.err_lines[0]
+        assert str(data_dir) in result.err_lines[0]
+        assert run_dirs(srat_home) == []
+    dry = srat("run", "--preset", "cifar10-exp100-ce", "--dry-run")
+    assert dry.code == 0 and "a launch would refuse it" in dry.out
+    # with downloads allowed it may try (and the dry run says nothing)
+    allowed = srat(
+        "run", "--preset", "cifar10-exp100-ce", "--dry-run", "--set", "data.download=true"
+    )
+    assert allowed.code == 0 and "a launch would refuse it" not in allowed.out
 
 
 def test_seeds_make_one_run_per_seed_of_each_configuration(srat: Srat) -> None:

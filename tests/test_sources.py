@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN
 
 from srat_engine.data import Splits, load_splits
+from srat_engine.data.sources import missing_dataset
 from srat_engine.errors import SratError
 
 CIFAR10_NAMES = [
@@ -203,6 +204,25 @@ def test_missing_files_name_directory_and_archive(
     assert str(root) in msg
     assert archive in msg
     assert "\n" not in msg
+
+
+def test_missing_dataset_says_what_loading_would(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`missing_dataset` (what a launch checks) agrees with `load_splits` on every case."""
+    root = tmp_path / "nowhere"
+    with pytest.raises(SratError) as info:
+        load_splits("cifar10", root)
+    assert missing_dataset("cifar10", root, download=False) == str(info.value)
+    assert missing_dataset("cifar10", root, download=True) is None  # it may try
+    assert missing_dataset("digits", root, download=False) is None  # no files to miss
+    _write_cifar10(tmp_path / "files", monkeypatch)
+    assert missing_dataset("cifar10", tmp_path / "files", download=False) is None
+    archive_only = tmp_path / "archive"
+    archive_only.mkdir()
+    (archive_only / "cifar-10-python.tar.gz").write_bytes(b"extracted when loaded")
+    assert missing_dataset("cifar10", archive_only, download=False) is None
+    assert missing_dataset("svhn", archive_only, download=False) is not None
 
 
 def test_cifar10_partial_folder_is_not_found(

@@ -395,6 +395,20 @@ async def test_two_seeds_launch_two_runs(stop_runs: None) -> None:
 
 
 @scenario
+async def test_a_dataset_not_on_disk_is_an_error_under_the_form() -> None:
+    """CIFAR-10 offline without its files: a launch would refuse it, so the form says so."""
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await settled(pilot)
+        assert screen.validation is not None and screen.validation.ok  # digits: no files
+        screen = await set_field(pilot, "dataset", "cifar10")
+        validation = screen.validation
+        assert validation is not None and not validation.ok
+        assert validation.error is not None and "CIFAR-10 not found" in validation.error
+        assert screen.query_one("#launch", Button).disabled
+
+
+@scenario
 async def test_escape_goes_back_without_launching() -> None:
     app = Host(make_context())
     async with app.run_test(size=(80, 24)) as pilot:

@@ -11,6 +11,7 @@ from srat_engine.config.presets import load_preset, load_raw
 from srat_engine.config.resolve import Resolved, resolve
 from srat_engine.config.schema import RunConfig, set_override, validate_config
 from srat_engine.config.workload import Workload, run_workload
+from srat_engine.data.sources import missing_dataset
 from srat_engine.errors import SratError
 from srat_engine.runs.provenance import provenance
 from srat_engine.runs.rundir import RunDir, now_iso
@@ -21,6 +22,17 @@ class PreparedRun:
     config: RunConfig
     resolved: Resolved
     source: str  # the preset name or config file it came from
+
+    @property
+    def missing_data(self) -> str | None:
+        """Why its dataset would not load where the run will look (`data.sources`), or None:
+        a run launched so fails at once, so a launch refuses it and a dry run says so."""
+        data = self.config.data
+        return missing_dataset(data.dataset, Path(self.resolved.data_root), data.download)
+
+    def check_data(self) -> None:
+        if (problem := self.missing_data) is not None:
+            raise SratError(problem)
 
     @property
     def workload(self) -> Workload | None:
@@ -68,5 +80,7 @@ def prepare(
 
 
 def create_run(prepared: PreparedRun, root: Path) -> RunDir:
-    """A new run directory under `root` (a home's runs folder) holding the prepared config."""
+    """A new run directory under `root` (a home's runs folder) holding the prepared config;
+    SratError, creating nothing, when its dataset is missing and may not download."""
+    prepared.check_data()
     return RunDir.create(root, prepared.document())

@@ -120,6 +120,7 @@ _CIFAR100 = _TvSpec(
     "cifar-100-python",
 )
 _SVHN = _TvSpec("SVHN", ("train_32x32.mat", "test_32x32.mat"), None, None)
+_TORCHVISION = {"cifar10": _CIFAR10, "cifar100": _CIFAR100, "svhn": _SVHN}
 
 
 def _not_found(spec: _TvSpec, root: pathlib.Path) -> SratError:
@@ -135,6 +136,22 @@ def _not_found(spec: _TvSpec, root: pathlib.Path) -> SratError:
 
 def _missing_files(spec: _TvSpec, root: pathlib.Path) -> list[str]:
     return [f for f in spec.files if not (root / f).is_file()]
+
+
+def missing_dataset(name: str, root: pathlib.Path, download: bool) -> str | None:
+    """Why dataset `name` cannot load from `root`: its files are not there, nor an archive
+    to extract them from, and it may not download (the message loading would raise). None
+    when it can try, and for datasets without files (digits, gaussian, synthetic; a folder's
+    problems are its catalog's). Cheap: file stats, no reading."""
+    spec = _TORCHVISION.get(name)
+    if spec is None or download:
+        return None
+    root = pathlib.Path(os.path.expanduser(str(root)))
+    if not _missing_files(spec, root):
+        return None
+    if spec.archive is not None and (root / spec.archive).is_file():
+        return None  # extracted on load
+    return str(_not_found(spec, root))
 
 
 def _first_bad_file(spec: _TvSpec, root: pathlib.Path) -> pathlib.Path | None:
@@ -190,7 +207,7 @@ def _load_torchvision(
     failure into one line: not found, download failed, or which file is corrupt."""
     if not download and _missing_files(spec, root):
         archive = root / spec.archive if spec.archive else None
-        if archive is None or not archive.is_file():
+        if archive is None or not archive.is_file():  # `missing_dataset`'s case
             raise _not_found(spec, root)
         # torchvision only extracts right after downloading; honour a hand-placed archive
         _extract(spec, archive, root)

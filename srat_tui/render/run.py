@@ -186,6 +186,11 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         f"data     {config.data.dataset} {config.data.imbalance} K={config.data.ratio:g}: "
         f"{resolved.train_size} train examples, {resolved.num_classes} classes, "
         f"root {inert(resolved.data_root)}",
+        *(
+            [f"missing  {inert(missing)}: a launch would refuse it"]
+            if (missing := prepared.missing_data) is not None
+            else []
+        ),
         f"model    {config.model.arch}, {resolved.head} head",
         f"train    {config.train.epochs} epochs, batch {config.train.batch_size}, "
         f"lr {config.train.lr:g}, {config.train.precision}",

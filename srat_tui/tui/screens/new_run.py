@@ -424,6 +424,7 @@ def check_form(
         )
         if seed_error is not None:
             return replace(result, error=seed_error)
+        prepared.check_data()  # a launch would refuse it: say so before
         stack = values.stack == "true"
         if stack:
             if len(seeds) < 2:
