@@ -1,7 +1,9 @@
 """Crash-safe file writes: a reader sees the old file or the new one, never half of either.
 
 Every write error (a full disk, a read-only or vanished directory, a quota) leaves the previous
-file as it was and is raised as `WriteFailed`, one line naming the file and the cause.
+file as it was and is raised as `WriteFailed`, one line naming the file and the cause. A JSON
+file that cannot be decoded (a hand edit, another tool's half-written copy) is raised as
+`DamagedFile`, one line naming the file and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,23 @@ class WriteFailed(SratError):
         self.path = Path(path)
         self.cause = cause if isinstance(cause, str) else describe_os_error(cause)
         super().__init__(f"could not write {self.path}: {self.cause}")
+
+
+class DamagedFile(SratError, ValueError):
+    """A file that exists but cannot be decoded: `PATH is damaged (PROBLEM)`, and what to do
+    about it when the caller knows (`advice`). A user error (exit 2), never a traceback.
+
+    Also a ValueError, as the JSONDecodeError and UnicodeDecodeError it replaces are: every
+    reader that tolerates a damaged file (`except ValueError`: a state.json or eval.json read
+    as empty, a run listed with what else is known) goes on tolerating it, and every other one
+    gets this line instead of a traceback without catching anything itself.
+    """
+
+    def __init__(self, path: Path, problem: str, advice: str | None = None) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        tail = f": {advice}" if advice else ""
+        super().__init__(f"{self.path} is damaged ({problem}){tail}")
 
 
 def describe_os_error(err: BaseException) -> str:
@@ -114,8 +133,28 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    with path.open(encoding="utf-8") as handle:
-        return json.load(handle)
+    """The JSON document in `path`. A missing or unreadable file raises its OSError
+    (FileNotFoundError: callers decide what "none yet" means); one that is not UTF-8 JSON
+    raises DamagedFile naming it, so no command shows a decoder's traceback."""
+    data = path.read_bytes()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as err:  # UnicodeDecodeError and JSONDecodeError
+        raise DamagedFile(path, json_problem(data, err)) from None
+    except RecursionError:
+        raise DamagedFile(path, "JSON nested too deeply to read") from None
+
+
+def json_problem(data: bytes, err: ValueError) -> str:
+    """What is wrong with `data`, which failed to decode as UTF-8 JSON with `err`: one line,
+    the position where a person can look (an editor's line and column, a byte offset)."""
+    if not data.strip():
+        return "empty file"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text: byte 0x{data[err.start]:02x} at offset {err.start}"
+    if isinstance(err, json.JSONDecodeError):
+        return f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

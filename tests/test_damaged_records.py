@@ -1,6 +1,10 @@
 """Damaged result records (a hand edit, a half-written file from another tool) are never a run's
 result: `srat runs show`, `compare` and `export` skip them with one warning line, and every
 reader (index summary, reports, TUI) goes through the same rule, `runs.records.damage`.
+
+A damaged meta.json or config.json is one error line (exit 2) in every command that needs it,
+loses nothing (a damaged meta.json is never rewritten, nor are the index's tags and notes of
+the run erased), and leaves every other command working.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_harness import Srat, make_invoker
+from cli_harness import Result, Srat, make_invoker
 from fake_runs import make_fake_run
 
-from srat_engine.fsutil import read_jsonl
+from srat_engine.errors import SratError
+from srat_engine.fsutil import DamagedFile, read_json, read_jsonl
 from srat_engine.reporting.report import group_seeds, has_final_metrics, pick_metrics
+from srat_engine.runs.evaluations import store_result
 from srat_engine.runs.home import Home
 from srat_engine.runs.records import (
     current_final,
@@ -212,3 +218,157 @@ def test_show_prints_the_latest_epoch_when_the_final_is_damaged(
         assert "(final)" in outcome.out  # shown, its per-class column as "-"
     else:
         assert "(epoch 10)" in outcome.out
+
+
+# -- damaged meta.json and config.json ----------------------------------------------------------
+
+
+def _one_error_line(outcome: Result, *needles: str) -> str:
+    """The single stderr line of a refused command (exit 2, no traceback), holding `needles`."""
+    assert outcome.code == 2, outcome
+    assert "Traceback" not in outcome.err, outcome.err
+    assert len(outcome.err_lines) == 1, outcome.err
+    line = outcome.err_lines[0]
+    assert line.startswith("error: "), line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    return line
+
+
+def test_read_json_names_the_file_and_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    cases = {
+        b"\xff{": "not UTF-8 text: byte 0xff at offset 0",
+        b'{"a": [1,': "not valid JSON: Expecting value at line 1 column 10",
+        b"": "empty file",
+        b"[" * 100_000: "JSON nested too deeply to read",
+    }
+    for data, problem in cases.items():
+        path.write_bytes(data)
+        with pytest.raises(DamagedFile) as caught:
+            read_json(path)
+        assert str(caught.value) == f"{path} is damaged ({problem})"
+        # a user error for the CLI, and still what tolerant readers (`except ValueError`) catch
+        assert isinstance(caught.value, SratError) and isinstance(caught.value, ValueError)
+    with pytest.raises(FileNotFoundError):  # "none yet" stays the caller's to decide
+        read_json(tmp_path / "absent.json")
+
+
+META_DAMAGES: dict[str, Callable[[bytes], bytes]] = {
+    "truncated": lambda data: data[:-5],
+    "not UTF-8": lambda data: b"\xff" + data,
+    "a list": lambda _data: b'["a", "x"]',
+    "tags not a list": lambda _data: b'{"tags": "a", "notes": ["a note"]}',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(META_DAMAGES))
+def test_a_damaged_meta_json_is_refused_and_its_tags_stay_listed(
+    kind: str, srat_home: Path, srat: Srat
+) -> None:
+    home = Home(srat_home)
+    run = make_fake_run(home.runs, "tagged", status="finished", epochs_done=10, index=home.index)
+    assert srat("runs", "tag", "tagged", "a").code == 0
+    assert srat("runs", "note", "tagged", "a note").code == 0
+    meta = run.path / "meta.json"
+    damaged = META_DAMAGES[kind](meta.read_bytes())
+    meta.write_bytes(damaged)
+
+    # reading: the run is shown and listed, with the index's copy of its tags and notes
+    shown = srat("runs", "show", "tagged")
+    assert shown.code == 0 and "Traceback" not in shown.err, shown
+    assert "tags     a" in shown.out and "note     a note" in shown.out, shown.out
+    listed = srat("runs", "ls", "--filter", "tag=a")
+    assert listed.code == 0 and "tagged" in listed.out, listed
+    assert srat("runs", "reindex").code == 0
+    assert home.index.get("tagged") is not None
+    assert (home.index.get("tagged") or {})["tags"] == ["a"]
+    assert (home.index.get("tagged") or {})["notes"] == ["a note"]
+
+    # writing: refused, one line naming the file; meta.json as it was, a copy kept once
+    for command in (("runs", "tag", "tagged", "new"), ("runs", "note", "tagged", "more")):
+        line = _one_error_line(srat(*command), str(meta), "is damaged", "fix it")
+        assert meta.read_bytes() == damaged, command
+        copies = sorted(run.path.glob("meta.json.corrupt-*"))
+        assert [c.read_bytes() for c in copies] == [damaged], command
+        assert copies[0].name in line
+    assert (home.index.get("tagged") or {})["tags"] == ["a"]
+    assert (home.index.get("tagged") or {})["notes"] == ["a note"]
+
+    # removing it, as the line says, starts afresh; the copy stays
+    meta.unlink()
+    assert srat("runs", "tag", "tagged", "new").code == 0
+    assert run.meta() == {"tags": ["new"], "notes": []}
+    assert (home.index.get("tagged") or {})["tags"] == ["new"]
+    assert len(list(run.path.glob("meta.json.corrupt-*"))) == 1
+
+
+def test_a_meta_json_write_keeps_fields_it_does_not_know(srat_home: Path, srat: Srat) -> None:
+    home = Home(srat_home)
+    run = make_fake_run(home.runs, "extra", status="finished", index=home.index)
+    meta = run.path / "meta.json"
+    meta.write_text('{"tags": ["a"], "notes": [], "owner": "kim"}', encoding="utf-8")
+    assert srat("runs", "tag", "extra", "b").code == 0
+    assert json.loads(meta.read_text()) == {
+        "tags": ["a", "b"],
+        "notes": [],
+        "owner": "kim",
+    }
+
+
+CONFIG_DAMAGES: dict[str, tuple[bytes, str]] = {
+    "not UTF-8": (b"\xff{", "not UTF-8 text: byte 0xff at offset 0"),
+    "truncated": (b'{"config": {"seed": 1', "not valid JSON: Expecting ',' delimiter"),
+    "a list": (b"[]", "a JSON list, not a run's config"),
+    "no config object": (b'{"resolved": {}}', 'no "config" object'),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIG_DAMAGES))
+def test_a_damaged_config_json_is_one_line_in_every_command(
+    kind: str, srat_home: Path, srat: Srat
+) -> None:
+    home = Home(srat_home)
+    make_fake_run(home.runs, "good", status="finished", epochs_done=10, index=home.index)
+    bad = make_fake_run(home.runs, "bad", status="finished", epochs_done=10, index=home.index)
+    bad.checkpoint_path.touch()  # what eval and tsne check before they read the config
+    data, problem = CONFIG_DAMAGES[kind]
+    (bad.path / "config.json").write_bytes(data)
+    where = f"{bad.path / 'config.json'} is damaged ({problem}"
+
+    for command in (
+        ("runs", "show", "bad"),
+        ("runs", "show", "bad", "--json"),
+        ("runs", "compare", "good", "bad"),
+        ("eval", "bad"),
+        ("tsne", "bad"),
+        ("runs", "resume", "bad"),
+        ("figure1", "good", "bad"),
+    ):
+        _one_error_line(srat(*command), where, "srat runs rm bad")
+
+    # listings and the index go on: both runs, the damaged one with what is known of it
+    for command in (("runs", "ls"), ("runs", "reindex"), ("runs", "ls")):
+        outcome = srat(*command)
+        assert outcome.code == 0 and "Traceback" not in outcome.err, (command, outcome)
+    assert "good" in outcome.out and "bad" in outcome.out
+    record = home.index.get("bad") or {}
+    assert record["method"] is None and "config.json" in str(record["error"])
+    assert (home.index.get("good") or {})["method"] is not None
+
+
+@pytest.mark.parametrize(
+    "damaged", [b"\xff{", b'{"results": [1, 2]}', b'{"results": {"cw": "x"}}', b"[]"]
+)
+def test_a_damaged_or_misshapen_eval_json_is_set_aside_not_overwritten(
+    damaged: bytes, srat_home: Path
+) -> None:
+    run = make_fake_run(Home(srat_home).runs, "evaluated", status="finished")
+    (run.path / "eval.json").write_bytes(damaged)
+    (run.path / "eval.json.corrupt-1").write_bytes(b"an older damaged copy")
+    store_result(run, "pgd20", {"overall": 40.0})
+    copies = {p.name: p.read_bytes() for p in run.path.glob("eval.json.corrupt-*")}
+    assert sorted(copies.values()) == sorted([damaged, b"an older damaged copy"])
+    assert json.loads((run.path / "eval.json").read_text())["results"] == {
+        "pgd20": {"overall": 40.0}
+    }

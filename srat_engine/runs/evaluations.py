@@ -82,6 +82,21 @@ def _results_of(data: Any) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in results.items() if isinstance(v, dict)}
 
 
+def _well_formed(data: Any) -> bool:
+    """Whether `data` is an eval.json document: its results an object of result objects. One
+    that is not would be rewritten as only the new result by `store_result`."""
+    results = data.get("results") if isinstance(data, dict) else None
+    return isinstance(results, dict) and all(isinstance(v, dict) for v in results.values())
+
+
+def _set_aside(path: Path) -> None:
+    """Move a damaged eval.json to eval.json.corrupt-<unix time>, never over an earlier one."""
+    aside = path.with_name(f"{EVAL_FILE}.corrupt-{int(time.time())}")
+    while aside.exists():  # another damaged version set aside this second
+        aside = aside.with_name(aside.name + "-1")
+    path.replace(aside)
+
+
 def read_eval(run: RunDir) -> dict[str, dict[str, Any]]:
     """The stored results by attack; a missing, corrupt or wrongly shaped file reads as {}."""
     try:
@@ -109,8 +124,9 @@ def store_result(
     """Replace the entry of `attack` on `checkpoint` (`result_key`), keep every other; returns
     all results after the write.
 
-    An unparseable eval.json is moved aside (eval.json.corrupt-<unix time>) rather than
-    silently overwritten, so whatever a person can still recover from it stays on disk.
+    An unparseable or wrongly shaped eval.json (not `{"results": {attack: {...}}}`) is moved
+    aside (eval.json.corrupt-<unix time>) rather than silently overwritten, so whatever a
+    person can still recover from it stays on disk.
     """
     check_request(attack, None, checkpoint)
     path = eval_path(run)
@@ -120,9 +136,13 @@ def store_result(
         results: dict[str, dict[str, Any]] = {}
         if path.exists():
             try:
-                results = _results_of(read_json(path))
-            except (ValueError, OSError):
-                path.replace(path.with_name(f"{EVAL_FILE}.corrupt-{int(time.time())}"))
+                data = read_json(path)
+            except (ValueError, OSError):  # DamagedFile: not UTF-8 JSON
+                data = None
+            if _well_formed(data):
+                results = _results_of(data)
+            else:
+                _set_aside(path)
         # plain JSON types, or fail here
         results[result_key(attack, checkpoint)] = json.loads(json.dumps(result))
         atomic_write_json(path, {"format": FORMAT, "results": results})

@@ -10,13 +10,15 @@ next id), so every write here
 Documents are keyed by run id (the TinyDB document id is the run id string), so a lookup is a
 dict access, not a scan, and no process ever allocates a numeric id.
 
-The index only summarises run directories: `reindex` rebuilds it from them.
+The index only summarises run directories: `reindex` rebuilds it from them. One exception: a
+run whose meta.json is damaged reads as having no tags and no notes, which is not what it has,
+so its record keeps the index's copy of them (`summarize_indexed`) until meta.json is fixed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ TABLE = "runs"
 LOCK_TIMEOUT_S = 30.0
 
 Data = dict[str, dict[str, Any]]
+_META_FIELDS = ("tags", "notes")
 
 
 class _IndexCorrupt(Exception):
@@ -181,6 +184,9 @@ class RunIndex:
         """Re-read `runs` from their directories and upsert their records, in one transaction;
         returns the records. A run whose directory is gone (removed meanwhile) is skipped.
 
+        A run whose meta.json is damaged keeps the tags and notes the index holds
+        (`summarize_indexed`), in the index and in the record returned.
+
         The directories are read under the index lock, so of two processes that each change a
         run (a tag each) and then refresh it, the one that writes the index last also read the
         run last: the index ends holding both changes, never a summary read before the other's.
@@ -188,9 +194,15 @@ class RunIndex:
         if not runs:
             return []
         with self._locked(), self._table() as table:
-            records = [summarize_run(run) for run in runs if (run.path / "config.json").is_file()]
-            if records:
-                _merge(table, [(record["id"], record) for record in records])
+            present = [run for run in runs if (run.path / "config.json").is_file()]
+            if not present:
+                return []
+            indexed = (table.storage.read() or {}).get(TABLE, {})
+            records = [
+                with_indexed_meta(record, indexed.get(record["id"]))
+                for record in map(summarize_indexed, present)
+            ]
+            _merge(table, [(record["id"], record) for record in records])
         return records
 
     def remove(self, run_id: str) -> None:
@@ -202,14 +214,20 @@ class RunIndex:
 
         self._write(change)
 
-    def replace_all(self, records: list[dict[str, Any]]) -> None:
+    def replace_all(
+        self, records: list[dict[str, Any]], keep_meta_of: Collection[str] = ()
+    ) -> None:
         """Make the index exactly `records` in one atomic write; works on a corrupt file
-        (it is the repair path)."""
+        (it is the repair path). The runs of `keep_meta_of` (their meta.json is damaged:
+        `summarize_indexed`) get the tags and notes the index holds now, if it can be read."""
         runs = {_record_id(record): dict(record) for record in records}
         with self._locked(), self._table(tolerate_corrupt=True) as table:
             # One write, not TinyDB's truncate + insert_multiple (two): a crash between them
             # would leave an empty index. Other tables, if any, are kept.
             tables = dict(table.storage.read() or {})
+            old = tables.get(TABLE, {})
+            for run_id in set(keep_meta_of) & runs.keys():
+                runs[run_id] = with_indexed_meta(runs[run_id], old.get(run_id))
             tables[TABLE] = runs
             table.storage.write(tables)
 
@@ -247,6 +265,28 @@ def _merge(table: _RunTable, updates: list[tuple[str, dict[str, Any]]]) -> None:
     table.storage.write(tables)
 
 
+def summarize_indexed(run: RunDir) -> dict[str, Any]:
+    """The run's record as the index is to hold it: `summarize_run`, without tags and notes
+    when its meta.json is damaged. Those read as none there, and writing that would erase the
+    index's copy of what the run had: the one a person can still see, and rebuild meta.json
+    from. Only a record with none of either is checked: a damaged file reads as none."""
+    record = summarize_run(run)
+    if not record["tags"] and not record["notes"] and run.meta_damage() is not None:
+        return {k: v for k, v in record.items() if k not in _META_FIELDS}
+    return record
+
+
+def with_indexed_meta(record: dict[str, Any], indexed: dict[str, Any] | None) -> dict[str, Any]:
+    """`record` with tags and notes: its own, else the `indexed` record's, else none."""
+    if all(field in record for field in _META_FIELDS):
+        return record
+    kept = {}
+    for field in _META_FIELDS:
+        value = (indexed or {}).get(field)
+        kept[field] = [str(v) for v in value] if isinstance(value, list) else []
+    return {**record, **kept, **{f: record[f] for f in _META_FIELDS if f in record}}
+
+
 def run_dirs(runs_root: Path) -> list[Path]:
     """Run directories under runs_root: valid run ids with a config.json, sorted by id."""
     if not runs_root.is_dir():
@@ -270,6 +310,6 @@ def reindex(runs_root: Path, index: RunIndex) -> int:
     in that window is replaced by the summary read just before it; the run's next update
     corrects it.
     """
-    records = [summarize_run(RunDir(path)) for path in run_dirs(runs_root)]
-    index.replace_all(records)
+    records = [summarize_indexed(RunDir(path)) for path in run_dirs(runs_root)]
+    index.replace_all(records, keep_meta_of={r["id"] for r in records if "tags" not in r})
     return len(records)

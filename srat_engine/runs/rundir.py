@@ -6,7 +6,8 @@
             log.txt        human-readable log
             state.json     status, pid, process start time, host, device, epoch
             exit.json      how the run ended (status, error, final metrics)
-            meta.json      tags and notes people add later
+            meta.json      tags and notes people add later (a damaged one is never
+                           rewritten: `RunDir.update_meta`)
             launch.json    how a detached run was launched: worker pid, devices, slots
             run.lock       held (fcntl) for each read-modify-write of state.json or meta.json
             checkpoints/   last.pt (atomic); best.pt, the weights of the epoch with the
@@ -31,6 +32,7 @@ from typing import Any
 
 from srat_engine.errors import SratError
 from srat_engine.fsutil import (
+    DamagedFile,
     WriteFailed,
     append_jsonl,
     append_text,
@@ -51,6 +53,8 @@ LOCK_TIMEOUT_S = 30.0
 
 StateChange = Callable[[dict[str, Any]], dict[str, Any] | None]
 MetaChange = Callable[[dict[str, list[str]]], dict[str, list[str]]]
+META_FILE = "meta.json"
+_META_FIELDS = ("tags", "notes")
 
 
 def is_valid_run_id(run_id: str) -> bool:
@@ -139,7 +143,24 @@ class RunDir:
 
     # reads
     def config(self) -> dict[str, Any]:
-        return read_json(self.path / "config.json")
+        """The run's config document (`{"config": {...}, "resolved": {...}, ...}`).
+
+        The one reader of config.json: one that cannot be decoded, or is not such a document,
+        raises DamagedFile (a SratError, so every command says it in one line and exits 2;
+        also a ValueError, so the run summary and `srat runs ls` list the run with what else
+        is known). It is never rewritten, so the advice is to restore it or remove the run.
+        """
+        path = self.path / "config.json"
+        advice = f"restore it from a backup, or remove run {self.id} (srat runs rm {self.id})"
+        try:
+            doc = read_json(path)
+        except DamagedFile as err:
+            raise DamagedFile(path, err.problem, advice) from None
+        if not isinstance(doc, dict):
+            raise DamagedFile(path, f"a JSON {_json_kind(doc)}, not a run's config", advice)
+        if not isinstance(doc.get("config"), dict):
+            raise DamagedFile(path, 'no "config" object: not a run\'s config', advice)
+        return doc
 
     def _read_object(self, name: str) -> dict[str, Any]:
         """A JSON object file; missing, corrupt or wrongly shaped reads as empty."""
@@ -201,14 +222,42 @@ class RunDir:
                 records.append(record)
         return records, offset + len(complete)
 
+    @property
+    def meta_path(self) -> Path:
+        return self.path / META_FILE
+
     def meta(self) -> dict[str, Any]:
-        """Tags and notes: kept in the run directory so the index can be rebuilt from it."""
-        meta = self._read_object("meta.json")
-        tags, notes = meta.get("tags", []), meta.get("notes", [])
-        return {
-            "tags": [str(t) for t in tags] if isinstance(tags, list) else [],
-            "notes": [str(n) for n in notes] if isinstance(notes, list) else [],
-        }
+        """Tags and notes: kept in the run directory so the index can be rebuilt from it.
+
+        For display only: a damaged meta.json reads as none here, so a listing still shows
+        the run, but it is not "no tags". Writes refuse it (`update_meta`), and the index
+        keeps its copy of the run's tags and notes (`meta_damage` tells them apart).
+        """
+        return self._read_meta()[0]
+
+    def meta_damage(self) -> str | None:
+        """What is wrong with meta.json (e.g. "not valid JSON: ..."), None if nothing is (no
+        meta.json is no tags and no notes, not damage)."""
+        return self._read_meta()[1]
+
+    def _read_meta(self) -> tuple[dict[str, Any], str | None]:
+        """meta.json's fields (tags and notes, as lists of strings, and any other a person or a
+        later version put there), and what is wrong with it; a damaged one reads as no tags
+        and no notes. An OSError other than a missing file (a permission) is raised."""
+        empty: dict[str, Any] = {"tags": [], "notes": []}
+        try:
+            data = read_json(self.meta_path)
+        except FileNotFoundError:
+            return empty, None
+        except DamagedFile as err:
+            return empty, err.problem
+        if not isinstance(data, dict):
+            return empty, f"a JSON {_json_kind(data)}, not an object of tags and notes"
+        for field in _META_FIELDS:
+            value = data.get(field, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return empty, f"{field} is not a list of strings"
+        return {**data, "tags": data.get("tags", []), "notes": data.get("notes", [])}, None
 
     # writes
     @contextmanager
@@ -282,12 +331,42 @@ class RunDir:
     def update_meta(self, change: MetaChange) -> dict[str, list[str]]:
         """One locked read-modify-write of meta.json: `change` gets the tags and notes
         (`meta()`) and returns the new ones, which are written and returned. An exception from
-        `change` writes nothing."""
+        `change` writes nothing; fields other than tags and notes are kept as they were.
+
+        A damaged meta.json (`meta_damage`) is refused, not replaced: DamagedFile, one line
+        naming it, and nothing written. Replacing it, as a damaged eval.json is, would write
+        only the change (a tag added to none) and the index would then forget the tags and
+        notes it still lists; an evaluation can be run again, a person's notes cannot. So,
+        as with eval.json, the damaged bytes are also kept as meta.json.corrupt-<unix time>,
+        and the person fixes meta.json, or removes it to start the tags and notes afresh.
+        """
         with self._locked():
-            meta = change(self.meta())
+            current, damage = self._read_meta()
+            if damage is not None:
+                raise DamagedFile(self.meta_path, damage, self._keep_damaged_copy())
+            meta = change({"tags": list(current["tags"]), "notes": list(current["notes"])})
             meta = {"tags": list(meta["tags"]), "notes": list(meta["notes"])}
-            atomic_write_json(self.path / "meta.json", meta)
+            atomic_write_json(self.meta_path, {**current, **meta})
             return meta
+
+    def _keep_damaged_copy(self) -> str:
+        """What to do about a damaged meta.json, after keeping a copy of it (once: a copy with
+        the same bytes is reused) so that removing it loses nothing."""
+        advice = (
+            "nothing was written; fix it, or remove it to start the run's tags and notes afresh"
+        )
+        try:
+            data = self.meta_path.read_bytes()
+            copies = sorted(self.path.glob(f"{META_FILE}.corrupt-*"))
+            copy = next((c for c in copies if c.read_bytes() == data), None)
+            if copy is None:
+                copy = self.path / f"{META_FILE}.corrupt-{int(time.time())}"
+                while copy.exists():  # another damaged version set aside this second
+                    copy = copy.with_name(copy.name + "-1")
+                atomic_write(copy, lambda handle: handle.write(data))
+        except (OSError, WriteFailed) as err:  # a full disk: the refusal still stands
+            return f"{advice} (no copy could be kept: {err})"
+        return f"{advice} (a copy is kept as {copy.name})"
 
     def write_meta(self, tags: list[str], notes: list[str]) -> None:
         """Replace the tags and notes (a new run's; to add to them use `update_meta`)."""
@@ -316,6 +395,16 @@ class RunDir:
 
     def log(self, line: str) -> None:
         append_text(self.log_path, f"{now_iso()} {line}\n")
+
+
+def _json_kind(value: Any) -> str:
+    """How a message names a JSON value's type: "list", "string", "null", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    kinds = {dict: "object", list: "list", str: "string", int: "number", float: "number"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _epoch_after(line: bytes, epoch: int) -> bool:

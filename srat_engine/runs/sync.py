@@ -14,11 +14,10 @@ from typing import Any
 
 from srat_engine.errors import SratError
 from srat_engine.fsutil import WriteFailed
-from srat_engine.runs.index import RunIndex
+from srat_engine.runs.index import RunIndex, summarize_indexed, with_indexed_meta
 from srat_engine.runs.liveness import ACTIVE, ENDED, reconcile
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
 from srat_engine.runs.slurm_queue import QueueSource, queue_snapshot, with_queue_states
-from srat_engine.runs.summary import summarize_run
 
 
 def record_in_index(run: RunDir, index: RunIndex) -> None:
@@ -92,7 +91,7 @@ def current_records(
         # the index is a cache: a full disk must not hide the runs, nor their true status
         # (which reconcile may not have been able to record either)
         present = [run for run in runs if (run.path / "config.json").is_file()]
-        records = [{**summarize_run(run), "status": statuses[run.id]} for run in present]
+        records = [{**_summary(run, index), "status": statuses[run.id]} for run in present]
     return with_queue_states(records, queue if jobs else None)
 
 
@@ -111,7 +110,21 @@ def current_record(run: RunDir, index: RunIndex) -> dict[str, Any]:
         records = current_records([run], index)
     except (SratError, OSError):
         records = []  # reconciled already: the index write is what failed
-    return records[0] if records else summarize_run(run)
+    return records[0] if records else _summary(run, index)
+
+
+def _summary(run: RunDir, index: RunIndex) -> dict[str, Any]:
+    """The run's record read from its directory, for when the index cannot be written: with
+    the index's copy of its tags and notes if its meta.json is damaged (`summarize_indexed`)
+    and the index can still be read, else none."""
+    record = summarize_indexed(run)
+    if "tags" in record and "notes" in record:
+        return record
+    try:
+        indexed = index.get(run.id)
+    except (SratError, OSError):
+        indexed = None
+    return with_indexed_meta(record, indexed)
 
 
 def needs_refresh(record: dict[str, Any]) -> bool:
