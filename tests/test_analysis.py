@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from cli_harness import Srat, make_invoker
@@ -134,6 +135,7 @@ def test_separability_is_recorded_every_epoch(run: RunDir) -> None:
 
 def test_tsne_writes_a_png_and_draws_every_class(run: RunDir, srat: Srat, tmp_path: Path) -> None:
     out = tmp_path / "pictures" / "t.png"
+    out.parent.mkdir()  # --out never creates folders (test_tsne_refuses_a_bad_out_...)
     result = srat("tsne", run.id, "--n-per-class", "6", "--out", str(out))
     assert result.code == 0, result.err
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -160,6 +162,79 @@ def test_tsne_of_a_run_without_checkpoint(srat: Srat) -> None:
     created = create_run(prepare_from_env("digits-ce", TINY), Home.from_env().runs)
     result = srat("tsne", created.id)
     assert result.code == 2 and "no checkpoint" in result.err
+
+
+def _fake_tsne(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """`run_tsne` replaced by three points (a real one takes seconds); the list records each
+    call, so a test can tell whether the computation ran."""
+    from srat_engine.analysis import tsne
+
+    calls: list[bool] = []
+
+    def fake(*_args: object, **_kwargs: object) -> tsne.TsneResult:
+        calls.append(True)
+        return tsne.TsneResult(
+            points=np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]]),
+            labels=np.array([0, 1, 2]),
+            class_names=["a", "b", "c"],
+            separability=1.5,
+            epoch=1,
+            n_per_class=1,
+        )
+
+    monkeypatch.setattr(tsne, "run_tsne", fake)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("out", "fragment"),
+    [
+        ("x.txt", "cannot save a figure as .txt; use one of"),
+        ("folder", "is a folder"),
+        ("missing/deeper/t.png", "does not exist"),
+    ],
+)
+def test_tsne_refuses_a_bad_out_before_computing(
+    srat: Srat, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, out: str, fragment: str
+) -> None:
+    calls = _fake_tsne(monkeypatch)
+    created = create_run(prepare_from_env("digits-ce", TINY), Home.from_env().runs)
+    (tmp_path / "folder").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    result = srat("tsne", created.id, "--out", str(tmp_path / out))
+    assert result.code == 2, result
+    assert len(result.err_lines) == 1 and result.err_lines[0].startswith("error: --out ")
+    assert fragment in result.err
+    assert calls == []  # refused before the t-SNE, not after it
+    assert sorted(tmp_path.rglob("*")) == before  # no folder made, no folder.png written
+
+
+def test_tsne_formats_are_matplotlibs() -> None:
+    from matplotlib.figure import Figure
+
+    from srat_engine.analysis.tsne import figure_formats
+
+    formats = figure_formats()
+    assert {"png", "pdf", "svg"} <= formats.keys()
+    assert formats.keys() <= Figure().canvas.get_supported_filetypes().keys()
+    assert "txt" not in formats
+
+
+def test_tsne_saves_by_suffix_and_prints_the_file_written(
+    srat: Srat, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _fake_tsne(monkeypatch)
+    created = create_run(prepare_from_env("digits-ce", TINY), Home.from_env().runs)
+    pdf = tmp_path / "t.pdf"
+    result = srat("tsne", created.id, "--out", str(pdf))
+    assert result.code == 0, result.err
+    assert pdf.read_bytes()[:5] == b"%PDF-" and f"saved {pdf}\n" in result.out
+    # a bare name gets .png, as matplotlib would add it, and the message names that file
+    result = srat("tsne", created.id, "--out", str(tmp_path / "bare"), "--json")
+    assert result.code == 0, result.err
+    written = tmp_path / "bare.png"
+    assert json.loads(result.out)["png"] == str(written)
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_curves_show_separability(run: RunDir, srat: Srat) -> None:

@@ -376,3 +376,50 @@ def test_seeds_make_one_run_per_seed_of_each_configuration(srat: Srat) -> None:
     ]
     bad = srat("run", "--preset", "demo", "--seeds", "2-1", "--dry-run")
     assert bad.code == 2 and "runs backwards" in bad.err
+
+
+# --- srat-tui's own command line ------------------------------------------------------------
+
+
+def srat_tui(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `srat-tui` console script's function in a real process, without a terminal; the
+    timeout fails a regression that starts the full-screen app instead of answering."""
+    return subprocess.run(
+        [sys.executable, "-m", "srat_tui.tui.app", *args],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_srat_tui_help_prints_usage_instead_of_opening_the_app(flag: str) -> None:
+    proc = srat_tui(flag)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: srat-tui")
+    assert "$SRAT_HOME" in proc.stdout and "srat tui" in proc.stdout
+    assert proc.stderr == ""
+
+
+@pytest.mark.parametrize("args", [("--bogus",), ("tui",), ("runs", "ls")])
+def test_srat_tui_refuses_unknown_arguments_in_one_line(args: tuple[str, ...]) -> None:
+    proc = srat_tui(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == [
+        f"error: srat-tui takes no arguments but --help (got {args[0]!r})"
+    ]
+    assert proc.stdout == ""
+
+
+def test_srat_tui_command_still_opens_the_app(srat: Srat, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `srat tui` calls the same main() with sys.argv ["srat", "tui"]: "tui" is srat's, not an
+    # unknown argument of srat-tui's
+    from srat_tui.tui.app import SratApp
+
+    opened: list[bool] = []
+    monkeypatch.setattr(SratApp, "run", lambda self: opened.append(True))
+    result = srat("tui")
+    assert (result.code, result.err, opened) == (0, "", [True])

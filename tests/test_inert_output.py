@@ -190,6 +190,7 @@ def test_srat_tsne_prints_class_names_inert(
         n_per_class=1,
     )
     monkeypatch.setattr(tsne, "run_tsne", lambda *args, **kwargs: result)
+    (tmp_path / f"{EVIL}.png").parent.mkdir(parents=True, exist_ok=True)  # never created
     outcome = srat("tsne", "evil", "--out", str(tmp_path / f"{EVIL}.png"))
     assert_inert(outcome, expect=f"{SHOWN}.png")
 

@@ -707,3 +707,65 @@ def test_resolve_devices_gpu_lists(monkeypatch: pytest.MonkeyPatch) -> None:
             resolve(gpus=bad)
     with pytest.raises(SratError, match="not a visible"):
         resolve(device="cuda:2")
+
+
+# --- ls --status / --sort, logs -n, resume --slots: bad values are one line ----------------
+
+
+def test_ls_unknown_status_is_refused_naming_the_statuses(home: Home, srat: Srat) -> None:
+    from srat_engine.runs.liveness import ACTIVE, ENDED, LOST
+
+    line = assert_user_error(srat("runs", "ls", "--status", "nosuch"), "'nosuch'")
+    for status in ("created", *ACTIVE, *ENDED, LOST):
+        assert status in line
+    assert ls_ids("--status", "FINISHED") == sorted([home.ce, home.natural])  # any case
+
+
+def test_ls_sorts_by_the_column_as_headed_and_refuses_unknown_ones(home: Home, srat: Srat) -> None:
+    assert ls_ids("--sort", "-std") == ls_ids("--sort", "-std_overall")
+    assert ls_ids("--sort", "std") == ls_ids("--sort", "std_overall")
+    by_rob = sorted((home.ce, home.natural), key=lambda r: home.finals[r]["rob_overall"])
+    assert ls_ids("--sort", "rob") == by_rob and ls_ids("--sort", "-rob") == by_rob[::-1]
+    line = assert_user_error(srat("runs", "ls", "--sort", "nosuch"), "'nosuch'")
+    assert "rob (rob_overall)" in line and "age" in line
+    assert_user_error(srat("runs", "ls", "--sort", "-"), "sort by one of")
+
+
+def test_ls_sort_by_age_puts_the_youngest_first(home: Home) -> None:
+    config = home.run(home.natural).path / "config.json"
+    doc = json.loads(config.read_text())
+    config.write_text(json.dumps({**doc, "created": "2000-01-01T00:00:00+00:00"}))
+    cli("runs", "reindex")
+    assert ls_ids("--sort", "age") == [home.ce, home.natural]
+    assert ls_ids("--sort", "-age") == [home.natural, home.ce]
+
+
+def test_logs_lines_zero_prints_none_and_a_negative_count_is_refused(
+    home: Home, srat: Srat
+) -> None:
+    log = home.run(home.ce).log_path.read_text().splitlines()
+    assert len(log) > 1
+    assert cli("runs", "logs", home.ce, "-n", "1").splitlines() == log[-1:]
+    assert cli("runs", "logs", home.ce, "-n", "0") == ""
+    assert_user_error(srat("runs", "logs", home.ce, "-n", "-5"), "-n", "0 or more")
+
+
+def test_resume_checks_slots_as_run_does(
+    home: Home, srat: Srat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import srat_engine.jobs.supervisor as supervisor
+
+    placements: list[object] = []
+    monkeypatch.setattr(
+        supervisor, "resume", lambda runs, **kwargs: placements.append(kwargs["placement"]) or ""
+    )
+    run = home.add_run(status="killed")
+    before = snapshot(home.path)
+    for args in (("--slots", "0"), ("--slots", "-1"), ("--per-gpu", "0")):
+        # the message of `srat run --detach --slots 0` (resolve_devices), not a silent 1
+        assert_user_error(srat("runs", "resume", run.id, *args), "at least 1")
+    assert_unchanged(before, home.path)
+    assert placements == []
+    # --slots alone: the CPU it was launched on, with that many slots (not dropped)
+    assert srat("runs", "resume", run.id, "--slots", "2").code == 0
+    assert placements == [(["cpu"], 2)]

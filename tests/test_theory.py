@@ -139,3 +139,55 @@ def test_theory_command_rejects_bad_options(
     result = srat("theory", *args)
     assert result.code == 2
     assert message in result.err and len(result.err_lines) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--K", "nan"), "--K"),
+        (("--K", "inf"), "--K"),
+        (("--S", "nan"), "--S"),
+        (("--S", "inf"), "--S"),
+        (("--S", "1e-300"), "--S"),
+        (("--rhos", "1,nan"), "--rhos"),
+        (("--rhos", "inf"), "--rhos"),
+        (("--eta", "nan"), "--eta"),
+        (("--d", "inf"), "--d"),
+        (("--d", "nan"), "--d"),
+        (("--d", "100000000"), "--d must be between 1 and"),
+        (("--n-train", "100000000000"), "coordinates"),
+        (("--K", "1e300"), "--K"),
+        (("--seed", "99999999999999999999"), "--seed"),
+    ],
+)
+def test_theory_command_refuses_non_finite_and_out_of_range_values_in_one_line(
+    srat: Srat, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], message: str
+) -> None:
+    # refused before anything is drawn: a NaN passes every `<` test, a huge d or n_train
+    # would ask the allocator for terabytes
+    def no_draw(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("drew a sample before checking the options")
+
+    monkeypatch.setattr(theory, "draw_mixture", no_draw)
+    result = srat("theory", *args)
+    assert result.code == 2, result
+    assert len(result.err_lines) == 1, result.err
+    assert result.err_lines[0].startswith("error: ") and message in result.err_lines[0]
+
+
+def test_theory_table_checks_its_inputs_at_entry() -> None:
+    from srat_engine.errors import SratError
+
+    good = {"ds": [1], "separabilities": [1.0], "rhos": [1.0], "n_train": 100}
+    for bad in (
+        {"k": math.nan},
+        {"eta": math.inf},
+        {"rhos": [math.nan]},
+        {"separabilities": [-math.inf]},
+        {"ds": [theory.MAX_D + 1]},
+        {"ds": [0]},
+        {"n_train": theory.MAX_SAMPLE_VALUES + 1},
+        {"seed": -1},
+    ):
+        with pytest.raises(SratError):
+            theory_table(**{**good, **bad})

@@ -58,6 +58,8 @@ from typing import Any
 
 import numpy as np
 
+from srat_engine.errors import SratError
+
 
 def std_normal_cdf(x: float) -> float:
     """Φ(x), the standard normal CDF, through erfc (accurate in both tails)."""
@@ -272,6 +274,72 @@ def draw_mixture(
     return x[chosen], label[chosen] == 0
 
 
+# What `theory_table` accepts. The sample holds n_train·d coordinates several times over (the
+# float32 draw, its float64 copy, the fits' design matrix and its weighted copy: ~40 bytes a
+# coordinate, measured), and the logistic fit solves a (d+1)² Newton system, n·d² work a step:
+# d = 400 at the default n_train takes two minutes and 1.7 GB. Beyond these caps a typo (an
+# extra zero or three) would ask for terabytes and die in the allocator.
+MAX_D = 1000
+MAX_SAMPLE_VALUES = 10**8  # n_train·d coordinates, about 4 GB in all
+# Scales the simulation resolves: the coordinates are float32 (the engine's gaussian source),
+# so S and eta far from 1 overflow sigma = sqrt(eta/S) or bury the class means in rounding,
+# and class weights rho far from 1 leave the other class below the fits' float64 precision.
+SCALE_RANGE = (1e-3, 1e3)  # S and eta
+RHO_RANGE = (1e-6, 1e6)
+MAX_SEED = 2**32 - 1
+
+
+def _check_range(name: str, values: list[float], low: float, high: float, why: str) -> None:
+    """Each value finite and in [low, high]; one SratError line naming the option otherwise."""
+    for value in values:
+        if not math.isfinite(value) or not low <= value <= high:
+            raise SratError(f"{name} must be between {low:g} and {high:g} (got {value:g}): {why}")
+
+
+def check_theory_inputs(
+    *,
+    ds: list[int],
+    separabilities: list[float],
+    rhos: list[float],
+    k: float,
+    eta: float,
+    n_train: int,
+    n_test_per_class: int,
+    seed: int,
+) -> None:
+    """Refuse (one SratError line) what `theory_table` cannot simulate, before it draws
+    anything: NaN and infinite values (they pass every `<` test and fail deep inside the
+    fits), scales outside the ranges above, and samples too large to hold (MAX_D,
+    MAX_SAMPLE_VALUES)."""
+    if not ds or not separabilities or not rhos:
+        raise SratError("--d, --S and --rhos each need at least one value")
+    for d in ds:
+        if not 1 <= d <= MAX_D:
+            raise SratError(
+                f"--d must be between 1 and {MAX_D} (got {d}): the logistic fit solves a "
+                "(d+1)x(d+1) system over n_train·d coordinates at every step"
+            )
+    if n_train < 2 or n_test_per_class < 1:
+        raise SratError("--n-train must be >= 2 and the test sample >= 1 per class")
+    if n_train * max(ds) > MAX_SAMPLE_VALUES:
+        raise SratError(
+            f"--n-train {n_train} with --d {max(ds)} is {n_train * max(ds):,} coordinates; "
+            f"at most {MAX_SAMPLE_VALUES:,} fit in memory (about 40 bytes each): lower one"
+        )
+    floats = "the simulated coordinates are float32"
+    _check_range("--S", separabilities, *SCALE_RANGE, floats)
+    _check_range("--eta", [eta], *SCALE_RANGE, floats)
+    _check_range("--rhos", rhos, *RHO_RANGE, "the fits weigh the classes in float64")
+    if not math.isfinite(k) or k <= 0:
+        raise SratError(f"--K must be a finite number > 0 (got {k:g})")
+    if n_train / (k + 1.0) < 1.0 or n_train * k / (k + 1.0) < 1.0:
+        raise SratError(
+            f"--K {k:g} leaves no example of one class in --n-train {n_train}: raise --n-train"
+        )
+    if not 0 <= seed <= MAX_SEED:
+        raise SratError(f"--seed must be between 0 and {MAX_SEED} (got {seed})")
+
+
 def theory_table(
     *,
     ds: list[int],
@@ -288,8 +356,10 @@ def theory_table(
     One training sample per (d, S) with Pr(+1) = K·Pr(-1) (n_train examples in all), refitted
     for each rho with weight rho on the "-1" examples; one balanced test sample per (d, S).
     """
-    if k <= 0 or eta <= 0 or n_train < 2:
-        raise ValueError("K and eta must be > 0 and n_train >= 2")
+    check_theory_inputs(
+        ds=ds, separabilities=separabilities, rhos=rhos, k=k, eta=eta, n_train=n_train,
+        n_test_per_class=n_test_per_class, seed=seed,
+    )  # fmt: skip
     n_minus = max(1, round(n_train / (k + 1.0)))
     n_plus = max(1, n_train - n_minus)
     rows: list[TheoryRow] = []

@@ -8,6 +8,8 @@ the same features, so the picture and the number describe the same points.
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,11 +96,61 @@ def run_tsne(
     )
 
 
-def save_png(result: TsneResult, path: Path, title: str) -> Path:
-    """The scatter as a PNG (matplotlib, no display needed), one colour per class."""
+def figure_formats() -> dict[str, str]:
+    """The file formats the t-SNE figure can be saved in here ({suffix: description}):
+    matplotlib's own list for a figure's canvas, so a format matplotlib adds or drops needs no
+    change here; less pgf where its TeX program is missing (savefig needs it to measure text,
+    and would fail only after the t-SNE was computed)."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: the users are on a GPU box over SSH
+    from matplotlib.figure import Figure
+
+    formats = dict(Figure().canvas.get_supported_filetypes())
+    if shutil.which(str(matplotlib.rcParams["pgf.texsystem"])) is None:
+        formats.pop("pgf", None)
+    return formats
+
+
+def figure_path(path: Path) -> Path:
+    """The file `save_figure` writes for `path`, checked before any computation (a t-SNE takes
+    minutes): a supported format by its suffix (none: .png, as matplotlib would add), a
+    folder that exists and is writable (never created: a typo must not build a tree of
+    folders), and not a folder itself. SratError (one line) otherwise."""
+    if path.is_dir() or not path.name:
+        raise SratError(f"--out {path} is a folder: give a file name, e.g. {path / 'tsne.png'}")
+    formats = figure_formats()
+    suffix = path.suffix.lower().removeprefix(".")
+    if not suffix:
+        path, suffix = path.with_name(f"{path.name}.png"), "png"
+        if path.is_dir():
+            raise SratError(f"--out {path} is a folder: give a file name")
+    if suffix not in formats:
+        why = (
+            "matplotlib saves .pgf only with a TeX program, not installed here"
+            if suffix == "pgf"
+            else f"matplotlib cannot save a figure as .{suffix}"
+        )
+        raise SratError(f"--out {path}: {why}; use one of {', '.join(sorted(formats))}")
+    folder = path.parent
+    if not folder.exists():
+        raise SratError(f"--out {path}: the folder {folder} does not exist (create it first)")
+    if not folder.is_dir():
+        raise SratError(f"--out {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SratError(f"--out {path}: the folder {folder} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SratError(f"--out {path}: the file exists and is not writable")
+    return path
+
+
+def save_figure(result: TsneResult, path: Path, title: str) -> Path:
+    """The scatter (matplotlib, no display needed), one colour per class, in the format of the
+    path's suffix; returns the file written (`figure_path`: .png added to a bare name)."""
+    path = figure_path(path)
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cmap = plt.get_cmap("tab10" if len(result.class_names) <= 10 else "tab20")
@@ -117,7 +169,6 @@ def save_png(result: TsneResult, path: Path, title: str) -> Path:
         ax.legend(
             loc="best", fontsize=7, markerscale=2, ncol=2 if len(result.class_names) > 10 else 1
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, bbox_inches="tight")
     finally:
         plt.close(fig)

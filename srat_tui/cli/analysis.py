@@ -1,7 +1,8 @@
 """Analysis of trained runs: `srat tsne`, `srat curves`, `srat figure1`.
 
 The numbers come from `srat_engine.analysis`; this module only draws them (plotext in the
-terminal, a PNG for t-SNE). `srat theory` and `srat sweep` have modules of their own.
+terminal, an image file, PNG by default, for t-SNE). `srat theory` and `srat sweep` have
+modules of their own.
 """
 
 from __future__ import annotations
@@ -27,21 +28,29 @@ def tsne(
         int, typer.Option("--n-per-class", "-n", help="balanced test examples per class")
     ] = 100,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="PNG path (default: <run>/tsne.png)")
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="image file, its format by suffix: png, pdf, svg, ... (default: <run>/tsne.png); "
+            "the folder must exist",
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", "-d", help="cpu | cuda | cuda:N")] = "cpu",
     seed: Annotated[int, typer.Option("--seed", help="t-SNE random_state")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="points and labels as JSON")] = False,
 ) -> None:
     """t-SNE of the penultimate features of a balanced test sample (paper Figures 3 and 4)."""
-    from srat_engine.analysis.tsne import run_tsne, save_png
+    from srat_engine.analysis.tsne import figure_path, run_tsne, save_figure
 
     run = open_run(run_id)
+    # a bad --out is refused now, not after minutes of t-SNE
+    target = figure_path(out or run.path / "tsne.png")
     result = run_tsne(run, n_per_class=n_per_class, device=device, seed=seed)
     method = run.config()["resolved"]["method"]["name"]
     epoch = f"epoch {result.epoch}" if result.epoch is not None else "last checkpoint"
     title = f"t-SNE, {method}, run {run.id} ({epoch}), separability {result.separability:.3f}"
-    png = save_png(result, out or run.path / "tsne.png", title)
+    png = save_figure(result, target, title)
     if as_json:
         typer.echo(json.dumps({**result.as_dict(), "png": str(png)}))
         return

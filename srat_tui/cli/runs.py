@@ -85,6 +85,41 @@ def _reconciled(ctx: typer.Context) -> list[dict[str, Any]]:
     return refreshed_records(home.index, home.runs)
 
 
+def _ls_status(status: str | None, records: list[dict[str, Any]]) -> str | None:
+    """`--status` checked: a status a run can have (the engine's lists: a run starts
+    created, then is ACTIVE, ENDED or LOST) or one a listed run has, any case; else one line
+    naming them, not an empty listing that reads as "no such runs"."""
+    from srat_engine.runs.liveness import ACTIVE, ENDED, LOST
+
+    if status is None:
+        return None
+    known = dict.fromkeys(["created", *ACTIVE, *ENDED, LOST])
+    known.update(dict.fromkeys(str(r["status"]) for r in records if r.get("status")))
+    wanted = status.strip().lower()
+    if wanted not in known:
+        raise SratError(f"unknown status {status!r}: use one of {', '.join(known)}")
+    return wanted
+
+
+def _ls_sort(sort: str | None) -> str | None:
+    """`--sort` as `select_records` reads it: a column as the table heads it ("rob") or the
+    record field it shows ("rob_overall"), `-` first to reverse; age is the time since
+    `created`, so it sorts that field the other way. One line naming the columns otherwise
+    (an unknown field would sort nothing, silently)."""
+    if not sort:
+        return None
+    descending = sort.startswith("-")
+    name = sort[1:] if descending else sort
+    fields = {LS_HEADERS.get(c, c): c for c in LS_COLUMNS} | {c: c for c in LS_COLUMNS}
+    if name not in fields:
+        shown = [f"{LS_HEADERS[c]} ({c})" if c in LS_HEADERS else c for c in LS_COLUMNS]
+        raise SratError(f"--sort {sort!r}: sort by one of {', '.join(shown)}; prefix - to reverse")
+    field = fields[name]
+    if field == "age":
+        field, descending = "created", not descending
+    return f"-{field}" if descending else field
+
+
 @app.command("ls")
 def runs_ls(
     ctx: typer.Context,
@@ -98,12 +133,19 @@ def runs_ls(
         ),
     ] = None,
     sort: Annotated[
-        str | None, typer.Option("--sort", help="column to sort by; prefix - to reverse")
+        str | None,
+        typer.Option(
+            "--sort",
+            help="column to sort by, as headed (rob) or its field (rob_overall); "
+            "prefix - to reverse",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every run with status, progress and the paper's four columns."""
-    records = select_records(_with_forecast(_reconciled(ctx)), status, filters or [], sort)
+    records = _with_forecast(_reconciled(ctx))
+    wanted, order = _ls_status(status, records), _ls_sort(sort)
+    records = select_records(records, wanted, filters or [], order)
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
@@ -328,15 +370,23 @@ def warn_damaged(run_id: str, records: list[dict[str, Any]], doc: dict[str, Any]
 def runs_logs(
     run_id: Annotated[str, typer.Argument(help="run id")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="last N lines")] = 40,
+    lines: Annotated[
+        int,
+        typer.Option(
+            "--lines", "-n", help="last N lines of each log; 0: none (with -f: only new lines)"
+        ),
+    ] = 40,
 ) -> None:
     """The run's log (and its process output, or its Slurm job's), optionally followed until
     the run ends."""
     from srat_engine.runs.liveness import ACTIVE, reconcile
 
+    # [-0:] would be the whole log and [5:] of -n -5 some middle of it: 0 means none, as tail's
+    if lines < 0:
+        raise SratError(f"-n/--lines must be 0 or more (got {lines})")
     run = open_run(run_id)
     paths = [run.log_path, run.path / "output.log", *_slurm_logs(run)]
-    for path in paths:
+    for path in paths if lines else []:
         if path.exists():
             tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
             for line in tail:
@@ -369,6 +419,21 @@ def runs_kill(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
         typer.echo(inert(f"{run.id} killed, and the rest of its stack: {', '.join(others)}"))
         return
     typer.echo(f"{run.id} killed")
+
+
+def _launched_devices(
+    run: RunDir, slots: int | None, per_gpu: int
+) -> tuple[str | None, str | None, int | None, int]:
+    """(--gpus, --device, --slots, --per-gpu) that place a resume where `run` was launched
+    last, with a count given (slots for the CPU, per_gpu for GPUs) and the launch's own
+    count kept for the other; per_gpu 1 reads as not given (its default)."""
+    from srat_engine.jobs.supervisor import previous_devices
+
+    launched, count = previous_devices(run)
+    if all(name.startswith("cuda:") for name in launched):
+        ids = ",".join(name.removeprefix("cuda:") for name in launched)
+        return ids, None, slots, count if per_gpu == 1 else per_gpu
+    return None, launched[0], count if slots is None else slots, per_gpu
 
 
 @app.command("resume")
@@ -405,6 +470,10 @@ def runs_resume(
     options = request.options(
         home, local=(gpus, slots, per_gpu), default_backend=last, before=previous_options(run)
     )
+    if options is None and gpus is None and device is None and (slots, per_gpu) != (None, 1):
+        # --slots or --per-gpu alone: the devices it was launched on, with that count (not
+        # dropped: the count is checked by the one rule `srat run` uses, resolve_devices)
+        gpus, device, slots, per_gpu = _launched_devices(runs[0], slots, per_gpu)
     placement = None  # where it was launched last
     if options is None and not (gpus is None and device is None):
         placement = resolve_devices(gpus=gpus, device=device, slots=slots, per_gpu=per_gpu)

@@ -9,7 +9,8 @@ opened: the first frame does not wait for the new-run form's engine imports.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from textual.app import App
@@ -144,8 +145,34 @@ class SratApp(App[None]):
             self.notify("refreshing runs")
 
 
-def main() -> None:
-    """Console script `srat-tui`: the runs of $SRAT_HOME (default ~/.srat)."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script `srat-tui` (and `srat tui`): the runs of $SRAT_HOME (default ~/.srat).
+
+    It takes no arguments but -h/--help, and refuses any other with one line and exit 2: a
+    typo (or --help) must not take over the terminal with the full-screen app. argv: the
+    arguments after the program name; None reads sys.argv's, except under `srat tui`, whose
+    own parser has read the command line already ("tui" is srat's argument): the `srat` app
+    is loaded then, and only then, as srat_tui.tui never imports srat_tui.cli (the layers of
+    pyproject.toml).
+    """
+    import argparse
+
+    if argv is None:
+        argv = [] if "srat_tui.cli.app" in sys.modules else sys.argv[1:]
+    parser = argparse.ArgumentParser(
+        prog="srat-tui",
+        description="Open the terminal interface, full screen, on the runs of $SRAT_HOME "
+        "(default ~/.srat): launch, watch and compare them. `srat tui` is the same; press ? in "
+        "it for its keys.",
+    )
+    _, unknown = parser.parse_known_args(list(argv))  # -h/--help prints usage and exits 0
+    if unknown:
+        print(
+            inert(f"error: srat-tui takes no arguments but --help (got {unknown[0]!r})"),
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(2)
     SratApp().run()
 
 
