@@ -423,3 +423,12 @@ def test_resolve_data_root_follows_srat_data(
     assert resolve(validate_config({}), data_dir).data_root == str(tmp_path / "elsewhere")
     explicit = resolve_with(f'data.root="{tmp_path / "mine"}"')
     assert explicit.data_root == str(tmp_path / "mine")
+
+
+def test_seed_ranges_are_capped_before_they_are_built() -> None:
+    from srat_engine.config.seeds import MAX_SEEDS, parse_seeds
+
+    assert len(parse_seeds(f"0-{MAX_SEEDS - 1}")) == MAX_SEEDS
+    for typo in (f"0-{MAX_SEEDS}", "0-10000000000", f"5 0-{MAX_SEEDS - 1}"):
+        with pytest.raises(SratError, match=f"at most {MAX_SEEDS} seeds"):
+            parse_seeds(typo)

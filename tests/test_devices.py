@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,44 @@ def test_every_device_option_reports_the_parsers_line() -> None:
         with pytest.raises(SratError) as caught:
             call()
         assert line in str(caught.value)
+
+
+def test_an_absent_mps_is_one_line_before_any_checkpoint_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the check torch failed later, in `torch.load(map_location="mps")`, which the
+    checkpoint reader took for a corrupt file."""
+    import torch
+
+    from srat_engine.training.device import pick_device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(SratError, match=r"MPS .* is not available here"):
+        pick_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("mps").type == "mps"
+
+
+def test_a_dry_run_refuses_what_the_launch_would(
+    srat_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan is printed, then the launch's own refusal, exit 2, as the launch exits."""
+    from cli_harness import make_invoker
+
+    from srat_engine.runs.index import run_dirs
+
+    srat = make_invoker(capsys, monkeypatch)
+    monkeypatch.setattr("srat_engine.jobs.supervisor._cuda_count", lambda: 0)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for args, line in (
+        (("--device", "cuda"), "CUDA is not available here"),
+        (("--detach", "--slots", "0"), "--slots must be at least 1"),
+        (("--detach", "--gpus", "0"), "no CUDA GPU is visible here"),
+    ):
+        dry = srat("run", "--preset", "demo", "--dry-run", *args)
+        assert dry.code == 2 and line in dry.err, (args, dry.err)
+        assert "method   SRAT-LDAM" in dry.out  # the plan came first
+        launch = srat("run", "--preset", "demo", *args)
+        assert launch.code == 2 and line in launch.err, (args, launch.err)
+    assert srat("run", "--preset", "demo", "--dry-run").code == 0
+    assert run_dirs(srat_home / "runs") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -443,3 +444,25 @@ def test_at_bsl_and_reat_cifar100_schedules() -> None:
     assert (reat.train.epochs, reat.train.weight_decay) == (80, 5e-4)
     assert reat.train.lr_milestones == [60, 75]
     assert reat.reat.tfa_weight == 1.0
+
+
+def test_one_broken_preset_hides_no_other(
+    srat_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`srat presets ls` lists every preset, warning about a file that does not parse or
+    extends an unknown one (naming that file); running it is one line naming the file."""
+    from cli_harness import make_invoker
+
+    srat = make_invoker(capsys, monkeypatch)
+    write_preset(srat_home / "presets", "bad", "x = [")
+    write_preset(srat_home / "presets", "orphan", 'extends = "nosuch"\n')
+    listed = srat("presets", "ls", "--json")
+    assert listed.code == 0, listed.err
+    rows = {row["name"]: row for row in json.loads(listed.out)}
+    assert "demo" in rows and rows["demo"]["description"] and "error" not in rows["demo"]
+    orphan = str(srat_home / "presets" / "orphan.toml")
+    assert orphan in rows["orphan"]["error"] and "nosuch" in rows["orphan"]["error"]
+    assert "bad.toml is not valid TOML" in rows["bad"]["error"]
+    assert listed.err.count("warning: ") == 2
+    run = srat("run", "--preset", "orphan", "--dry-run")
+    assert run.code == 2 and orphan in run.err and "nosuch" in run.err

@@ -89,9 +89,7 @@ def load_raw(path: Path, dirs: Sequence[Path], _seen: tuple[Path, ...] = ()) -> 
     own = {k: v for k, v in raw.items() if k not in _META_KEYS}
     if parent is None:
         return own
-    if not isinstance(parent, str):
-        raise SratError(f"{path}: extends must be a preset name")
-    return deep_merge(load_raw(preset_path(parent, dirs), dirs, (*_seen, path)), own)
+    return deep_merge(load_raw(_parent(path, parent, dirs), dirs, (*_seen, path)), own)
 
 
 def load_preset(name: str, dirs: Sequence[Path]) -> dict[str, Any]:
@@ -99,6 +97,16 @@ def load_preset(name: str, dirs: Sequence[Path]) -> dict[str, Any]:
     raw = load_raw(preset_path(name, dirs), dirs)
     raw.setdefault("name", name)
     return raw
+
+
+def _parent(path: Path, parent: object, dirs: Sequence[Path]) -> Path:
+    """The file `path`'s `extends` names; an unknown or malformed one says which file has it."""
+    if not isinstance(parent, str):
+        raise SratError(f"{path}: extends must be a preset name")
+    try:
+        return preset_path(parent, dirs)
+    except SratError as err:
+        raise SratError(f"{path}: extends {err}") from None
 
 
 def describe(name: str, dirs: Sequence[Path]) -> str:
@@ -112,7 +120,7 @@ def describe(name: str, dirs: Sequence[Path]) -> str:
             return str(raw["description"])
         if "extends" not in raw:
             return ""
-        path = preset_path(str(raw["extends"]), dirs)
+        path = _parent(path, raw["extends"], dirs)
     raise SratError(f"preset inheritance loops at {path.stem} (from {name})")
 
 

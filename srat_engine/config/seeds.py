@@ -7,6 +7,9 @@ import re
 from srat_engine.errors import SratError
 
 _SEED_RANGE = re.compile(r"(\d+)-(\d+)")
+# One launch makes one run directory per seed: a typo like 0-100000 must not try to queue a
+# hundred thousand runs (or build the list before saying so).
+MAX_SEEDS = 1000
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -20,6 +23,11 @@ def parse_seeds(text: str) -> list[int]:
             first, last = int(span.group(1)), int(span.group(2))
             if last < first:
                 raise SratError(f"seeds: range {token!r} runs backwards")
+            if last - first + 1 + len(seeds) > MAX_SEEDS:
+                raise SratError(
+                    f"seeds: {token!r} asks {last - first + 1} runs; one launch takes at most "
+                    f"{MAX_SEEDS} seeds"
+                )
             seeds.extend(range(first, last + 1))
         elif token.isdigit():
             seeds.append(int(token))
@@ -27,7 +35,10 @@ def parse_seeds(text: str) -> list[int]:
             raise SratError(f"seeds: expected integers ≥ 0 like 0 or 0,1,2 (got {token!r})")
     if not seeds:
         raise SratError("seeds: give at least one seed, e.g. 0 or 0,1,2")
-    return list(dict.fromkeys(seeds))
+    unique = list(dict.fromkeys(seeds))
+    if len(unique) > MAX_SEEDS:
+        raise SratError(f"seeds: {len(unique)} seeds; one launch takes at most {MAX_SEEDS}")
+    return unique
 
 
 def seed_override(seed: int) -> str:

@@ -20,4 +20,6 @@ def pick_device(requested: str) -> torch.device:
         raise SratError(f"device {device} requested but CUDA is not available here")
     if device.kind == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise SratError(f"{device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if device.kind == "mps" and not torch.backends.mps.is_available():
+        raise SratError("device mps requested but MPS (Apple GPUs) is not available here")
     return torch.device(str(device))

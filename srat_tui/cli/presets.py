@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from srat_engine.config.presets import describe, expand_patterns, list_presets, load_preset
+from srat_engine.errors import SratError
 from srat_engine.runs.home import Home
 from srat_tui.cli.common import stdout_console
 from srat_tui.render.format import inert
@@ -25,14 +26,24 @@ def presets_ls(
     """List presets with their descriptions."""
     dirs = Home.from_env().preset_dirs
     names = expand_patterns(patterns, dirs) if patterns else list(list_presets(dirs))
-    rows = [{"name": name, "description": describe(name, dirs)} for name in names]
+    rows: list[dict[str, str]] = []
+    broken: list[str] = []
+    for name in names:
+        try:
+            rows.append({"name": name, "description": describe(name, dirs)})
+        except SratError as err:  # one bad file (yours, in a preset folder) hides no other
+            rows.append({"name": name, "description": "", "error": str(err)})
+            broken.append(str(err))
+    for error in broken:
+        typer.echo(inert(f"warning: {error}"), err=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     console = stdout_console()
     width = max(len(row["name"]) for row in rows)
     for row in rows:
-        console.print(inert(f"{row['name']:<{width}}  {row['description']}"))
+        shown = row["description"] if "error" not in row else "(unreadable: see the warning)"
+        console.print(inert(f"{row['name']:<{width}}  {shown}"))
 
 
 @app.command("show")

@@ -201,6 +201,35 @@ def _run_foreground_stack(prepared: list[PreparedRun], home: Home, as_json: bool
     return EXIT_FAILED if failed else 0
 
 
+def _check_launch(
+    prepared: list[PreparedRun],
+    options: SlurmOptions | None,
+    detach: bool,
+    placement: tuple[str | None, int | None, int],
+) -> list[tuple[list[str], int]]:
+    """What a launch refuses before it creates anything, for the launch and its dry run alike:
+    a cluster without sbatch or the partition (Slurm), a device that is not here (in the
+    foreground), or placements that cannot be (detached: each run on the device its config
+    names, --device sets it for all, unless --gpus). Returns the detached runs' placements."""
+    if options is not None:
+        from srat_engine.jobs.slurm import check_cluster
+
+        check_cluster(options)
+        return []
+    if not detach:
+        from srat_engine.training.device import pick_device
+
+        pick_device(prepared[0].config.device)  # a missing GPU fails before the run dir exists
+        return []
+    from srat_engine.jobs.supervisor import resolve_devices
+
+    gpus, slots, per_gpu = placement
+    return [
+        resolve_devices(gpus=gpus, device=item.config.device, slots=slots, per_gpu=per_gpu)
+        for item in prepared
+    ]
+
+
 def _submit_to_slurm(
     prepared: list[PreparedRun], home: Home, options: SlurmOptions, as_json: bool, stack_size: int
 ) -> None:
@@ -320,6 +349,11 @@ def run(
         for group in stacks:
             check_stackable([item.config for item in group])
     if dry_run:
+        refused: SratError | None = None
+        try:  # what the launch would refuse: said after the plan, and the exit is 2 as then
+            _check_launch(prepared, options, detach, (gpus, slots, per_gpu))
+        except SratError as err:
+            refused = err
         for item in prepared:
             _print_dry_run(item, as_json)
         if not as_json:
@@ -328,25 +362,19 @@ def run(
             timed = [group[0] for group in stacks] if stack else prepared
             line = _outlook_line(timed, home, placement, stack_size)
             stdout_console().print(inert(f"time     {line}"))
+        if refused is not None:
+            raise refused
         return
+    placements = _check_launch(prepared, options, detach, (gpus, slots, per_gpu))
     if options is not None:
         _submit_to_slurm(prepared, home, options, as_json, stack_size)
         return
     if not detach:
-        from srat_engine.training.device import pick_device
-
-        pick_device(prepared[0].config.device)  # a missing GPU fails before the run dir exists
         if stack:
             raise typer.Exit(_run_foreground_stack(prepared, home, as_json))
         raise typer.Exit(_run_foreground(prepared[0], home, as_json))
-    from srat_engine.jobs.supervisor import launch_detached, resolve_devices
+    from srat_engine.jobs.supervisor import launch_detached
 
-    # each run on the device its config names (--device sets it for all), unless --gpus;
-    # every one is checked before any run is created
-    placements = [
-        resolve_devices(gpus=gpus, device=item.config.device, slots=slots, per_gpu=per_gpu)
-        for item in prepared
-    ]
     launched = []
     if stack:
         from srat_engine.jobs.supervisor import launch_stack

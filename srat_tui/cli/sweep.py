@@ -19,6 +19,7 @@ from srat_tui.cli.common import (
     stdout_console,
     with_slurm_options,
 )
+from srat_tui.render.format import inert
 from srat_tui.render.termplot import Series, line_plot, parse_numbers
 
 app = typer.Typer(help="Sweeps of a reweighting weight or lambda (paper Figures 2, 5, 6).")
@@ -248,8 +249,12 @@ def sweep_ls(as_json: AsJson = False) -> None:
     from srat_engine.runs.home import Home
 
     home = Home.from_env()
-    ids = sorted(p.stem for p in home.sweeps.glob("*.json"))
-    docs = [read_manifest(i, home) for i in ids]
+    docs = []
+    for sweep_id in sorted(p.stem for p in home.sweeps.glob("*.json")):
+        try:
+            docs.append(read_manifest(sweep_id, home))
+        except SratError as err:  # one damaged manifest hides no other sweep
+            typer.echo(inert(f"warning: {err}"), err=True)
     if as_json:
         typer.echo(json.dumps(docs, indent=2))
         return
