@@ -13,4 +13,4 @@ def tui() -> None:
     # imported here: `srat run` and friends never pay for loading Textual
     from srat_tui.tui.app import main
 
-    main()
+    main([])  # srat's own parser has read the command line

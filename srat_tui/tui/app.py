@@ -150,15 +150,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     It takes no arguments but -h/--help, and refuses any other with one line and exit 2: a
     typo (or --help) must not take over the terminal with the full-screen app. argv: the
-    arguments after the program name; None reads sys.argv's, except under `srat tui`, whose
-    own parser has read the command line already ("tui" is srat's argument): the `srat` app
-    is loaded then, and only then, as srat_tui.tui never imports srat_tui.cli (the layers of
-    pyproject.toml).
+    arguments after the program name; None reads sys.argv's (`srat tui` passes [], its own
+    parser having read the command line).
     """
     import argparse
 
     if argv is None:
-        argv = [] if "srat_tui.cli.app" in sys.modules else sys.argv[1:]
+        argv = sys.argv[1:]
     parser = argparse.ArgumentParser(
         prog="srat-tui",
         description="Open the terminal interface, full screen, on the runs of $SRAT_HOME "
