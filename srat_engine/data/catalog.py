@@ -1,8 +1,8 @@
 """What each dataset looks like before it is loaded: classes, input shape, per-class sizes.
 
 `srat run --dry-run` resolves per-class counts, class weights, LDAM margins and what a run's
-evaluation costs (`config.workload`) from this alone, without reading any data file. The
-generated sets' default sizes are here too, read by `data/sources.py` when it draws them.
+evaluation costs (`config.workload`) from this alone, without reading any data file; the
+datasets' options (and so the generated sets' sizes) are checked here, from `data/options.py`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from srat_engine.data.options import dataset_options
 from srat_engine.errors import SratError
 
 
@@ -30,12 +31,8 @@ class DatasetInfo:
 # 10 to digit 0).
 _SVHN_TRAIN = (4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659)
 _SVHN_TEST = (1744, 5099, 4149, 2882, 2523, 2384, 1977, 2019, 1660, 1595)
-# sklearn digits per class (1,797 images), less the 50 per class held out as the test set.
+# sklearn digits per class (1,797 images), of which data.options.test_per_class are held out
 _DIGITS_TOTAL = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
-DIGITS_TEST_PER_CLASS = 50
-# the generated sets' sizes per class unless data.options say otherwise
-GAUSSIAN_PER_CLASS = {"train_per_class": 5000, "test_per_class": 5000}
-SYNTHETIC_PER_CLASS = {"train_per_class": 5000, "test_per_class": 1000}
 
 
 def folder_held_out(smallest_class: int) -> int:
@@ -58,27 +55,22 @@ _FIXED: dict[str, DatasetInfo] = {
 
 def dataset_info(name: str, options: dict[str, float | int | str], root: Path) -> DatasetInfo:
     """Static facts about a dataset; `folder` counts files, nothing else reads data."""
+    opts = dataset_options(name, options)
     if name in _FIXED:
         return _FIXED[name]
     if name == "digits":
-        held_out = int(options.get("test_per_class", DIGITS_TEST_PER_CLASS))
+        held_out = opts["test_per_class"]
         sizes = tuple(n - held_out for n in _DIGITS_TOTAL)
         if min(sizes) < 1:
             raise SratError(f"data.options.test_per_class={held_out} leaves no digits to train on")
         return DatasetInfo("digits", 10, (1, 8, 8), sizes, _DIGIT_NAMES, (held_out,) * 10)
+    train, test = opts.get("train_per_class"), opts.get("test_per_class")
     if name == "gaussian":
-        dim = int(options.get("d", 2))
-        train, test = (int(options.get(k, n)) for k, n in GAUSSIAN_PER_CLASS.items())
-        return DatasetInfo("gaussian", 2, (dim,), (train,) * 2, ("+1", "-1"), (test,) * 2)
+        return DatasetInfo("gaussian", 2, (opts["d"],), (train,) * 2, ("+1", "-1"), (test,) * 2)
     if name == "synthetic":
-        classes = int(options.get("classes", 10))
-        channels, size = int(options.get("channels", 3)), int(options.get("size", 32))
-        train, test = (int(options.get(k, n)) for k, n in SYNTHETIC_PER_CLASS.items())
-        shape = (channels, size, size)
+        classes, shape = opts["classes"], (opts["channels"], opts["size"], opts["size"])
         return DatasetInfo("synthetic", classes, shape, (train,) * classes, (), (test,) * classes)
-    if name == "folder":
-        return _folder_info(root, options)
-    raise SratError(f"unknown dataset {name!r}")
+    return _folder_info(root, opts)
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -95,10 +87,11 @@ def _folder_info(root: Path, options: dict[str, float | int | str]) -> DatasetIn
     if (root / "train").is_dir() and (root / "test").is_dir():  # its own split, as sources.py
         tests = [_image_count(root / "test" / c.name) for c in classes]
     else:
-        held_out = int(options.get("test_per_class", folder_held_out(min(sizes))))
+        given = options["test_per_class"]
+        held_out = folder_held_out(min(sizes)) if given is None else given
         tests = [min(n, held_out) for n in sizes]
         sizes = [n - held_out for n in sizes]
-    size = int(options.get("image_size", 32))
+    size = options["image_size"]
     names = tuple(c.name for c in classes)
     return DatasetInfo("folder", len(classes), (3, size, size), tuple(sizes), names, tuple(tests))
 

@@ -8,7 +8,6 @@ cause (missing or corrupt files, no network, bad options) surfaces as a one-line
 
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 import pickle
@@ -20,13 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from srat_engine.data.catalog import (
-    DIGITS_TEST_PER_CLASS,
-    GAUSSIAN_PER_CLASS,
-    SYNTHETIC_PER_CLASS,
-    folder_held_out,
-)
+from srat_engine.data.catalog import folder_held_out
 from srat_engine.data.imbalance import balanced_subset_indices
+from srat_engine.data.options import dataset_options
 from srat_engine.errors import SratError
 
 # the held-out splits of ``digits`` and ``folder`` must not move between runs or seeds
@@ -48,39 +43,6 @@ class Splits:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-# --------------------------------------------------------------------------- options
-
-
-def _options(name: str, options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``options`` into ``defaults``, refusing unknown keys so typos do not go unnoticed."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        known = ", ".join(sorted(defaults)) or "none"
-        raise SratError(
-            f"unknown option(s) for dataset {name!r}: {', '.join(unknown)} (accepted: {known})"
-        )
-    return {**defaults, **options}
-
-
-def _int_option(name: str, key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise SratError(
-            f"dataset {name!r}: option {key} must be an integer >= {minimum}, got {value!r}"
-        )
-    return int(value)
-
-
-def _float_option(name: str, key: str, value: Any, *, positive: bool) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if isinstance(value, bool) or not math.isfinite(v) or (positive and v <= 0):
-        need = "a finite number > 0" if positive else "a finite number"
-        raise SratError(f"dataset {name!r}: option {key} must be {need}, got {value!r}")
-    return v
 
 
 # --------------------------------------------------------------------------- torchvision sets
@@ -335,8 +297,7 @@ def _split_held_out(
 def _digits(options: dict[str, Any]) -> Splits:
     from sklearn.datasets import load_digits
 
-    opts = _options("digits", options, {"test_per_class": DIGITS_TEST_PER_CLASS})
-    per_class = _int_option("digits", "test_per_class", opts["test_per_class"], 1)
+    per_class = dataset_options("digits", options)["test_per_class"]
     bunch = load_digits()
     # sklearn's 8x8 images hold integer intensities 0..16; map them onto 0..255
     x = torch.from_numpy(np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
@@ -355,20 +316,9 @@ def _digits(options: dict[str, Any]) -> Splits:
 def _gaussian(options: dict[str, Any]) -> Splits:
     """The SRAT paper's Eq. 1 binary mixture: y ∈ {+1, -1} with equal prior, x | y ~ N(y·mu,
     sigma² I), mu = (eta, ..., eta) ∈ R^d. Class 0 is y = +1, class 1 is y = -1."""
-    defaults = {
-        "d": 2,
-        "eta": 1.0,
-        "sigma": 1.0,
-        **GAUSSIAN_PER_CLASS,
-        "seed": 0,
-    }
-    opts = _options("gaussian", options, defaults)
-    d = _int_option("gaussian", "d", opts["d"], 1)
-    eta = _float_option("gaussian", "eta", opts["eta"], positive=False)
-    sigma = _float_option("gaussian", "sigma", opts["sigma"], positive=True)
-    n_train = _int_option("gaussian", "train_per_class", opts["train_per_class"], 1)
-    n_test = _int_option("gaussian", "test_per_class", opts["test_per_class"], 1)
-    seed = _int_option("gaussian", "seed", opts["seed"], 0)
+    opts = dataset_options("gaussian", options)
+    d, eta, sigma, seed = opts["d"], opts["eta"], opts["sigma"], opts["seed"]
+    n_train, n_test = opts["train_per_class"], opts["test_per_class"]
 
     gen = torch.Generator().manual_seed(seed)
     mu = torch.full((d,), eta, dtype=torch.float32)
@@ -391,20 +341,9 @@ def _synthetic(options: dict[str, Any]) -> Splits:
     (and so its cost per epoch) can be run and timed where the real data is not at hand:
     ``srat run --preset cifar10-exp100-ce --set data.dataset=synthetic``.
     """
-    defaults = {
-        "classes": 10,
-        "channels": 3,
-        "size": 32,
-        **SYNTHETIC_PER_CLASS,
-        "seed": 0,
-    }
-    opts = _options("synthetic", options, defaults)
-    classes = _int_option("synthetic", "classes", opts["classes"], 2)
-    channels = _int_option("synthetic", "channels", opts["channels"], 1)
-    size = _int_option("synthetic", "size", opts["size"], 1)
-    n_train = _int_option("synthetic", "train_per_class", opts["train_per_class"], 1)
-    n_test = _int_option("synthetic", "test_per_class", opts["test_per_class"], 1)
-    seed = _int_option("synthetic", "seed", opts["seed"], 0)
+    opts = dataset_options("synthetic", options)
+    classes, channels, size = opts["classes"], opts["channels"], opts["size"]
+    n_train, n_test, seed = opts["train_per_class"], opts["test_per_class"], opts["seed"]
     gen = torch.Generator().manual_seed(seed)
 
     def draw(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -446,8 +385,8 @@ def _read_folder(path: pathlib.Path, size: int) -> tuple[Any, torch.Tensor, torc
 
 
 def _folder(root: pathlib.Path, options: dict[str, Any]) -> Splits:
-    opts = _options("folder", options, {"image_size": 32, "test_per_class": None})
-    size = _int_option("folder", "image_size", opts["image_size"], 1)
+    opts = dataset_options("folder", options)
+    size = opts["image_size"]
     if not root.is_dir():
         raise SratError(
             f"image folder {root} does not exist: expected one subfolder of images per class, "
@@ -475,7 +414,7 @@ def _folder(root: pathlib.Path, options: dict[str, Any]) -> Splits:
         if opts["test_per_class"] is None:
             per_class = folder_held_out(int(counts.min()))
         else:
-            per_class = _int_option("folder", "test_per_class", opts["test_per_class"], 1)
+            per_class = opts["test_per_class"]
         train_idx, test_idx = _split_held_out(y, per_class, f"image folder {pool}")
         train_x, train_y = x[train_idx].contiguous(), y[train_idx]
         test_x, test_y = x[test_idx].contiguous(), y[test_idx]
@@ -498,7 +437,7 @@ def load_splits(name: str, root: pathlib.Path, *, download: bool = False, **opti
     """
     root = pathlib.Path(os.path.expanduser(str(root)))
     if name in ("cifar10", "cifar100", "svhn"):
-        _options(name, options, {})
+        dataset_options(name, options)
         if name == "svhn":
             return _svhn(root, download)
         return _cifar(_CIFAR10 if name == "cifar10" else _CIFAR100, root, download)
