@@ -194,6 +194,27 @@ def test_bad_value_is_one_line_error_naming_the_field(assignment: str, field: st
     assert field in message
 
 
+@pytest.mark.parametrize(
+    "assignment", ["train.epochs=true", "attack.eps=false", "loss.sep_lambda=true", "seed=true"]
+)
+def test_a_boolean_is_not_a_number(assignment: str) -> None:
+    # pydantic's lax mode would read true as 1 (one epoch) and false as 0 (no budget)
+    field = assignment.partition("=")[0]
+    with pytest.raises(SratError) as caught:
+        config_with(assignment)
+    assert str(caught.value) == (
+        f"invalid config: {field}: must be a number (got {assignment.endswith('true')})"
+    )
+
+
+def test_booleans_still_set_boolean_fields() -> None:
+    config = config_with("data.download=true")
+    assert (
+        config.data.download is True
+        and config_with("train.compile=true").train.compile == "default"
+    )
+
+
 @pytest.mark.parametrize("assignment", ["loss.sep_lambda=nan", "loss.sep_tau=nan"])
 def test_nan_says_finite(assignment: str) -> None:
     with pytest.raises(SratError, match="finite"):

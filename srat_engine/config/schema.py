@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 from fractions import Fraction
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -55,8 +56,26 @@ def _compile_mode(value: Any) -> Any:
     return value
 
 
+def _takes_numbers(annotation: Any) -> bool:
+    """Whether a field's type is a number (int, float, or an optional one), not a bool."""
+    if annotation in (int, float):
+        return True
+    return any(arg in (int, float) for arg in get_args(annotation)) and bool not in get_args(
+        annotation
+    )
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1: `--set train.epochs=true` would train one epoch
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _takes_numbers(field.annotation):
+            raise ValueError("must be a number")
+        return value
 
 
 class DataConfig(_Section):
