@@ -353,6 +353,23 @@ def test_sweep_dry_run_creates_nothing(srat: Srat, srat_home: Path) -> None:
     assert list(srat_home.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "option", "values"),
+    [
+        ("lambda", "--lambdas", "0,nan"),
+        ("reweight", "--weights", "inf"),
+        ("lambda", "--lambdas", "1,x"),
+    ],
+)
+def test_sweep_values_that_are_not_finite_numbers_are_refused(
+    srat: Srat, srat_home: Path, kind: str, option: str, values: str
+) -> None:
+    result = srat("sweep", kind, "--preset", "digits-srat-ce", option, values, "--dry-run")
+    assert result.code == 2 and len(result.err_lines) == 1, result.err
+    assert option in result.err and repr(values) in result.err
+    assert list(srat_home.iterdir()) == []
+
+
 # --- plots of finished runs (synthetic metrics) ----------------------------------------------
 
 
@@ -382,6 +399,21 @@ def test_sweep_plot_draws_each_arm(srat: Srat) -> None:
     doc = json.loads(srat("sweep", "plot", "reweight-t", "--json").out)
     assert [r["std_class"][9] for r in doc["runs"]] == [10.0, 100.0, 10.0, 100.0]
     assert srat("sweep", "plot", "nope").code == 2
+
+
+def test_sweep_ls_lists_the_sweeps_and_warns_of_a_damaged_manifest(srat: Srat) -> None:
+    point = {"run_id": "r1", "arm": "adversarial", "value": 2.0}
+    manifest = {"sweep_id": "lambda-ok", "kind": "lambda", "preset": "digits-srat-ce",
+                "overrides": [], "runs": [point]}  # fmt: skip
+    atomic_write_json(srat_home() / "sweeps" / "lambda-ok.json", manifest)
+    (srat_home() / "sweeps" / "lambda-bad.json").write_bytes(b'{"sweep_id": ')
+    result = srat("sweep", "ls")
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == ["lambda-ok  digits-srat-ce  1 runs: adv 2"]
+    assert len(result.err_lines) == 1 and result.err_lines[0].startswith("warning: ")
+    assert "lambda-bad" in result.err
+    listed = json.loads(srat("sweep", "ls", "--json").out)
+    assert [doc["sweep_id"] for doc in listed] == ["lambda-ok"]
 
 
 def test_figure1_bars(srat: Srat) -> None:

@@ -278,6 +278,8 @@ def test_a_damaged_meta_json_is_refused_and_its_tags_stay_listed(
     shown = srat("runs", "show", "tagged")
     assert shown.code == 0 and "Traceback" not in shown.err, shown
     assert "tags     a" in shown.out and "note     a note" in shown.out, shown.out
+    assert len(shown.err_lines) == 1, shown.err
+    assert shown.err_lines[0].startswith("warning: run tagged: meta.json is damaged (")
     listed = srat("runs", "ls", "--filter", "tag=a")
     assert listed.code == 0 and "tagged" in listed.out, listed
     assert srat("runs", "reindex").code == 0
@@ -354,7 +356,13 @@ def test_a_damaged_config_json_is_one_line_in_every_command(
     assert "good" in outcome.out and "bad" in outcome.out
     record = home.index.get("bad") or {}
     assert record["method"] is None and "config.json" in str(record["error"])
+    assert record["final"] is False  # its numbers are no table's row
     assert (home.index.get("good") or {})["method"] is not None
+    exported = srat("runs", "export", "--format", "json")
+    assert exported.code == 0, exported.err
+    tables = json.loads(exported.out)
+    cells = [cell for table in tables for row in table["rows"] for cell in row["cells"]]
+    assert [cell["run_ids"] for cell in cells] == [["good"]]
 
 
 @pytest.mark.parametrize(

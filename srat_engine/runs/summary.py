@@ -180,7 +180,8 @@ def summarize_run(run: RunDir, records: list[dict[str, Any]] | None = None) -> d
         **metrics,
         # `srat eval` results (eval.json): AutoAttack accuracy and the gradient-masking verdict
         **eval_summary(read_eval(run)),
-        "final": final,
+        # no table can place a run whose config is unreadable (no method, dataset, seed)
+        "final": final and config_error is None,
         "tags": meta["tags"],
         "notes": meta["notes"],
         "config_key": config_key(config) if config else None,

@@ -203,6 +203,13 @@ def runs_show(
     console = stdout_console(piped_width=240)  # prints strings as text: see `inert`
     records = run.metrics()
     warn_damaged(run.id, records, doc)
+    meta_problem = run.meta_damage()
+    if meta_problem is not None:
+        typer.echo(
+            inert(f"warning: run {run.id}: meta.json is damaged ({meta_problem}): tags and notes "
+                  "are the index's copy, and `runs tag`/`runs note` refuse until it is fixed"),
+            err=True,
+        )  # fmt: skip
     console.print(render.heading(run.id, f"  {summary['status']}  {run.path}"))
     console.print(inert(f"source   {doc.get('source', '-')}   created {doc.get('created', '-')}"))
     prov = doc.get("provenance") or {}

@@ -7,6 +7,7 @@ lets tests read the plot.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from collections.abc import Sequence
@@ -34,11 +35,14 @@ class Series:
 
 
 def parse_numbers(text: str, option: str) -> list[float]:
-    """'1,2,5' -> [1.0, 2.0, 5.0]; a one-line SratError naming the option otherwise."""
+    """'1,2,5' -> [1.0, 2.0, 5.0]; a one-line SratError naming the option otherwise (nan
+    and inf, which float() accepts, are not values any option here can take)."""
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise SratError(f"{option} expects numbers separated by commas (got {text!r})") from None
+    if not all(math.isfinite(value) for value in values):
+        raise SratError(f"{option} expects finite numbers (got {text!r})")
     if not values:
         raise SratError(f"{option} needs at least one value")
     return values
