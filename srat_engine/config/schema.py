@@ -58,11 +58,8 @@ def _compile_mode(value: Any) -> Any:
 
 def _takes_numbers(annotation: Any) -> bool:
     """Whether a field's type is a number (int, float, or an optional one), not a bool."""
-    if annotation in (int, float):
-        return True
-    return any(arg in (int, float) for arg in get_args(annotation)) and bool not in get_args(
-        annotation
-    )
+    types = get_args(annotation) or (annotation,)
+    return bool({int, float} & set(types)) and bool not in types
 
 
 class _Section(BaseModel):

@@ -81,10 +81,8 @@ def _checked(name: str, key: str, value: Any, option: Option) -> int | float:
                 f"got {value!r}"
             )
         return value
-    number = (
-        float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    )
-    if number is None or not math.isfinite(number) or (option.kind == "positive" and number <= 0):
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or (option.kind == "positive" and value <= 0):
         need = "a finite number > 0" if option.kind == "positive" else "a finite number"
         raise SratError(f"dataset {name!r}: option {key} must be {need}, got {value!r}")
-    return number
+    return float(value)

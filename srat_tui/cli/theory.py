@@ -8,7 +8,6 @@ class-wise errors against rho for each separability, and a plotext plot of them.
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any
 
 import typer
@@ -32,9 +31,8 @@ VERDICT = (
 
 
 def _ints(text: str, option: str) -> list[int]:
-    values = parse_numbers(text, option)
-    # inf and nan parse as floats, and int() of them raises: refused here, not there
-    if any(not math.isfinite(v) or v != int(v) or v < 1 for v in values):
+    values = parse_numbers(text, option)  # finite: parse_numbers refuses inf and nan
+    if any(v != int(v) or v < 1 for v in values):
         raise SratError(f"{option} expects whole numbers >= 1 (got {text!r})")
     return [int(v) for v in values]
 
