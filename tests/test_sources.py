@@ -6,6 +6,8 @@ import hashlib
 import pathlib
 import pickle
 import re
+import subprocess
+import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -17,8 +19,8 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN
 
-from srat_engine.data import Splits, load_splits
-from srat_engine.data.sources import missing_dataset
+from srat_engine.data import Splits, load_splits, sources
+from srat_engine.data.sources import digits_table, missing_dataset
 from srat_engine.errors import SratError
 
 CIFAR10_NAMES = [
@@ -336,6 +338,40 @@ def test_digits_split_is_fixed_and_disjoint(tmp_path: pathlib.Path) -> None:
     original = np.rint(load_digits().images * 255 / 16).astype(np.uint8).reshape(1797, -1)
     pool = torch.cat([a.train_x, a.test_x]).reshape(1797, -1).numpy()
     assert sorted(map(bytes, pool)) == sorted(map(bytes, original))
+
+
+def test_digits_table_is_what_load_digits_returns() -> None:
+    from sklearn.datasets import load_digits
+
+    images, labels = digits_table()
+    bunch = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, bunch.images)
+    assert np.array_equal(labels, bunch.target) and labels.dtype.kind == "i"
+
+
+def test_digits_table_falls_back_to_load_digits_without_the_csv(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    from importlib.machinery import ModuleSpec
+
+    from sklearn.datasets import load_digits
+
+    # a scikit-learn whose package folder holds no digits.csv.gz
+    spec = ModuleSpec("sklearn", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: spec)
+    images, labels = digits_table()
+    assert np.array_equal(images, load_digits().images) and labels.tolist()[:3] == [0, 1, 2]
+
+
+def test_a_digits_run_does_not_import_sklearn(tmp_path: pathlib.Path) -> None:
+    code = (
+        "import sys; from srat_engine.data.sources import load_splits; "
+        f"load_splits('digits', {str(tmp_path)!r}); print('sklearn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_digits_custom_test_size(tmp_path: pathlib.Path) -> None:

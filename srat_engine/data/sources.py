@@ -8,6 +8,7 @@ cause (missing or corrupt files, no network, bad options) surfaces as a one-line
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import pickle
@@ -294,14 +295,33 @@ def _split_held_out(
     return train_idx, test_idx
 
 
-def _digits(options: dict[str, Any]) -> Splits:
+def digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images float [1797, 8, 8] of 0..16, labels int [1797]).
+
+    Read from the CSV scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``: 64 pixels
+    and the label per row, what ``load_digits`` parses) without importing scikit-learn, whose
+    import costs about a second of every digits run's start; ``load_digits`` itself where
+    that file is not found (a different layout of the package).
+    """
+    spec = importlib.util.find_spec("sklearn")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        table = pathlib.Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if table.is_file():
+            data = np.loadtxt(table, delimiter=",")
+            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
-    per_class = dataset_options("digits", options)["test_per_class"]
     bunch = load_digits()
+    return bunch.images, bunch.target
+
+
+def _digits(options: dict[str, Any]) -> Splits:
+    per_class = dataset_options("digits", options)["test_per_class"]
+    images, labels = digits_table()
     # sklearn's 8x8 images hold integer intensities 0..16; map them onto 0..255
-    x = torch.from_numpy(np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
-    y = torch.as_tensor(bunch.target, dtype=torch.int64)
+    x = torch.from_numpy(np.rint(images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+    y = torch.as_tensor(labels, dtype=torch.int64)
     train_idx, test_idx = _split_held_out(y, per_class, "digits")
     return Splits(
         train_x=x[train_idx].contiguous(),
