@@ -1,5 +1,7 @@
-"""`srat run` checks that the device is here before it creates anything, in real processes:
-`--device cuda:7` on a machine without that GPU is one line, exit 2, and no run directory."""
+"""`srat run` checks that the device is here before it creates anything: `--device cuda:7` on a
+machine without that GPU is one line, exit 2, and no run directory. Each case runs the entry
+point in-process (the same `main()`, as a shell would call it); one also in a real process, so
+nothing printed outside the CLI's own output (a warning from torch) goes unseen."""
 
 from __future__ import annotations
 
@@ -10,57 +12,63 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_harness import Srat, make_invoker
 
 pytestmark = pytest.mark.skipif(
     torch.cuda.is_available() and torch.cuda.device_count() > 7, reason="this machine has cuda:7"
 )
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        (),
-        ("--detach",),
-        ("--detach", "--gpus", "7"),
-        ("--set", 'device="cuda:7"'),
-        ("--detach", "--set", 'device="cuda:7"'),  # was queued on the CPU slot instead
-    ],
-    ids=["foreground", "detach", "detach-gpus", "config-device", "detach-config-device"],
-)
+@pytest.fixture
+def srat(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Srat:
+    return make_invoker(capsys, monkeypatch)
+
+
+def assert_refused_and_nothing_created(code: int, output: str, home: Path, names: str) -> None:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert code == 2, output
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert names in lines[0].lower(), lines[0]
+    runs = home / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
+
+
+CASES = {
+    "foreground": ("--device", "cuda:7"),
+    "detach": ("--device", "cuda:7", "--detach"),
+    "detach-gpus": ("--detach", "--gpus", "7"),
+    "config-device": ("--set", 'device="cuda:7"'),
+    "detach-config-device": ("--detach", "--set", 'device="cuda:7"'),  # was queued on the CPU
+}
+
+
+@pytest.mark.parametrize("extra", CASES.values(), ids=CASES.keys())
 def test_a_missing_gpu_fails_before_the_run_directory_exists(
-    srat_home: Path, extra: tuple[str, ...]
+    srat: Srat, srat_home: Path, extra: tuple[str, ...]
 ) -> None:
-    device = () if "--gpus" in extra or "--set" in extra else ("--device", "cuda:7")
+    result = srat("run", "-p", "digits-ce", *extra)
+    names = "gpu" if "--gpus" in extra else "cuda"
+    assert_refused_and_nothing_created(result.code, result.out + result.err, srat_home, names)
+
+
+def test_a_missing_gpu_is_one_line_from_a_real_process(srat_home: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "srat_tui.cli", "run", "-p", "digits-ce", *device, *extra],
+        [sys.executable, "-m", "srat_tui.cli", "run", "-p", "digits-ce", *CASES["detach"]],
         capture_output=True,
         text=True,
         env={**os.environ, "SRAT_HOME": str(srat_home)},
         timeout=120,
         check=False,
     )
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    assert proc.returncode == 2, proc
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert "cuda" in lines[0].lower() or "gpu" in lines[0].lower()
-    runs = srat_home / "runs"
-    assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
+    assert_refused_and_nothing_created(
+        proc.returncode, proc.stdout + proc.stderr, srat_home, "cuda"
+    )
 
 
 @pytest.mark.parametrize("where", [("--device", "cuda:7"), ("--set", 'device="cuda:7"')])
-def test_a_sweep_on_a_missing_gpu_creates_nothing(srat_home: Path, where: tuple[str, ...]) -> None:
+def test_a_sweep_on_a_missing_gpu_creates_nothing(
+    srat: Srat, srat_home: Path, where: tuple[str, ...]
+) -> None:
     # a sweep queues on the device its config names, as `srat run --detach` does
-    proc = subprocess.run(
-        [sys.executable, "-m", "srat_tui.cli", "sweep", "lambda", "-p", "digits-srat-ldam",
-         "--lambdas", "0,1", *where],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SRAT_HOME": str(srat_home)},
-        timeout=120,
-        check=False,
-    )  # fmt: skip
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    assert proc.returncode == 2, proc
-    assert len(lines) == 1 and "cuda:7" in lines[0], lines
-    runs = srat_home / "runs"
-    assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
+    result = srat("sweep", "lambda", "-p", "digits-srat-ldam", "--lambdas", "0,1", *where)
+    assert_refused_and_nothing_created(result.code, result.out + result.err, srat_home, "cuda:7")

@@ -95,7 +95,7 @@ for j in range(count):
 
 
 def test_eight_processes_fifty_tag_note_state_writes_lose_nothing(srat_home: Path) -> None:
-    workers, count, cli = 8, 50, 3  # 400 writes, 24 of them by `srat runs tag/note` processes
+    workers, count, cli = 8, 50, 2  # 400 writes, 16 of them by `srat runs tag/note` processes
     home = Home(srat_home)
     doc = {"config": RunConfig().model_dump(mode="json"), "resolved": {}, "source": "test"}
     run = RunDir.create(home.runs, doc, run_id="contended")

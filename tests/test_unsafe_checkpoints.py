@@ -1,6 +1,7 @@
-"""A corrupt or malicious checkpoint under `srat eval` and `srat tsne`, in real processes: one
-line saying the file is corrupt or not a srat checkpoint, a non-zero exit, no progress line
-first, no code from the file run, and nothing that suggests loading it unsafely.
+"""A corrupt or malicious checkpoint under `srat eval` and `srat tsne`: one line saying the file
+is corrupt or not a srat checkpoint, a non-zero exit, no progress line first, no code from the
+file run, and nothing that suggests loading it unsafely. In-process for every command and file,
+and in real processes for what only they show (anything torch itself prints or warns).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_harness import Srat, make_invoker
 from fake_runs import make_fake_run
 
 from srat_engine.errors import SratError
@@ -69,6 +71,11 @@ def test_load_checkpoint_refuses_in_one_line(tmp_path: Path, kind: str) -> None:
 
 
 @pytest.fixture
+def srat(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Srat:
+    return make_invoker(capsys, monkeypatch)
+
+
+@pytest.fixture
 def home(srat_home: Path) -> Home:
     """Two finished runs: `garbage` (its checkpoint random bytes), `evil` (a pickle whose
     loading would create <home>/MARKER)."""
@@ -81,24 +88,37 @@ def home(srat_home: Path) -> Home:
     return home
 
 
+def assert_refused(home: Home, run_id: str, code: int, output: str) -> None:
+    lines = [line for line in output.splitlines() if line.strip()]
+    path = home.runs / run_id / "checkpoints" / "last.pt"
+    assert code != 0
+    assert lines == [f"error: {REFUSED.format(path=path)}"], output
+    assert not any(advice in output for advice in UNSAFE_ADVICE)
+    assert not (home.root / "MARKER").exists()
+    assert not (home.runs / run_id / "eval.json").exists()
+
+
+COMMANDS = [("eval",), ("eval", "--attack", "cw", "--n", "1"), ("tsne",)]
+
+
 @pytest.mark.parametrize("run_id", ["garbage", "evil"])
-@pytest.mark.parametrize("command", [("eval",), ("eval", "--attack", "cw", "--n", "1"), ("tsne",)])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_commands_refuse_the_checkpoint_in_one_line(
-    home: Home, run_id: str, command: tuple[str, ...]
+    home: Home, run_id: str, command: tuple[str, ...], srat: Srat
 ) -> None:
+    result = srat(command[0], run_id, *command[1:], "--device", "cpu")
+    assert_refused(home, run_id, result.code, result.out + result.err)
+
+
+@pytest.mark.parametrize("command", [COMMANDS[0], COMMANDS[2]])
+def test_a_real_process_prints_only_that_line(home: Home, command: tuple[str, ...]) -> None:
+    """What the in-process check cannot see: anything torch itself prints or warns."""
     proc = subprocess.run(
-        [sys.executable, "-m", "srat_tui.cli", command[0], run_id, *command[1:], "--device", "cpu"],
+        [sys.executable, "-m", "srat_tui.cli", command[0], "evil", *command[1:], "--device", "cpu"],
         capture_output=True,
         text=True,
         env={**os.environ, "SRAT_HOME": str(home.root)},
         timeout=120,
         check=False,
     )
-    output = proc.stdout + proc.stderr
-    lines = [line for line in output.splitlines() if line.strip()]
-    path = home.runs / run_id / "checkpoints" / "last.pt"
-    assert proc.returncode != 0
-    assert lines == [f"error: {REFUSED.format(path=path)}"], output
-    assert not any(advice in output for advice in UNSAFE_ADVICE)
-    assert not (home.root / "MARKER").exists()
-    assert not (home.runs / run_id / "eval.json").exists()
+    assert_refused(home, "evil", proc.returncode, proc.stdout + proc.stderr)
