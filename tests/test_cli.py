@@ -236,6 +236,8 @@ def test_dry_run_with_config_file(srat: Srat, srat_home: Path, tmp_path: Path) -
         (("--preset", "demo", "--set", "loss.sep_lambda=nan"), "loss.sep_lambda"),
         (("--preset", "demo", "--set", "loss.sep_tau=-0.1"), "loss.sep_tau"),
         (("--preset", "demo", "--set", "attack.eps=-1"), "attack.eps"),
+        (("--preset", "demo", "--set", "attack.eps=8"), "attack.eps=8 is wider than the whole"),
+        (("--preset", "demo", "--set", "eval.eps=2"), "budgets are in pixel units (8/255"),
         (("--preset", "demo", "--set", "data.dataset=imagenet"), "data.dataset"),
         (("--preset", "demo", "--set", "method=foo"), "method"),
         (("--preset", "demo", "--set", "loss.sep_lamda=1"), "loss.sep_lambda"),

@@ -427,6 +427,29 @@ def test_ratio_leaving_an_empty_class_rejected() -> None:
         resolve_with("data.dataset=digits", "data.ratio=1000")
 
 
+@pytest.mark.parametrize("section", ["attack", "eval"])
+@pytest.mark.parametrize("dataset", ["cifar10", "digits", "synthetic"])
+def test_a_budget_wider_than_the_pixel_range_is_refused_on_images(
+    section: str, dataset: str
+) -> None:
+    with pytest.raises(SratError) as caught:
+        resolve_with(f"data.dataset={dataset}", f"{section}.eps=8")
+    assert str(caught.value) == (
+        f"{section}.eps=8 is wider than the whole pixel range [0, 1] of {dataset} images: "
+        "budgets are in pixel units (8/255, not 8)"
+    )
+    # the whole range itself is a budget (every pixel anywhere), if a strange one
+    assert resolve_with(f"data.dataset={dataset}", f"{section}.eps=1").class_counts != []
+
+
+def test_a_gaussian_mixture_budget_is_not_in_pixels() -> None:
+    """The Eq. 1 features are unbounded: an eps of 3 is a radius like any other."""
+    resolved = resolve_with(
+        "data.dataset=gaussian", "model.arch=linear", "attack.eps=3", "eval.eps=3"
+    )
+    assert len(resolved.class_counts) == 2  # resolved, not refused
+
+
 def test_resolve_needs_no_data_files(srat_home: Path) -> None:
     assert list(srat_home.iterdir()) == []
     for dataset in ("cifar10", "cifar100", "svhn", "digits"):

@@ -20,6 +20,7 @@ from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN
 
 from srat_engine.data import Splits, load_splits, sources
+from srat_engine.data.catalog import dataset_info
 from srat_engine.data.sources import digits_table, missing_dataset
 from srat_engine.errors import SratError
 
@@ -513,3 +514,17 @@ def test_folder_missing_or_empty(tmp_path: pathlib.Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SratError, match="empty"):
         load_splits("folder", tmp_path / "empty")
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("digits", {}), ("gaussian", {"train_per_class": 5, "test_per_class": 5}),
+     ("synthetic", {"classes": 2, "train_per_class": 3, "test_per_class": 2, "size": 4})],
+)  # fmt: skip
+def test_the_catalog_knows_the_range_the_loader_gives(
+    name: str, options: dict[str, int], tmp_path: pathlib.Path
+) -> None:
+    """Config-time checks (a budget in pixel units) read the catalog's clip; it must be the
+    loaded Splits' own."""
+    loaded = load_splits(name, tmp_path, **options)
+    assert dataset_info(name, options, tmp_path).clip == loaded.clip

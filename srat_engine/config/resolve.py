@@ -97,12 +97,28 @@ def versions(*, if_loaded: Sequence[str] = (), if_importable: Sequence[str] = ()
     return recorded
 
 
+def _check_budgets_fit(config: RunConfig, clip: tuple[float, float] | None) -> None:
+    """An L-inf budget wider than the inputs' whole range (`attack.eps=8` meant as 8/255 on
+    images in [0, 1]) lets the attack set every pixel to anything: refused, naming the unit."""
+    if clip is None:
+        return
+    low, high = clip
+    for section in ("attack", "eval"):
+        eps = getattr(config, section).eps
+        if eps > high - low:
+            raise SratError(
+                f"{section}.eps={eps:g} is wider than the whole pixel range [{low:g}, {high:g}] "
+                f"of {config.data.dataset} images: budgets are in pixel units (8/255, not 8)"
+            )
+
+
 def resolve(config: RunConfig, data_dir: Path) -> Resolved:
     """Derive the resolved block, datasets under `data_dir` unless the config names its
     data.root; raises SratError for configs that cannot run."""
     spec = config.spec
     root = data_root(config, data_dir)
     info = dataset_info(config.data.dataset, config.data.options, root)
+    _check_budgets_fit(config, info.clip)
     available = info.train_class_sizes
     n_max = config.data.n_max or min(available)
     counts = class_counts(config.data.imbalance, config.data.ratio, n_max, info.num_classes)

@@ -13,6 +13,9 @@ from pathlib import Path
 from srat_engine.data.options import dataset_options
 from srat_engine.errors import SratError
 
+# images, whatever their file format, are scaled to [0, 1] when loaded
+IMAGE_CLIP = (0.0, 1.0)
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -25,6 +28,12 @@ class DatasetInfo:
 
     def names(self) -> list[str]:
         return list(self.class_names) or [str(c) for c in range(self.num_classes)]
+
+    @property
+    def clip(self) -> tuple[float, float] | None:
+        """The loaded inputs' range (the Splits' clip): [0, 1] for images (C, H, W); None for
+        the Gaussian mixture's unbounded features."""
+        return IMAGE_CLIP if len(self.input_shape) == 3 else None
 
 
 # SVHN train and test splits per digit 0..9 (73,257 and 26,032 images; torchvision maps label

@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from srat_engine.data.catalog import folder_held_out
+from srat_engine.data.catalog import IMAGE_CLIP, folder_held_out
 from srat_engine.data.imbalance import balanced_subset_indices
 from srat_engine.data.options import dataset_options
 from srat_engine.errors import SratError
 
 # the held-out splits of ``digits`` and ``folder`` must not move between runs or seeds
 _SPLIT_SEED = 0
-_IMAGE_CLIP = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -245,7 +244,7 @@ def _cifar(spec: _TvSpec, root: pathlib.Path, download: bool) -> Splits:
         test_x=to_nchw(test.data),
         test_y=torch.as_tensor(test.targets, dtype=torch.int64),
         classes=[str(c) for c in train.classes],
-        clip=_IMAGE_CLIP,
+        clip=IMAGE_CLIP,
     )
 
 
@@ -269,7 +268,7 @@ def _svhn(root: pathlib.Path, download: bool) -> Splits:
         test_x=to_nchw(test.data),
         test_y=torch.as_tensor(np.asarray(test.labels), dtype=torch.int64).reshape(-1),
         classes=[str(i) for i in range(10)],
-        clip=_IMAGE_CLIP,
+        clip=IMAGE_CLIP,
     )
 
 
@@ -329,7 +328,7 @@ def _digits(options: dict[str, Any]) -> Splits:
         test_x=x[test_idx].contiguous(),
         test_y=y[test_idx],
         classes=[str(i) for i in range(10)],
-        clip=_IMAGE_CLIP,
+        clip=IMAGE_CLIP,
     )
 
 
@@ -375,7 +374,7 @@ def _synthetic(options: dict[str, Any]) -> Splits:
     train_x, train_y = draw(n_train)
     test_x, test_y = draw(n_test)
     names = [str(c) for c in range(classes)]
-    return Splits(train_x, train_y, test_x, test_y, classes=names, clip=_IMAGE_CLIP)
+    return Splits(train_x, train_y, test_x, test_y, classes=names, clip=IMAGE_CLIP)
 
 
 # --------------------------------------------------------------------------- image folder
@@ -439,7 +438,7 @@ def _folder(root: pathlib.Path, options: dict[str, Any]) -> Splits:
         train_x, train_y = x[train_idx].contiguous(), y[train_idx]
         test_x, test_y = x[test_idx].contiguous(), y[test_idx]
         classes = list(ds.classes)
-    return Splits(train_x, train_y, test_x, test_y, classes=classes, clip=_IMAGE_CLIP)
+    return Splits(train_x, train_y, test_x, test_y, classes=classes, clip=IMAGE_CLIP)
 
 
 # --------------------------------------------------------------------------- entry point
