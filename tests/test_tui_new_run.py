@@ -33,6 +33,7 @@ from srat_tui.tui.screens.new_run import (
     FormValues,
     NewRunScreen,
     form_overrides,
+    form_values,
     format_budget,
     owned_keys,
     parse_devices,
@@ -164,6 +165,29 @@ def test_overrides_only_for_changed_fields() -> None:
     )
     assert format_budget(8 / 255) == "8/255"
     assert format_budget(0.1) == "0.1"
+
+
+def test_eval_eps_is_the_eps_field_unless_its_own_is_filled() -> None:
+    base = FormValues("digits", "exp", "10", "ldam", "srat", "1", "0.1", "30", "16/255", "auto")
+    assert form_overrides(replace(base, eps="8/255"), base) == (
+        "attack.eps=8/255",
+        "eval.eps=8/255",
+    )
+    assert form_overrides(replace(base, eval_eps="4/255"), base) == ("eval.eps=4/255",)
+    # a preset that evaluates with its own budget shows it, and keeps it when eps is edited
+    apart = replace(base, eval_eps="4/255")
+    assert form_overrides(replace(apart, eps="8/255"), apart) == (
+        "attack.eps=8/255",
+        "eval.eps=4/255",
+    )
+    assert form_overrides(replace(apart, eval_eps=""), apart) == ("eval.eps=16/255",)
+
+
+def test_the_eval_eps_field_is_empty_for_one_budget() -> None:
+    same = form_values(prepare_from_env("demo").config)
+    assert (same.eps, same.eval_eps) == ("16/255", "")
+    apart = form_values(prepare_from_env("demo", ("eval.eps=4/255",)).config)
+    assert (apart.eps, apart.eval_eps) == ("16/255", "4/255")
 
 
 def test_extra_overrides_may_not_set_a_key_with_its_own_field() -> None:
@@ -630,6 +654,7 @@ async def test_launched_run_has_the_new_fields_overrides(stop_runs: None) -> Non
         screen = await set_field(pilot, "class_budget", "true")
         assert all(shown(screen, "budget_alpha", "budget_warmup"))
         screen = await set_field(pilot, "budget_alpha", "0.4")
+        screen = await set_field(pilot, "eval_eps", "4/255")
         assert screen.validation is not None and screen.validation.ok, screen.validation
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: app.result is not None, timeout=30)
@@ -638,6 +663,7 @@ async def test_launched_run_has_the_new_fields_overrides(stop_runs: None) -> Non
     assert config["method"] == "RoBal" and config["robal"]["tau_b"] == 1.5
     assert config["attack"]["class_budget"] is True and config["attack"]["budget_alpha"] == 0.4
     assert config["robal"]["scale"] == 10.0 and config["attack"]["budget_warmup"] == 0
+    assert config["eval"]["eps"] == 4 / 255 and config["attack"]["eps"] == 16 / 255
     # the run trains with them (one tiny epoch): waiting is quicker than killing it mid-import
     assert wait_status(context.runs_root / app.result[0], {"finished"}, timeout=60) == "finished"
 

@@ -157,6 +157,7 @@ class FormValues:
     robal_tau_p: str = ""
     per_device: str = ""  # runs at once on each device (local): --per-gpu, or --slots on a CPU
     stack: str = ""  # "true": the seeds as one stacked process (`srat run --stack`)
+    eval_eps: str = ""  # empty: evaluation attacks with `eps` too
 
 
 def format_budget(value: float) -> str:
@@ -195,6 +196,7 @@ def form_values(config: RunConfig) -> FormValues:
         robal_tau_p=f"{config.robal.tau_p:g}",
         epochs=str(config.train.epochs),
         eps=format_budget(config.attack.eps),
+        eval_eps="" if config.eval.eps == config.attack.eps else format_budget(config.eval.eps),
         devices=config.device,
         seeds=str(config.seed),
         extra="",
@@ -262,9 +264,10 @@ FORM_KEYS: dict[str, tuple[str, ...]] = {
     **{key: (name,) for name, key in _DATA_FIELDS.items()},
     METHOD_KEY: ("scheme", "loss"),
     **{key: (name,) for name, key in _METHOD_FIELDS.items()},
-    # one budget for training and evaluation, as in the paper's protocol
+    # one budget for training and evaluation, as in the paper's protocol, unless the eval eps
+    # field gives evaluation its own
     "attack.eps": ("eps",),
-    "eval.eps": ("eps",),
+    "eval.eps": ("eps", "eval_eps"),
     DEVICE_KEY: ("devices",),
     SEED_KEY: ("seeds",),  # set per run by `check_form` and the launch, not here
 }
@@ -279,8 +282,8 @@ def owned_keys(values: FormValues) -> tuple[str, ...]:
 
 def _form_value(key: str, values: FormValues, base: FormValues) -> str | None:
     """The value the form gives `key`, or None where it keeps the preset's: only changed
-    fields become overrides, so a preset whose evaluation budget differs from its training
-    budget keeps it unless eps is edited."""
+    fields become overrides. eval.eps is the eval eps field's, or eps's while that is empty
+    (a preset whose evaluation budget differs from its training budget fills it in)."""
     if key == SEED_KEY:
         return None  # one run per seed: each run's own override
     if key == DEVICE_KEY:  # devices schedule this machine's slots (`parse_devices`)
@@ -291,6 +294,8 @@ def _form_value(key: str, values: FormValues, base: FormValues) -> str | None:
         return None
     if key == METHOD_KEY:
         return compose_method(values.scheme, values.loss)
+    if key == "eval.eps":
+        return values.eval_eps.strip() or values.eps.strip()
     (name,) = names
     return getattr(values, name).strip()
 
@@ -756,6 +761,7 @@ class NewRunScreen(Screen[list[str] | None]):
                     classes="-budget-on",
                 )
                 yield from self._input("eps", "eps", "e.g. 8/255 (attack and eval)")
+                yield from self._input("eval_eps", "eval eps", "empty: the eps above")
                 yield from self._input("seeds", "seeds", "0 or 0,1,2 (one run each)")
                 yield from self._input(
                     "devices", "device(s)", "auto, cpu, cuda:N, all or GPU ids 0,1"
