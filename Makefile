@@ -22,8 +22,8 @@ demo: $(STAMP)
 	$(VENV)/bin/srat run --preset demo
 
 # Two pytest workers, a test file each at a time (so a module's fixtures, e.g. a trained
-# template, are built once): much of the suite waits on Slurm and on the runs it started, and
-# the second worker uses that time (on this 2-core box: 12m00s in one process, 7m52s in two).
+# template, are built once), one per core: the suite is CPU-bound (on this 2-core box, one
+# tree on 2026-12-02: 7m07s in two workers, 7m28s in three; 6m27s in two at f627d8a).
 test: $(STAMP)  # munge and slurm-wlm too (root and apt-get; else the Slurm tests skip)
 	@bash tests/slurm/install-slurm.sh
 	$(PY) -m pytest -q -n 2 --dist loadfile
