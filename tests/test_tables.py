@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 from rich.console import Console
 
-from srat_tui.render.compare import CompareRun, compare_renderables
+from srat_tui.render.compare import (
+    CompareRun,
+    column_share,
+    compare_renderables,
+    part_title,
+    run_header,
+)
 
 
 def _doc(seed: int, sep_lambda: float, under: list[int]) -> dict[str, Any]:
@@ -28,23 +36,32 @@ def _doc(seed: int, sep_lambda: float, under: list[int]) -> dict[str, Any]:
     }
 
 
-def _render(renderables: list[Any]) -> str:
-    console = Console(record=True, width=160)
+FINAL = {
+    "event": "final",
+    "std_overall": 61.5,
+    "std_under": 40.25,
+    "rob_overall": 30.0,
+    "rob_under": 12.0,
+    "std_class": [90.0, 80.0, 14.5],
+    "rob_class": [50.0, 40.0, 3.25],
+}
+# Ids as `srat run` makes them (`rundir.new_run_id`): 18 characters, two hyphens.
+IDS = [f"261203-0905{i:02d}-ab{i:02d}" for i in range(6)]
+
+
+def _render_at(width: int, renderables: list[Any]) -> list[str]:
+    console = Console(record=True, width=width, file=open(os.devnull, "w"))  # noqa: SIM115
     for item in renderables:
         console.print(item)
-    return console.export_text()
+    return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+def _render(renderables: list[Any]) -> str:
+    return "\n".join(_render_at(160, renderables))
 
 
 def test_compare_renderables() -> None:
-    final = {
-        "event": "final",
-        "std_overall": 61.5,
-        "std_under": 40.25,
-        "rob_overall": 30.0,
-        "rob_under": 12.0,
-        "std_class": [90.0, 80.0, 14.5],
-        "rob_class": [50.0, 40.0, 3.25],
-    }
+    final = FINAL
     epoch = {
         "event": "epoch",
         "epoch": 3,
@@ -97,3 +114,68 @@ def test_compare_run_without_resolved_block() -> None:
     assert "ship *" in text and "ship / 2" not in text
     assert "data.dataset" in text  # present in one config only: a difference
     assert '""' in _render(compare_renderables(runs, only_changed=False))  # name = ""
+
+
+def _runs(count: int) -> list[CompareRun]:
+    return [CompareRun(IDS[i], _doc(i, 1.0 + i, [2]), FINAL) for i in range(count)]
+
+
+def test_run_header_breaks_an_id_at_its_hyphens_only_when_given_a_width() -> None:
+    assert run_header("261203-090512-ab12", None, "std").plain == "261203-090512-ab12 std"
+    assert run_header("261203-090512-ab12", 14, "std").plain == "261203-090512-\nab12\nstd"
+    assert run_header("261203-090512-ab12", 7).plain == "261203-\n090512-\nab12"
+    # an id with no hyphen is broken where it must be, never shorter than a percentage
+    assert run_header("abcdefghij", 2).plain == "abcdef\nghij"
+
+
+def test_column_share_and_part_title() -> None:
+    assert column_share(78, 5, 4) == (78 - 5 - 2 * 4) // 4 == 16
+    assert column_share(40, 10, 10) == 6  # never under "100.00"
+    assert part_title("T", None, 6) == part_title("T", slice(0, 6), 6) == "T"
+    assert part_title("T", slice(0, 3), 6) == "T · runs 1-3 of 6"
+    assert part_title("T", slice(5, 6), 6) == "T · run 6 of 6"
+
+
+def test_a_wide_terminal_keeps_the_boxed_tables() -> None:
+    lines = _render_at(200, compare_renderables(_runs(3)))
+    assert sum("┏" in line for line in lines) == 3  # config, accuracy, per class
+    accuracy = lines.index(next(line for line in lines if line.startswith("Accuracy (%)")))
+    assert lines[accuracy].strip() == "Accuracy (%)"  # data, seed, from: columns of their own
+    assert any("cifar10 step K=100" in line and "final" in line for line in lines)
+
+
+def test_at_80_columns_every_run_id_is_whole_and_nothing_is_cut() -> None:
+    lines = _render_at(80, compare_renderables(_runs(3)))
+    assert all(len(line) <= 80 for line in lines)
+    assert not any("…" in line for line in lines)
+    # the accuracy table: one line per run, its id whole; what all share said in the title
+    rows = [line for line in lines if line.startswith("261203-")]
+    assert [row.split()[0] for row in rows] == IDS[:3]
+    assert all("SRAT-LDAM" in row and "61.50" in row and "12.00" in row for row in rows)
+    assert "Accuracy (%) · cifar10 step K=100 · final" in lines
+    # every id's pieces head the per-class columns: it was broken at hyphens, not cut
+    header = "\n".join(lines[lines.index("Per class accuracy (%)") :][:5])
+    for run_id in IDS[:3]:
+        assert all(piece in header for piece in run_id.split("-"))
+
+
+def test_runs_that_do_not_fit_side_by_side_are_split_over_tables() -> None:
+    lines = _render_at(80, compare_renderables(_runs(6)))
+    titles = [line.strip() for line in lines if line.startswith("Per class accuracy")]
+    assert titles == [
+        "Per class accuracy (%) · runs 1-3 of 6",
+        "Per class accuracy (%) · runs 4-6 of 6",
+    ]
+    assert all(len(line) <= 80 for line in lines) and not any("…" in line for line in lines)
+    # each class row has the six runs' numbers, three to a table
+    ship = [line.split() for line in lines if line.startswith("ship *")]
+    assert ship == [["ship", "*", *["14.50", "3.25"] * 3]] * 2
+
+
+def test_a_number_too_wide_for_its_column_is_cut_visibly_never_folded() -> None:
+    # 50 columns: not even the compact accuracy table fits; 24: nor one run's class columns
+    for width in (50, 24):
+        text = "\n".join(_render_at(width, compare_renderables(_runs(2))))
+        # a folded "61.50" would leave "61.5" with its last digit on the next line
+        assert not re.search(r"\d+\.\d(?![\d…])", text), text
+        assert "…" in text

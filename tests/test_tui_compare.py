@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -335,3 +336,32 @@ async def test_seeds_of_one_configuration_are_averaged_in_the_papers_layout(
         assert set(rows) == {"CE", "SRAT-LDAM"}
         assert " 2 " in rows["CE"] and "±" in rows["CE"]  # two seeds averaged
         assert "±" not in rows["SRAT-LDAM"]  # one seed: no spread to show
+
+
+def text_as_shown(static: Static) -> list[str]:
+    """A Static's content drawn at the width the screen gives it."""
+    width = static.content_region.width
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(static.content)
+    return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+@scenario
+async def test_an_80_column_terminal_shows_every_run_id_whole(srat_home: Path) -> None:
+    """Over SSH in 80x24: the accuracy table is compact, one line a run with its whole id
+    (ids as `srat run` makes them), and no number or id is cut to "…"."""
+    context = pinned_context(srat_home)
+    ids = ["261203-090512-ab12", "261203-090512-0f3c"]  # alike but for their last characters
+    make_fake_run(context.runs_root, ids[0], preset="digits-ce", status="finished",
+                  epochs_done=10, index=context.index)  # fmt: skip
+    make_fake_run(context.runs_root, ids[1], status="finished", epochs_done=10,
+                  index=context.index)  # fmt: skip
+    async with SratApp(context).run_test(size=(80, 24)) as pilot:
+        screen = await open_compare(pilot)
+        metrics = text_as_shown(screen.query_one("#compare-metrics", Static))
+        assert metrics[0].startswith("Accuracy (%) · digits exp K=10 · seed 0 · final")
+        rows = {line.split()[0]: line.split()[1] for line in metrics if line.startswith("2612")}
+        assert rows == {ids[0]: "CE", ids[1]: "SRAT-LDAM"}
+        for name in ("#config-diff", "#compare-metrics", "#per-class"):
+            shown = text_as_shown(screen.query_one(name, Static))
+            assert not any("…" in line for line in shown), (name, shown)
