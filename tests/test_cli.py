@@ -61,6 +61,21 @@ def test_help_lists_every_command(srat: Srat) -> None:
     assert "--version" in result.out
 
 
+@pytest.mark.parametrize("group", [(), ("runs",), ("sweep",), ("presets",)])
+def test_command_lists_give_each_command_one_line_where_there_is_room(
+    srat: Srat, monkeypatch: pytest.MonkeyPatch, group: tuple[str, ...]
+) -> None:
+    """A docstring's line breaks do not reach the lists: on a wide terminal every row of the
+    Commands panel starts with a command's name (a continuation row would start blank)."""
+    monkeypatch.setenv("COLUMNS", "400")
+    result = srat(*group, "--help")
+    assert result.code == 0, result.err
+    panel = result.out.split("Commands")[1].splitlines()[1:]
+    rows = [line.strip("│").rstrip() for line in panel if line.startswith("│")]
+    assert len(rows) >= 2
+    assert all(row[1:2].isalnum() for row in rows), rows
+
+
 # --- presets ls -----------------------------------------------------------------------------
 
 

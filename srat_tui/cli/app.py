@@ -9,6 +9,7 @@ Every user error is one line on stderr and exit code 2, a failed write exit code
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Annotated
 
@@ -33,6 +34,22 @@ for commands in (tui.app, bench.app, eval_command.app, theory.app, analysis.app,
 app.add_typer(presets.app, name="presets")
 app.add_typer(runs.app, name="runs")
 app.add_typer(sweep.app, name="sweep")
+
+
+def summarize_commands(commands: typer.Typer) -> None:
+    """Give every command without a short help its docstring's first paragraph on one line:
+    in Rich markup mode Typer keeps that paragraph's line breaks in the command lists of
+    `srat --help`, where the panel then breaks the sentence a second time, mid-line."""
+    for command in commands.registered_commands:
+        text = command.help or inspect.getdoc(command.callback) or ""
+        if command.short_help is None and text:
+            command.short_help = " ".join(text.split("\n\n")[0].split())
+    for group in commands.registered_groups:
+        if group.typer_instance is not None:
+            summarize_commands(group.typer_instance)
+
+
+summarize_commands(app)
 
 
 def _print_version(value: bool) -> None:
