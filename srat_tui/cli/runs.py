@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -141,6 +142,10 @@ def runs_ls(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="every column, however narrow the terminal"),
+    ] = False,
 ) -> None:
     """Every run with status, progress and the paper's four columns."""
     records = _with_forecast(_reconciled(ctx))
@@ -152,7 +157,12 @@ def runs_ls(
     if not records:
         typer.echo("no runs")
         return
-    typer.echo(format_rows(records))
+    # a terminal's width; piped, every column, for grep and awk
+    console = stdout_console()
+    text, hidden = format_rows(records, None if wide or not console.is_terminal else console.width)
+    typer.echo(text)
+    if hidden:
+        typer.echo(f"(--wide also shows {', '.join(LS_HEADERS.get(c, c) for c in hidden)})")
     queue = queue_summary(records, datetime.now(timezone.utc))
     if queue:
         typer.echo(queue)
@@ -162,20 +172,43 @@ LS_HEADERS = {"std_overall": "std", "std_under": "std:u", "rob_overall": "rob",
               "rob_under": "rob:u", "aa_overall": "aa", "imbalance": "imb"}  # fmt: skip
 
 
-def format_rows(records: list[dict[str, Any]]) -> str:
-    """Aligned plain columns: a Rich table takes ~20 s for 10,000 rows, this takes ~0.1 s."""
-    rows = [[LS_HEADERS.get(c, c) for c in LS_COLUMNS]]
+# What `srat runs ls` leaves out, in this order, where a terminal is too narrow for every
+# column: first those in which every run reads the same (all "-", all "local"), then the rest.
+LS_NARROW_DROP = ("backend", "device", "aa_overall", "dataset", "age", "imbalance")
+
+
+def narrow_columns(cells: Mapping[str, Sequence[str]], width: int) -> list[str]:
+    """The columns of `cells` (name -> header, then one cell a run) that fit `width`
+    characters, two spaces apart: all where they fit, else without LS_NARROW_DROP's, one at a
+    time, until they do (the id, status, method, epoch and the paper's four always stay)."""
+    shown = list(cells)
+    uniform = [c for c in LS_NARROW_DROP if c in cells and len(set(cells[c][1:])) <= 1]
+    for column in dict.fromkeys([*uniform, *(c for c in LS_NARROW_DROP if c in cells)]):
+        if sum(max(map(len, cells[c])) for c in shown) + 2 * (len(shown) - 1) <= width:
+            break
+        shown.remove(column)
+    return shown
+
+
+def format_rows(records: list[dict[str, Any]], width: int | None = None) -> tuple[str, list[str]]:
+    """Aligned plain columns (a Rich table takes ~20 s for 10,000 rows, this ~0.1 s), and the
+    columns left out to fit a terminal `width` wide (`narrow_columns`; None: none left out)."""
     now = datetime.now(timezone.utc)
-    rows.extend([runs_cell(record, c, now) for c in LS_COLUMNS] for record in records)
-    widths = [max(len(row[k]) for row in rows) for k in range(len(LS_COLUMNS))]
-    right = [c.startswith(("std", "rob", "aa_", "epoch")) for c in LS_COLUMNS]
-    return "\n".join(
+    cells = {
+        c: [LS_HEADERS.get(c, c), *(runs_cell(record, c, now) for record in records)]
+        for c in LS_COLUMNS
+    }
+    shown = list(LS_COLUMNS) if width is None else narrow_columns(cells, width)
+    widths = [max(map(len, cells[c])) for c in shown]
+    right = [c.startswith(("std", "rob", "aa_", "epoch")) for c in shown]
+    lines = (
         "  ".join(
-            cell.rjust(width) if is_right else cell.ljust(width)
-            for cell, width, is_right in zip(row, widths, right, strict=True)
+            cells[c][row].rjust(w) if is_right else cells[c][row].ljust(w)
+            for c, w, is_right in zip(shown, widths, right, strict=True)
         ).rstrip()
-        for row in rows
+        for row in range(len(records) + 1)
     )
+    return "\n".join(lines), [c for c in LS_COLUMNS if c not in shown]
 
 
 @app.command("show")
