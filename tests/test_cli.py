@@ -99,6 +99,24 @@ def test_presets_ls_prints_one_line_per_preset(srat: Srat, monkeypatch: pytest.M
     assert names == list(list_presets(Home.from_env().preset_dirs))
 
 
+def test_presets_ls_in_a_terminal_cuts_descriptions_to_its_width(
+    srat: Srat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    piped = srat("presets", "ls", "at-bsl-*").out.splitlines()
+    assert max(map(len, piped)) > 100  # whole descriptions, for grep
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    shown = srat("presets", "ls", "at-bsl-*").out.splitlines()
+    assert len(shown) == len(piped)  # still a preset a line
+    assert all(len(line) <= 80 for line in shown)
+    for whole, cut in zip(piped, shown, strict=True):
+        if len(whole) > 80:
+            assert cut.endswith("…") and whole.startswith(cut[:-1])
+        else:
+            assert cut == whole
+    assert srat("presets", "ls", "--wide", "at-bsl-*").out.splitlines() == piped
+
+
 def test_presets_ls_json(srat: Srat) -> None:
     result = srat("presets", "ls", "--json")
     assert result.code == 0, result.err

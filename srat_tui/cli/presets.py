@@ -22,6 +22,9 @@ def presets_ls(
         list[str] | None, typer.Argument(help="shell patterns, e.g. 'exp100-*'")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="whole descriptions, however narrow the terminal")
+    ] = False,
 ) -> None:
     """List presets with their descriptions."""
     dirs = Home.from_env().preset_dirs
@@ -40,10 +43,14 @@ def presets_ls(
         typer.echo(json.dumps(rows, indent=2))
         return
     console = stdout_console()
+    # in a terminal, a preset a line (its description cut to "…"): `presets show` has it all;
+    # piped, whole lines for grep
+    crop = console.is_terminal and not wide
     width = max(len(row["name"]) for row in rows)
     for row in rows:
         shown = row["description"] if "error" not in row else "(unreadable: see the warning)"
-        console.print(inert(f"{row['name']:<{width}}  {shown}"))
+        line = inert(f"{row['name']:<{width}}  {shown}")
+        console.print(line, no_wrap=crop, overflow="ellipsis" if crop else None, soft_wrap=not crop)
 
 
 @app.command("show")
