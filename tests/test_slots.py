@@ -443,3 +443,31 @@ def test_ticket_registration_survives_a_concurrent_stale_check(slots: Slots) -> 
     go.touch()
     wait_for(lambda: waits.value >= 1, "a to finish registering and queue")
     assert slots.tickets() == ["a", "b"]
+
+
+def test_a_stop_right_after_the_ticket_is_closed_is_a_stop_not_ebadf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued run's stop signal raises from its handler wherever the worker is; landing
+    just after the ticket's fd is closed, as the slot is taken, it must come out as the stop
+    (the worker records "killed while queued"), not as `finally` closing the fd again (EBADF,
+    recorded "failed"), and no other file may be closed in its place."""
+    from srat_engine.jobs import slots as slots_module
+
+    real_release = slots_module._release
+    closed: list[int] = []
+
+    def release_then_stop(fd: int) -> None:
+        real_release(fd)
+        closed.append(fd)
+        if len(closed) == 1:  # the ticket: the first fd hold_slot releases
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(slots_module, "_release", release_then_stop)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        hold_slot("r", slots_for(["cpu"], 1), poll_seconds=POLL, root=tmp_path),
+    ):
+        pytest.fail("the body ran after the stop")
+    assert len(closed) == 2 and len(set(closed)) == 2  # the ticket, then the slot: once each
+    assert slot_holders(tmp_path) == {}

@@ -207,17 +207,20 @@ def hold_slot(
                 for slot in candidates:
                     fd = _try_lock(root / f"{slot.name}.lock")
                     if fd is not None:
+                        held = (slot, fd)  # first: a stop from here on releases it
                         os.ftruncate(fd, 0)
                         os.write(fd, run_id.encode())  # who holds it, for `srat` displays
-                        held = (slot, fd)
                         break
             if held is None:
                 if on_wait is not None:
                     on_wait()
                 time.sleep(poll_seconds)
-        _remove_if_stale(ticket, ticket_fd)
-        _release(ticket_fd)
-        ticket_fd = -1
+        # Forgotten before it is closed: a stop signal (its handler raises) that lands after
+        # the close must not make `finally` close the number again, which fails (EBADF) and
+        # hides the stop, or closes a file opened since under the same number.
+        mine, ticket_fd = ticket_fd, -1
+        _remove_if_stale(ticket, mine)
+        _release(mine)
         yield held[0]
     finally:
         if ticket_fd >= 0:
