@@ -8,12 +8,14 @@ from typing import Any
 
 from rich.console import Console
 
+from srat_engine.reporting.report import group_seeds, paper_table
 from srat_tui.render.compare import (
     CompareRun,
     column_share,
     compare_renderables,
     part_title,
     run_header,
+    seed_tables,
 )
 
 
@@ -163,19 +165,67 @@ def test_runs_that_do_not_fit_side_by_side_are_split_over_tables() -> None:
     lines = _render_at(80, compare_renderables(_runs(6)))
     titles = [line.strip() for line in lines if line.startswith("Per class accuracy")]
     assert titles == [
-        "Per class accuracy (%) · runs 1-3 of 6",
-        "Per class accuracy (%) · runs 4-6 of 6",
+        "Per class accuracy (%) · runs 1-4 of 6",
+        "Per class accuracy (%) · runs 5-6 of 6",
     ]
     assert all(len(line) <= 80 for line in lines) and not any("…" in line for line in lines)
-    # each class row has the six runs' numbers, three to a table
+    # each class row has the six runs' numbers, four then two
     ship = [line.split() for line in lines if line.startswith("ship *")]
-    assert ship == [["ship", "*", *["14.50", "3.25"] * 3]] * 2
+    assert ship == [["ship", "*", *["14.50", "3.25"] * 4], ["ship", "*", *["14.50", "3.25"] * 2]]
 
 
-def test_a_number_too_wide_for_its_column_is_cut_visibly_never_folded() -> None:
-    # 50 columns: not even the compact accuracy table fits; 24: nor one run's class columns
+def test_narrower_still_the_columns_split_over_tables_and_no_number_is_broken() -> None:
+    # 50 columns: not even the compact accuracy table fits all four numbers beside the ids;
+    # 24: one run's two class columns just do
     for width in (50, 24):
-        text = "\n".join(_render_at(width, compare_renderables(_runs(2))))
+        lines = _render_at(width, compare_renderables(_runs(2)))
+        text = "\n".join(lines)
+        assert all(len(line) <= width for line in lines), text
         # a folded "61.50" would leave "61.5" with its last digit on the next line
         assert not re.search(r"\d+\.\d(?![\d…])", text), text
-        assert "…" in text
+    lines = _render_at(50, compare_renderables(_runs(2)))
+    accuracy = [line for line in lines if line.startswith(IDS[0])]
+    assert [line.split()[-1] for line in accuracy] == ["61.50", "40.25", "30.00", "12.00"]
+
+
+def _seed_blocks() -> list[Any]:
+    """Two methods at K=10, 50 and 100, three seeds each: std overall = base + seed."""
+    records = [
+        {
+            "id": f"{method}-{ratio:g}-{seed}",
+            "status": "finished",
+            "final": True,
+            "method": method,
+            "dataset": "cifar10",
+            "imbalance": "exp",
+            "ratio": ratio,
+            "seed": seed,
+            "config_key": f"{method}-{ratio:g}",
+            "std_overall": base + seed,
+            "std_under": base - 10 + seed,
+            "rob_overall": base - 30 + seed,
+            "rob_under": base - 40 + seed,
+        }
+        for method, base in (("SRAT-LDAM", 60.0), ("CB-Reweight", 55.0))
+        for ratio in (10.0, 50.0, 100.0)
+        for seed in range(3)
+    ]
+    return paper_table(group_seeds(records))
+
+
+def test_seed_tables_split_their_ratios_at_80_columns_keeping_each_mean_and_std_whole() -> None:
+    wide = _render_at(240, seed_tables(_seed_blocks()))
+    assert sum("┏" in line for line in wide) == 1  # one boxed table, all three ratios
+    header = " ".join(wide[1:6])
+    assert all(f"K={ratio} " in header for ratio in (10, 50, 100))
+
+    lines = _render_at(80, seed_tables(_seed_blocks()))
+    assert all(len(line) <= 80 for line in lines)
+    titles = [line for line in lines if line.startswith("CIFAR-10")]
+    assert len(titles) == 3  # a table per ratio
+    srat_rows = [line.split("   ") for line in lines if line.startswith("SRAT-LDAM")]
+    # mean ± std of seeds 0-2: 61.00 ± 1.00 (population std would say 0.82), one line each
+    assert len(srat_rows) == 3
+    for row in srat_rows:
+        cells = [cell.strip() for cell in row if cell.strip()]
+        assert cells[1:] == ["3", "61.00 ± 1.00", "51.00 ± 1.00", "31.00 ± 1.00", "21.00 ± 1.00"]

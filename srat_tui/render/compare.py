@@ -45,11 +45,12 @@ _MIN_COLUMN = 6
 class FitToWidth:
     """A table laid out for the width it is drawn at: `build(None, all runs)`, the boxed
     layout, where its minimum width (its longest words, Rich's measure) fits; else the compact
-    layout for that width, `build(width, part)`, its run columns split over as many tables
-    as it takes for each to fit (`columns_of`: how many runs have columns; 1 never splits)."""
+    layout for that width, `build(width, part)`, its columns split over as many tables as it
+    takes for each to fit (`columns_of`: how many runs, ratios or measures have columns, `part`
+    a slice of them; 1 never splits)."""
 
     def __init__(self, build: Callable[[int | None, slice], Table], columns_of: int = 1) -> None:
-        self.build = build
+        self.build = lambda width, part: numbers_whole(build(width, part))
         self.columns_of = max(columns_of, 1)
         self._laid_out: dict[int, list[Table]] = {}  # by width: drawn and measured alike
 
@@ -65,8 +66,8 @@ class FitToWidth:
 
         tables = [self.build(None, slice(0, count))]
         if not fits(tables[0]):
-            # the most runs whose columns fit side by side (one at least), found by bisection:
-            # a table of more runs is never narrower
+            # the most parts whose columns fit side by side (one at least), found by bisection:
+            # a table of more is never narrower
             low, high = 1, count
             while low < high:
                 middle = (low + high + 1) // 2
@@ -89,6 +90,19 @@ class FitToWidth:
         return Measurement(max(m.minimum for m in measures), max(m.maximum for m in measures))
 
 
+def numbers_whole(table: Table) -> Table:
+    """`table` with each right-aligned (number) column at least as wide as its widest cell, so
+    that Rich's minimum width, and so `FitToWidth`'s choice, counts "56.00 ± 1.00" whole: a
+    layout that fits only by breaking a number over two lines does not fit."""
+    for column in table.columns:
+        if column.justify == "right":
+            widths = [
+                cell.cell_len if isinstance(cell, Text) else len(str(cell)) for cell in column.cells
+            ]
+            column.min_width = max([column.min_width or 0, *widths])
+    return table
+
+
 def part_title(title: str, part: slice | None, count: int) -> str:
     """A table's title, and which runs it shows when it shows only some of them."""
     start, stop, _ = (part or slice(None)).indices(count)
@@ -106,7 +120,12 @@ def new_table(title: str, width: int | None) -> Table:
     if width is None:
         return Table(title=heading, title_justify="left")
     return Table(
-        title=heading, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+        title=heading,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
     )
 
 
@@ -254,13 +273,15 @@ def metrics_table(
     digits: int = 2,
     robust: RobustSource | None = None,
     width: int | None = None,
+    part: slice | None = None,
 ) -> Table:
     """One row per run: the paper's four columns, and whether they are final numbers.
 
     A "masking" column (the AutoAttack gradient-masking verdict) appears when any run's
     metrics carry a "masking" value; robust.attack names the source of the robust columns.
     width: the compact layout, in which a column every run has the same value in (the data,
-    the seed, "final") is said once in the title instead."""
+    the seed, "final") is said once in the title instead. part: which of the four columns to
+    show (default: all; the masking verdict goes with the last)."""
     robust = robust or RobustSource()
     with_masking = any((run.metrics or {}).get("masking") is not None for run in runs)
     described: list[dict[str, Text]] = []
@@ -288,7 +309,9 @@ def metrics_table(
         # the id whole on one line: the other columns' headers wrap first
         whole = {"no_wrap": True} if name == "run" and width is not None else {}
         add_column(table, name, width, justify="right" if name == "seed" else "left", **whole)
-    for column in METRIC_COLUMNS:
+    columns = METRIC_COLUMNS[part or slice(None)]
+    with_masking = with_masking and METRIC_COLUMNS[-1] in columns
+    for column in columns:
         # as Text: "[best epoch]" would be read as Rich markup, and vanish
         title = robust.title(column)
         # compact: a word a line, so that the numbers, not their titles, set the width
@@ -300,7 +323,7 @@ def metrics_table(
         metrics = run.metrics or {}
         cells = [
             *(row[name] for name in names),
-            *(_value_cell(run, column, digits) for column in METRIC_COLUMNS),
+            *(_value_cell(run, column, digits) for column in columns),
         ]
         if with_masking:
             cells.append(masking_flag(metrics.get("masking")))
@@ -378,7 +401,7 @@ def compare_renderables(
     table is boxed where it fits and compact where it does not (`FitToWidth`)."""
     out: list[RenderableType] = [
         FitToWidth(partial(config_diff_table, runs, only_changed), len(runs)),
-        FitToWidth(lambda width, _: metrics_table(runs, digits, robust, width)),
+        FitToWidth(partial(metrics_table, runs, digits, robust), len(METRIC_COLUMNS)),
     ]
     if any(run.metrics and run.metrics.get("std_class") for run in runs):
         out.append(FitToWidth(partial(class_table, runs, digits, robust), len(runs)))
@@ -387,26 +410,43 @@ def compare_renderables(
     return out
 
 
+def seed_table(
+    block: TableBlock,
+    digits: int = 2,
+    robust: RobustSource | None = None,
+    width: int | None = None,
+    part: slice | None = None,
+) -> Table:
+    """One dataset and imbalance of the paper's layout (`report.paper_table`): a row per
+    method, mean ± std over the seeds of each configuration, the cells `srat runs export
+    --format md` writes. width: the compact layout; part: the imbalance ratios to show (their
+    four columns each), of all the block's (default: every one)."""
+    robust = robust or RobustSource()
+    shown = range(len(block.ratios))[part or slice(None)]
+    table = new_table(f"{block_title(block)}: mean ± std over seeds", width)
+    add_column(table, "method", width)
+    add_column(table, "seeds", width, justify="right")
+    for index in shown:
+        for column in METRIC_COLUMNS:
+            header = f"K={format_ratio(block.ratios[index])} {robust.title(column)}"
+            add_number_column(table, inert_text(header))
+    per_ratio = len(METRIC_COLUMNS)
+    for row in block.rows:
+        counts = [row.cells[block.ratios[i]].n for i in shown if block.ratios[i] in row.cells]
+        cells = value_cells(block, row, digits, robust, pm=" ± ", mark=f" {MASK_MARK}")
+        values = [cells[i * per_ratio + k] for i in shown for k in range(per_ratio)]
+        row_cells = (inert_text(c) for c in values)
+        table.add_row(inert_text(row.label), "/".join(map(str, counts)) or "-", *row_cells)
+    return table
+
+
 def seed_tables(
     blocks: Sequence[TableBlock], digits: int = 2, robust: RobustSource | None = None
-) -> list[Table]:
-    """The paper's layout of the compared runs (`report.paper_table`): one table per dataset
-    and imbalance, a row per method, mean ± std over the seeds of each configuration, the
-    cells `srat runs export --format md` writes."""
-    robust = robust or RobustSource()
-    tables: list[Table] = []
-    for block in blocks:
-        title = f"{block_title(block)}: mean ± std over seeds"
-        table = Table(title=inert_text(title), title_justify="left")
-        table.add_column("method")
-        table.add_column("seeds", justify="right")
-        for ratio in block.ratios:
-            for column in METRIC_COLUMNS:
-                header = f"K={format_ratio(ratio)} {robust.title(column)}"
-                table.add_column(inert_text(header), justify="right")
-        for row in block.rows:
-            seeds = "/".join(str(cell.n) for _, cell in sorted(row.cells.items()))
-            cells = value_cells(block, row, digits, robust, pm=" ± ", mark=f" {MASK_MARK}")
-            table.add_row(inert_text(row.label), seeds, *(inert_text(c) for c in cells))
-        tables.append(table)
-    return tables
+) -> list[RenderableType]:
+    """The paper's layout of the compared runs: a `seed_table` per dataset and imbalance,
+    boxed where it fits, else compact, its ratios split over tables where they do not fit
+    side by side (`FitToWidth`)."""
+    return [
+        FitToWidth(partial(seed_table, block, digits, robust), len(block.ratios))
+        for block in blocks
+    ]
