@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,26 @@ def test_cli_compare_shows_the_runs_list_columns_too(
     assert result.code == 0, result.err
     row = row_of(result.out, "epoch 7/60")  # the metrics table's row of run-live
     assert f"{listed['rob_overall']:.2f} @6" in row
+
+
+def test_cli_compare_in_an_80_column_terminal_is_compact_too(
+    srat_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = pinned_context(srat_home)
+    ids = ["261203-090512-ab12", "261203-090512-0f3c"]
+    for run_id in ids:
+        make_fake_run(context.runs_root, run_id, status="finished", epochs_done=10,
+                      index=context.index)  # fmt: skip
+    srat = make_invoker(capsys, monkeypatch)
+    piped = srat("runs", "compare", *ids)
+    assert piped.code == 0, piped.err
+    assert "┏" in piped.out  # piped: 240 columns, boxed
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich: stdout is a terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    styled = srat("runs", "compare", *ids).out
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", styled).splitlines()  # a terminal gets styles
+    assert all(len(line) <= 80 for line in shown) and not any("…" in line for line in shown)
+    assert {line.split()[0] for line in shown if line.startswith("2612")} == set(ids)
 
 
 def test_compare_run_says_which_epoch_each_column_is_from(srat_home: Path) -> None:
