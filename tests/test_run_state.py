@@ -425,3 +425,29 @@ def test_a_kill_mid_checkpoint_write_is_a_kill_and_leaves_the_checkpoint_whole(
         signal.signal(signal.SIGTERM, previous)
     assert sent and load_checkpoint(path)["model"]["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+@pytest.mark.parametrize("status", ["finished", "failed", "killed"])
+def test_an_ended_status_is_never_read_without_its_exit_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: str
+) -> None:
+    """record_end writes exit.json before state.json says the run ended: a reader that sees
+    "finished" (and then reads the final metrics or the error) always finds them. Seen once
+    the other way round: a detached run's test read status finished, then exit.json None."""
+    doc = {"config": RunConfig().model_dump(mode="json"), "resolved": {}, "source": "test"}
+    run = RunDir.create(tmp_path, doc, run_id="ending")
+    run.write_state(status="running")
+    seen: list[tuple[str, dict[str, Any] | None]] = []
+    write_state = RunDir.write_state
+
+    def watched(self: RunDir, **fields: Any) -> dict[str, Any]:
+        if "status" in fields:
+            seen.append((fields["status"], self.exit_record()))
+        return write_state(self, **fields)
+
+    monkeypatch.setattr(RunDir, "write_state", watched)
+    run.record_end(status, error=None if status == "finished" else "boom")
+    assert len(seen) == 1
+    written, exit_record = seen[0]
+    assert written == status
+    assert exit_record is not None and exit_record["status"] == status

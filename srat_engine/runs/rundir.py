@@ -314,17 +314,21 @@ class RunDir:
         final: dict[str, Any] | None = None,
         log: str | None = None,
     ) -> None:
-        """Record how the run ended: `status` in state.json, exit.json (the status and the
-        error or the final metrics), and `log` as a line of run.log. The run's reserve is
-        freed first: on a full disk it is the room these writes take."""
+        """Record how the run ended: exit.json (the status and the error or the final
+        metrics), then `status` in state.json, and `log` as a line of run.log. The run's
+        reserve is freed first: on a full disk it is the room these writes take.
+
+        exit.json first, so that a reader who sees the ended status finds the exit record
+        too; one who reads between the two sees the run still running, and should the process
+        die there, liveness takes the status from exit.json."""
         release_space(self.reserve_path)
-        self.write_state(status=status)
         record: dict[str, Any] = {"status": status}
         if error is not None:
             record["error"] = error
         if final is not None:
             record["final"] = final
         self.write_exit(record)
+        self.write_state(status=status)
         if log is not None:
             self.log(log)
 
