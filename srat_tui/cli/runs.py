@@ -182,9 +182,10 @@ def narrow_columns(cells: Mapping[str, Sequence[str]], width: int) -> list[str]:
     characters, two spaces apart: all where they fit, else without LS_NARROW_DROP's, one at a
     time, until they do (the id, status, method, epoch and the paper's four always stay)."""
     shown = list(cells)
+    widths = {c: max(map(len, column)) for c, column in cells.items()}  # once, not per drop
     uniform = [c for c in LS_NARROW_DROP if c in cells and len(set(cells[c][1:])) <= 1]
     for column in dict.fromkeys([*uniform, *(c for c in LS_NARROW_DROP if c in cells)]):
-        if sum(max(map(len, cells[c])) for c in shown) + 2 * (len(shown) - 1) <= width:
+        if sum(widths[c] for c in shown) + 2 * (len(shown) - 1) <= width:
             break
         shown.remove(column)
     return shown
