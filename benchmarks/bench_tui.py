@@ -1,6 +1,6 @@
 """How fast srat-tui is: time to first frame, run-screen frame time, 1,000 runs.
 
-    python benchmarks/bench_tui.py [--runs 1000] [--epochs 50] [--repeats 20]
+    python benchmarks/bench_tui.py [--runs 1000] [--epochs 50] [--repeats 20] [--only SECTION]
 
 Everything runs headless (Textual's `run_test`, the same app and screens as `srat-tui`) in
 a temporary SRAT_HOME, and prints one plain line per measurement (medians):
@@ -11,7 +11,9 @@ a temporary SRAT_HOME, and prints one plain line per measurement (medians):
   repaint of every widget on the screen (the frame), the UI thread's work when a new epoch
   arrives, and the latency from appending an epoch to metrics.jsonl to it being drawn;
 - runs screen with N runs: one refresh (index read + liveness, off the UI thread) and the
-  UI thread's table update when nothing changed and when one run moved.
+  UI thread's table update when nothing changed and when one run moved;
+- new-run form: from `n` to the form filled from its preset and checked through the engine
+  (Launch enabled), the first time in a process (its modules imported then) and again.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the fake run directories of the interface tests
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+SECTIONS = ("first-frame", "run-screen", "runs-screen", "new-run")
 
 
 def _median_ms(samples: list[float]) -> str:
@@ -184,27 +189,79 @@ async def runs_screen(home: Path, repeats: int) -> dict[str, list[float]]:
     return timings
 
 
+# -- new-run form ---------------------------------------------------------------------------------
+
+
+def _new_run_child(repeats: int) -> None:
+    from tui_harness import pinned_context
+
+    from srat_tui.tui.app import SratApp
+
+    async def main() -> list[float]:
+        app = SratApp(pinned_context(Path(os.environ["SRAT_HOME"]), poll_seconds=3600.0))
+        samples = []
+        async with app.run_test(size=(160, 48)) as pilot:
+            await _until(pilot, lambda: app.runs_screen is not None and app.runs_screen.loaded)
+            for _ in range(repeats):
+                began = time.perf_counter()
+                await pilot.press("n")
+                await _until(pilot, lambda: getattr(app.screen, "validation", None) is not None)
+                screen = app.screen
+                await _until(pilot, lambda s=screen: s.validation.ok)  # type: ignore[attr-defined]
+                samples.append(time.perf_counter() - began)
+                await pilot.press("escape")
+                await _until(pilot, lambda: app.screen is app.runs_screen)
+        return samples
+
+    print(json.dumps({"seconds": asyncio.run(main())}))
+
+
+def new_run_form(home: Path, repeats: int) -> tuple[float, list[float]]:
+    """(the first opening, the later ones) in a fresh process: the first imports the form's
+    modules, as a user's first `n` does."""
+    env = {**os.environ, "SRAT_HOME": str(home)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--new-run-child", str(repeats + 1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    first, *later = json.loads(out.strip().splitlines()[-1])["seconds"]
+    return first, later
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="measure this part only (repeatable)"
+    )
     parser.add_argument("--first-frame-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--new-run-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.first_frame_child:
         _first_frame_child()
         return
+    if args.new_run_child:
+        _new_run_child(args.new_run_child)
+        return
+    only = set(args.only or SECTIONS)
     with tempfile.TemporaryDirectory() as tmp:
         empty, many = Path(tmp) / "empty", Path(tmp) / "many"
         empty.mkdir()
         many.mkdir()
-        _fill_index(many, args.runs)
         os.environ["SRAT_HOME"] = str(empty)
         repeats = max(3, args.repeats // 4)
-        print(f"first frame, empty home: {statistics.median(first_frame(empty, repeats)):.2f} s")
-        frame = statistics.median(first_frame(many, repeats))
-        print(f"first frame, {args.runs} runs: {frame:.2f} s")
-        for classes in (10, 100):
+        if "first-frame" in only:
+            _fill_index(many, args.runs)
+            first = statistics.median(first_frame(empty, repeats))
+            print(f"first frame, empty home: {first:.2f} s")
+            frame = statistics.median(first_frame(many, repeats))
+            print(f"first frame, {args.runs} runs: {frame:.2f} s")
+        for classes in (10, 100) if "run-screen" in only else ():
             home = Path(tmp) / f"run{classes}"
             home.mkdir()
             os.environ["SRAT_HOME"] = str(home)
@@ -214,13 +271,22 @@ def main() -> None:
                 f"frame {_median_ms(t['frame'])}, UI thread per new epoch "
                 f"{_median_ms(t['ui_epoch'])}, epoch appended -> drawn {_median_ms(t['latency'])}"
             )
-        os.environ["SRAT_HOME"] = str(many)
-        t = asyncio.run(runs_screen(many, args.repeats))
-        print(
-            f"runs screen, {args.runs} runs: refresh (worker thread) {_median_ms(t['refresh'])}, "
-            f"table update (UI thread) idle {_median_ms(t['sync_idle'])}, "
-            f"one run changed {_median_ms(t['sync_one'])}"
-        )
+        if "runs-screen" in only:
+            if not (many / "index.json").exists():
+                _fill_index(many, args.runs)
+            os.environ["SRAT_HOME"] = str(many)
+            t = asyncio.run(runs_screen(many, args.repeats))
+            print(
+                f"runs screen, {args.runs} runs: refresh (worker thread) "
+                f"{_median_ms(t['refresh'])}, table update (UI thread) idle "
+                f"{_median_ms(t['sync_idle'])}, one run changed {_median_ms(t['sync_one'])}"
+            )
+        if "new-run" in only:
+            first, later = new_run_form(empty, repeats)
+            print(
+                f"new-run form, n -> checked: first {first * 1000:.0f} ms, "
+                f"then {_median_ms(later)} (median of {len(later)})"
+            )
 
 
 if __name__ == "__main__":
