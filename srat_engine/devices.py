@@ -1,8 +1,8 @@
 """Device strings, parsed in one place: `auto | cpu | mps | cuda | cuda:N` and GPU id lists.
 
 Pure and torch-free, so the config schema and the commands that only read runs can use it
-without importing torch; `training.device.pick_device` and `jobs.supervisor.resolve_devices`
-add what needs the hardware (is CUDA there, how many GPUs).
+without importing torch; `hardware` says what this machine has (how many CUDA GPUs), and
+`training.device.pick_device` and `jobs.supervisor.resolve_devices` check a request against it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srat_engine.data import random_crop_flip
+from srat_engine.data.augment import random_crop_flip
 from srat_engine.errors import SratError
 
 

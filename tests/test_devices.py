@@ -115,7 +115,7 @@ def test_a_dry_run_refuses_what_the_launch_would(
     from srat_engine.runs.index import run_dirs
 
     srat = make_invoker(capsys, monkeypatch)
-    monkeypatch.setattr("srat_engine.jobs.supervisor._cuda_count", lambda: 0)
+    monkeypatch.setattr("srat_engine.jobs.supervisor.cuda_device_count", lambda: 0)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     for args, line in (
         (("--device", "cuda"), "CUDA is not available here"),

@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import shutil
-import sys
-import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,9 +24,7 @@ from cli_harness import Srat, make_invoker
 from fake_runs import prepare_from_env
 from test_runs_cli import assert_unchanged, assert_user_error, snapshot
 
-import srat_engine
 from srat_engine.config.prepare import create_run
-from srat_engine.config.resolve import versions
 from srat_engine.errors import SratError
 from srat_engine.evaluation.autoattack import AA_ORDER
 from srat_engine.evaluation.classwise import class_totals, count_correct
@@ -321,20 +316,6 @@ def test_count_correct_sums_each_batch_s_hits_per_class_by_hand() -> None:
     seen.clear()
     count_correct(x, y, 3, batch_size=3, hits=hits, seed=4)
     assert [draw for *_, draw in seen] == draws and len(set(draws)) == 3
-
-
-def test_versions_record_srat_python_torch_and_the_optional_packages_present(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    fake = types.ModuleType("srat_fake_pkg")
-    fake.__version__ = "1.2.3"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "srat_fake_pkg", fake)
-    base = {"srat": srat_engine.__version__, "python": platform.python_version()}
-    base["torch"] = torch.__version__  # with its build tag, e.g. 2.13.0+cu130
-    assert versions() == base
-    absent = "srat_absent_pkg"
-    assert versions(if_loaded=("srat_fake_pkg", absent)) == {**base, "srat_fake_pkg": "1.2.3"}
-    assert versions(if_importable=(absent, "srat_fake_pkg")) == {**base, "srat_fake_pkg": "1.2.3"}
 
 
 def test_corrupt_checkpoint_is_one_line_error(home: Home) -> None:

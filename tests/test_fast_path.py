@@ -19,7 +19,7 @@ from torch import nn
 
 from srat_engine.bench.benchmark import bench_config, bench_engine_step, build_pair
 from srat_engine.bench.reference import EPS, PAD, STEP_SIZE, reference_attack, reference_step
-from srat_engine.data import random_crop_flip
+from srat_engine.data.augment import random_crop_flip
 from srat_engine.data.resident import to_inputs
 from srat_engine.errors import SratError
 from srat_engine.evaluation.classwise import classwise_correct

@@ -7,12 +7,8 @@ import math
 import pytest
 import torch
 
-from srat_engine.data import (
-    balanced_subset_indices,
-    class_counts,
-    imbalanced_indices,
-    under_represented_classes,
-)
+from srat_engine.data.imbalance import class_counts, under_represented_classes
+from srat_engine.data.subsets import balanced_subset_indices, imbalanced_indices
 from srat_engine.errors import SratError
 
 

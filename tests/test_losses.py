@@ -1,4 +1,5 @@
-"""Focal, LDAM, class-balanced / deferred weights and reductions against hand-computed values."""
+"""Focal and LDAM losses and the reductions against hand-computed values (the class weights and
+margins they take: tests/test_per_class.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srat_engine.losses import (
-    class_balanced_weights,
-    deferred_class_weights,
-    focal_loss,
-    ldam_loss,
-    ldam_margins,
-    summing_to_class_count,
-    weighted_mean,
-)
+from srat_engine.losses import focal_loss, ldam_loss, weighted_mean
 
 
 def test_focal_hand_computed() -> None:
@@ -62,22 +55,6 @@ def test_focal_rejects_negative_gamma() -> None:
         focal_loss(torch.zeros(1, 2), torch.tensor([0]), gamma=-1.0)
 
 
-def test_ldam_margins_hand_computed() -> None:
-    # 100^(1/4) = sqrt(10): m = [0.5 / sqrt(10), 0.5] = [0.1581, 0.5]
-    got = ldam_margins([100, 1], max_margin=0.5)
-    torch.testing.assert_close(got, torch.tensor([0.5 / math.sqrt(10), 0.5]))
-    # fourth roots 2, 1, 3 -> m proportional to 1/2, 1, 1/3, largest = 0.5
-    got = ldam_margins([16, 1, 81], max_margin=0.5)
-    torch.testing.assert_close(got, torch.tensor([0.25, 0.5, 0.5 / 3]))
-
-
-def test_ldam_margins_rejects_empty_or_nonpositive_counts() -> None:
-    with pytest.raises(ValueError):
-        ldam_margins([])
-    with pytest.raises(ValueError):
-        ldam_margins([10, 0])
-
-
 def test_ldam_loss_hand_computed() -> None:
     # s = 10, cos = [0.3, 0.1] -> logits [3, 1]; margins [0.1, 0.2]
     logits = torch.tensor([[3.0, 1.0], [3.0, 1.0]])
@@ -96,67 +73,6 @@ def test_ldam_zero_margins_is_ce() -> None:
     target = torch.tensor([2])
     got = ldam_loss(logits, target, torch.zeros(3), scale=30.0)
     torch.testing.assert_close(got, F.cross_entropy(logits, target, reduction="none"))
-
-
-def test_class_balanced_weights_hand_computed() -> None:
-    beta = 0.9999
-    e_head = (1 - beta**5000) / (1 - beta)  # (1 - 0.60653) / 1e-4 = 3934.7
-    e_tail = (1 - beta**50) / (1 - beta)  # (1 - 0.99501) / 1e-4 = 49.88
-    inv_sum = 1 / e_head + 1 / e_tail
-    expected = [2 * (1 / e_head) / inv_sum, 2 * (1 / e_tail) / inv_sum]  # [0.02504, 1.97496]
-    got = class_balanced_weights([5000, 50], beta=beta)
-    torch.testing.assert_close(got, torch.tensor(expected))
-    assert got.sum().item() == pytest.approx(2.0)
-    assert got[0].item() == pytest.approx(0.02504, abs=1e-5)
-
-
-def test_class_balanced_weights_limits() -> None:
-    assert torch.equal(class_balanced_weights([5000, 50, 7], beta=0.0), torch.ones(3))
-    # beta = 1: effective number = n, so w proportional to [1/5000, 1/50], scaled to sum 2
-    expected = torch.tensor([2 * 50 / 5050, 2 * 5000 / 5050])
-    torch.testing.assert_close(class_balanced_weights([5000, 50], beta=1.0), expected)
-
-
-def test_weights_summing_to_class_count_hand_computed() -> None:
-    # [1, 1, 78, 78] * 4 / 158 = [0.025316, 0.025316, 1.974684, 1.974684]
-    got = summing_to_class_count([1.0, 1.0, 78.0, 78.0])
-    torch.testing.assert_close(got, torch.tensor([4 / 158, 4 / 158, 312 / 158, 312 / 158]))
-    assert got[0].item() == pytest.approx(0.025316, abs=1e-6)
-    for bad in ([], [0.0, 0.0], [1.0, -1.0], [1.0, float("nan")]):
-        with pytest.raises(ValueError):
-            summing_to_class_count(bad)
-
-
-def test_class_balanced_step_ratio_weights_are_the_class_balanced_weights() -> None:
-    """SRAT Figure 5: tail weight "78" (the class-balanced tail/head ratio of Step-100) with
-    head weight 1 is the class-balanced weighting itself once both sum to C."""
-    counts = [5000] * 5 + [50] * 5
-    balanced = class_balanced_weights(counts)
-    ratio = (balanced[-1] / balanced[0]).item()
-    assert ratio == pytest.approx(78.9, abs=0.05)
-    torch.testing.assert_close(summing_to_class_count([1.0] * 5 + [ratio] * 5), balanced)
-
-
-def test_class_balanced_weights_rejects_bad_input() -> None:
-    with pytest.raises(ValueError):
-        class_balanced_weights([10, 0])
-    with pytest.raises(ValueError):
-        class_balanced_weights([10, 5], beta=1.5)
-    with pytest.raises(ValueError):
-        class_balanced_weights([])
-
-
-def test_deferred_class_weights_switches_at_start_epoch() -> None:
-    counts = [5000, 50]
-    assert torch.equal(
-        deferred_class_weights(counts, 0.9999, epoch=0, start_epoch=5), torch.ones(2)
-    )
-    assert torch.equal(
-        deferred_class_weights(counts, 0.9999, epoch=4, start_epoch=5), torch.ones(2)
-    )
-    after = deferred_class_weights(counts, 0.9999, epoch=5, start_epoch=5)
-    assert after[1].item() == pytest.approx(1.97496, abs=1e-5)
-    assert torch.equal(after, class_balanced_weights(counts, 0.9999))
 
 
 def test_weighted_mean_modes() -> None:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srat_engine.attacks import class_budgets, class_step_sizes, warmup_budgets
+from srat_engine.attacks import class_step_sizes, warmup_budgets
 from srat_engine.losses import (
     class_log_prior,
     logit_adjusted_loss,
@@ -19,7 +19,6 @@ from srat_engine.losses import (
     prior_shifted_logits,
     reat_inner_weights,
     reat_tail_classes,
-    robal_margins,
     robal_train_logits,
     taet_equalisation_loss,
     tail_feature_alignment,
@@ -170,41 +169,6 @@ def test_trades_kl_zero_for_equal_logits_and_finite_when_confident() -> None:
 
 
 # ---------------------------------------------------------------- RobustLT budgets
-
-
-def test_class_budgets_hand_computed_three_classes() -> None:
-    # pi = [4/7, 2/7, 1/7]; s = sqrt(ln 2) * [0, 1, sqrt 2]; S = sqrt(ln 2) (2 + sqrt 2) / 7
-    # t s_c = alpha * 7 * [0, 1, sqrt 2] / (2 + sqrt 2): with alpha = 0.5, [0, 1.02513, 1.44975]
-    got = class_budgets([400, 200, 100], eps=EPS, alpha=0.5)
-    expected = torch.tensor(
-        [0.5, 0.5 + 3.5 / (2 + math.sqrt(2)), 0.5 + 3.5 * 2**0.5 / (2 + 2**0.5)]
-    )
-    torch.testing.assert_close(got, expected * EPS)
-    assert got[2].item() / EPS == pytest.approx(1.949747, abs=1e-6)
-    mean = (got * torch.tensor([4.0, 2.0, 1.0])).sum() / 7
-    assert mean.item() == pytest.approx(EPS)
-
-
-def test_class_budgets_two_classes() -> None:
-    # pi = [3/4, 1/4]: t s_1 = alpha / (1/4), so eps_c / eps = [1 - alpha, 1 - alpha + 4 alpha]
-    got = class_budgets([300, 100], eps=EPS, alpha=0.3)
-    torch.testing.assert_close(got, torch.tensor([0.7, 1.9]) * EPS)
-
-
-def test_class_budgets_balanced_or_alpha_zero_give_eps() -> None:
-    assert torch.equal(class_budgets([50, 50, 50], EPS, alpha=0.3), torch.full((3,), EPS))
-    assert torch.equal(class_budgets([500, 50, 5], EPS, alpha=0.0), torch.full((3,), EPS))
-
-
-def test_class_budgets_rejects_bad_input() -> None:
-    with pytest.raises(ValueError):
-        class_budgets([10, 5], EPS, alpha=1.5)
-    with pytest.raises(ValueError):
-        class_budgets([10, 0], EPS, alpha=0.3)
-    with pytest.raises(ValueError):
-        class_budgets([], EPS, alpha=0.3)
-    with pytest.raises(ValueError):
-        class_budgets([10, 5], -1.0, alpha=0.3)
 
 
 def test_class_step_sizes_scale_with_budget() -> None:
@@ -459,17 +423,6 @@ def test_robal_cosine_without_gamma_is_ldam_cosine_head() -> None:
     torch.testing.assert_close(10.0 * robal_cosine(z, head.weight, gamma=0.0), head(z))
     # with the default gamma the logits shrink by ||w|| / (||w|| + gamma) < 1
     assert (robal_cosine(z, head.weight).abs() < robal_cosine(z, head.weight, 0.0).abs()).all()
-
-
-def test_robal_margins_hand_computed() -> None:
-    # 0.1 + 0.3 * log([100, 10, 1]) / 10 = [0.238155, 0.169078, 0.1]
-    got = robal_margins([100, 10, 1], m=0.1, tau_m=0.3, scale=10.0)
-    torch.testing.assert_close(
-        got, torch.tensor([0.1 + 0.03 * math.log(100), 0.1 + 0.03 * math.log(10), 0.1])
-    )
-    assert torch.equal(robal_margins([100, 10, 1]), torch.full((3,), 0.1))
-    with pytest.raises(ValueError):
-        robal_margins([10, 0])
 
 
 def test_robal_train_and_eval_logits_hand_computed() -> None:

@@ -20,9 +20,10 @@ from srat_engine.config.methods import canonical_method, compose_method, get_met
 from srat_engine.config.schema import RobalConfig, RunConfig, validate_config
 from srat_engine.errors import SratError
 from srat_engine.evaluation.classwise import classwise_correct
-from srat_engine.losses import class_log_prior, robal_margins
+from srat_engine.losses import class_log_prior
 from srat_engine.models import RobalHead, SratModel, build_model
 from srat_engine.models.robal import robal_cosine, robal_eval_logits
+from srat_engine.per_class import robal_margins
 from srat_engine.training.graphs import GraphedTrainStep
 from srat_engine.training.step import TrainStep, per_sample_loss, robal_options
 
@@ -71,7 +72,7 @@ class TwoLayer(SratModel):
 
 
 def make_step(config: RunConfig, model: SratModel, device: str = "cpu") -> TrainStep:
-    margins = robal_margins(COUNTS, M, TAU_M, S).to(device)
+    margins = torch.tensor(robal_margins(COUNTS, M, TAU_M, S), device=device)
     log_prior = class_log_prior(COUNTS).to(device)
     return TrainStep(
         model,

@@ -683,7 +683,7 @@ def test_resolve_devices_cpu() -> None:
 def test_resolve_devices_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     import srat_engine.jobs.supervisor as supervisor
 
-    monkeypatch.setattr(supervisor, "_cuda_count", lambda: 0)
+    monkeypatch.setattr(supervisor, "cuda_device_count", lambda: 0)
     assert supervisor.resolve_devices() == (["cpu"], 1)
     assert supervisor.resolve_devices(device="auto", slots=2) == (["cpu"], 2)
     with pytest.raises(SratError, match="no CUDA GPU"):
@@ -695,7 +695,7 @@ def test_resolve_devices_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_resolve_devices_gpu_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     import srat_engine.jobs.supervisor as supervisor
 
-    monkeypatch.setattr(supervisor, "_cuda_count", lambda: 2)
+    monkeypatch.setattr(supervisor, "cuda_device_count", lambda: 2)
     resolve = supervisor.resolve_devices
     assert resolve() == (["cuda:0", "cuda:1"], 1)
     assert resolve(gpus="all", per_gpu=3) == (["cuda:0", "cuda:1"], 3)

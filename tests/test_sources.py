@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN
 
-from srat_engine.data import Splits, load_splits, sources
-from srat_engine.data.catalog import dataset_info
-from srat_engine.data.sources import digits_table, missing_dataset
+from srat_engine.data import sources
+from srat_engine.data.catalog import dataset_info, missing_dataset
+from srat_engine.data.sources import Splits, digits_table, load_splits
 from srat_engine.errors import SratError
 
 CIFAR10_NAMES = [

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from srat_engine.config.schema import validate_config
-from srat_engine.data import balanced_subset_indices, load_splits
+from srat_engine.data.sources import load_splits
+from srat_engine.data.subsets import balanced_subset_indices
 from srat_engine.errors import SratError
 from srat_engine.evaluation.separability import feature_separability, penultimate_features
 from srat_engine.runs.rundir import RunDir

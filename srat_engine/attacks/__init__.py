@@ -2,7 +2,6 @@
 
 from srat_engine.attacks.class_budget import (
     WARMUP_STARTS,
-    class_budgets,
     class_step_sizes,
     warmup_budgets,
 )
@@ -13,7 +12,6 @@ __all__ = [
     "WARMUP_STARTS",
     "PGDResult",
     "attack_mode",
-    "class_budgets",
     "class_step_sizes",
     "pgd_linf",
     "start_noise",

@@ -11,7 +11,7 @@ from srat_engine.config.presets import load_preset, load_raw
 from srat_engine.config.resolve import Resolved, resolve
 from srat_engine.config.schema import RunConfig, set_override, validate_config
 from srat_engine.config.workload import Workload, run_workload
-from srat_engine.data.sources import missing_dataset
+from srat_engine.data.catalog import missing_dataset
 from srat_engine.errors import SratError
 from srat_engine.runs.provenance import provenance
 from srat_engine.runs.rundir import RunDir, now_iso

@@ -8,26 +8,22 @@ re-derive what a run trained with.
 
 from __future__ import annotations
 
-import importlib
-import platform
-import sys
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from srat_engine import __version__
-from srat_engine.attacks.class_budget import class_budgets
 from srat_engine.config.schema import RunConfig, scaled_epoch
 from srat_engine.data.catalog import dataset_info
 from srat_engine.data.imbalance import class_counts, under_represented_classes
 from srat_engine.errors import SratError
-from srat_engine.losses import (
+from srat_engine.per_class import (
     class_balanced_weights,
+    class_budgets,
     ldam_margins,
     robal_margins,
     summing_to_class_count,
 )
+from srat_engine.versions import versions
 
 
 @dataclass(frozen=True)
@@ -71,30 +67,6 @@ def data_root(config: RunConfig, data_dir: Path) -> Path:
     if config.data.dataset == "folder":
         raise SratError("data.root must name your image folder when data.dataset = 'folder'")
     return data_dir
-
-
-def versions(*, if_loaded: Sequence[str] = (), if_importable: Sequence[str] = ()) -> dict[str, str]:
-    """The srat, Python and torch versions, then each package of `if_loaded` this process has
-    already imported and each of `if_importable` that imports: what a result records to say
-    which code produced it. Versions are the packages' own ``__version__``, which carries the
-    build (torch ``2.13.0+cu130``) that importlib.metadata drops."""
-    import torch  # deferred: importing this module (presets, the CLI) must not import torch
-
-    recorded = {
-        "srat": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    for name in if_loaded:
-        if name in sys.modules:
-            recorded[name] = str(getattr(sys.modules[name], "__version__", "unknown"))
-    for name in if_importable:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue  # optional: only what needs it fails without it
-        recorded[name] = str(getattr(module, "__version__", "unknown"))
-    return recorded
 
 
 def _check_budgets_fit(config: RunConfig, clip: tuple[float, float] | None) -> None:
@@ -141,14 +113,14 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
             )
         if not any(config.loss.class_weights):
             raise SratError("loss.class_weights are all 0: no class would be trained on")
-        weights = summing_to_class_count(config.loss.class_weights).tolist()
+        weights = summing_to_class_count(config.loss.class_weights)
     elif spec.reweight != "none":
-        weights = class_balanced_weights(counts, config.loss.cb_beta).tolist()
+        weights = class_balanced_weights(counts, config.loss.cb_beta)
     else:
         weights = [1.0] * info.num_classes
     margins = None
     if spec.loss == "ldam":
-        margins = ldam_margins(counts, config.loss.ldam_max_margin).tolist()
+        margins = ldam_margins(counts, config.loss.ldam_max_margin)
     budgets = None
     if config.attack.class_budget:
         if not spec.adversarial or config.attack.steps == 0:
@@ -156,7 +128,7 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
                 f"attack.class_budget has no effect without a training attack ({spec.name}, "
                 f"attack.steps={config.attack.steps})"
             )
-        budgets = class_budgets(counts, config.attack.eps, config.attack.budget_alpha).tolist()
+        budgets = class_budgets(counts, config.attack.eps, config.attack.budget_alpha)
     head = config.head()
     if spec.loss == "robal" and config.eval.posthoc_tau:
         raise SratError(
@@ -171,7 +143,7 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
     if spec.loss == "robal":
         margins_robal = robal_margins(
             counts, config.robal.margin, config.robal.tau_m, config.robal.scale
-        ).tolist()
+        )
     if config.model.arch == "linear" and len(info.input_shape) != 1:
         raise SratError("model.arch 'linear' takes vectors (data.dataset = 'gaussian')")
     if config.model.arch != "linear" and len(info.input_shape) == 1:

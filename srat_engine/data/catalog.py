@@ -1,4 +1,5 @@
-"""What each dataset looks like before it is loaded: classes, input shape, per-class sizes.
+"""What each dataset looks like before it is loaded: classes, input shape, per-class sizes,
+and the files a downloaded one needs (`missing_dataset`, a launch's check).
 
 `srat run --dry-run` resolves per-class counts, class weights, LDAM margins and what a run's
 evaluation costs (`config.workload`) from this alone, without reading any data file; the
@@ -109,3 +110,74 @@ def _image_count(folder: Path) -> int:
     if not folder.is_dir():
         return 0
     return sum(1 for f in folder.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+# -- the files of torchvision's datasets ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """How a torchvision dataset lays out its files, for messages, launch checks and diagnosis."""
+
+    title: str
+    files: tuple[str, ...]  # relative to root, in the order torchvision reads them
+    archive: str | None  # the downloadable archive (CIFAR), or None (SVHN: plain files)
+    folder: str | None  # what the archive extracts to
+
+
+CIFAR10_FILES = DatasetFiles(
+    "CIFAR-10",
+    tuple(
+        f"cifar-10-batches-py/{f}"
+        for f in (
+            "data_batch_1",
+            "data_batch_2",
+            "data_batch_3",
+            "data_batch_4",
+            "data_batch_5",
+            "test_batch",
+            "batches.meta",
+        )
+    ),
+    "cifar-10-python.tar.gz",
+    "cifar-10-batches-py",
+)
+CIFAR100_FILES = DatasetFiles(
+    "CIFAR-100",
+    ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
+    "cifar-100-python.tar.gz",
+    "cifar-100-python",
+)
+SVHN_FILES = DatasetFiles("SVHN", ("train_32x32.mat", "test_32x32.mat"), None, None)
+TORCHVISION_FILES = {"cifar10": CIFAR10_FILES, "cifar100": CIFAR100_FILES, "svhn": SVHN_FILES}
+
+
+def not_found(spec: DatasetFiles, root: Path) -> SratError:
+    if spec.archive is not None:
+        what = f"{spec.archive} (extracted: {spec.folder}/)"
+    else:
+        what = " and ".join(spec.files)
+    return SratError(
+        f"{spec.title} not found in {root}: place {what} there, "
+        "or set data.download=true on a machine with internet access"
+    )
+
+
+def missing_files(spec: DatasetFiles, root: Path) -> list[str]:
+    return [f for f in spec.files if not (root / f).is_file()]
+
+
+def missing_dataset(name: str, root: Path, download: bool) -> str | None:
+    """Why dataset `name` cannot load from `root`: its files are not there, nor an archive
+    to extract them from, and it may not download (the message loading would raise). None
+    when it can try, and for datasets without files (digits, gaussian, synthetic; a folder's
+    problems are its catalog's). Cheap: file stats, no reading."""
+    spec = TORCHVISION_FILES.get(name)
+    if spec is None or download:
+        return None
+    root = Path(root).expanduser()
+    if not missing_files(spec, root):
+        return None
+    if spec.archive is not None and (root / spec.archive).is_file():
+        return None  # extracted on load
+    return str(not_found(spec, root))

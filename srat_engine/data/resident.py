@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from srat_engine.data.imbalance import balanced_subset_indices, imbalanced_indices
 from srat_engine.data.sources import load_splits
+from srat_engine.data.subsets import balanced_subset_indices, imbalanced_indices
 
 if TYPE_CHECKING:  # the config layer sits above data: its types only, never its modules
     from srat_engine.config.resolve import Resolved

@@ -20,9 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from srat_engine.data.catalog import IMAGE_CLIP, folder_held_out
-from srat_engine.data.imbalance import balanced_subset_indices
+from srat_engine.data.catalog import (
+    CIFAR10_FILES,
+    CIFAR100_FILES,
+    IMAGE_CLIP,
+    SVHN_FILES,
+    DatasetFiles,
+    folder_held_out,
+    missing_files,
+    not_found,
+)
 from srat_engine.data.options import dataset_options
+from srat_engine.data.subsets import balanced_subset_indices
 from srat_engine.errors import SratError
 
 # the held-out splits of ``digits`` and ``folder`` must not move between runs or seeds
@@ -48,75 +57,7 @@ class Splits:
 # --------------------------------------------------------------------------- torchvision sets
 
 
-@dataclass(frozen=True)
-class _TvSpec:
-    """How a torchvision dataset lays out its files, for messages and diagnosis."""
-
-    title: str
-    files: tuple[str, ...]  # relative to root, in the order torchvision reads them
-    archive: str | None  # the downloadable archive (CIFAR), or None (SVHN: plain files)
-    folder: str | None  # what the archive extracts to
-
-
-_CIFAR10 = _TvSpec(
-    "CIFAR-10",
-    tuple(
-        f"cifar-10-batches-py/{f}"
-        for f in (
-            "data_batch_1",
-            "data_batch_2",
-            "data_batch_3",
-            "data_batch_4",
-            "data_batch_5",
-            "test_batch",
-            "batches.meta",
-        )
-    ),
-    "cifar-10-python.tar.gz",
-    "cifar-10-batches-py",
-)
-_CIFAR100 = _TvSpec(
-    "CIFAR-100",
-    ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
-    "cifar-100-python.tar.gz",
-    "cifar-100-python",
-)
-_SVHN = _TvSpec("SVHN", ("train_32x32.mat", "test_32x32.mat"), None, None)
-_TORCHVISION = {"cifar10": _CIFAR10, "cifar100": _CIFAR100, "svhn": _SVHN}
-
-
-def _not_found(spec: _TvSpec, root: pathlib.Path) -> SratError:
-    if spec.archive is not None:
-        what = f"{spec.archive} (extracted: {spec.folder}/)"
-    else:
-        what = " and ".join(spec.files)
-    return SratError(
-        f"{spec.title} not found in {root}: place {what} there, "
-        "or set data.download=true on a machine with internet access"
-    )
-
-
-def _missing_files(spec: _TvSpec, root: pathlib.Path) -> list[str]:
-    return [f for f in spec.files if not (root / f).is_file()]
-
-
-def missing_dataset(name: str, root: pathlib.Path, download: bool) -> str | None:
-    """Why dataset `name` cannot load from `root`: its files are not there, nor an archive
-    to extract them from, and it may not download (the message loading would raise). None
-    when it can try, and for datasets without files (digits, gaussian, synthetic; a folder's
-    problems are its catalog's). Cheap: file stats, no reading."""
-    spec = _TORCHVISION.get(name)
-    if spec is None or download:
-        return None
-    root = pathlib.Path(os.path.expanduser(str(root)))
-    if not _missing_files(spec, root):
-        return None
-    if spec.archive is not None and (root / spec.archive).is_file():
-        return None  # extracted on load
-    return str(_not_found(spec, root))
-
-
-def _first_bad_file(spec: _TvSpec, root: pathlib.Path) -> pathlib.Path | None:
+def _first_bad_file(spec: DatasetFiles, root: pathlib.Path) -> pathlib.Path | None:
     """The first file torchvision would reject: missing, md5 mismatch, or unreadable."""
     import torchvision.datasets.utils as tvu
 
@@ -133,12 +74,12 @@ def _first_bad_file(spec: _TvSpec, root: pathlib.Path) -> pathlib.Path | None:
     return None
 
 
-def _torchvision_md5s(spec: _TvSpec) -> dict[str, str]:
+def _torchvision_md5s(spec: DatasetFiles) -> dict[str, str]:
     from torchvision.datasets import CIFAR10, CIFAR100, SVHN
 
-    if spec is _SVHN:
+    if spec is SVHN_FILES:
         return {v[1]: v[2] for v in SVHN.split_list.values()}
-    cls = CIFAR10 if spec is _CIFAR10 else CIFAR100
+    cls = CIFAR10 if spec is CIFAR10_FILES else CIFAR100
     folder = cls.base_folder
     out = {f"{folder}/{f}": m for f, m in cls.train_list + cls.test_list}
     out[f"{folder}/{cls.meta['filename']}"] = cls.meta["md5"]
@@ -160,20 +101,20 @@ def _readable(path: pathlib.Path) -> bool:
 
 
 def _load_torchvision(
-    spec: _TvSpec,
+    spec: DatasetFiles,
     root: pathlib.Path,
     download: bool,
     build: Callable[[bool], tuple[Any, Any]],
 ) -> tuple[Any, Any]:
     """Run ``build(download)`` (which constructs the train and test datasets) and turn every
     failure into one line: not found, download failed, or which file is corrupt."""
-    if not download and _missing_files(spec, root):
+    if not download and missing_files(spec, root):
         archive = root / spec.archive if spec.archive else None
         if archive is None or not archive.is_file():  # `missing_dataset`'s case
-            raise _not_found(spec, root)
+            raise not_found(spec, root)
         # torchvision only extracts right after downloading; honour a hand-placed archive
         _extract(spec, archive, root)
-        if _missing_files(spec, root):
+        if missing_files(spec, root):
             raise SratError(
                 f"{archive} does not contain the expected {spec.folder}/ files: "
                 f"replace it with the original {spec.archive}"
@@ -193,7 +134,7 @@ def _load_torchvision(
         if bad is None:
             raise SratError(f"could not read {spec.title} from {root}: {_reason(exc)}") from exc
         if not bad.is_file():
-            raise _not_found(spec, root) from exc
+            raise not_found(spec, root) from exc
         if spec.archive is not None:
             fix = f"re-extract it from {spec.archive}, or delete it and set data.download=true"
         else:
@@ -201,7 +142,7 @@ def _load_torchvision(
         raise SratError(f"{spec.title} file {bad} is corrupt or incomplete: {fix}") from exc
 
 
-def _extract(spec: _TvSpec, archive: pathlib.Path, root: pathlib.Path) -> None:
+def _extract(spec: DatasetFiles, archive: pathlib.Path, root: pathlib.Path) -> None:
     from torchvision.datasets.utils import extract_archive
 
     try:
@@ -223,10 +164,10 @@ def _reason(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
-def _cifar(spec: _TvSpec, root: pathlib.Path, download: bool) -> Splits:
+def _cifar(spec: DatasetFiles, root: pathlib.Path, download: bool) -> Splits:
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    cls = CIFAR10 if spec is _CIFAR10 else CIFAR100
+    cls = CIFAR10 if spec is CIFAR10_FILES else CIFAR100
 
     def build(dl: bool) -> tuple[Any, Any]:
         # the second constructor finds the files the first one fetched
@@ -256,7 +197,7 @@ def _svhn(root: pathlib.Path, download: bool) -> Splits:
             str(root), split="test", download=dl
         )
 
-    train, test = _load_torchvision(_SVHN, root, download, build)
+    train, test = _load_torchvision(SVHN_FILES, root, download, build)
 
     def to_nchw(data: np.ndarray) -> torch.Tensor:
         # torchvision already transposed SVHN to NCHW, but as a non-contiguous view
@@ -459,7 +400,7 @@ def load_splits(name: str, root: pathlib.Path, *, download: bool = False, **opti
         dataset_options(name, options)
         if name == "svhn":
             return _svhn(root, download)
-        return _cifar(_CIFAR10 if name == "cifar10" else _CIFAR100, root, download)
+        return _cifar(CIFAR10_FILES if name == "cifar10" else CIFAR100_FILES, root, download)
     if name == "digits":
         return _digits(options)
     if name == "gaussian":

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from srat_engine.config.resolve import versions
 from srat_engine.config.schema import RunConfig, validate_config
-from srat_engine.data import balanced_subset_indices, load_splits
+from srat_engine.data.sources import load_splits
+from srat_engine.data.subsets import balanced_subset_indices
 from srat_engine.errors import SratError
 from srat_engine.evaluation.autoattack import (
     AA_ORDER,
@@ -56,6 +56,7 @@ from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.tf32 import strict_fp32
 from srat_engine.training.checkpoint import load_checkpoint
 from srat_engine.training.step import robal_options
+from srat_engine.versions import versions
 
 # The class-balanced test subset uses the seed of training's per-epoch robust subset, so
 # `--n` equal to eval.robust_per_class evaluates exactly the examples training tracked.
@@ -355,7 +356,7 @@ def evaluate_run(
         "seconds": round(seconds, 3),
         "time": now_iso(),
         # torchattacks whenever installed, as only AutoAttack needs it: PGD-20 and CW run without
-        "versions": versions(if_importable=("torchattacks",)),
+        "versions": versions(if_installed=("torchattacks",)),
     }
     store_result(run, attack, result, checkpoint)
     run.log(f"eval {attack} ({checkpoint} checkpoint, epoch {epoch}): robust "

@@ -23,6 +23,7 @@ import psutil
 from srat_engine.devices import parse_device, parse_gpu_ids
 from srat_engine.errors import SratError
 from srat_engine.fsutil import WriteFailed, writing
+from srat_engine.hardware import cuda_device_count
 from srat_engine.runs.home import Home
 from srat_engine.runs.liveness import (
     ACTIVE,
@@ -57,7 +58,7 @@ def resolve_devices(
     if per_gpu < 1 or (slots is not None and slots < 1):
         raise SratError("--per-gpu and --slots must be at least 1")
     if gpus is not None:
-        available = _cuda_count()
+        available = cuda_device_count()
         if available == 0:
             raise SratError("--gpus given but no CUDA GPU is visible here")
         ids = parse_gpu_ids(gpus)
@@ -68,7 +69,7 @@ def resolve_devices(
         return [f"cuda:{k}" for k in ids], per_gpu
     chosen = parse_device("auto" if device is None else device)
     if chosen.kind == "auto":
-        count = _cuda_count()
+        count = cuda_device_count()
         if count:
             return [f"cuda:{k}" for k in range(count)], per_gpu
         return ["cpu"], slots or 1
@@ -76,16 +77,10 @@ def resolve_devices(
         return ["cpu"], slots or 1
     if chosen.kind == "cuda":
         index = chosen.index or 0
-        if index >= _cuda_count():
+        if index >= cuda_device_count():
             raise SratError(f"cuda:{index} is not a visible CUDA device")
         return [f"cuda:{index}"], per_gpu
     raise SratError(f"device {chosen} cannot run detached: use cpu, cuda or cuda:N")
-
-
-def _cuda_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def launch_detached(

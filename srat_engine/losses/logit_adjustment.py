@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from srat_engine.class_counts import check_class_counts
+from srat_engine.per_class import check_class_counts
 
 
 def class_log_prior(counts: Sequence[int]) -> Tensor:

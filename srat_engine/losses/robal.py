@@ -5,7 +5,8 @@ wutong16/Adversarial_Long-Tail: ``MultiMarginLoss`` in ``methods/losses_inclass.
 ``configs/CIFAR10_LT/*robal*``).
 
 The classifier itself (``robal_cosine``, the post-hoc ``robal_eval_logits`` and the head that
-applies them) is ``srat_engine.models.robal``: the models layer cannot import the losses.
+applies them) is ``srat_engine.models.robal``: the models layer cannot import the losses. The
+margins m_c are `srat_engine.per_class.robal_margins`, resolved with the config.
 
 How the loss differs from LDAM's:
   * the head has scale 1; the scale s (10) is applied here (and at inference, by the head);
@@ -17,28 +18,8 @@ How the loss differs from LDAM's:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
-
-from srat_engine.class_counts import check_class_counts
-
-
-def robal_margins(
-    counts: Sequence[int], m: float = 0.1, tau_m: float = 0.0, scale: float = 10.0
-) -> Tensor:
-    """Per-class margins [C] in cosine units: m_c = m + tau_m * log(n_c / n_min) / s.
-
-    Reference configs: RoBal-N (CIFAR-10-LT) m = 0.1, tau_m = 0, s = 10; RoBal-R m = 0.1,
-    tau_m = 0.3, s = 10. The rarest class gets m; frequent classes get more.
-    """
-    check_class_counts(counts, "robal_margins")
-    if scale <= 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
-    n = torch.tensor(list(counts), dtype=torch.float64)
-    margins = m + tau_m * torch.log(n / n.min()) / scale
-    return margins.to(torch.get_default_dtype())
 
 
 def robal_train_logits(

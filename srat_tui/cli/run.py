@@ -14,6 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from srat_engine.config.presets import expand_patterns
+from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
 from srat_tui.cli.common import (
     EXIT_FAILED,
@@ -62,15 +63,16 @@ def _outlook_line(
     """How long the runs should train, and with `placement` (--gpus, --slots, --per-gpu of a
     detached launch) when the queue would be through (`jobs.forecast.launch_outlook`); with
     `stack_size` > 1, each of `prepared` is the first run of a stack of that many."""
+    from srat_engine.hardware import auto_device
     from srat_engine.jobs.forecast import launch_outlook, planned_run
     from srat_engine.jobs.supervisor import resolve_devices
-    from srat_engine.training.device import pick_device
 
     try:
         planned = []
         for item in prepared:
-            if placement is None:
-                device = str(pick_device(item.config.device))
+            if placement is None:  # in the foreground: `_check_launch` found the device here
+                requested = parse_device(item.config.device)
+                device = auto_device() if requested.kind == "auto" else str(requested)
                 planned.append(planned_run(item, [device], None, stack_size))
             else:
                 gpus, slots, per_gpu = placement
@@ -217,9 +219,12 @@ def _check_launch(
         check_cluster(options)
         return []
     if not detach:
-        from srat_engine.training.device import pick_device
+        # a missing GPU fails before the run dir exists; auto and cpu are always there, and
+        # checking them would import torch for nothing (a dry run)
+        if parse_device(prepared[0].config.device).kind in ("cuda", "mps"):
+            from srat_engine.training.device import pick_device
 
-        pick_device(prepared[0].config.device)  # a missing GPU fails before the run dir exists
+            pick_device(prepared[0].config.device)
         return []
     from srat_engine.jobs.supervisor import resolve_devices
 
