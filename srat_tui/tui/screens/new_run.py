@@ -656,6 +656,9 @@ class NewRunScreen(Screen[list[str] | None]):
     run ids."""
 
     CSS_PATH = "new_run.tcss"
+    # keys go to the form from the start; one focus change, not Textual's default then ours
+    # (each restyles the whole form)
+    AUTO_FOCUS = "#preset"
     HOLDS_EDITS: ClassVar[bool] = True  # the app's `q` does not quit from here (`SratApp`)
 
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
@@ -827,7 +830,6 @@ class NewRunScreen(Screen[list[str] | None]):
 
     def on_mount(self) -> None:
         self.title = "New run"
-        self.query_one("#preset", Select).focus()  # keys go to the form from the start
         self._show_slurm_defaults(app_context(self).home)
         self._sync_backend()
         if self._initial_preset is not None:
