@@ -113,3 +113,20 @@ RECORD: dict[str, Any] = {
 )
 def test_runs_cell(column: str, changes: dict[str, Any], expected: str) -> None:
     assert runs_cell({**RECORD, **changes}, column, NOW) == expected
+
+
+def test_wrap_chips_breaks_between_chips_never_inside_one() -> None:
+    from rich.text import Text
+
+    from srat_tui.render.format import wrap_chips
+
+    chips = [Text("abcd"), Text("ef"), Text("(1d ago)", style="dim")]
+    assert wrap_chips(chips, 40).plain == "abcd  ef  (1d ago)"  # 18 cells: one line
+    assert wrap_chips(chips, 18).plain == "abcd  ef  (1d ago)"  # exactly the width
+    assert wrap_chips(chips, 17).plain == "abcd  ef\n(1d ago)"  # the chip moves down whole
+    assert wrap_chips(chips, 5).plain == "abcd\nef\n(1d ago)"  # too wide alone: its own line
+    assert wrap_chips(chips, 0).plain == "abcd  ef  (1d ago)"  # not laid out yet
+    assert wrap_chips(chips, 17, separator=" | ").plain == "abcd | ef\n(1d ago)"
+    styled = wrap_chips(chips, 17)
+    assert [styled.plain[span.start : span.end] for span in styled.spans] == ["(1d ago)"]
+    assert wrap_chips([], 10).plain == ""

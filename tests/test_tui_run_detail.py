@@ -711,3 +711,28 @@ def test_read_new_lines_tails_then_follows(log_file: Path) -> None:
     log_file.write_text("fresh\n")  # truncated (rotated): start again from the top
     assert read_new_lines(log_file, offset)[0] == ["fresh"]
     assert read_new_lines(log_file.with_name("missing.log"), -1) == (None, -1)
+
+
+@pytest.mark.parametrize("run_id", ["exp10-srat-ldam-s0", "exp10-srat-ldam-s0-long"])
+@scenario
+async def test_the_header_breaks_between_its_facts_at_80_columns(
+    context: AppContext, run_id: str
+) -> None:
+    """At 80 columns the first line (id, method, data, status, epoch, age) moves whole facts
+    down, "(1d ago)" never split as "(1d" / "ago)"; wider again, it is one line."""
+    make_fake_run(context.runs_root, run_id, epochs_done=5, epochs=10)
+    async with RunApp(context, run_id).run_test(size=(80, 24)) as pilot:
+        screen = await opened(pilot, epochs=5)
+        widget = screen.query_one("#run-header", Static)
+
+        def rows() -> list[str]:
+            lines = widget.render_lines(widget.region.reset_offset)
+            return [line.text.strip() for line in lines if line.text.strip()]
+
+        assert any(row.endswith(" ago)") and "(" in row for row in rows()), rows()
+        assert not any(row.startswith("ago)") for row in rows()), rows()
+        assert all(len(row) <= 80 for row in rows())
+        assert len(rows()) == 3  # the facts over two rows, then the accuracies
+        await pilot.resize_terminal(160, 24)
+        await wait_for(pilot, lambda: len(rows()) == 2, "one row of facts at 160 columns")
+        assert rows()[0].startswith(run_id) and rows()[0].endswith("ago)")

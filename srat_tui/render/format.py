@@ -1,12 +1,13 @@
 """How a value reads on a terminal: one rule each for a percentage, an age, a run status and
 a runs-table cell, shared by the CLI (`srat runs ls`, the tables it prints) and the Textual app
 (runs screen, run screen), so a run reads the same in both; and `inert`, the one rule for
-showing a string that a person or a file supplied (tags, notes, paths, class names, logs).
+showing a string that a person or a file supplied (tags, notes, paths, class names, logs);
+`wrap_chips`, how a line of facts breaks in a narrow terminal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -167,3 +168,21 @@ def queue_summary(
         f"{len(waiting)} waiting for a slot; the last should end its training ~{last} "
         f"(in {time_left(last, now)})"
     )
+
+
+def wrap_chips(chips: Sequence[Text], width: int, separator: str = "  ") -> Text:
+    """`chips` in order, `separator` between them, on as few lines of `width` cells as they
+    fit: a line breaks between two chips, never inside one ("(1d ago)" stays whole), and only
+    a chip wider than `width` wraps itself. `width` <= 0 (not laid out yet): one line."""
+    out = Text()
+    used = 0
+    for chip in chips:
+        if used and width > 0 and used + len(separator) + chip.cell_len > width:
+            out.append("\n")
+            used = 0
+        elif used:
+            out.append(separator)
+            used += len(separator)
+        out.append_text(chip)
+        used += chip.cell_len
+    return out

@@ -32,7 +32,7 @@ from srat_engine.jobs.forecast import QueuedForecast, queue_forecast
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.progress import training_ends
 from srat_engine.runs.rundir import RunDir
-from srat_tui.render.format import age, inert, pct, status_style, time_left
+from srat_tui.render.format import age, inert, pct, status_style, time_left, wrap_chips
 from srat_tui.tui.context import app_context
 from srat_tui.tui.messages import RunPolled, RunPollFailed
 from srat_tui.tui.widgets.curves import (
@@ -317,6 +317,10 @@ class RunScreen(Screen[None]):
         self.poll()
         self._timer = self.set_interval(self.context.poll_seconds, self.poll)
 
+    def on_resize(self) -> None:
+        # the header's chips break for its width (`wrap_chips`): again once laid out anew
+        self.call_after_refresh(self._update_header)
+
     # polling -----------------------------------------------------------------------------------
     def poll(self) -> None:
         """Start a read of what was appended, unless the previous one is still going."""
@@ -477,35 +481,34 @@ class RunScreen(Screen[None]):
         where = f"{data.get('dataset', '?')} {data.get('imbalance', '')}"
         if isinstance(data.get("ratio"), (int, float)):
             where += f" K={data['ratio']:g}"
-        line = Text.assemble(
-            (inert(self.run_id), "bold"),
-            "  ",
-            (inert(config.get("method", "?")), "bold magenta"),
-            "  ",
-            inert(where),
-            "  ",
-            (inert(f"● {status or '?'}"), status_style(status)),
-            "  ",
-            f"epoch {latest['epoch'] if latest else 0}/{epochs}",
-        )
+        chips = [
+            Text(inert(self.run_id), style="bold"),
+            Text(inert(config.get("method", "?")), style="bold magenta"),
+            Text(inert(where)),
+            Text(inert(f"● {status or '?'}"), style=status_style(status)),
+            Text(f"epoch {latest['epoch'] if latest else 0}/{epochs}"),
+        ]
         if latest is not None:
             ago = age(latest.get("time"), self.context.now())
             if ago != "-":
-                line.append(f"  ({ago} ago)", style="dim")
+                chips.append(Text(f"({ago} ago)", style="dim"))
             ends = training_ends(self.records, epochs) if isinstance(epochs, int) else None
             left = time_left(ends, self.context.now())
             if status == "running" and left is not None:
-                line.append(f"  ~{left} left", style="dim")
+                chips.append(Text(f"~{left} left", style="dim"))
         queued = self.queued
         if status == "queued" and queued is not None and queued.starts is not None:
             wait = time_left(queued.starts, self.context.now())
-            line.append(f"  starts {f'in ~{wait}' if wait else 'at once'}", style="dim")
+            when = Text(f"starts {f'in ~{wait}' if wait else 'at once'}", style="dim")
             end = time_left(queued.ends, self.context.now())
             if end is not None:
-                line.append(f", training ends in ~{end}", style="dim")
+                when.append(f", training ends in ~{end}")
+            chips.append(when)
         others = [other for other in self.stack or [] if other != self.run_id]
         if others:  # a kill of this run stops them too
-            line.append(f"  stacked with {inert(', '.join(others))}", style="dim")
+            chips.append(Text(f"stacked with {inert(', '.join(others))}", style="dim"))
+        # whole facts per line at 80 columns: "(1d ago)" never split over two
+        line = wrap_chips(chips, header.content_size.width)
         line.append("\n")
         if self.ended_error is not None:  # the Static wraps it: the whole line shows
             line.append("error  ", style="bold red")
