@@ -1,13 +1,16 @@
-"""Wall time of the commands that only read runs, and whether they import torch.
+"""Wall time of the commands that only read runs or check a config, and whether they import torch.
 
     python benchmarks/bench_read_commands.py [--repeats 5] [--source DIR]
 
 Trains two real one-epoch digits runs into a temporary SRAT_HOME (the setup, not timed), then
-times `srat runs ls`, `srat runs show ID`, `srat runs compare A B` and `srat presets ls`, each
-as a fresh process (`python -m srat_tui.cli`), median of the repeats, and runs each once more
-under `python -X importtime` to list the heavy packages it imported. `--source DIR` puts another
+times `srat runs ls`, `srat runs show ID`, `srat runs compare A B`, `srat presets ls` and a
+dry run (`srat run -p digits-srat-ldam --dry-run`: what a launch checks), each as a fresh
+process (`python -m srat_tui.cli`), median of the repeats, and runs each once more under
+`python -X importtime` to list the heavy packages it imported. `--source DIR` puts another
 checkout of srat first on PYTHONPATH (e.g. a `git worktree` of an older commit), so one machine
-compares two versions with the same interpreter and the same runs.
+compares two versions with the same interpreter and the same runs. The commands run in the
+temporary home: `python -m` puts its working directory first on sys.path, which from a
+checkout would shadow `--source`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def srat(args: list[str], env: dict[str, str], *extra: str) -> subprocess.Comple
     return subprocess.run(
         [sys.executable, *extra, "-m", "srat_tui.cli", *args],
         env=env,
+        cwd=env["SRAT_HOME"],  # not a checkout: `-m` puts the working directory on sys.path
         capture_output=True,
         text=True,
         check=True,
@@ -70,6 +74,7 @@ def main() -> None:
             "srat runs show": ["runs", "show", ids[0]],
             "srat runs compare": ["runs", "compare", *ids],
             "srat presets ls": ["presets", "ls"],
+            "srat run --dry-run": ["run", "-p", "digits-srat-ldam", "--dry-run"],
         }
         source = str(args.source) if args.source else "installed"
         print(f"source: {source}; {args.repeats} repeats each, median wall time per process")
