@@ -1,4 +1,5 @@
-"""How many CUDA GPUs this machine has: NVML's "none" answers without torch, else torch counts."""
+"""How many CUDA GPUs a run sees here: NVML and CUDA_VISIBLE_DEVICES, torch only where they
+cannot tell."""
 
 from __future__ import annotations
 
@@ -10,10 +11,30 @@ import torch
 from fresh_process import python_json
 
 from srat_engine import hardware
+from srat_engine.hardware import visible_gpus
 
 
-def no_driver() -> None:
-    raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (None, [0, 1, 2, 3]),  # unset: every GPU
+        ("1,3", [1, 3]),
+        (" 3, 0 ", [3, 0]),  # CUDA's order is the variable's
+        ("", []),  # set and empty: none
+        ("0,-1,2", [0]),  # a negative index ends the list
+        ("2,7,1", [2]),  # so does one that is not a GPU here
+        ("-1", []),
+        ("0,,1", [0]),
+        ("GPU-5d1c8b", None),  # a UUID: only CUDA can match it
+        ("MIG-1a2b", None),
+        ("0,0", None),  # twice: CUDA refuses it, let torch say so
+    ],
+)
+def test_visible_gpus_read_cuda_visible_devices_as_cuda_does(
+    value: str | None, shown: list[int] | None
+) -> None:
+    environ = {} if value is None else {"CUDA_VISIBLE_DEVICES": value}
+    assert visible_gpus(4, environ) == shown
 
 
 def test_no_nvidia_driver_means_no_cuda_device_and_no_torch_import() -> None:
@@ -28,13 +49,35 @@ def test_no_nvidia_driver_means_no_cuda_device_and_no_torch_import() -> None:
     assert python_json(script) == [0, "cpu", False]
 
 
-def test_where_nvml_sees_a_gpu_torch_counts_the_visible_ones(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # NVML counts every GPU; torch only the CUDA_VISIBLE_DEVICES ones: torch's count is kept
+def test_gpus_are_counted_by_nvml_and_cuda_visible_devices_without_torch() -> None:
+    script = (
+        "import json, os, sys, pynvml\n"
+        "pynvml.nvmlInit = pynvml.nvmlShutdown = lambda: None\n"
+        "pynvml.nvmlDeviceGetCount = lambda: 4\n"
+        "from srat_engine import hardware\n"
+        "hardware.version_file_constant = lambda package, name: (True, '13.0')\n"
+        "from srat_engine.hardware import auto_device, cuda_device_count\n"
+        "counts = [cuda_device_count(), auto_device()]\n"
+        "os.environ['CUDA_VISIBLE_DEVICES'] = '2,3'\n"
+        "counts.append(cuda_device_count())\n"
+        "os.environ['CUDA_VISIBLE_DEVICES'] = ''\n"
+        "counts += [cuda_device_count(), auto_device()]\n"
+        "print(json.dumps([counts, 'torch' in sys.modules]))\n"
+    )
+    assert python_json(script) == [[4, "cuda", 2, 0, "cpu"], False]
+
+
+def fake_nvml(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """NVML counting `count` GPUs, and a torch built with CUDA, whatever this machine has."""
+    monkeypatch.setattr(hardware, "version_file_constant", lambda package, name: (True, "13.0"))
     monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
     monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 4)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: count)
+
+
+def test_where_only_cuda_can_tell_torch_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_nvml(monkeypatch, 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5d1c8b,GPU-77aa01")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert hardware.cuda_device_count() == 2
@@ -44,12 +87,23 @@ def test_where_nvml_sees_a_gpu_torch_counts_the_visible_ones(
     assert hardware.auto_device() == "cpu"
 
 
-def test_nvml_with_no_device_or_no_bindings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 0)
+def test_nvml_without_a_device_or_without_bindings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert hardware.cuda_device_count() == 0  # NVML's no device is the answer
+    fake_nvml(monkeypatch, 0)
+    assert hardware.cuda_device_count() == 0  # NVML's "no device" is the answer
     monkeypatch.setitem(sys.modules, "pynvml", None)  # the bindings cannot be imported
+    assert hardware.nvidia_gpu_count() is None
     assert hardware.cuda_device_count() == 1  # NVML cannot tell: torch decides
+
+
+def test_a_cpu_only_torch_sees_no_gpu_whatever_nvml_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_nvml(monkeypatch, 4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert hardware.cuda_device_count() == 4  # a CUDA build
+    monkeypatch.setattr(hardware, "version_file_constant", lambda package, name: (True, None))
+    assert hardware.cuda_device_count() == 0  # version.py: cuda = None
+    assert hardware.auto_device() == "cpu"

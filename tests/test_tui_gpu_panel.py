@@ -77,8 +77,8 @@ async def test_no_nvidia_gpu_hides_the_panel_and_stops_polling(
 
 def test_cuda_names_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert cuda_device(3) == "cuda:3"
+    assert cuda_device(3, 4) == "cuda:3"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # CUDA renumbers the visible ones from 0
-    assert (cuda_device(3), cuda_device(2), cuda_device(0)) == ("cuda:1", "cuda:0", None)
+    assert (cuda_device(3, 4), cuda_device(2, 4), cuda_device(0, 4)) == ("cuda:1", "cuda:0", None)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5d1c")  # UUIDs: same number as NVML
-    assert cuda_device(1) == "cuda:1"
+    assert cuda_device(1, 4) == "cuda:1"

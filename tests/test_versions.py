@@ -11,7 +11,7 @@ import pytest
 from fresh_process import python_json
 
 import srat_engine
-from srat_engine.versions import package_version, versions
+from srat_engine.versions import package_version, version_file_constant, versions
 
 
 def test_torchs_version_with_its_build_is_read_without_importing_torch() -> None:
@@ -79,3 +79,16 @@ def test_versions_record_srat_python_torch_and_the_optional_packages_present() -
     absent = "srat_absent_pkg"
     assert versions(if_loaded=("srat_fake_pkg", absent)) == {**base, "srat_fake_pkg": "1.2.3"}
     assert versions(if_installed=(absent, "srat_fake_pkg")) == {**base, "srat_fake_pkg": "1.2.3"}
+
+
+def test_version_file_constants_are_read_without_importing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _package(tmp_path, "srat_pkg_cpu", "__version__ = '2.0+cpu'\ncuda: Optional[str] = None\n")
+    _package(tmp_path, "srat_pkg_gpu", "__version__ = '2.0+cu130'\ncuda = '13.0'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert version_file_constant("srat_pkg_cpu", "cuda") == (True, None)  # a CPU-only build
+    assert version_file_constant("srat_pkg_gpu", "cuda") == (True, "13.0")
+    assert version_file_constant("srat_pkg_gpu", "hip") == (False, None)
+    assert version_file_constant("srat_absent_pkg", "cuda") == (False, None)
+    assert not {"srat_pkg_cpu", "srat_pkg_gpu"} & set(sys.modules)

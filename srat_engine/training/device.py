@@ -9,14 +9,13 @@ import torch
 
 from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
-from srat_engine.hardware import auto_device
 
 
 def pick_device(requested: str) -> torch.device:
     """The torch device for `requested` (auto: CUDA if present, else CPU), checked to exist."""
     device = parse_device(requested)
-    if device.kind == "auto":
-        return torch.device(auto_device())
+    if device.kind == "auto":  # torch's own answer: this process trains on it
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.kind == "cuda" and not torch.cuda.is_available():
         raise SratError(f"device {device} requested but CUDA is not available here")
     if device.kind == "cuda" and (device.index or 0) >= torch.cuda.device_count():

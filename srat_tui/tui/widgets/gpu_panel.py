@@ -6,7 +6,6 @@ itself and stops polling, so CPU-only hosts and laptops see nothing rather than 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.worker import get_current_worker
 
+from srat_engine.hardware import visible_gpus
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
 from srat_tui.tui.messages import GpuStatsRead
@@ -89,22 +89,18 @@ def probe_gpus() -> list[GpuInfo] | None:
             pynvml.nvmlShutdown()
 
 
-def cuda_device(nvml_index: int) -> str | None:
+def cuda_device(nvml_index: int, count: int) -> str | None:
     """The `cuda:N` name a run launched from this environment gives the GPU NVML numbers
-    `nvml_index`, or None when CUDA_VISIBLE_DEVICES hides it.
+    `nvml_index` of `count`, or None when CUDA_VISIBLE_DEVICES hides it.
 
-    NVML counts every GPU; CUDA counts only the visible ones, renumbered from 0. GPU UUIDs in
-    CUDA_VISIBLE_DEVICES cannot be matched without asking NVML for them, so those fall back to
-    the same number (as with CUDA_DEVICE_ORDER=PCI_BUS_ID and nothing hidden).
+    NVML counts every GPU; CUDA only the visible ones, renumbered from 0
+    (`hardware.visible_gpus`, the rule launches count by). Where only CUDA can tell (GPU
+    UUIDs), the same number as NVML's (as with CUDA_DEVICE_ORDER=PCI_BUS_ID, nothing hidden).
     """
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = visible_gpus(count)
     if visible is None:
         return f"cuda:{nvml_index}"
-    parts = [part.strip() for part in visible.split(",") if part.strip()]
-    if not all(part.isdigit() for part in parts):
-        return f"cuda:{nvml_index}"
-    ids = [int(part) for part in parts]
-    return f"cuda:{ids.index(nvml_index)}" if nvml_index in ids else None
+    return f"cuda:{visible.index(nvml_index)}" if nvml_index in visible else None
 
 
 def runs_by_device(records: Sequence[Mapping[str, Any]], runs_root: Path) -> dict[str, list[str]]:
@@ -138,7 +134,7 @@ def gpu_rows(context: AppContext | None) -> tuple[GpuRow, ...] | None:
             by_device = runs_by_device(context.index.all(), context.runs_root)
     rows = []
     for gpu in gpus:
-        device = cuda_device(gpu.index)
+        device = cuda_device(gpu.index, len(gpus))
         rows.append(GpuRow(gpu, tuple(by_device.get(device, ())) if device else ()))
     return tuple(rows)
 
