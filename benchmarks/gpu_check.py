@@ -15,6 +15,9 @@ SRAT_HOME; CIFAR-10 itself is not needed (``data.dataset=synthetic`` has its exa
 Exp-100 class counts). It writes DIR/summary.json (the figures below) and DIR/log.txt (every
 command and its output), and prints the summary:
 
+0. the torch build and GPU, and the GPU count srat's launcher finds without torch (NVML and
+   CUDA_VISIBLE_DEVICES, ``srat_engine.hardware``) beside torch's own (``gpu_count_srat_vs_torch``:
+   the two numbers should be equal);
 1. the CUDA-only tests (no host sync inside a training step or an evaluation; CUDA-graph
    replays train exactly like eager steps);
 2. ``srat bench`` for ResNet-18 and the small CNN at batch 128 (engine vs reference step),
@@ -395,6 +398,19 @@ def main() -> None:
         timeout=60,
     )
     summary["torch"] = out.strip()
+    # the launcher counts GPUs without torch (NVML + CUDA_VISIBLE_DEVICES): the same as torch?
+    _code, out = run(
+        log,
+        [
+            sys.executable,
+            "-c",
+            "from srat_engine.hardware import cuda_device_count; srat = cuda_device_count(); "
+            "import torch; print(srat, torch.cuda.device_count())",
+        ],
+        env,
+        timeout=60,
+    )
+    summary["gpu_count_srat_vs_torch"] = out.strip()
 
     def due(section: str) -> bool:
         """Asked for, and started while the budget lasts (else noted as skipped)."""
