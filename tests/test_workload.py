@@ -12,6 +12,7 @@ from fake_runs import prepare_from_env
 from srat_engine.config.schema import EvalConfig
 from srat_engine.config.workload import (
     evaluation_counts,
+    evaluation_due,
     pgd_evaluation_forwards,
     pgd_training_forwards,
     run_workload,
@@ -32,6 +33,24 @@ def test_evaluation_counts_follow_the_trainer() -> None:
     assert evaluation_counts(125, EvalConfig(robust_every=5)) == (100, 25)
     # every 3 of 7: epochs 3, 6 and the last, 7; robust on 6 (even) and 7 (the last)
     assert evaluation_counts(7, EvalConfig(every=3, robust_every=2)) == (1, 2)
+
+
+def test_evaluation_counts_in_closed_form_agree_with_the_trainer_s_rule_epoch_by_epoch() -> None:
+    for every in range(1, 8):
+        for robust_every in range(1, 8):
+            config = EvalConfig(every=every, robust_every=robust_every)
+            for epochs in range(0, 61):
+                dues = [evaluation_due(done, epochs, config) for done in range(1, epochs + 1)]
+                clean = sum(evaluated and not robust for evaluated, robust in dues)
+                full = sum(robust for _, robust in dues)
+                assert evaluation_counts(epochs, config) == (clean, full), config
+
+
+def test_evaluation_counts_of_a_billion_epochs_by_hand() -> None:
+    # every 3: floor((1e9 - 1) / 3) + 1 = 333,333,334 evaluated; robust on the multiples of
+    # lcm(3, 2) = 6 and the last: floor((1e9 - 1) / 6) + 1 = 166,666,667 (a loop: minutes)
+    config = EvalConfig(every=3, robust_every=2)
+    assert evaluation_counts(10**9, config) == (333_333_334 - 166_666_667, 166_666_667)
 
 
 def test_the_paper_s_cifar10_exp100_run_by_hand() -> None:

@@ -9,6 +9,7 @@ the convention of FLOP counts (`models.flops`). Pure and torch-free: the new-run
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,13 +30,20 @@ def evaluation_due(epochs_done: int, epochs: int, config: EvalConfig) -> tuple[b
 
 def evaluation_counts(epochs: int, config: EvalConfig) -> tuple[int, int]:
     """How many of `epochs` epochs are evaluated clean only and how many clean + robust, by
-    :func:`evaluation_due` (the trainer's rule)."""
-    clean = full = 0
-    for done in range(1, epochs + 1):
-        evaluated, robust = evaluation_due(done, epochs, config)
-        full += robust
-        clean += evaluated and not robust
-    return clean, full
+    :func:`evaluation_due` (the trainer's rule), counted in closed form (the new-run form
+    shows it for every edit, whatever the epochs typed):
+
+        evaluated = floor((E - 1) / a) + 1       the multiples of a = eval.every below E, and E
+        robust    = floor((E - 1) / l) + 1       l = lcm(a, eval.robust_every)
+        clean     = evaluated - robust           (both 0 for E = 0)
+    """
+    if epochs <= 0:
+        return 0, 0
+    every = config.every
+    both = math.lcm(every, config.robust_every)
+    evaluated = (epochs - 1) // every + 1
+    robust = (epochs - 1) // both + 1
+    return evaluated - robust, robust
 
 
 def pgd_training_forwards(attack_steps: int) -> int:
