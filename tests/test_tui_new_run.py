@@ -832,3 +832,30 @@ async def test_lambda_and_tau_show_for_the_separation_loss_only() -> None:
         screen = await set_field(pilot, "scheme", "srat")
         assert shown(screen, "sep_lambda", "sep_tau") == [True, True]
         assert screen.validation is not None and screen.validation.ok, screen.validation
+
+
+@scenario
+async def test_the_footer_launch_key_follows_the_check_and_rebuilds_only_on_a_flip() -> None:
+    """ctrl+s in the footer is greyed while the form is invalid and live once valid; edits
+    that keep it valid leave the footer's keys as they are (it rebuilds them on a refresh)."""
+    from textual.widgets._footer import FooterKey
+
+    def launch_key(screen: NewRunScreen) -> FooterKey:
+        (key,) = [k for k in screen.query(FooterKey) if k.action == "launch"]
+        return key
+
+    app = Host(make_context())
+    async with app.run_test(size=(120, 50)) as pilot:
+        screen = await settled(pilot)
+        await pilot.pause()
+        assert not launch_key(screen)._disabled
+        screen = await type_into(pilot, "ratio", "0.5")
+        await wait_for(pilot, lambda: launch_key(screen)._disabled, "ctrl+s greyed")
+        screen = await type_into(pilot, "ratio", "10")
+        await wait_for(pilot, lambda: not launch_key(screen)._disabled, "ctrl+s live again")
+        await pilot.pause()
+        key = launch_key(screen)
+        for epochs in ("3", "4", "5"):
+            screen = await set_field(pilot, "epochs", epochs)
+            await pilot.pause()
+        assert launch_key(screen) is key  # valid edits: the same footer key, not rebuilt

@@ -683,6 +683,7 @@ class NewRunScreen(Screen[list[str] | None]):
         # names it again (Textual posts one for the initial value, after mount) reloads
         # nothing, so it cannot overwrite what was typed since
         self._preset_chosen: str | None = None
+        self._footer_can_launch: bool | None = None  # what the footer's ctrl+s shows
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -1055,9 +1056,12 @@ class NewRunScreen(Screen[list[str] | None]):
 
     def _sync_launch(self) -> None:
         button = self.query_one("#launch", Button)
-        button.disabled = not self._can_launch()
+        can_launch = self._can_launch()
+        button.disabled = not can_launch
         button.label = "Launching…" if self.launching else "Launch"
-        self.refresh_bindings()
+        if can_launch != self._footer_can_launch:  # the footer rebuilds its keys on a refresh
+            self._footer_can_launch = can_launch
+            self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "launch" and not self._can_launch():
