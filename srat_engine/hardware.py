@@ -9,34 +9,55 @@ will.
 
 from __future__ import annotations
 
+import functools
 import os
-from contextlib import suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from types import ModuleType
 
 from srat_engine.versions import version_file_constant
 
 
-def nvidia_gpu_count() -> int | None:
-    """The NVIDIA GPUs NVML counts on this machine, all of them, whatever CUDA_VISIBLE_DEVICES
-    says; 0 where the driver is absent or not loaded; None where NVML cannot tell (no
-    bindings, or an error after start-up)."""
-    try:
-        import pynvml
-    except ImportError:
-        return None
+@contextmanager
+def nvml_session() -> Iterator[ModuleType | None]:
+    """pynvml, initialised for the block and shut down after it; None where NVML cannot start
+    (no driver library, or the driver is not loaded). ImportError where the bindings
+    (nvidia-ml-py) are not installed. The one way srat opens NVML: here and the TUI's panel."""
+    import pynvml
+
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError:
-        return 0  # no driver library, or the driver is not loaded: no CUDA device either
+        yield None
+        return
     try:
-        return int(pynvml.nvmlDeviceGetCount())
-    except pynvml.NVMLError:
-        return None
+        yield pynvml
     finally:
         with suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
 
 
-def visible_gpus(count: int, environ: dict[str, str] | None = None) -> list[int] | None:
+@functools.cache
+def nvidia_gpu_count() -> int | None:
+    """The NVIDIA GPUs NVML counts on this machine, all of them, whatever CUDA_VISIBLE_DEVICES
+    says; 0 where the driver is absent or not loaded; None where NVML cannot tell (no
+    bindings, or an error after start-up). Asked once per process: GPUs do not come and go
+    under a running srat, and NVML's start can be slow where persistence mode is off, while
+    the new-run form asks at every edit."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    with nvml_session() as nvml:
+        if nvml is None:
+            return 0  # no driver: no CUDA device either
+        try:
+            return int(nvml.nvmlDeviceGetCount())
+        except pynvml.NVMLError:
+            return None
+
+
+def visible_gpus(count: int, environ: Mapping[str, str] | None = None) -> list[int] | None:
     """The NVML indices of the GPUs CUDA shows a process, in CUDA's order (cuda:0 first), for
     a machine of `count` GPUs and CUDA_VISIBLE_DEVICES in `environ` (default os.environ).
 

@@ -87,10 +87,7 @@ def versions(*, if_loaded: Sequence[str] = (), if_installed: Sequence[str] = ())
         "python": platform.python_version(),
         "torch": package_version("torch") or "not installed",
     }
-    for name in if_loaded:
-        if name in sys.modules:
-            recorded[name] = str(getattr(sys.modules[name], "__version__", "unknown"))
-    for name in if_installed:
+    for name in (*(n for n in if_loaded if n in sys.modules), *if_installed):
         version = package_version(name)
         if version is not None:
             recorded[name] = version

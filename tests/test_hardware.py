@@ -4,6 +4,7 @@ cannot tell."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 
 import pynvml
 import pytest
@@ -12,6 +13,14 @@ from fresh_process import python_json
 
 from srat_engine import hardware
 from srat_engine.hardware import visible_gpus
+
+
+@pytest.fixture(autouse=True)
+def nvml_asked_afresh() -> Iterator[None]:
+    """`nvidia_gpu_count` asks NVML once per process: each test fakes its own NVML."""
+    hardware.nvidia_gpu_count.cache_clear()
+    yield
+    hardware.nvidia_gpu_count.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -67,6 +76,10 @@ def test_gpus_are_counted_by_nvml_and_cuda_visible_devices_without_torch() -> No
     assert python_json(script) == [[4, "cuda", 2, 0, "cpu"], False]
 
 
+def no_driver() -> None:
+    raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+
 def fake_nvml(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
     """NVML counting `count` GPUs, and a torch built with CUDA, whatever this machine has."""
     monkeypatch.setattr(hardware, "version_file_constant", lambda package, name: (True, "13.0"))
@@ -94,6 +107,7 @@ def test_nvml_without_a_device_or_without_bindings(monkeypatch: pytest.MonkeyPat
     fake_nvml(monkeypatch, 0)
     assert hardware.cuda_device_count() == 0  # NVML's "no device" is the answer
     monkeypatch.setitem(sys.modules, "pynvml", None)  # the bindings cannot be imported
+    hardware.nvidia_gpu_count.cache_clear()
     assert hardware.nvidia_gpu_count() is None
     assert hardware.cuda_device_count() == 1  # NVML cannot tell: torch decides
 
@@ -107,3 +121,43 @@ def test_a_cpu_only_torch_sees_no_gpu_whatever_nvml_counts(
     monkeypatch.setattr(hardware, "version_file_constant", lambda package, name: (True, None))
     assert hardware.cuda_device_count() == 0  # version.py: cuda = None
     assert hardware.auto_device() == "cpu"
+
+
+def test_nvml_is_asked_once_per_process_and_always_shut_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(hardware, "version_file_constant", lambda package, name: (True, "13.0"))
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: calls.append("init"))
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: calls.append("shutdown"))
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert [hardware.cuda_device_count() for _ in range(3)] == [2, 2, 2]
+    assert calls == ["init", "shutdown"]  # the form's every edit does not start NVML again
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert hardware.cuda_device_count() == 1  # the variable is read each time
+
+
+def test_the_gpu_panel_reads_its_gpus_through_the_same_nvml_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from srat_tui.tui.widgets.gpu_panel import GpuInfo, probe_gpus
+
+    calls: list[str] = []
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: calls.append("init"))
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: calls.append("shutdown"))
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 1)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda index: index)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda handle: b"NVIDIA H200")
+    monkeypatch.setattr(
+        pynvml, "nvmlDeviceGetUtilizationRates", lambda handle: SimpleNamespace(gpu=42)
+    )
+    monkeypatch.setattr(
+        pynvml, "nvmlDeviceGetMemoryInfo", lambda handle: SimpleNamespace(used=1, total=8)
+    )
+    assert probe_gpus() == [GpuInfo(0, "NVIDIA H200", 42, 1, 8)]
+    assert calls == ["init", "shutdown"]
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
+    assert probe_gpus() is None  # no driver: no panel

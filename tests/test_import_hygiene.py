@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fake_runs import make_fake_run
+from fresh_process import python_json
 
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "torchvision", "torchattacks", "sklearn", "scipy", "matplotlib")
@@ -108,17 +109,9 @@ def test_engine_imports_no_interface_library(tmp_path: Path) -> None:
         "    importlib.import_module(name)\n"
         f"print(json.dumps(sorted({{n.split('.')[0] for n in sys.modules}} & {set(INTERFACES)!r})))"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    loaded = python_json(script, timeout=300)
     assert len(modules) > 40  # the walk found the engine
-    assert json.loads(proc.stdout) == []
+    assert loaded == []
 
 
 def test_import_contracts_hold() -> None:

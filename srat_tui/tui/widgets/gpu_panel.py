@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import RenderableType
@@ -20,7 +21,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.worker import get_current_worker
 
-from srat_engine.hardware import visible_gpus
+from srat_engine.hardware import nvml_session, visible_gpus
 from srat_engine.runs.liveness import ACTIVE
 from srat_engine.runs.rundir import RunDir, is_valid_run_id
 from srat_tui.tui.messages import GpuStatsRead
@@ -59,34 +60,36 @@ def probe_gpus() -> list[GpuInfo] | None:
         import pynvml
     except ImportError:
         return None
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return None
-    try:
-        gpus: list[GpuInfo] = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            name = pynvml.nvmlDeviceGetName(handle)
-            if isinstance(name, bytes):  # older bindings return bytes
-                name = name.decode(errors="replace")
-            utilization: int | None
-            try:
-                utilization = int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-            except pynvml.NVMLError:
-                utilization = None
-            try:
-                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-                used, total = int(memory.used), int(memory.total)
-            except pynvml.NVMLError:
-                used = total = 0
-            gpus.append(GpuInfo(index, str(name), utilization, used, total))
-        return gpus
-    except pynvml.NVMLError:
-        return None
-    finally:
-        with suppress(pynvml.NVMLError):
-            pynvml.nvmlShutdown()
+    with nvml_session() as nvml:
+        if nvml is None:
+            return None
+        try:
+            return _read_gpus(nvml)
+        except pynvml.NVMLError:
+            return None
+
+
+def _read_gpus(pynvml: ModuleType) -> list[GpuInfo]:
+    """Each GPU of an open NVML session (`hardware.nvml_session`); a field NVML cannot give
+    for one GPU (MIG: no utilisation) is left empty, not the whole panel."""
+    gpus: list[GpuInfo] = []
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        name = pynvml.nvmlDeviceGetName(handle)
+        if isinstance(name, bytes):  # older bindings return bytes
+            name = name.decode(errors="replace")
+        utilization: int | None
+        try:
+            utilization = int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+        except pynvml.NVMLError:
+            utilization = None
+        try:
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            used, total = int(memory.used), int(memory.total)
+        except pynvml.NVMLError:
+            used = total = 0
+        gpus.append(GpuInfo(index, str(name), utilization, used, total))
+    return gpus
 
 
 def cuda_device(nvml_index: int, count: int) -> str | None:
