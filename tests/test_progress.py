@@ -11,7 +11,13 @@ import pytest
 from cli_harness import Srat, make_invoker
 from fake_runs import make_fake_run
 
-from srat_engine.runs.progress import RATE_WINDOW, epoch_seconds, training_ends
+from srat_engine.runs.progress import (
+    HORIZON_S,
+    RATE_WINDOW,
+    epoch_seconds,
+    moment_after,
+    training_ends,
+)
 from srat_engine.runs.summary import summarize_run
 from srat_tui.render.format import duration, runs_cell, time_left
 
@@ -36,6 +42,30 @@ def test_epoch_seconds_leave_the_first_epoch_out_and_average_the_rest() -> None:
     assert training_ends(records, 4) == START + timedelta(seconds=24)  # nothing left
     untimed = [{k: v for k, v in r.items() if k != "time"} for r in records]
     assert training_ends(untimed, 10) is None
+
+
+def test_an_end_beyond_the_horizon_is_no_estimate() -> None:
+    records = [timed(1, 10.0, 5.0, 15), timed(2, 2.0, 1.0, 18), timed(3, 2.0, 1.0, 21)]
+    # 3 s an epoch: the horizon holds HORIZON_S / 3 epochs more, and not one past it
+    within = 3 + int(HORIZON_S // 3)
+    assert training_ends(records, within) == START + timedelta(seconds=21 + HORIZON_S)
+    assert training_ends(records, within + 1) is None
+    # epochs a TOML integer can hold: past what a datetime can, which raised OverflowError
+    assert training_ends(records, 2**63 - 1) is None
+    assert moment_after(START, float("nan")) is None
+    assert moment_after(START, -1.0) is None
+
+
+def test_a_huge_epoch_count_leaves_a_running_runs_summary_without_its_end(
+    tmp_path: Path,
+) -> None:
+    # the OverflowError this raised also broke `srat runs ls` and the runs table for every run
+    run = make_fake_run(tmp_path / "home", "huge", status="running", epochs_done=3, epochs=2**62)
+    summary = summarize_run(run)
+    assert summary["epochs"] == 2**62
+    assert summary["ends"] is None
+    like = make_fake_run(tmp_path / "home", "like", status="running", epochs_done=3, epochs=10)
+    assert summarize_run(like)["ends"] is not None  # the same records, a reachable end
 
 
 def test_the_rate_follows_the_last_epochs_written() -> None:

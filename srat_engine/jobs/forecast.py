@@ -23,12 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srat_engine.jobs.slots import read_queue, slot_device, slots_for
-from srat_engine.runs.progress import forwards
+from srat_engine.runs.progress import forwards, moment_after
 from srat_engine.runs.records import is_number
 
 if TYPE_CHECKING:  # the prepared run's type only: preparing imports torch, this module not
@@ -269,18 +269,8 @@ def queue_forecast(
     for run_id, start in forecast_starts(free_in, waiters).items():
         length = training[run_id]
         ends = None if start is None or length is None else start + length
-        forecast[run_id] = QueuedForecast(_moment(now, start), _moment(now, ends), length)
+        forecast[run_id] = QueuedForecast(moment_after(now, start), moment_after(now, ends), length)
     return forecast
-
-
-# Further ahead than this is no forecast (and past what a datetime holds for absurd counts)
-HORIZON_S = 10 * 365 * 86400.0
-
-
-def _moment(now: datetime, seconds: float | None) -> datetime | None:
-    if seconds is None or not 0 <= seconds <= HORIZON_S:
-        return None
-    return now + timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ from srat_engine.runs.records import is_number, latest_epoch
 # and AWP's warm-up do, a little)
 RATE_WINDOW = 10
 
+# Further ahead than this is no forecast: an estimate of years is no estimate, and a datetime
+# cannot hold what an absurd epoch count gives (it overflows past the year 9999)
+HORIZON_S = 10 * 365 * 86400.0
+
 
 def epoch_seconds(records: Sequence[Mapping[str, Any]]) -> float | None:
     """Mean seconds of one epoch, training and per-epoch evaluation: ``(1/n) sum (train_s +
@@ -40,7 +44,7 @@ def epoch_seconds(records: Sequence[Mapping[str, Any]]) -> float | None:
 def training_ends(records: Sequence[Mapping[str, Any]], epochs: int) -> datetime | None:
     """When training should reach epoch `epochs`: ``t_e + (E - e) s``, the last epoch record's
     epoch e written at t_e, and s = `epoch_seconds` (UTC; the final evaluation comes after).
-    None without a timed, time-stamped epoch record."""
+    None without a timed, time-stamped epoch record, or past `HORIZON_S`."""
     last, seconds = latest_epoch(records), epoch_seconds(records)
     if last is None or seconds is None or not isinstance(last.get("time"), str):
         return None
@@ -51,7 +55,15 @@ def training_ends(records: Sequence[Mapping[str, Any]], epochs: int) -> datetime
     if written.tzinfo is None:
         written = written.replace(tzinfo=timezone.utc)
     left = max(0, epochs - int(last["epoch"]))
-    return written + timedelta(seconds=left * seconds)
+    return moment_after(written, left * seconds)
+
+
+def moment_after(start: datetime, seconds: float | None) -> datetime | None:
+    """`start` plus `seconds`; None for a span that is missing, negative, not finite or
+    beyond `HORIZON_S`."""
+    if seconds is None or not 0 <= seconds <= HORIZON_S:
+        return None
+    return start + timedelta(seconds=seconds)
 
 
 def forwards(workload: Any, epochs: Any) -> tuple[float, float] | None:

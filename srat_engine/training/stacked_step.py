@@ -133,8 +133,9 @@ class StackedTrainStep:
         xb: Tensor,
         y: Tensor,
     ) -> tuple[Tensor, Tensor]:
-        """The training attack of every run at once: PGD on the sum over runs of the sum of
-        L over each run's batch, which gives each sample its own run's input gradient."""
+        """The training attack of every run at once: PGD on the sum over runs of each run's
+        summed cross entropy (`TrainStep.attack`), which gives each sample its own run's input
+        gradient."""
         config = self.config
         lead = steps[0]
         noise = None

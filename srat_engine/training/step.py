@@ -248,8 +248,10 @@ class TrainStep:
 
     def attack(self, xb: torch.Tensor, y: torch.Tensor) -> PGDResult:
         """The training attack (Algorithm 1, line 5) on augmented float inputs ``xb``: PGD on
-        the sum of L over the batch, or for TRADES on the sum of KL(f(x) || f(x')), with f(x)
-        taken in the attack's BatchNorm mode (the reference computes it under model.eval()).
+        the batch's summed cross entropy of the model's logits whatever the training loss L
+        (PGD-AT practice; for LDAM the logits are s cos, without the margins), REAT's on its
+        class-weighted CE, TRADES' on the sum of KL(f(x) || f(x')), with f(x) taken in the
+        attack's BatchNorm mode (the reference computes it under model.eval()).
         With attack.class_budget, sample i is attacked within eps_{y_i} with step step_{y_i}
         (`set_class_budgets`), from RobustLT's start U(-eps, eps) of the global eps."""
         config = self.config
