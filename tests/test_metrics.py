@@ -19,5 +19,9 @@ def test_class_group_mean_skips_missing_classes() -> None:
     assert class_group_mean(per_class, [1, 3]) == pytest.approx(35.0)  # (50 + 20) / 2
     assert class_group_mean(per_class, [0, 2, 7]) == pytest.approx(90.0)  # 2: None, 7: absent
     assert class_group_mean(per_class, [2]) is None
+    # what a damaged record may hold in place of a number counts as missing, not as a value
+    damaged = [90.0, "a", True, {}, 30.0]
+    assert class_group_mean(damaged, [0, 1, 2, 3, 4]) == pytest.approx(60.0)  # (90 + 30) / 2
+    assert class_group_mean(damaged, [1, 2, 3]) is None
     assert class_group_mean(None, [0]) is None
     assert class_group_mean(per_class, []) is None

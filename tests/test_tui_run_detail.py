@@ -429,6 +429,33 @@ async def test_torn_last_line_is_ignored(context: AppContext) -> None:
 
 
 @scenario
+async def test_a_record_with_values_that_are_no_numbers_is_drawn_without_them(
+    context: AppContext,
+) -> None:
+    run = make_fake_run(context.runs_root, "run-a", epochs_done=5, epochs=10)
+    damaged = epoch_record(6, 10, 10, [5, 6, 7, 8, 9])
+    # a hand edit or a foreign writer: strings, a dict, a bool where numbers belong
+    damaged["std_class"] = [1, "a", 3, 4, 5, 6, 7, 8, 9, 10]
+    damaged["rob_class"] = [{}, 2, 3, 4, 5, 6, 7, 8, 9, True]
+    damaged["std_overall"] = "x"
+    run.append_metrics(damaged)
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=6)
+        std = screen.query_one("#std-plot", CurvePlot)
+        by_label = {line.label: line for line in std.figure.lines}
+        assert 6 in by_label["0"].epochs and 6 not in by_label["1"].epochs
+        assert 6 not in by_label["overall"].epochs
+        await pilot.press("3")
+        await settle(pilot)
+        table = screen.query_one("#classes-table", DataTable)
+        assert cell(table, 1, "std") == "-" and cell(table, 2, "std") == "3.00"
+        assert cell(table, 0, "rob") == "-" and cell(table, 9, "rob") == "-"
+        await pilot.press("2", "4", "5", "1")
+        await settle(pilot)
+        assert pilot.app.is_running and pilot.app.screen is screen
+
+
+@scenario
 async def test_standard_and_robust_plots_share_the_epochs_seen(context: AppContext) -> None:
     """Robust accuracy measured from epoch 5 on: both plots still span epochs 1-10 with the
     same whole-epoch ticks, so they line up side by side."""

@@ -9,6 +9,9 @@ test split it is not (README, Data).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from srat_engine.runs.records import is_number
 
 
 def per_class_accuracy(correct: Sequence[int], total: Sequence[int]) -> list[float]:
@@ -16,18 +19,17 @@ def per_class_accuracy(correct: Sequence[int], total: Sequence[int]) -> list[flo
     return [100.0 * c / t if t else 0.0 for c, t in zip(correct, total, strict=True)]
 
 
-def class_group_mean(
-    per_class: Sequence[float | None] | None, classes: Sequence[int]
-) -> float | None:
-    """Mean of per-class accuracies over `classes` (classes without a value left out).
+def class_group_mean(per_class: Sequence[Any] | None, classes: Sequence[int]) -> float | None:
+    """Mean of per-class accuracies over `classes` (classes without a number left out: a
+    hand-edited or damaged record may hold anything).
 
     On a balanced test set this is the group's pooled accuracy. None when no class of the
     group has a value.
     """
     if per_class is None:
         return None
-    present = [per_class[c] for c in classes if c < len(per_class) and per_class[c] is not None]
-    return sum(present) / len(present) if present else None  # type: ignore[arg-type]
+    present = [per_class[c] for c in classes if c < len(per_class) and is_number(per_class[c])]
+    return sum(present) / len(present) if present else None
 
 
 def aggregate(

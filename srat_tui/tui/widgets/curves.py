@@ -24,7 +24,7 @@ from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
 from srat_engine.evaluation.metrics import class_group_mean
-from srat_engine.runs.records import current_final
+from srat_engine.runs.records import current_final, is_number
 from srat_tui.tui.messages import FigureBuilt
 
 Record = dict[str, Any]
@@ -67,7 +67,7 @@ def scalar_series(rows: Sequence[Record], name: str) -> Points:
     epochs, values = [], []
     for row in rows:
         value = row.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_number(value):
             epochs.append(row["epoch"])
             values.append(float(value))
     return epochs, values
@@ -83,14 +83,14 @@ def summary_series(rows: Sequence[Record], key: str) -> Series:
 
 def class_series(rows: Sequence[Record], key: str, names: Sequence[str] | None = None) -> Series:
     """One line per class from `{key}_class`; rows without that list (no robust eval) are
-    skipped."""
+    skipped, and so are values that are no number (a damaged record must not stop the app)."""
     per_class: dict[int, Points] = {}
     for row in rows:
         values = row.get(f"{key}_class")
         if not isinstance(values, list):
             continue
         for cls, value in enumerate(values):
-            if value is None:
+            if not is_number(value):
                 continue
             epochs, ys = per_class.setdefault(cls, ([], []))
             epochs.append(row["epoch"])
