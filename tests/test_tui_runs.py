@@ -21,6 +21,7 @@ import pytest
 from fake_runs import epoch_record, make_fake_run
 from slot_queue import queue_of_real_waiters
 from textual.command import CommandList, CommandPalette
+from textual.containers import Vertical
 from textual.pilot import Pilot
 from textual.widgets import Static
 from tui_harness import pinned_context, record_notifications, scenario, settle, wait_for
@@ -499,6 +500,26 @@ async def test_a_bad_tag_is_refused_once(
         await pilot.pause(0.2)
         assert [s for _, s in notes] == ["error"] and "one word" in notes[0][0]
         assert three_runs["run-b"].meta()["tags"] == three_runs["run-c"].meta()["tags"] == []
+
+
+@scenario
+async def test_the_tag_prompt_and_the_kill_question_are_boxes_centred_over_the_table(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        for key, modal in (("t", TextPromptModal), ("k", ConfirmModal)):
+            await pilot.press(key)
+            await wait_for(pilot, lambda modal=modal: isinstance(app.screen, modal), key)
+            await settle(pilot)
+            box = app.screen.query_one(Vertical).region
+            # the prompt once filled the screen from its corner (its CSS styled only ConfirmModal)
+            assert (box.width, box.x) == (64, (80 - 64) // 2), (key, box)
+            assert 0 < box.y and box.bottom < 24 and box.height <= 14, (key, box)
+            assert app.screen.query_one(Vertical).styles.border_top[0] == "thick"
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), "the runs again")
 
 
 @scenario

@@ -16,37 +16,7 @@ from srat_tui.render.format import inert
 class ConfirmModal(ModalScreen[bool]):
     """Ask before something that cannot be undone; dismisses with True (yes) or False (no)."""
 
-    DEFAULT_CSS = """
-    ConfirmModal, TextPromptModal {
-        align: center middle;
-    }
-    ConfirmModal > Vertical, TextPromptModal > Vertical {
-        width: 64;
-        max-width: 90%;
-        height: auto;
-        border: thick $primary 60%;
-        background: $surface;
-        padding: 1 2;
-    }
-    ConfirmModal.-danger > Vertical {
-        border: thick $error 60%;
-    }
-    ConfirmModal #message, TextPromptModal #prompt {
-        width: 1fr;
-        margin-bottom: 1;
-    }
-    ConfirmModal #buttons {
-        height: auto;
-        align-horizontal: right;
-    }
-    ConfirmModal Button {
-        margin-left: 2;
-    }
-    TextPromptModal #hint {
-        color: $text-muted;
-        margin-top: 1;
-    }
-    """
+    CSS_PATH = "dialogs.tcss"
 
     # The buttons cannot take focus, so y/n/enter/escape always reach these bindings: a
     # focused "No" button must not turn enter into a surprise.
@@ -92,6 +62,7 @@ class ConfirmModal(ModalScreen[bool]):
 class TextPromptModal(ModalScreen[str | None]):
     """A prompt with one line of input; dismisses with the text (stripped) or None (escape)."""
 
+    CSS_PATH = "dialogs.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(
