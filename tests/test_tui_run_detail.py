@@ -622,6 +622,31 @@ async def test_missing_run_says_so(context: AppContext) -> None:
 
 
 @scenario
+async def test_a_run_moved_away_and_back_is_shown_again(context: AppContext) -> None:
+    run = make_fake_run(context.runs_root, "run-a", epochs_done=5, epochs=10)
+    away = context.runs_root.parent / "elsewhere"
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=5)
+        run.path.rename(away)
+        await wait_for(pilot, lambda: screen.error is not None, "the error")
+        assert "no run 'run-a'" in header(screen)
+        assert not screen.query_one("#curves-plots").display
+        away.rename(run.path)  # back, as a sync or a restore from the trash brings it
+        await wait_for(pilot, lambda: screen.error is None, "the run again")
+        await settle(pilot)
+        assert "epoch 5/10" in header(screen)
+        assert screen.query_one("#curves-plots").display and drawn(screen)
+        await pilot.press("4")
+        await settle(pilot)
+        log = log_lines(screen.query_one("#log-txt", RichLog))
+        # the log is read anew from its tail: shown once, not twice over
+        assert sum("fake run for interface tests" in line for line in log) == 1, log
+        run.append_metrics(epoch_record(6, 10, 10, screen.under))
+        await wait_for(pilot, lambda: "epoch 6/10" in header(screen), "polling goes on")
+        assert [row["epoch"] for row in screen.rows] == [1, 2, 3, 4, 5, 6]
+
+
+@scenario
 async def test_through_srat_app(context: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
     app_module = pytest.importorskip("srat_tui.tui.app")
     gpu_panel = pytest.importorskip("srat_tui.tui.widgets.gpu_panel")

@@ -23,7 +23,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.reactive import var
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import DataTable, Footer, RichLog, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
@@ -224,7 +223,6 @@ class RunScreen(Screen[None]):
         self._forecast_at = -FORECAST_EVERY_S  # monotonic time of the last forecast
         self._cursor = Cursor()
         self._polling = False  # a read is in flight: the next poll waits for its records
-        self._timer: Timer | None = None
         self._table_ready = False
 
     # context and run facts ------------------------------------------------------------------
@@ -315,7 +313,7 @@ class RunScreen(Screen[None]):
         self.query_one("#config-tree", Tree).show_root = False
         self._show_curves(False, "Loading…")
         self.poll()
-        self._timer = self.set_interval(self.context.poll_seconds, self.poll)
+        self.set_interval(self.context.poll_seconds, self.poll)
 
     def on_resize(self) -> None:
         # the header's chips break for its width (`wrap_chips`): again once laid out anew
@@ -354,12 +352,19 @@ class RunScreen(Screen[None]):
 
     def _apply(self, update: Update) -> None:
         if update.error is not None:
+            # polling goes on: a run moved away or mid-rewrite (a sync, a restore from the
+            # trash, a hand edit) may come back, and is then read whole again
             self.error = update.error
-            if self._timer is not None:
-                self._timer.stop()  # no such run: nothing will ever appear
+            self._cursor = Cursor()
             self._show_curves(False, update.error)
             self._update_header()
             return
+        recovered = self.error is not None
+        if recovered:
+            self.error = None
+            update.reset = True
+            for log in self.query(RichLog):
+                log.clear()
         self._cursor = update.cursor
         if update.config is not None:
             self.config_doc = update.config
@@ -374,7 +379,10 @@ class RunScreen(Screen[None]):
             if update.output_lines:
                 _append(output, update.output_lines)
         if update.reset:
+            unchanged = self.records == update.records
             self.records = list(update.records)
+            if recovered and unchanged:
+                self.watch_records()  # the same records: no watcher fires, the curves must
         elif update.records:
             self.records = [*self.records, *update.records]
         elif not self.view:
