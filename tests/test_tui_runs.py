@@ -514,9 +514,9 @@ async def test_the_tag_prompt_and_the_kill_question_are_boxes_centred_over_the_t
             await wait_for(pilot, lambda modal=modal: isinstance(app.screen, modal), key)
             await settle(pilot)
             box = app.screen.query_one(Vertical).region
-            # the prompt once filled the screen from its corner (its CSS styled only ConfirmModal)
+            # the prompt once filled the screen from its corner (its CSS was ConfirmModal's)
             assert (box.width, box.x) == (64, (80 - 64) // 2), (key, box)
-            assert 0 < box.y and box.bottom < 24 and box.height <= 14, (key, box)
+            assert box.y > 0 and box.bottom < 24 and box.height <= 14, (key, box)
             assert app.screen.query_one(Vertical).styles.border_top[0] == "thick"
             await pilot.press("escape")
             await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), "the runs again")
