@@ -6,11 +6,20 @@ import csv
 import io
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from srat_engine.reporting.export import RobustSource, cell_text, format_export, latex_escape
+from srat_engine.reporting.export import (
+    EXTENSIONS,
+    RobustSource,
+    cell_text,
+    export_format,
+    format_export,
+    format_of_path,
+    latex_escape,
+)
 from srat_engine.reporting.report import Stat, TableBlock, group_seeds, paper_table
 
 
@@ -182,3 +191,22 @@ def test_json_round_trip() -> None:
 def test_unknown_format() -> None:
     with pytest.raises(ValueError, match="unknown export format"):
         format_export(blocks(), "xlsx")
+
+
+def test_the_format_follows_the_file_name_unless_given() -> None:
+    assert format_of_path(Path("out/table.TEX")) == "latex"
+    assert format_of_path(Path("t.markdown")) == "md"
+    assert format_of_path(Path("t.txt")) is None and format_of_path(Path("table")) is None
+    assert export_format(None, None) == "md"  # stdout
+    assert export_format(None, Path("t.json")) == "json"
+    assert export_format(None, Path("t.txt")) == "md"
+    assert export_format("TeX", None) == "latex"
+    assert export_format("csv", Path("t.txt")) == "csv"  # an extension no format claims
+    assert export_format("latex", Path("t.tex")) == "latex"
+    with pytest.raises(ValueError, match=r"the format is csv but t\.tex is named as latex"):
+        export_format("csv", Path("t.tex"))
+    with pytest.raises(ValueError, match="unknown export format 'xlsx'"):
+        export_format("xlsx", Path("t.xlsx"))
+    # the extension srat gives each format's files names that format
+    for fmt, extension in EXTENSIONS.items():
+        assert export_format(None, Path(f"t.{extension}")) == fmt

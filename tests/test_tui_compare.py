@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -265,6 +266,36 @@ async def test_unwritable_export_path_is_notified(context: AppContext, tmp_path:
         assert [severity for _, severity in notes] == ["error"]
         assert "a-file" in notes[0][0] and not (blocker / "table.csv").exists()
         assert app.is_running and app.screen is screen
+
+
+@scenario
+async def test_the_export_format_and_the_file_name_agree(
+    context: AppContext, tmp_path: Path
+) -> None:
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_compare(pilot)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ExportScreen), "export dialog")
+        dialog = pilot.app.screen
+        assert isinstance(dialog, ExportScreen)
+        assert dialog.fmt == "md"  # as `srat runs export` writes by default
+        assert str(dialog.query_one("#export-path", Input).placeholder).endswith(".md")
+        # typed where the dialog opens (the file name), ".json" picks JSON: it once wrote csv
+        await pilot.press(*str(tmp_path / "table.json"))
+        await settle(pilot)
+        assert dialog.fmt == "json"
+        csv = next(b for b in dialog.query(RadioButton) if b.name == "csv")
+        csv.value = True  # picking a format renames the file to match
+        await settle(pilot)
+        assert dialog.query_one("#export-path", Input).value == str(tmp_path / "table.csv")
+        csv.value = False
+        next(b for b in dialog.query(RadioButton) if b.name == "json").value = True
+        await settle(pilot)
+        await pilot.press("enter")  # the file name field has the focus
+        target = tmp_path / "table.json"
+        await wait_for(pilot, target.exists, "the export file")
+    assert isinstance(json.loads(target.read_text()), list)
 
 
 def test_curve_keeps_the_later_record_of_a_repeated_epoch() -> None:

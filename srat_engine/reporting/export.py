@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from srat_engine.reporting.report import Stat, TableBlock, TableRow
@@ -19,6 +20,11 @@ from srat_engine.runs.evaluations import check_checkpoint
 from srat_engine.runs.records import METRIC_COLUMNS
 
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "md", "latex", "json")
+# Other names a format answers to, as --format and as a file name's extension
+_ALIASES: dict[str, str] = {"markdown": "md", "tex": "latex"}
+# What srat names a file of each format
+EXTENSIONS: dict[str, str] = {"csv": "csv", "md": "md", "latex": "tex", "json": "json"}
+DEFAULT_FORMAT = "md"
 
 COLUMN_TITLES: dict[str, str] = {
     "std_overall": "Std overall",
@@ -123,17 +129,47 @@ def format_export(
     json keep full precision for further processing). robust: the robust columns' source and
     the runs to mark for gradient masking (csv/json get extra fields, md/latex a mark and a
     note). Unknown fmt -> ValueError."""
-    key = fmt.strip().lower()
+    key = canonical_format(fmt)
     robust = robust or RobustSource()
     if key == "csv":
         return _export_csv(blocks, robust)
-    if key in ("md", "markdown"):
+    if key == "md":
         return _export_md(blocks, digits, robust)
-    if key in ("latex", "tex"):
+    if key == "latex":
         return _export_latex(blocks, digits, robust)
-    if key == "json":
-        return json.dumps([_json_block(block, robust) for block in blocks], indent=2) + "\n"
-    raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
+    return json.dumps([_json_block(block, robust) for block in blocks], indent=2) + "\n"
+
+
+def canonical_format(fmt: str) -> str:
+    """One of EXPORT_FORMATS for a format's name or alias (`markdown`, `tex`), any case.
+    Unknown -> ValueError."""
+    key = fmt.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
+    return key
+
+
+def format_of_path(path: Path) -> str | None:
+    """The format a file name's extension names (`table.tex` -> latex), None for another."""
+    suffix = path.suffix.lstrip(".").lower()
+    key = _ALIASES.get(suffix, suffix)
+    return key if key in EXPORT_FORMATS else None
+
+
+def export_format(fmt: str | None, path: Path | None) -> str:
+    """What an export writes: `fmt` when given, else the format `path`'s extension names,
+    else md. A given format that another format's extension contradicts (`--format csv -o
+    table.tex`) is a ValueError: one of the two is a slip, and the file would mislead."""
+    named = format_of_path(path) if path is not None else None
+    if fmt is None:
+        return named or DEFAULT_FORMAT
+    key = canonical_format(fmt)
+    if named is not None and named != key:
+        raise ValueError(
+            f"the format is {key} but {path} is named as {named}: leave one out, or make them agree"
+        )
+    return key
 
 
 def _block_flagged(block: TableBlock, robust: RobustSource) -> list[str]:

@@ -645,7 +645,14 @@ def runs_export(
         list[str] | None,
         typer.Option("--filter", "-f", help="key=value (key=a,b: either), as in `runs ls`"),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv | md | latex | json")] = "md",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="csv | md | latex | json (default: what -o's extension names, else md)",
+            show_default=False,
+        ),
+    ] = None,
     paper: Annotated[bool, typer.Option("--paper", help="the paper's numbers beside ours")] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write to a file instead of stdout")
@@ -656,12 +663,14 @@ def runs_export(
     checkpoint: Checkpoint = "last",
 ) -> None:
     """Results in the paper's table layout (mean ± std over seeds of one configuration)."""
-    from srat_engine.reporting.export import format_export
+    from srat_engine.reporting.export import export_format, format_export
     from srat_engine.reporting.report import group_seeds, paper_table
     from srat_engine.runs.evaluations import current_results, read_eval, with_eval_robust
 
-    if fmt not in ("csv", "md", "markdown", "latex", "tex", "json"):
-        raise SratError(f"unknown export format {fmt!r}: use csv, md, latex or json")
+    try:
+        fmt = export_format(fmt, output)
+    except ValueError as error:
+        raise SratError(str(error)) from None
     _robust_source(attack, set())  # an unknown attack fails before anything is read
     records = select_records(_reconciled(ctx), None, filters or [], None)
     if run_ids:

@@ -35,9 +35,12 @@ from textual_plotext import PlotextPlot
 
 from srat_engine.errors import SratError
 from srat_engine.reporting.export import (
+    DEFAULT_FORMAT,
     EXPORT_FORMATS,
+    EXTENSIONS,
     RobustSource,
     format_export,
+    format_of_path,
 )
 from srat_engine.reporting.report import TableBlock, group_seeds, paper_table
 from srat_engine.runs.records import class_count
@@ -49,7 +52,6 @@ from srat_tui.tui.context import app_context
 from srat_tui.tui.messages import CompareLoaded, ExportFailed, ExportWritten
 from srat_tui.tui.widgets.curves import epoch_axis, epoch_records, scalar_series
 
-EXTENSIONS: dict[str, str] = {"csv": "csv", "md": "md", "latex": "tex", "json": "json"}
 # Long id lists would make file names the file system refuses (255 bytes).
 _MAX_IDS_IN_NAME = 4
 
@@ -170,9 +172,12 @@ class EpochPlot(PlotextPlot):
 
 
 class ExportScreen(ModalScreen[ExportRequest | None]):
-    """Format, paper numbers or not, and where to write."""
+    """Format, paper numbers or not, and where to write. The format and a typed file name
+    agree: a name ending in a format's extension picks that format (as `srat runs export -o`
+    does), and picking a format rewrites such an extension."""
 
     CSS_PATH = "compare.tcss"
+    AUTO_FOCUS = "#export-path"  # enter writes at once; tab reaches the formats
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
@@ -184,11 +189,11 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
         with Vertical(id="export-dialog") as dialog:
             dialog.border_title = f"Export {len(self.run_ids)} runs"
             with RadioSet(id="export-format"):
-                for index, fmt in enumerate(EXPORT_FORMATS):
-                    yield RadioButton(fmt, value=index == 0, name=fmt)
+                for fmt in EXPORT_FORMATS:
+                    yield RadioButton(fmt, value=fmt == DEFAULT_FORMAT, name=fmt)
             yield Checkbox("with paper numbers", id="export-paper")
             yield Label("file (empty: the default below)")
-            yield Input(placeholder=str(self._default(EXPORT_FORMATS[0])), id="export-path")
+            yield Input(placeholder=str(self._default(DEFAULT_FORMAT)), id="export-path")
             with Horizontal(id="export-buttons"):
                 yield Button("Export", variant="primary", id="export-ok")
                 yield Button("Cancel", id="export-cancel")
@@ -199,11 +204,23 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
     @property
     def fmt(self) -> str:
         pressed = self.query_one(RadioSet).pressed_button
-        return pressed.name if pressed is not None and pressed.name else EXPORT_FORMATS[0]
+        return pressed.name if pressed is not None and pressed.name else DEFAULT_FORMAT
 
     @on(RadioSet.Changed)
     def _format_changed(self) -> None:
-        self.query_one("#export-path", Input).placeholder = str(self._default(self.fmt))
+        field = self.query_one("#export-path", Input)
+        field.placeholder = str(self._default(self.fmt))
+        typed = Path(field.value.strip())
+        named = format_of_path(typed) if field.value.strip() else None
+        if named is not None and named != self.fmt:
+            field.value = str(typed.with_suffix(f".{EXTENSIONS[self.fmt]}"))
+
+    @on(Input.Changed, "#export-path")
+    def _path_changed(self, event: Input.Changed) -> None:
+        named = format_of_path(Path(event.value.strip())) if event.value.strip() else None
+        if named is not None and named != self.fmt:
+            button = next(b for b in self.query(RadioButton) if b.name == named)
+            button.value = True
 
     @on(Button.Pressed, "#export-ok")
     @on(Input.Submitted, "#export-path")
