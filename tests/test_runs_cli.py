@@ -664,6 +664,46 @@ def test_kill_a_queued_detached_run(home: Home, srat: Srat) -> None:
     assert_user_error(srat("runs", "kill", run_id), "not running", "killed")
 
 
+def test_a_detached_run_under_a_relative_srat_home_trains_where_it_was_put(
+    srat_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker runs in its run's directory: a relative $SRAT_HOME, read there, named
+    another folder, and the run died at once ("dead", a FileNotFoundError in output.log)."""
+    monkeypatch.chdir(srat_home.parent)
+    monkeypatch.setenv("SRAT_HOME", srat_home.name)
+    out = cli("run", "--preset", "digits-ce", *(f"--set={o}" for o in TINY), "--detach")
+    run = RunDir(srat_home / "runs" / out.split()[0])
+
+    def ended() -> bool:
+        return run.exit_record() is not None
+
+    wait_for(ended, "the detached run to end", timeout=120)
+    assert run.exit_record()["status"] == "finished", (run.path / "output.log").read_text()
+    assert not (run.path / srat_home.name).exists()  # no second home made inside the run
+    assert SratHome.from_env().root == srat_home
+    monkeypatch.setenv("SRAT_PRESETS", "mine")
+    monkeypatch.setenv("SRAT_DATA", "datasets")
+    moved = SratHome.from_env()  # the folders a worker is told of: absolute too
+    assert moved.extra_presets == (srat_home.parent / "mine",)
+    assert moved.data_override == srat_home.parent / "datasets"
+
+
+def test_a_home_that_is_a_file_is_refused_in_one_line(
+    srat: Srat, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from srat_tui.tui.app import main as tui_main
+
+    afile = tmp_path / "home"
+    afile.write_text("not a folder\n")
+    monkeypatch.setenv("SRAT_HOME", str(afile))
+    for args in (("runs", "ls"), ("sweep", "ls"), ("run", "--preset", "digits-ce", "--dry-run")):
+        assert_user_error(srat(*args), f"SRAT_HOME={afile} is a file, not a folder")
+    with pytest.raises(SystemExit) as stop:
+        tui_main([])  # before the app takes the screen
+    assert stop.value.code == 2
+    assert afile.read_text() == "not a folder\n"
+
+
 # --- resolve_devices ------------------------------------------------------------------------
 
 

@@ -54,8 +54,9 @@ class Home:
         data = os.environ.get("SRAT_DATA")
         return cls(
             srat_home(),
-            tuple(Path(p).expanduser() for p in presets.split(os.pathsep) if p),
-            Path(data).expanduser() if data else None,
+            # absolute for the same reason as the home (`srat_home`): workers run elsewhere
+            tuple(Path(p).expanduser().absolute() for p in presets.split(os.pathsep) if p),
+            Path(data).expanduser().absolute() if data else None,
         )
 
     @property

@@ -171,7 +171,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             flush=True,
         )
         sys.exit(2)
-    SratApp().run()
+    try:
+        context = AppContext()  # the home first: a bad $SRAT_HOME is a line, not a screen
+    except SratError as error:
+        print(inert(f"error: {error}"), file=sys.stderr, flush=True)
+        sys.exit(2)
+    SratApp(context).run()
 
 
 if __name__ == "__main__":
