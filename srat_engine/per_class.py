@@ -36,7 +36,10 @@ def summing_to_class_count(weights: Sequence[float]) -> list[float]:
         raise ValueError(f"class weights must be a list of numbers: {weights}") from None
     if not values or not all(math.isfinite(w) for w in values):
         raise ValueError(f"class weights must be a non-empty list of finite numbers: {weights}")
-    total = math.fsum(values)
+    try:
+        total = math.fsum(values)
+    except OverflowError:  # finite weights whose sum is not (1e308 twice)
+        raise ValueError(f"class weights must sum to a finite number: {weights}") from None
     if any(w < 0 for w in values) or total <= 0:
         raise ValueError(f"class weights must be >= 0 with a positive sum: {weights}")
     return [w * (len(values) / total) for w in values]

@@ -164,6 +164,14 @@ def test_tsne_of_a_run_without_checkpoint(srat: Srat) -> None:
     assert result.code == 2 and "no checkpoint" in result.err
 
 
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_tsne_refuses_a_seed_scikit_learn_cannot_take(srat: Srat, seed: str) -> None:
+    created = create_run(prepare_from_env("digits-ce", TINY), Home.from_env().runs)
+    result = srat("tsne", created.id, "--seed", seed)
+    assert result.code == 2  # was scikit-learn's InvalidParameterError, a traceback
+    assert result.err_lines == [f"error: --seed must be between 0 and 4294967295 (got {seed})"]
+
+
 def _fake_tsne(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """`run_tsne` replaced by three points (a real one takes seconds); the list records each
     call, so a test can tell whether the computation ran."""

@@ -184,6 +184,11 @@ def test_set_override_rejects_descending_into_a_value() -> None:
         ("loss.class_weights=[1, -1]", "loss.class_weights"),
         ("model.arch=vgg", "model.arch"),
         ("seed=-1", "seed"),
+        ("seed=4294967296", "seed"),  # past NumPy's and scikit-learn's 32-bit seeds
+        ("train.lr=1e39", "train.lr"),  # past float32: torch raised inside training
+        ("loss.sep_lambda=1e39", "loss.sep_lambda"),
+        ("loss.class_weights=[1e308, 1e308]", "loss.class_weights"),
+        ("attack.eps=1e39", "attack.eps"),
     ],
 )
 def test_bad_value_is_one_line_error_naming_the_field(assignment: str, field: str) -> None:
@@ -213,6 +218,34 @@ def test_booleans_still_set_boolean_fields() -> None:
         config.data.download is True
         and config_with("train.compile=true").train.compile == "default"
     )
+
+
+def test_a_crop_padding_wider_than_the_image_is_refused_before_a_run_exists(
+    tmp_path: Path,
+) -> None:
+    from srat_engine.config.resolve import resolve
+
+    # digits are 8x8: pad 8 still crops inside the image, pad 9 would show only padding
+    assert resolve(config_with("data.dataset=digits", "data.pad=8"), tmp_path) is not None
+    with pytest.raises(SratError, match=r"data.pad=9 pads more than a whole digits image"):
+        resolve(config_with("data.dataset=digits", "data.pad=9"), tmp_path)
+    # no crop, no padding: the value is not used, so not refused
+    resolve(config_with("data.dataset=digits", "data.pad=9", "data.augment=flip"), tmp_path)
+
+
+def test_the_bound_errors_say_what_was_given_and_float32_s_limit_in_words() -> None:
+    with pytest.raises(SratError) as caught:
+        config_with("train.lr=1e39")
+    assert str(caught.value) == (
+        "invalid config: train.lr: must be at most 3.4e38, float32's largest number "
+        "(training computes in float32) (got 1e+39)"
+    )
+    # "greater than 0" holds the digit of an input of 0: the input is still said
+    with pytest.raises(SratError, match=r"greater than 0 \(got 0\)$"):
+        config_with("train.lr=0")
+    with pytest.raises(SratError, match=r"less than 1 \(got 1\)$"):
+        config_with("loss.cb_beta=1")
+    assert config_with("seed=4294967295").seed == 2**32 - 1  # the largest seed is taken
 
 
 @pytest.mark.parametrize("assignment", ["loss.sep_lambda=nan", "loss.sep_tau=nan"])

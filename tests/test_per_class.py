@@ -91,7 +91,8 @@ def test_weights_summing_to_class_count_hand_computed() -> None:
     got = summing_to_class_count([1.0, 1.0, 78.0, 78.0])
     assert close(got, [4 / 158, 4 / 158, 312 / 158, 312 / 158])
     assert got[0] == pytest.approx(0.025316, abs=1e-6)
-    for bad in ([], [0.0, 0.0], [1.0, -1.0], [1.0, float("nan")], ["x"]):
+    # [1e308, 1e308]: finite weights whose sum is not (fsum raised OverflowError)
+    for bad in ([], [0.0, 0.0], [1.0, -1.0], [1.0, float("nan")], ["x"], [1e308, 1e308]):
         with pytest.raises(ValueError):
             summing_to_class_count(bad)  # type: ignore[arg-type]
 

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from srat_engine.config.seeds import check_seed
 from srat_engine.errors import SratError
 
 
@@ -286,7 +287,6 @@ MAX_SAMPLE_VALUES = 10**8  # n_train·d coordinates, about 4 GB in all
 # and class weights rho far from 1 leave the other class below the fits' float64 precision.
 SCALE_RANGE = (1e-3, 1e3)  # S and eta
 RHO_RANGE = (1e-6, 1e6)
-MAX_SEED = 2**32 - 1
 
 
 def _check_range(name: str, values: list[float], low: float, high: float, why: str) -> None:
@@ -336,8 +336,7 @@ def check_theory_inputs(
         raise SratError(
             f"--K {k:g} leaves no example of one class in --n-train {n_train}: raise --n-train"
         )
-    if not 0 <= seed <= MAX_SEED:
-        raise SratError(f"--seed must be between 0 and {MAX_SEED} (got {seed})")
+    check_seed(seed)
 
 
 def theory_table(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from srat_engine.config.schema import validate_config
+from srat_engine.config.seeds import check_seed
 from srat_engine.data.sources import load_splits
 from srat_engine.data.subsets import balanced_subset_indices
 from srat_engine.errors import SratError
@@ -71,6 +72,7 @@ def run_tsne(
 
     if n_per_class < 1:
         raise SratError(f"--n-per-class must be at least 1, got {n_per_class}")
+    check_seed(seed)  # scikit-learn's random_state is 32-bit
     if not run.checkpoint_path.is_file():
         raise SratError(f"run {run.id} has no checkpoint yet ({run.checkpoint_path})")
     doc = run.config()

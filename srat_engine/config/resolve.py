@@ -84,6 +84,19 @@ def _check_budgets_fit(config: RunConfig, clip: tuple[float, float] | None) -> N
             )
 
 
+def _check_padding_fits(config: RunConfig, input_shape: tuple[int, ...]) -> None:
+    """The crop's zero padding is at most the image's side: a crop offset past the image
+    shows only padding, and a large pad allocated a padded batch of terabytes."""
+    if len(input_shape) != 3 or config.data.augment not in {"crop_flip", "crop"}:
+        return
+    side = max(input_shape[1:])
+    if config.data.pad > side:
+        raise SratError(
+            f"data.pad={config.data.pad} pads more than a whole {config.data.dataset} image "
+            f"({side} pixels a side): the crop would show only padding (CIFAR's is 4)"
+        )
+
+
 def resolve(config: RunConfig, data_dir: Path) -> Resolved:
     """Derive the resolved block, datasets under `data_dir` unless the config names its
     data.root; raises SratError for configs that cannot run."""
@@ -91,6 +104,7 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
     root = data_root(config, data_dir)
     info = dataset_info(config.data.dataset, config.data.options, root)
     _check_budgets_fit(config, info.clip)
+    _check_padding_fits(config, info.input_shape)
     available = info.train_class_sizes
     n_max = config.data.n_max or min(available)
     counts = class_counts(config.data.imbalance, config.data.ratio, n_max, info.num_classes)

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from srat_engine.config.methods import MethodSpec, canonical_method, get_method
+from srat_engine.config.seeds import MAX_SEED
 from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
 
@@ -38,10 +39,16 @@ def _parse_number(value: Any) -> Any:
     return value
 
 
-Budget = Annotated[float, BeforeValidator(_parse_number), Field(ge=0, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Training computes in float32 (or narrower): a value past float32's largest, e.g. lr=1e39,
+# passed every check and then failed inside torch with a traceback
+FLOAT32_MAX = 3.4028234663852886e38
+
+Budget = Annotated[
+    float, BeforeValidator(_parse_number), Field(ge=0, le=FLOAT32_MAX, allow_inf_nan=False)
+]
+NonNegative = Annotated[float, Field(ge=0, le=FLOAT32_MAX, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, le=FLOAT32_MAX, allow_inf_nan=False)]
+Finite = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, allow_inf_nan=False)]
 
 
 CompileMode = Literal[
@@ -236,7 +243,7 @@ class LossConfig(_Section):
     prior_tau: NonNegative = Field(
         1.0, description="tau of the prior-shifted logits z + tau log(pi) (AT-BSL: 1)"
     )
-    class_weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+    class_weights: list[NonNegative] = Field(
         default_factory=list,
         description="explicit per-class weights replacing CB weights, rescaled as they are to "
         "sum to the number of classes",
@@ -319,7 +326,7 @@ class RobalConfig(_Section):
 class RunConfig(_Section):
     name: str = ""
     method: str = "SRAT-LDAM"
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -395,8 +402,14 @@ def _format_error(err: ValidationError) -> str:
         isinstance(first.get("input"), float) and math.isnan(first["input"])
     ):
         msg = "must be a finite number"
+    bound = (first.get("ctx") or {}).get("le")
+    if kind == "less_than_equal" and bound == FLOAT32_MAX:
+        msg = "must be at most 3.4e38, float32's largest number (training computes in float32)"
     given = first.get("input")
-    shown = "" if isinstance(given, dict) or repr(given) in msg else f" (got {given!r})"
+    # pydantic's own messages never repeat the input ("greater than 0" for an input of 0
+    # still needs it); a validator's own message may already
+    echoed = kind == "value_error" and repr(given) in msg
+    shown = "" if isinstance(given, dict) or echoed else f" (got {given!r})"
     where = "" if loc == "config" else f"{loc}: "
     return f"invalid config: {where}{msg}{shown}"
 

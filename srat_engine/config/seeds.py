@@ -10,6 +10,15 @@ _SEED_RANGE = re.compile(r"(\d+)-(\d+)")
 # One launch makes one run directory per seed: a typo like 0-100000 must not try to queue a
 # hundred thousand runs (or build the list before saying so).
 MAX_SEEDS = 1000
+# The largest seed: torch generators take 64-bit seeds, NumPy's and scikit-learn's 32-bit ones
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int, name: str = "--seed") -> int:
+    """`seed` if 0 <= seed <= MAX_SEED, else SratError naming `name`."""
+    if not 0 <= seed <= MAX_SEED:
+        raise SratError(f"{name} must be between 0 and {MAX_SEED} (got {seed})")
+    return seed
 
 
 def parse_seeds(text: str) -> list[int]:
