@@ -279,7 +279,9 @@ def test_lock_of_a_killed_holder_does_not_block(tmp_path: Path) -> None:
 
 # -- corruption and rebuild ------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "content", ['{"runs": {"a": {"id": "a"}', "not json at all", "[1, 2]", '{"runs": [1]}']
+    "content",
+    # "" and blanks: a truncated file, which read as an empty index hid every run
+    ['{"runs": {"a": {"id": "a"}', "not json at all", "[1, 2]", '{"runs": [1]}', "", " \n"],
 )
 def test_corrupt_index_raises_and_is_left_alone(tmp_path: Path, content: str) -> None:
     index = make_index(tmp_path)

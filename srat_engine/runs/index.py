@@ -69,7 +69,11 @@ class AtomicJSONStorage(Storage):
         except FileNotFoundError:
             return None
         if not raw.strip():
-            return None  # TinyDB's "empty database": a fresh index
+            # Every write replaces the file whole, so srat never leaves it empty: an empty
+            # index was truncated, and read as TinyDB's "empty database" it hid every run
+            if self.tolerate_corrupt:
+                return None
+            raise _IndexCorrupt("the file is empty")
         try:
             data = json.loads(raw)
             if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
