@@ -364,6 +364,12 @@ def test_rm_moves_to_trash_and_drops_from_index(home: Home) -> None:
     assert ls_ids() == [home.natural]
 
 
+def test_rm_of_an_id_given_twice_removes_it_once(home: Home) -> None:
+    out = cli("runs", "rm", home.ce, home.ce)  # exited 1 with "No such file" after moving it
+    assert out.splitlines() == [f"{home.ce} moved to {home.path / 'trash' / home.ce}"]
+    assert ls_ids() == [home.natural]
+
+
 def test_rm_purge_deletes(home: Home) -> None:
     out = cli("runs", "rm", "--purge", home.ce, home.natural)
     assert f"{home.ce} deleted" in out and f"{home.natural} deleted" in out

@@ -531,7 +531,8 @@ def runs_rm(
     """Move runs to <home>/trash (or delete them with --purge)."""
     from srat_engine.jobs.supervisor import check_removable, remove_run
 
-    runs = [open_run(run_id) for run_id in run_ids]
+    # an id given twice is one run: its second removal found it gone, halfway through
+    runs = [open_run(run_id) for run_id in dict.fromkeys(run_ids)]
     for run in runs:  # every id valid and every run stopped before anything moves
         check_removable(run)
     home = Home.from_env()
