@@ -26,6 +26,7 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 from tui_harness import pinned_context, record_notifications, scenario, settle, wait_for
 
+from srat_engine.errors import SratError
 from srat_engine.fsutil import atomic_write_json
 from srat_engine.runs.rundir import RunDir
 from srat_tui.render.format import duration, runs_cell
@@ -437,17 +438,31 @@ async def test_an_idle_refresh_touches_no_cell(
 
 @scenario
 async def test_engine_errors_are_notified_not_raised(
-    context: AppContext, three_runs: dict[str, RunDir]
+    context: AppContext, three_runs: dict[str, RunDir], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = SratApp(context)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         notes = record_notifications(app)
         await put_cursor_on(pilot, screen, "run-a")
-        await pilot.press("r")  # running: the engine refuses
-        await wait_for(pilot, lambda: any(s == "error" for _, s in notes), "resume error")
-        assert any("kill it first" in message for message, _ in notes)
+        await pilot.press("r")  # running: refused at once, not "resuming…" then an error
+        await wait_for(pilot, lambda: bool(notes), "resume refused")
+        assert notes == [("nothing to resume: run run-a is running (failed, killed, dead or "
+                          "lost runs do)", "information")]  # fmt: skip
         notes.clear()
+        import srat_engine.jobs.supervisor as supervisor
+
+        def refused(runs: list[RunDir], *, home: Any) -> str:
+            raise SratError(f"run {runs[0].id}: its checkpoint is unreadable")
+
+        monkeypatch.setattr(supervisor, "resume_as_launched", refused)
+        await put_cursor_on(pilot, screen, "run-c")
+        await pilot.press("r")  # failed, but the engine finds it cannot: its error, notified
+        await wait_for(pilot, lambda: any(s == "error" for _, s in notes), "resume error")
+        assert notes[0] == ("resuming run run-c…", "information"), notes
+        assert "its checkpoint is unreadable" in notes[-1][0]
+        notes.clear()
+        await put_cursor_on(pilot, screen, "run-a")
         await pilot.press("d")  # running: refused at once, not asked and refused after
         await wait_for(pilot, lambda: bool(notes), "delete refused")
         assert app.screen is screen and "kill first" in notes[-1][0]
@@ -556,6 +571,8 @@ async def test_tag_and_delete(context: AppContext, three_runs: dict[str, RunDir]
         await put_cursor_on(pilot, screen, "run-b")
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "confirm modal")
+        # where the run goes, as a path (it read "<srat home>/trash")
+        assert f"({context.home.trash})" in app.screen.message
         await pilot.press("y")
         await wait_for(pilot, lambda: "run-b" not in order(screen), "row removed")
         assert not three_runs["run-b"].path.exists()

@@ -28,6 +28,7 @@ from srat_engine.runs.home import Home
 from srat_engine.runs.liveness import (
     ACTIVE,
     LOCAL_BACKEND,
+    RESUMABLE,
     process_alive,
     process_record,
     process_start,
@@ -39,8 +40,6 @@ from srat_engine.runs.sync import record_in_index
 
 if TYPE_CHECKING:  # the options' type only: the Slurm backend is imported when it is used
     from srat_engine.jobs.slurm_options import SlurmOptions
-
-RESUMABLE = ("failed", "killed", "dead", "lost")
 
 
 def resolve_devices(

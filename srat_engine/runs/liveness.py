@@ -33,6 +33,8 @@ ACTIVE = ("queued", "running")
 # How a run ends; any other status (created, unknown, ...) may still change without the index
 # hearing of it (a foreground run is indexed as created before it starts), so listings re-read it.
 ENDED = ("finished", "failed", "killed", "dead")
+# What `srat runs resume` continues from its last checkpoint: ended short, or lost track of
+RESUMABLE = ("failed", "killed", "dead", "lost")
 # An active run on another host whose heartbeat stopped: not ended (a host cut off from the shared
 # filesystem may come back, and its run's next beat makes it active again), so listings re-read it.
 LOST = "lost"

@@ -31,7 +31,7 @@ from textual.worker import get_current_worker
 from srat_engine.errors import SratError
 from srat_engine.jobs.forecast import with_queue_forecast
 from srat_engine.reporting.selection import field_filter, is_field_filter
-from srat_engine.runs.liveness import ACTIVE
+from srat_engine.runs.liveness import ACTIVE, RESUMABLE
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import checked_tag, refreshed_records, set_tag
 from srat_tui.render.format import queue_summary, runs_cell, status_style
@@ -592,10 +592,18 @@ class RunsScreen(Screen[None]):
         self._each(ids, lambda run: f"{run.id} {kill_run(run, home=home)}")
 
     def action_resume(self) -> None:
-        ids = self._targets()
-        if ids:
-            self.notify(f"resuming {self._describe(ids)}…")
-            self._resume(ids)
+        targets = self._targets()
+        ids = [run_id for run_id in targets if self._status(run_id) in RESUMABLE]
+        if not ids:  # said at once, as kill and delete say it, not "resuming…" then an error
+            if targets:
+                status = self._status(targets[0]) if len(targets) == 1 else "not resumable"
+                why = f"{'is' if len(targets) == 1 else 'are'} {status}"
+                self._not_for("resume", targets, f"{why} (failed, killed, dead or lost runs do)")
+            return
+        kept = [run_id for run_id in targets if run_id not in ids]
+        note = f" (not {', '.join(kept)}: not resumable)" if kept else ""
+        self.notify(f"resuming {self._describe(ids)}…{note}")
+        self._resume(ids)
 
     @work(thread=True, group="verbs")
     def _resume(self, ids: list[str]) -> None:
@@ -632,7 +640,7 @@ class RunsScreen(Screen[None]):
             if yes:
                 self._delete(ids)
 
-        message = f"Move {self._describe(ids)} to the trash?\n\n(<srat home>/trash)"
+        message = f"Move {self._describe(ids)} to the trash?\n\n({self.context.home.trash})"
         if kept:
             message += f"\n\nKept, still active: {', '.join(kept)}."
         self.app.push_screen(ConfirmModal(message, yes_label="Delete"), confirmed)
