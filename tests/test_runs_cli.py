@@ -477,6 +477,24 @@ def test_resuming_a_finished_run_is_refused(home: Home, srat: Srat) -> None:
     assert_unchanged(before, home.path)
 
 
+@pytest.mark.parametrize("damage", ["garbage", "cut short"])
+def test_resuming_from_a_damaged_checkpoint_is_refused_before_a_worker_starts(
+    home: Home, srat: Srat, damage: str
+) -> None:
+    run = home.run(home.ce)
+    run.check_checkpoint_file()  # a whole checkpoint passes
+    run.record_end("killed", error="stopped by SIGTERM", log="killed")
+    whole = run.checkpoint_path.read_bytes()
+    damaged = b"garbage\n" if damage == "garbage" else whole[: len(whole) // 2]
+    run.checkpoint_path.write_bytes(damaged)
+    before = snapshot(home.path)
+    # it said "resumed (worker pid N)", exit 0, and the worker failed seconds later
+    assert_user_error(srat("runs", "resume", home.ce), f"checkpoint {run.checkpoint_path}",
+                      "is corrupt")  # fmt: skip
+    assert_unchanged(before, home.path)
+    assert run.checkpoint_path.read_bytes() == damaged
+
+
 def test_killing_a_finished_run_is_refused(home: Home, srat: Srat) -> None:
     before = snapshot(home.path)
     assert_user_error(srat("runs", "kill", home.ce), "not running", "finished")

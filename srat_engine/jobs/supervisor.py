@@ -282,7 +282,8 @@ def previous_devices(run: RunDir) -> tuple[list[str], int]:
 
 
 def check_resumable(run: RunDir) -> None:
-    """Refuse (SratError) to resume a run that has finished, is still active, or never ran."""
+    """Refuse (SratError) to resume a run that has finished, is still active, never ran, or
+    whose last checkpoint is no checkpoint at all (`RunDir.check_checkpoint_file`)."""
     status = reconcile(run)
     if status == "finished":
         raise SratError(f"run {run.id} has finished: nothing to resume")
@@ -290,6 +291,7 @@ def check_resumable(run: RunDir) -> None:
         raise SratError(f"run {run.id} is {status}: kill it first to restart it")
     if status not in RESUMABLE:
         raise SratError(f"run {run.id} is {status}: only failed, killed, dead or lost runs resume")
+    run.check_checkpoint_file()
 
 
 def resume_runs(runs: Sequence[RunDir], devices: list[str], per_device: int, *, home: Home) -> int:

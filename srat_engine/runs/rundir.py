@@ -24,6 +24,7 @@ import re
 import secrets
 import shutil
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -38,6 +39,7 @@ from srat_engine.fsutil import (
     append_text,
     atomic_write,
     atomic_write_json,
+    describe_os_error,
     held_lock,
     read_json,
     read_jsonl,
@@ -124,6 +126,25 @@ class RunDir:
     @property
     def best_checkpoint_path(self) -> Path:
         return self.path / "checkpoints" / "best.pt"
+
+    def check_checkpoint_file(self) -> None:
+        """SratError in one line if the last checkpoint exists but is no torch.save archive
+        (garbage, or cut short: its zip directory is at the end), asked without torch, so a
+        resume refuses at once rather than launching a worker that fails on it. Only
+        `training.checkpoint.load_checkpoint` can tell a whole archive from a srat one."""
+        path = self.checkpoint_path
+        if not path.exists():
+            return
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except OSError as err:
+            raise SratError(f"cannot read checkpoint {path}: {describe_os_error(err)}") from None
+        except (zipfile.BadZipFile, ValueError):
+            raise SratError(
+                f"checkpoint {path} is corrupt (not a torch checkpoint): it cannot be resumed "
+                "from; `srat runs rm` it, or start the configuration again"
+            ) from None
 
     @property
     def metrics_path(self) -> Path:
