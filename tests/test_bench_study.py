@@ -8,10 +8,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from cli_harness import Srat, make_invoker
 from fake_runs import TINY_RUN
@@ -110,6 +115,17 @@ def test_parse_per_device() -> None:
     for bad in ("0", "1,0", "-1", "a", "", "1.5", "²"):
         with pytest.raises(SratError, match="--study"):
             parse_per_device(bad)
+
+
+@pytest.mark.parametrize("timeout", [0.0, -1.0, math.nan, math.inf])
+def test_a_timeout_that_bounds_nothing_is_refused_before_any_run(
+    tmp_path: Path, timeout: float
+) -> None:
+    home = Home(tmp_path / "home")
+    # NaN compared false with "<= 0" and was taken: the study then ran unbounded
+    with pytest.raises(SratError, match="--timeout must be a positive number of seconds"):
+        run_study(home, "digits-ce", [1], epochs=2, device="cpu", timeout_s=timeout)
+    assert not home.runs.exists()
 
 
 # -- homes and MPS -----------------------------------------------------------------------------
@@ -276,3 +292,35 @@ def test_a_stacked_study_trains_each_k_in_one_worker(tmp_path: Path) -> None:
     # one stack, one epoch wall: each run's epochs took the stack's time
     assert pack.runs[0].train_seconds == pack.runs[1].train_seconds
     assert pack.images_per_s == pytest.approx(2 * pack.runs[0].images_per_s)
+
+
+def test_sigterm_stops_the_study_s_runs_and_removes_its_home(tmp_path: Path) -> None:
+    """`kill PID` (or a closed SSH session) ended the study without its cleanup: its worker
+    went on training, the temporary home stayed. Now it is the cleanup of Ctrl-C."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "SRAT_HOME": str(tmp_path / "home")}
+    sets = [part for assignment in TINY for part in ("--set", assignment)]
+    study = subprocess.Popen(
+        [sys.executable, "-m", "srat_tui.cli", "bench", "--study", "1", "--preset", "digits-ce",
+         "--epochs", "50", "--device", "cpu", *sets],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        training: list[RunDir] = []
+        while not training:  # a run's worker has started training
+            assert time.monotonic() < deadline and study.poll() is None, study.communicate()
+            runs = [RunDir(p) for p in temp.glob("srat-study-*/runs/*") if p.is_dir()]
+            training = [r for r in runs if r.state().get("status") == "running"]
+            time.sleep(0.1)
+        worker = training[0].state()["pid"]
+        study.send_signal(signal.SIGTERM)
+        _, err = study.communicate(timeout=60)
+    finally:
+        if study.poll() is None:
+            study.kill()
+    assert study.returncode == 128 + signal.SIGTERM, err
+    assert err.splitlines()[-1] == "stopped by SIGTERM: the study's runs were stopped"
+    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == "zombie"
+    assert list(temp.glob("srat-study-*")) == []

@@ -413,8 +413,10 @@ def run_study(
         raise SratError("--study: each run count must be at least 1")
     if epochs < 2:
         raise SratError(f"--epochs must be at least 2: the first is warm-up (got {epochs})")
-    if timeout_s <= 0 or poll_s <= 0 or column_runs < 1:
-        raise SratError("the timeout, the poll interval and the column's runs must be positive")
+    if not 0 < timeout_s < math.inf:  # NaN too: it compared false and bounded nothing
+        raise SratError(f"--timeout must be a positive number of seconds (got {timeout_s})")
+    if not 0 < poll_s < math.inf or column_runs < 1:
+        raise SratError("the poll interval and the column's runs must be positive")
     if peak_tflops is not None and not peak_tflops > 0:
         raise SratError(f"--peak-tflops must be positive (got {peak_tflops})")
     for assignment in overrides:

@@ -4,13 +4,14 @@ with --study, K whole runs of one preset at once on one device (`srat_engine.ben
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from srat_engine.errors import SratError
+from srat_engine.errors import RunInterrupted, SratError, raise_interrupted
 from srat_tui.cli.common import EXIT_FAILED, AsJson, error_line
 
 if TYPE_CHECKING:  # torch loads only when the command runs
@@ -279,6 +280,10 @@ def _study(
     # what is not typed takes run_study's own defaults (the help texts repeat them)
     given = {"preset": preset, "epochs": epochs, "timeout_s": timeout}
     chosen = {name: value for name, value in given.items() if value is not None}
+    # SIGTERM and SIGHUP (a `kill`, a closed SSH session) end Python without its cleanup:
+    # raised instead, they stop the study's runs and remove its temporary home, as Ctrl-C does
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in handled}
     try:
         with study_home(Home.from_env(), home) as where:
             result = run_study(
@@ -295,6 +300,12 @@ def _study(
     except StudyFailed as failure:  # a run failed: not bad input (exit 1, not 2)
         error_line(f"error: {' '.join(str(failure).split())}")
         raise typer.Exit(EXIT_FAILED) from None
+    except RunInterrupted as stop:
+        error_line(f"stopped by {stop}: the study's runs were stopped")
+        raise typer.Exit(128 + signal.Signals[str(stop)].value) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if as_json:
         typer.echo(json.dumps({**result.as_dict(), "home_kept": home is not None}, indent=2))
         return
