@@ -291,6 +291,24 @@ async def test_default_preset_shows_counts_and_cost() -> None:
 
 
 @scenario
+async def test_the_reason_launch_is_off_is_in_view_at_80x24_however_long_the_form() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await set_field(pilot, "backend", "slurm")  # the longest form: its own fields too
+        screen = await set_field(pilot, "epochs", "-3")
+        await pilot.pause()
+        error = screen.query_one("#newrun-error", Static)
+        assert error.display and "train.epochs" in text_of(error)
+        footer_top = screen.query_one("Footer").region.y
+        # it sat below the 24th row, under the preview, with Launch greyed for no seen reason
+        assert error.region.y > 0 and error.region.bottom <= footer_top, error.region
+        assert screen.query_one("#launch", Button).disabled
+        screen = await set_field(pilot, "epochs", "3")
+        assert not error.display and screen.query_one("#newrun-body").region.bottom == footer_top
+
+
+@scenario
 async def test_bad_ratio_and_nan_lambda_show_the_engine_message() -> None:
     app = Host(make_context())
     async with app.run_test(size=(120, 50)) as pilot:

@@ -790,7 +790,6 @@ class NewRunScreen(Screen[list[str] | None]):
                     wide=True,
                 )
             yield Static(id="preset-description")
-            yield Static(id="newrun-error")
             yield Static(id="newrun-method")
             with Vertical(id="newrun-preview"):
                 yield Static(id="newrun-counts")
@@ -799,6 +798,9 @@ class NewRunScreen(Screen[list[str] | None]):
             with Horizontal(id="newrun-buttons"):
                 yield Button("Launch", variant="primary", id="launch", disabled=True)
                 yield Button("Cancel", id="cancel")
+        # outside the scrolled body, above the footer: why Launch is off stays in view
+        # however far down the form the field in question is (at 80x24 most are below it)
+        yield Static(id="newrun-error")
         yield Footer()
 
     def _select(
