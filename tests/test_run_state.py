@@ -16,13 +16,14 @@ from typing import Any
 
 import psutil
 import pytest
-from fake_runs import prepare_from_env
+from fake_runs import make_fake_run, prepare_from_env
 from test_training import TINY
 from textual.pilot import Pilot
 from tui_harness import pinned_context, scenario, wait_for
 
 from srat_engine.config.prepare import create_run
 from srat_engine.config.schema import RunConfig
+from srat_engine.errors import SratError
 from srat_engine.runs.home import Home
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import record_in_index, refreshed_records
@@ -451,3 +452,26 @@ def test_an_ended_status_is_never_read_without_its_exit_record(
     written, exit_record = seen[0]
     assert written == status
     assert exit_record is not None and exit_record["status"] == status
+
+
+@pytest.mark.parametrize("damage", ['{"oops', "[1, 2]", '{"pid": 3}', None])
+def test_a_damaged_state_file_reads_as_the_exit_record_says(
+    srat_home: Path, damage: str | None
+) -> None:
+    """state.json unreadable, wrongly shaped, without a status or gone: an ended run's status is
+    its exit record's, so `srat runs resume` takes a killed run (it said "is unknown")."""
+    from srat_engine.jobs.supervisor import check_resumable
+    from srat_engine.runs.liveness import reconcile
+
+    run = make_fake_run(srat_home / "runs", "run-k", status="running", epochs_done=2)
+    run.record_end("killed", error="stopped by SIGTERM", log="killed")
+    if damage is None:
+        (run.path / "state.json").unlink()
+    else:
+        (run.path / "state.json").write_text(damage)
+    assert reconcile(run) == "killed"
+    check_resumable(run)  # no SratError
+    (run.path / "exit.json").unlink()  # nothing says how it ended: unknown, and not resumed
+    assert reconcile(run) == "unknown"
+    with pytest.raises(SratError, match=r"status is unknown .*it is not resumed"):
+        check_resumable(run)

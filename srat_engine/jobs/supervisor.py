@@ -289,6 +289,11 @@ def check_resumable(run: RunDir) -> None:
         raise SratError(f"run {run.id} has finished: nothing to resume")
     if status in ACTIVE:
         raise SratError(f"run {run.id} is {status}: kill it first to restart it")
+    if status == "unknown":
+        raise SratError(
+            f"run {run.id}'s status is unknown (its state.json is missing or damaged and it "
+            "has no exit record): srat cannot tell that it stopped, so it is not resumed"
+        )
     if status not in RESUMABLE:
         raise SratError(f"run {run.id} is {status}: only failed, killed, dead or lost runs resume")
     run.check_checkpoint_file()

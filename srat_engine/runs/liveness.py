@@ -157,7 +157,13 @@ def reconcile(run: RunDir, queue: QueueSnapshot | bool = False) -> str:
     restarted it (a resume) or beaten is never marked on an older reading.
     """
     state = run.state()
-    status = state.get("status", "unknown")
+    if not isinstance(state.get("status"), str):
+        # state.json missing or damaged: a run that ended says how in its exit record (what
+        # `srat runs show` already read, where resume said "unknown" and refused)
+        exit_record = run.exit_record() or {}
+        ended = exit_record.get("status")
+        return ended if isinstance(ended, str) else "unknown"
+    status = state["status"]
     if status not in ACTIVE or _still_running(run, state, queue):
         return status  # the common case: no lock taken, nothing written
     decided: dict[str, Any] = {}
