@@ -338,11 +338,25 @@ def test_note_persists_to_meta_and_index(home: Home) -> None:
     assert "note     lr too high?" in out and "note     second thought" in out
 
 
-@pytest.mark.parametrize("tag", ["two words", "tab\tbed", "   "])
-def test_tag_must_be_one_word(home: Home, srat: Srat, tag: str) -> None:
+@pytest.mark.parametrize(
+    ("tag", "said"),
+    [
+        ("two words", "one word"),
+        ("tab\tbed", "one word"),
+        ("   ", "one word"),
+        # `-f tag=x,y` selects x or y: a tag "x,y" was taken and could never be found
+        ("x,y", "no ',' or '='"),
+        ("k=v", "no ',' or '='"),
+        ("t" * 65, "at most 64 characters (got 65)"),
+    ],
+)
+def test_tag_must_be_one_word_a_filter_can_find(
+    home: Home, srat: Srat, tag: str, said: str
+) -> None:
     before = snapshot(home.path)
-    assert_user_error(srat("runs", "tag", home.ce, tag), "one word")
+    assert_user_error(srat("runs", "tag", home.ce, tag), said)
     assert_unchanged(before, home.path)
+    assert cli("runs", "tag", home.ce, "t" * 64).strip().endswith("t" * 64)
 
 
 def test_empty_note_is_refused(home: Home, srat: Srat) -> None:

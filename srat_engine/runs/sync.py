@@ -33,11 +33,25 @@ def record_in_index(run: RunDir, index: RunIndex) -> None:
             run.log(f"run index not updated: {err}")
 
 
+# Long enough for any name a person types, short enough for a table cell and a filter word
+MAX_TAG_LENGTH = 64
+
+
 def checked_tag(tag: str) -> str:
-    """`tag` stripped, or SratError unless it is one word (what `set_tag` accepts)."""
+    """`tag` stripped, or SratError unless it is one word of at most MAX_TAG_LENGTH
+    characters without a comma (what `set_tag` accepts): `tag=a,b` filters for either tag,
+    so a tag "a,b" could never be selected, and `=` would split a filter word."""
     tag = tag.strip()
-    if not tag or any(ch.isspace() for ch in tag):
+    if not tag:
+        raise SratError("a tag is one word: give one, e.g. best")
+    if any(ch.isspace() for ch in tag):
         raise SratError(f"a tag is one word (got {tag!r})")
+    if "," in tag or "=" in tag:
+        raise SratError(
+            f"a tag has no ',' or '=' (got {tag!r}): `tag=a,b` filters for either of two tags"
+        )
+    if len(tag) > MAX_TAG_LENGTH:
+        raise SratError(f"a tag is at most {MAX_TAG_LENGTH} characters (got {len(tag)})")
     return tag
 
 
