@@ -538,6 +538,39 @@ async def test_the_tag_prompt_and_the_kill_question_are_boxes_centred_over_the_t
 
 
 @scenario
+async def test_the_palette_does_not_stack_a_second_form_or_the_run_already_shown(
+    context: AppContext, three_runs: dict[str, RunDir]
+) -> None:
+    from srat_tui.tui.screens.new_run import NewRunScreen
+    from srat_tui.tui.screens.run_detail import RunScreen
+
+    app = SratApp(context)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        notes = record_notifications(app)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen), "the form")
+        form = app.screen
+        app.open_new_run()  # the palette's "New run", chosen on the form
+        await pilot.pause()
+        depth = len(app.screen_stack)  # the default screen, the runs, the form
+        app.open_new_run()
+        await pilot.pause()
+        assert app.screen is form and len(app.screen_stack) == depth == 3
+        assert "a new-run form is open already" in notes[-1][0]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), "the runs again")
+        app.open_run("run-b")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run")
+        shown = app.screen
+        app.open_run("run-b")  # "Open run run-b" on its own screen: nothing new
+        await pilot.pause()
+        assert app.screen is shown and len(app.screen_stack) == 3
+        app.action_refresh_runs()
+        assert notes[-1][0] == "refreshing runs (the runs list)"
+
+
+@scenario
 async def test_count_line_for_no_run_and_one_run(context: AppContext) -> None:
     app = SratApp(context)
     async with app.run_test(size=SIZE) as pilot:

@@ -85,17 +85,25 @@ class SratApp(App[None]):
         self.push_screen(screen, callback)
 
     def open_run(self, run_id: str) -> None:
-        def build() -> Screen[Any]:
-            from srat_tui.tui.screens.run_detail import RunScreen
+        from srat_tui.tui.screens.run_detail import RunScreen
 
+        if isinstance(self.screen, RunScreen) and self.screen.run_id == run_id:
+            return  # already the screen shown (the palette's "Open run" of this run)
+
+        def build() -> Screen[Any]:
             return RunScreen(run_id)
 
         self._push(build)
 
     def open_new_run(self) -> None:
-        def build() -> Screen[Any]:
-            from srat_tui.tui.screens.new_run import NewRunScreen
+        from srat_tui.tui.screens.new_run import NewRunScreen
 
+        if any(isinstance(screen, NewRunScreen) for screen in self.screen_stack):
+            # a second form over the first would hide its edits under a fresh one
+            self.notify("a new-run form is open already: launch or cancel it first")
+            return
+
+        def build() -> Screen[Any]:
             return NewRunScreen()
 
         def launched(run_ids: list[str] | None) -> None:
@@ -142,7 +150,9 @@ class SratApp(App[None]):
         runs = self.runs_screen
         if runs is not None:
             runs.request_refresh()
-            self.notify("refreshing runs")
+            # the screen shown re-reads its own run files every poll; the list is what waits
+            shown = "" if self.screen is runs else " (the runs list)"
+            self.notify(f"refreshing runs{shown}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
