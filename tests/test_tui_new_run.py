@@ -727,7 +727,10 @@ async def test_runs_per_device_packs_the_launched_runs(stop_runs: None) -> None:
         validation = screen.validation
         assert validation is not None and validation.ok, validation
         assert (validation.devices, validation.per_device) == (("cpu",), 2)
-        assert "--device cpu --slots 2" in text_of(screen.query_one("#newrun-command", Static))
+        command = text_of(screen.query_one("#newrun-command", Static))
+        assert "--device cpu --slots 2" in command
+        # --device sets the config's device: it also printed --set 'device="cpu"'
+        assert "device=" not in command and command.count("cpu") == 1, command
         screen = await hidden_for_slurm_then_launched(pilot, "per_device")  # Slurm places runs
         assert app.result is not None and len(app.result) == 2
     for run_id in app.result:

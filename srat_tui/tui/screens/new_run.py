@@ -526,13 +526,18 @@ def submit_to_slurm(
 def command_line(preset: str, validation: Validation) -> str:
     """The `srat run` that launches the same runs, for notes and scripts."""
     parts = ["srat", "run", "--preset", preset]
+    options = validation.slurm
+    choice = parse_devices(validation.values.devices)
+    # `--device D` sets the config's device too (`DeviceChoice.config_device`): said once
+    said_by_option = options is None and choice.device is not None
     for assignment in validation.overrides:
+        if said_by_option and assignment.partition("=")[0].strip() == DEVICE_KEY:
+            continue
         parts += ["--set", assignment]
     if validation.stack:
         parts += ["--seeds", ",".join(map(str, validation.seeds)), "--stack"]
     elif validation.seeds:
         parts += ["--set", seed_override(validation.seeds[0])]
-    options = validation.slurm
     if options is not None:
         # the options as the engine resolved them (the home's config.toml filled the blanks)
         parts += ["--backend", "slurm"]
@@ -543,7 +548,6 @@ def command_line(preset: str, validation: Validation) -> str:
             parts += ["--gpus-per-run", str(options.gpus_per_run)]
     else:
         parts.append("--detach")
-        choice = parse_devices(validation.values.devices)
         if choice.gpus is not None:
             parts += ["--gpus", choice.gpus]
         elif choice.device is not None:
