@@ -87,7 +87,9 @@ def curves(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
 def figure1(
     natural_run: Annotated[str, typer.Argument(help="the naturally trained run")],
     adversarial_run: Annotated[str, typer.Argument(help="the adversarially trained run")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the classes and the four bars per class as JSON")
+    ] = False,
 ) -> None:
     """Class-wise standard and robust accuracy, natural vs adversarial (paper Figure 1)."""
     from srat_engine.analysis.sweeps import latest_classwise

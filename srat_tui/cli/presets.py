@@ -21,7 +21,9 @@ def presets_ls(
     patterns: Annotated[
         list[str] | None, typer.Argument(help="shell patterns, e.g. 'exp100-*'")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="each preset's name and description as JSON")
+    ] = False,
     wide: Annotated[
         bool, typer.Option("--wide", help="whole descriptions, however narrow the terminal")
     ] = False,

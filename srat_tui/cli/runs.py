@@ -141,7 +141,9 @@ def runs_ls(
             "prefix - to reverse",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the selected runs' index records as JSON")
+    ] = False,
     wide: Annotated[
         bool,
         typer.Option("--wide", help="every column, however narrow the terminal"),
@@ -216,7 +218,9 @@ def format_rows(records: list[dict[str, Any]], width: int | None = None) -> tupl
 def runs_show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="run id")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="its record, config, exit and evaluations as JSON")
+    ] = False,
 ) -> None:
     """Status, provenance, schedule and results of one run."""
     from srat_engine.runs.evaluations import read_eval
