@@ -407,6 +407,14 @@ def test_sweep_plot_draws_each_arm(srat: Srat) -> None:
     doc = json.loads(srat("sweep", "plot", "reweight-t", "--json").out)
     assert [r["std_class"][9] for r in doc["runs"]] == [10.0, 100.0, 10.0, 100.0]
     assert srat("sweep", "plot", "nope").code == 2
+    # the table under each plot: the class-wise numbers of the metric asked for (always std
+    # before, whatever --metric said)
+    rob = srat("sweep", "plot", "reweight-t", "--per-class", "--metric", "rob").out
+    rows = [line.split() for line in rob.splitlines() if line.startswith("  10 ")]
+    assert rows and all(row[2] == "rob" and row[-1] == "50.0" for row in rows), rob
+    std = srat("sweep", "plot", "reweight-t", "--per-class").out
+    rows = [line.split() for line in std.splitlines() if line.startswith("  10 ")]
+    assert rows and all(row[2] == "std" and row[-1] == "100.0" for row in rows), std
 
 
 def test_sweep_ls_lists_the_sweeps_and_warns_of_a_damaged_manifest(srat: Srat) -> None:

@@ -11,6 +11,7 @@ import typer
 
 from srat_engine.errors import SratError
 from srat_engine.evaluation.metrics import class_group_mean
+from srat_engine.runs.records import is_number
 from srat_tui.cli.common import (
     NO_SLURM,
     AsJson,
@@ -187,7 +188,14 @@ def sweep_plot(
     per_class: Annotated[
         bool, typer.Option("--per-class", help="one line per class, not group means")
     ] = False,
-    metric: Annotated[str, typer.Option("--metric", help="std or rob")] = "std",
+    metric: Annotated[
+        str,
+        typer.Option(
+            "--metric",
+            help="std or rob: the per-class lines' accuracy and the table's (the group "
+            "means draw both)",
+        ),
+    ] = "std",
     as_json: AsJson = False,
 ) -> None:
     """Class-wise accuracy against the swept value, one plot per arm (natural, adversarial)."""
@@ -237,9 +245,10 @@ def sweep_plot(
                 ylabel="accuracy %",
             )
         )
-        for p in done:
-            std_cells = " ".join(f"{v:5.1f}" for v in (p.std_class or []))
-            console.print(f"  {p.value:<8g} {p.run_id}  std {std_cells}", markup=False)
+        for p in done:  # the class-wise numbers behind the plot, in the metric asked for
+            values = getattr(p, f"{metric}_class") or []
+            cells = " ".join(f"{v:5.1f}" if is_number(v) else "    -" for v in values)
+            console.print(f"  {p.value:<8g} {p.run_id}  {metric} {cells}", markup=False)
 
 
 @app.command("ls")
