@@ -36,3 +36,14 @@ def test_what_is_a_field_filter() -> None:
     for bad in ("method", "=CE"):
         with pytest.raises(SratError, match="key=value"):
             field_filter(bad)
+
+
+def test_a_filter_on_a_field_no_run_has_is_refused_not_an_empty_list() -> None:
+    with pytest.raises(SratError, match=r"no run has a field 'methd' .*did you mean method\?"):
+        select_records(RECORDS, None, ["methd=CE"], None)
+    with pytest.raises(SratError, match=r"no run has a field 'nosuch'"):
+        select_records(RECORDS, None, ["seed=1", "nosuch=1"], None)
+    # a field some run has selects the others out, as before; tag is the alias of tags
+    assert ids(select_records([*RECORDS, {"id": "d", "aa": 40.0}], None, ["aa=40"], None)) == ["d"]
+    assert ids(select_records(RECORDS, None, ["tag=nobody"], None)) == []
+    assert select_records([], None, ["nosuch=1"], None) == []  # no run to judge by

@@ -8,6 +8,7 @@ numbers (`ratio=100` finds 100.0); other values compare case-insensitively.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -56,12 +57,29 @@ def field_filter(item: str) -> Callable[[Record], bool]:
     return lambda record: any(_matches(record, key, w) for w in choices)
 
 
+def _check_filter_keys(records: list[Record], filters: list[str]) -> None:
+    """SratError for a filter on a field no record has (`-f nosuch=1`, `-f methd=CE`): it
+    would select nothing, and "no runs" reads as if there were none. Said only where there
+    are records to judge by."""
+    if not records:
+        return
+    known = set().union(*(record.keys() for record in records)) | set(KEY_ALIASES)
+    for item in filters:
+        key = item.partition("=")[0].strip()
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]}?" if near else " (see `srat runs ls --json`)"
+            raise SratError(f"no run has a field {key!r} to filter by{hint}")
+
+
 def select_records(
     records: Iterable[Record], status: str | None, filters: list[str], sort: str | None
 ) -> list[Record]:
     """Records with `status` (if given) passing every filter, sorted by a field (`-field`
     descending; runs without it last) or else by id."""
+    records = list(records)
     predicates = [field_filter(item) for item in filters]
+    _check_filter_keys(records, filters)
     selected = [
         r
         for r in records
