@@ -138,3 +138,25 @@ def test_config_json_records_the_resolved_run(tmp_path: Path) -> None:
     assert len(resolved["class_weights"]) == 10 and len(resolved["ldam_margins"]) == 10
     assert resolved["head"] == "cosine"
     assert doc["config"]["seed"] == 0 and "torch" in resolved["versions"]
+
+
+def test_ctrl_c_before_the_stop_handlers_is_recorded_as_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt (Python's SIGINT) while the run is being marked running, before
+    execute's own handlers take SIGINT over: recorded "killed", as a moment later, and raised
+    as RunInterrupted for the CLI's "stopped by SIGINT; resume it" (it read "dead", unsaid)."""
+    import srat_engine.training.trainer as trainer
+
+    run = tiny_run(tmp_path, "CE")
+    real = trainer.mark_running
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "mark_running", interrupted)
+    with pytest.raises(RunInterrupted, match="SIGINT"):
+        execute(run)
+    assert run.state()["status"] == "killed"
+    assert run.exit_record()["error"] == "stopped by SIGINT"  # type: ignore[index]

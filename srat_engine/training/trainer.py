@@ -708,6 +708,12 @@ def execute(
     except RunInterrupted as stop:
         run.record_end("killed", error=f"stopped by {stop}", log=f"killed by {stop}")
         raise
+    except KeyboardInterrupt:
+        # Ctrl-C before stop_on_signals took SIGINT over (marking the run running, building
+        # the trainer): Python's own KeyboardInterrupt, which left the run "running" with a
+        # pid about to end, so read "dead" later. It is the same stop as one a moment after
+        run.record_end("killed", error="stopped by SIGINT", log="killed by SIGINT")
+        raise RunInterrupted("SIGINT") from None
     except Exception as err:
         message = failure_message(err)
         # no room even without the reserve: the error raised below is still the cause
