@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from srat_tui.render.format import age, masking_flag, pct, runs_cell, status_style
+from srat_tui.render.format import age, counted, masking_flag, pct, runs_cell, status_style
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -130,3 +130,10 @@ def test_wrap_chips_breaks_between_chips_never_inside_one() -> None:
     styled = wrap_chips(chips, 17)
     assert [styled.plain[span.start : span.end] for span in styled.spans] == ["(1d ago)"]
     assert wrap_chips([], 10).plain == ""
+
+
+def test_counted_is_plural_unless_one() -> None:
+    assert counted(1, "epoch") == "1 epoch"  # the dry run said "1 epochs"
+    assert counted(0, "epoch") == "0 epochs"
+    assert counted(200, "epoch") == "200 epochs"
+    assert counted(12000, "run") == "12,000 runs"

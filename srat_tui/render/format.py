@@ -66,6 +66,11 @@ def _stamp(stamp: Any) -> datetime | None:
     return then if then.tzinfo is not None else then.replace(tzinfo=timezone.utc)
 
 
+def counted(count: int, noun: str) -> str:
+    """A count and its noun, plural unless one: "1 epoch", "200 epochs"."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
 def duration(seconds: float) -> str:
     """A span in its largest whole unit: "42s", "3m", "2h", "5d" (negative reads "0s")."""
     seconds = max(0.0, seconds)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
-from srat_tui.render.format import duration, inert, inert_text, pct, time_left
+from srat_tui.render.format import counted, duration, inert, inert_text, pct, time_left
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -123,7 +123,7 @@ def evaluation_cadence(work: Workload | None) -> str:
     if work is None:
         return ""
     return (
-        f": {work.robust_size:,} at {work.robust_epochs} epochs, "
+        f": {work.robust_size:,} at {counted(work.robust_epochs, 'epoch')}, "
         f"clean {work.test_size:,} at {work.evaluated_epochs}, final {work.test_size:,}"
     )
 
@@ -192,7 +192,7 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
             else []
         ),
         f"model    {config.model.arch}, {resolved.head} head",
-        f"train    {config.train.epochs} epochs, batch {config.train.batch_size}, "
+        f"train    {counted(config.train.epochs, 'epoch')}, batch {config.train.batch_size}, "
         f"lr {config.train.lr:g}, {config.train.precision}",
         # the schedule's epochs 1-based, as the new-run form shows them (`schedule_event`)
         f"lr       {schedule_event(f'x{config.train.lr_gamma:g}', resolved.lr_milestones, epochs)}",
