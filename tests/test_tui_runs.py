@@ -551,10 +551,8 @@ async def test_the_palette_does_not_stack_a_second_form_or_the_run_already_shown
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen), "the form")
         form = app.screen
-        app.open_new_run()  # the palette's "New run", chosen on the form
-        await pilot.pause()
         depth = len(app.screen_stack)  # the default screen, the runs, the form
-        app.open_new_run()
+        app.open_new_run()  # the palette's "New run", chosen on the form
         await pilot.pause()
         assert app.screen is form and len(app.screen_stack) == depth == 3
         assert "a new-run form is open already" in notes[-1][0]

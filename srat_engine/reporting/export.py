@@ -151,10 +151,12 @@ def canonical_format(fmt: str) -> str:
 
 
 def format_of_path(path: Path) -> str | None:
-    """The format a file name's extension names (`table.tex` -> latex), None for another."""
-    suffix = path.suffix.lstrip(".").lower()
-    key = _ALIASES.get(suffix, suffix)
-    return key if key in EXPORT_FORMATS else None
+    """The format a file name's extension names (`table.tex` -> latex), None for another
+    (or none)."""
+    try:
+        return canonical_format(path.suffix.lstrip("."))
+    except ValueError:
+        return None
 
 
 def export_format(fmt: str | None, path: Path | None) -> str:

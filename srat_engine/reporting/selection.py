@@ -61,7 +61,7 @@ def _check_filter_keys(records: list[Record], filters: list[str]) -> None:
     """SratError for a filter on a field no record has (`-f nosuch=1`, `-f methd=CE`): it
     would select nothing, and "no runs" reads as if there were none. Said only where there
     are records to judge by."""
-    if not records:
+    if not records or not filters:  # no key to check: `runs ls` reads no record's keys
         return
     known = set().union(*(record.keys() for record in records)) | set(KEY_ALIASES)
     for item in filters:

@@ -211,13 +211,13 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
         field = self.query_one("#export-path", Input)
         field.placeholder = str(self._default(self.fmt))
         typed = Path(field.value.strip())
-        named = format_of_path(typed) if field.value.strip() else None
+        named = format_of_path(typed)  # None for an empty field too: no suffix
         if named is not None and named != self.fmt:
             field.value = str(typed.with_suffix(f".{EXTENSIONS[self.fmt]}"))
 
     @on(Input.Changed, "#export-path")
     def _path_changed(self, event: Input.Changed) -> None:
-        named = format_of_path(Path(event.value.strip())) if event.value.strip() else None
+        named = format_of_path(Path(event.value.strip()))
         if named is not None and named != self.fmt:
             button = next(b for b in self.query(RadioButton) if b.name == named)
             button.value = True

@@ -527,9 +527,10 @@ def command_line(preset: str, validation: Validation) -> str:
     """The `srat run` that launches the same runs, for notes and scripts."""
     parts = ["srat", "run", "--preset", preset]
     options = validation.slurm
-    choice = parse_devices(validation.values.devices)
+    # the devices field is the local backend's (hidden for Slurm, so not parsed there)
+    choice = parse_devices(validation.values.devices) if options is None else None
     # `--device D` sets the config's device too (`DeviceChoice.config_device`): said once
-    said_by_option = options is None and choice.device is not None
+    said_by_option = choice is not None and choice.device is not None
     for assignment in validation.overrides:
         if said_by_option and assignment.partition("=")[0].strip() == DEVICE_KEY:
             continue
@@ -546,7 +547,7 @@ def command_line(preset: str, validation: Validation) -> str:
         parts += ["--time", options.time]
         if options.gpus_per_run is not None:
             parts += ["--gpus-per-run", str(options.gpus_per_run)]
-    else:
+    elif choice is not None:  # the local backend
         parts.append("--detach")
         if choice.gpus is not None:
             parts += ["--gpus", choice.gpus]

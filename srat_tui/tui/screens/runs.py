@@ -540,6 +540,10 @@ class RunsScreen(Screen[None]):
             return f"the marked run {ids[0]}" if marked else f"run {ids[0]}"
         return f"the {len(ids)} marked runs ({listed})" if marked else f"{len(ids)} runs ({listed})"
 
+    def _their_status(self, targets: list[str], many: str) -> str:
+        """`is <status>` of one run; of several, `are <many>`."""
+        return f"is {self._status(targets[0])}" if len(targets) == 1 else f"are {many}"
+
     def _not_for(self, verb: str, targets: list[str], why: str) -> None:
         """Say that `verb` has nothing to act on among `targets`, and how to act on others."""
         hint = " (u unmarks all, to act on the run under the cursor)" if self.marked else ""
@@ -550,8 +554,7 @@ class RunsScreen(Screen[None]):
         ids = [run_id for run_id in targets if self._status(run_id) in ACTIVE]
         if not ids:
             if targets:
-                status = self._status(targets[0]) if len(targets) == 1 else "not active"
-                self._not_for("kill", targets, f"{'is' if len(targets) == 1 else 'are'} {status}")
+                self._not_for("kill", targets, self._their_status(targets, "not active"))
             return
 
         def confirmed(yes: bool | None) -> None:
@@ -596,8 +599,7 @@ class RunsScreen(Screen[None]):
         ids = [run_id for run_id in targets if self._status(run_id) in RESUMABLE]
         if not ids:  # said at once, as kill and delete say it, not "resuming…" then an error
             if targets:
-                status = self._status(targets[0]) if len(targets) == 1 else "not resumable"
-                why = f"{'is' if len(targets) == 1 else 'are'} {status}"
+                why = self._their_status(targets, "not resumable")
                 self._not_for("resume", targets, f"{why} (failed, killed, dead or lost runs do)")
             return
         kept = [run_id for run_id in targets if run_id not in ids]
