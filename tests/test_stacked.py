@@ -126,6 +126,7 @@ DEEP = {"rtol": 1e-3, "atol": 1e-3}
     ("preset", "extra", "tolerance"),
     [
         ("digits-srat-ldam", (), TIGHT),
+        ("digits-ce", ("method=AT-BSL", "attack.loss=training"), TIGHT),
         ("digits-ce", ("method=GAIRAT", "train.epochs=3", "gair.begin_epoch=0"), TIGHT),
         ("digits-ce", ("attack.bn_mode=train",), TIGHT),
         ("digits-ce", ("train.fold_bn=false", "train.channels_last=off"), TIGHT),

@@ -27,18 +27,20 @@ class MethodSpec:
     `train.reweight_epoch` (Cao et al. 2019).
     separation: adds lambda * L_sep (Eq. 7). gair: GAIRAT's instance weights.
     adversarial: False trains on natural examples (the paper's Section 2 comparison).
-    objective: "pgd" attacks L and updates on the adversarial examples (Madry et al. 2018);
+    objective: "pgd" attacks the CE of the logits (the reference codes' PGD; the run's own L
+    with attack.loss = "training") and updates on the adversarial examples (Madry et al. 2018);
     "trades" attacks KL(f(x) || f(x')) and updates on CE(f(x), y) + beta KL (Zhang et al.
     2019); "taet" trains on clean inputs with L for its first `taet.stage1_epochs` and then
-    attacks L and updates on TAET's equalisation loss of L(f(x'), y) (Wang et al. 2025);
+    attacks as "pgd" and updates on TAET's equalisation loss of L(f(x'), y) (Wang et al. 2025);
     "reat" attacks CE weighted by the effective number of the previous epoch's adversarial
     predictions per class and adds REAT's tail feature alignment term to L (Li et al. 2023);
     "pgd-kl" attacks as "pgd" and updates on L(f(x'), y) + beta KL(f(x) || f(x')), beta =
     `loss.trades_beta` (RoBal's `add_reg` with its TRADES regulariser, Wu et al. 2021).
     prior_shift: L sees the prior-shifted logits z + tau log(pi) (balanced softmax, Ren et al.
-    2020; AT-BSL, Yue et al. 2024); the attack and evaluation see plain z. awp: the update's
-    gradient is taken at adversarially perturbed weights w + v from `awp.warmup` on (Wu et al.
-    2020, `training/awp.py`), whatever the objective.
+    2020; AT-BSL, Yue et al. 2024); the attack (unless attack.loss = "training") and
+    evaluation see plain z. awp: the update's gradient is taken at adversarially perturbed
+    weights w + v from `awp.warmup` on (Wu et al. 2020, `training/awp.py`), whatever the
+    objective.
     """
 
     name: str

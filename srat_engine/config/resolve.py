@@ -97,10 +97,35 @@ def _check_padding_fits(config: RunConfig, input_shape: tuple[int, ...]) -> None
         )
 
 
+# objectives whose attack is part of the method's definition, so no other loss can stand in
+_OWN_ATTACKS: dict[str, str] = {
+    "trades": "TRADES' attack ascends its own KL(f(x) || f(x'))",
+    "reat": "REAT's attack ascends its own RBL-weighted CE",
+}
+
+
+def _check_attack_loss(config: RunConfig) -> None:
+    """attack.loss = "training" needs a training attack whose loss the method leaves open."""
+    if config.attack.loss == "reference":
+        return
+    spec = config.spec
+    if not spec.adversarial or config.attack.steps == 0:
+        raise SratError(
+            f"attack.loss='training' has no effect without a training attack ({spec.name}, "
+            f"attack.steps={config.attack.steps})"
+        )
+    if spec.objective in _OWN_ATTACKS:
+        raise SratError(
+            f"attack.loss='training' does not fit {spec.name}: {_OWN_ATTACKS[spec.objective]} "
+            "(leave attack.loss='reference')"
+        )
+
+
 def resolve(config: RunConfig, data_dir: Path) -> Resolved:
     """Derive the resolved block, datasets under `data_dir` unless the config names its
     data.root; raises SratError for configs that cannot run."""
     spec = config.spec
+    _check_attack_loss(config)
     root = data_root(config, data_dir)
     info = dataset_info(config.data.dataset, config.data.options, root)
     _check_budgets_fit(config, info.clip)

@@ -191,6 +191,14 @@ class AttackConfig(_Section):
     budget_warmup_start: Literal["zero", "eps"] = Field(
         "zero", description="the warm-up ramps from 0 (RobustLT) or from the global eps"
     )
+    loss: Literal["reference", "training"] = Field(
+        "reference",
+        description="what the training attack ascends: reference = the attack of the method's "
+        "reference code (summed CE of the logits; TRADES: KL; REAT: its RBL-weighted CE); "
+        "training = the run's own prediction loss L of Eq. 5, unweighted (AT-BSL's prior "
+        "shift, RoBal's margin logits; LDAM's margins only where CE saturates, focal never: "
+        "README), for the pgd, taet and pgd-kl objectives",
+    )
 
 
 class EvalConfig(_Section):

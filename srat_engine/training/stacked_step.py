@@ -134,8 +134,8 @@ class StackedTrainStep:
         y: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """The training attack of every run at once: PGD on the sum over runs of each run's
-        summed cross entropy (`TrainStep.attack`), which gives each sample its own run's input
-        gradient."""
+        summed cross entropy, or of its summed training loss with attack.loss = "training"
+        (`TrainStep.attack`), which gives each sample its own run's input gradient."""
         config = self.config
         lead = steps[0]
         noise = None
@@ -180,8 +180,11 @@ class StackedTrainStep:
                 step_size=config.attack.step_size,
                 steps=config.attack.steps,
                 random_start=config.attack.random_start,
-                loss_fn=lambda logits, target: F.cross_entropy(
-                    logits.flatten(0, 1), target.flatten(), reduction="sum"
+                loss_fn=lead.attack_training_loss()
+                or (
+                    lambda logits, target: F.cross_entropy(
+                        logits.flatten(0, 1), target.flatten(), reduction="sum"
+                    )
                 ),
                 clip=lead.clip,
                 noise=noise,

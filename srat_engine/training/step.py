@@ -246,12 +246,32 @@ class TrainStep:
         self.reat_inner_w.copy_(inner_w)
         self.reat_pred_counts.copy_(counts)
 
+    def attack_training_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """With attack.loss = "training", what PGD ascends instead of the reference's loss:
+
+            sum_i L(f(x'_i), y_i)
+
+        the run's prediction loss L of Eq. 5 (Wang et al. 2022) read literally, summed over
+        the batch (and over a stack's runs: logits [N, K, C]) and unweighted: a class or GAIR
+        weight w_i > 0 only rescales sample i's input gradient (BatchNorm in eval mode), so it
+        cannot move a sign step. None (the reference's attack) otherwise; `config.resolve`
+        refuses it for TRADES and REAT, whose attacks are their own."""
+        if self.config.attack.loss != "training":
+            return None
+        loss_fn = self.loss_fn
+
+        def summed_training_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return loss_fn(logits.flatten(0, -2).float(), target.flatten()).sum()
+
+        return summed_training_loss
+
     def attack(self, xb: torch.Tensor, y: torch.Tensor) -> PGDResult:
         """The training attack (Algorithm 1, line 5) on augmented float inputs ``xb``: PGD on
         the batch's summed cross entropy of the model's logits whatever the training loss L
         (PGD-AT practice; for LDAM the logits are s cos, without the margins), REAT's on its
         class-weighted CE, TRADES' on the sum of KL(f(x) || f(x')), with f(x) taken in the
-        attack's BatchNorm mode (the reference computes it under model.eval()).
+        attack's BatchNorm mode (the reference computes it under model.eval()); with
+        attack.loss = "training", on the summed L itself (`attack_training_loss`).
         With attack.class_budget, sample i is attacked within eps_{y_i} with step step_{y_i}
         (`set_class_budgets`), from RobustLT's start U(-eps, eps) of the global eps."""
         config = self.config
@@ -269,7 +289,7 @@ class TrainStep:
         if self.folded is not None:
             self.folded.refresh()  # the last update moved weights and BN statistics
         with attack_mode(self.model, config.attack.bn_mode), self.autocast():
-            loss_fn = None
+            loss_fn = self.attack_training_loss()
             if self.trades:
                 with torch.no_grad():
                     natural = self.attack_forward(xb).float()

@@ -197,7 +197,8 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         # the schedule's epochs 1-based, as the new-run form shows them (`schedule_event`)
         f"lr       {schedule_event(f'x{config.train.lr_gamma:g}', resolved.lr_milestones, epochs)}",
         f"attack   PGD-{attack.steps} eps {attack.eps * 255:.4g}/255 "
-        f"step {attack.step_size * 255:.4g}/255, BN {attack.bn_mode} during attack",
+        f"step {attack.step_size * 255:.4g}/255, BN {attack.bn_mode} during attack"
+        + (", ascends the training loss L" if attack.loss == "training" else ""),
         f"eval     PGD-{config.eval.steps} eps {config.eval.eps * 255:.4g}/255 "
         f"step {config.eval.step_size * 255:.4g}/255{evaluation_cadence(workload)}",
     ]
