@@ -12,13 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_harness import Srat, make_invoker
+from test_new_methods import tiny_step as plain_sgd_step
 
 from srat_engine.config.resolve import resolve
 from srat_engine.config.schema import RunConfig, set_override, validate_config
 from srat_engine.errors import SratError
 from srat_engine.models import build_model
 from srat_engine.runs.home import Home
-from srat_engine.training.step import TrainStep, per_sample_loss, robal_options
+from srat_engine.training.step import TrainStep, robal_options
 
 EPS, STEP, STEPS = 0.1, 0.03, 5
 COUNTS = [30, 10, 5]
@@ -54,15 +55,8 @@ def tiny_step(config: RunConfig) -> TrainStep:
     )
     log_prior = torch.log(torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS))
     margins = {"ldam": MARGINS, "robal": torch.full((3,), ROBAL_MARGIN)}.get(config.spec.loss)
-    return TrainStep(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.5),
-        config,
-        per_sample_loss(config, margins, log_prior),
-        generator=torch.Generator().manual_seed(11),
-        clip=(0.0, 1.0),
-        device=torch.device("cpu"),
-    )
+    # the attack's random start comes from the step's generator, seeded 11 (`pgd_by_hand`)
+    return plain_sgd_step(config, model, log_prior, margins)
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:

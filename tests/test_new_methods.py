@@ -40,7 +40,10 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def tiny_step(
-    config: RunConfig, model: torch.nn.Module, log_prior: torch.Tensor | None = None
+    config: RunConfig,
+    model: torch.nn.Module,
+    log_prior: torch.Tensor | None = None,
+    margins: torch.Tensor | None = None,
 ) -> TrainStep:
     """A TrainStep on `model` with plain SGD (lr 0.5), its generator seeded 11, inputs in
     [0, 1] on the CPU: what the direct implementations in these tests replay."""
@@ -48,7 +51,7 @@ def tiny_step(
         model,
         torch.optim.SGD(model.parameters(), lr=0.5),
         config,
-        per_sample_loss(config, None, log_prior),
+        per_sample_loss(config, margins, log_prior),
         generator=torch.Generator().manual_seed(11),
         clip=(0.0, 1.0),
         device=torch.device("cpu"),
