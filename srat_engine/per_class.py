@@ -45,6 +45,28 @@ def summing_to_class_count(weights: Sequence[float]) -> list[float]:
     return [w * (len(values) / total) for w in values]
 
 
+def scaled_to_head(weights: Sequence[float], counts: Sequence[int]) -> list[float]:
+    """Per-class weights w rescaled so that the most frequent class weighs 1: w_j / w_h, h the
+    class of the largest count n_h (the first such class on a tie).
+
+    How SRAT states its weights (Figure 5: head classes 1, tail 10 to 200, "78" the
+    class-balanced tail/head ratio of Step-100; Figure 2: ratios 1:1 to 150:1). Under the
+    batch-mean reduction of Eq. 5 the scale is not neutral: a batch's weights average
+    sum_c pi_c w_c, which weighs the weighted term against lambda L_sep; for CIFAR-10
+    Exp-100's class-balanced weights 3.38 here, 0.171 summing to C (`summing_to_class_count`).
+    """
+    check_class_counts(counts, "scaled_to_head")
+    if len(weights) != len(counts):
+        raise ValueError(f"{len(weights)} class weights for {len(counts)} class counts")
+    head = max(range(len(counts)), key=lambda cls: (counts[cls], -cls))
+    if not (math.isfinite(weights[head]) and weights[head] > 0):
+        raise ValueError(
+            f"the most frequent class (class {head}) must have a weight > 0 to scale to, "
+            f"got {weights[head]}"
+        )
+    return [w / weights[head] for w in weights]
+
+
 def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> list[float]:
     """Per-class weights (Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of
     Samples"): w_j ∝ 1 / E_j with E_j = (1 - beta^n_j) / (1 - beta), summing to C.

@@ -9,14 +9,19 @@ from pathlib import Path
 import pytest
 from fresh_process import python_json
 
+from srat_engine.config.resolve import resolve
+from srat_engine.config.schema import set_override, validate_config
+from srat_engine.errors import SratError
 from srat_engine.per_class import (
     check_class_counts,
     class_balanced_weights,
     class_budgets,
     ldam_margins,
     robal_margins,
+    scaled_to_head,
     summing_to_class_count,
 )
+from srat_engine.runs.home import Home
 
 EPS = 8 / 255
 
@@ -192,3 +197,77 @@ print(json.dumps({"heavy": heavy, "resolved": out}))
     (weights, margins, budgets, _), (_, _, _, robal) = report["resolved"]
     assert len(weights) == 10 and max(margins) == pytest.approx(0.5)
     assert budgets is not None and robal is not None
+
+
+# ---------------------------------------------------------------- the weights' scale
+
+
+def test_weights_scaled_to_the_head_hand_computed() -> None:
+    # the head is the class of the largest count: class 0 here, class 1 below
+    assert scaled_to_head([0.5, 1.0, 2.0], [30, 10, 5]) == [1.0, 2.0, 4.0]
+    assert scaled_to_head([0.5, 1.0, 2.0], [10, 30, 5]) == [0.5, 1.0, 2.0]
+    assert scaled_to_head([2.0, 4.0, 8.0], [30, 30, 5]) == [1.0, 2.0, 4.0]  # tie: the first
+    for weights, counts, match in (
+        ([0.0, 1.0], [30, 10], "class 0"),
+        ([1.0, 2.0], [30, 10, 5], "3 class counts"),
+        ([1.0, 2.0], [30, 0], "positive"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            scaled_to_head(weights, counts)
+
+
+def test_class_balanced_weights_scaled_to_the_head_average_3_38_on_cifar10_exp100() -> None:
+    # w_c / w_head = (1 - beta^5000) / (1 - beta^n_c): 1 for the head, 78.89 for the tail of 50
+    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    weights = scaled_to_head(class_balanced_weights(counts, 0.9999), counts)
+    assert weights[0] == 1.0
+    assert weights[-1] == pytest.approx((1 - 0.9999**5000) / (1 - 0.9999**50), rel=1e-9)
+    assert weights[-1] == pytest.approx(78.89, abs=0.005)
+    mean = sum(n * w for n, w in zip(counts, weights, strict=True)) / sum(counts)
+    assert mean == pytest.approx(3.3786, abs=5e-4)  # against 0.171 summing to C (above)
+
+
+def _resolved_weights(method: str, *assignments: str) -> tuple[list[float], list[int]]:
+    raw: dict[str, object] = {"method": method}  # the defaults: digits
+    for assignment in assignments:
+        set_override(raw, assignment)
+    resolved = resolve(validate_config(raw), Home.from_env().data_dir)
+    return resolved.class_weights, resolved.class_counts
+
+
+def test_a_run_scales_its_class_weights_to_the_head_on_request() -> None:
+    summed, counts = _resolved_weights("SRAT-LDAM")
+    headed, _ = _resolved_weights("SRAT-LDAM", "loss.class_weight_scale=head")
+    head = counts.index(max(counts))
+    assert sum(summed) == pytest.approx(len(counts))
+    assert headed[head] == 1.0
+    assert close(headed, [w / summed[head] for w in summed], rel=1e-9)  # the same ratios
+    # explicit weights stand as given when the head already weighs 1
+    explicit = [1.0] * 5 + [78.0] * 5
+    given, _ = _resolved_weights(
+        "SRAT-CE", f"loss.class_weights={explicit}", "loss.class_weight_scale=head"
+    )
+    assert given == explicit
+
+
+@pytest.mark.parametrize(
+    ("method", "assignments", "match"),
+    [
+        ("CE", (), "no effect with CE .no reweighting."),
+        ("DRCB-LDAM", (), "normalized reduction of DRCB-LDAM"),
+        ("SRAT-LDAM", ("loss.reduction=normalized",), "normalized reduction of SRAT-LDAM"),
+    ],
+)
+def test_a_head_scale_that_cannot_act_is_refused(
+    method: str, assignments: tuple[str, ...], match: str
+) -> None:
+    with pytest.raises(SratError, match=match):
+        _resolved_weights(method, "loss.class_weight_scale=head", *assignments)
+    _resolved_weights(method, *assignments)  # the default scale stands
+
+
+def test_the_head_scale_acts_under_a_mean_reduction_of_drcb() -> None:
+    weights, counts = _resolved_weights(
+        "DRCB-LDAM", "loss.class_weight_scale=head", "loss.reduction=mean"
+    )
+    assert weights[counts.index(max(counts))] == 1.0 and max(weights) > 1.0

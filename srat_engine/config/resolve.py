@@ -21,6 +21,7 @@ from srat_engine.per_class import (
     class_budgets,
     ldam_margins,
     robal_margins,
+    scaled_to_head,
     summing_to_class_count,
 )
 from srat_engine.versions import versions
@@ -97,6 +98,20 @@ def _check_padding_fits(config: RunConfig, input_shape: tuple[int, ...]) -> None
         )
 
 
+def _check_head_scale(config: RunConfig) -> None:
+    """loss.class_weight_scale = "head" needs class weights whose scale the loss keeps."""
+    spec = config.spec
+    if spec.reweight == "none":
+        raise SratError(
+            f"loss.class_weight_scale='head' has no effect with {spec.name} (no reweighting)"
+        )
+    if config.reduction() == "normalized":
+        raise SratError(
+            f"loss.class_weight_scale='head' has no effect under the normalized reduction of "
+            f"{spec.name}, which divides by the sum of the weights (set loss.reduction=mean)"
+        )
+
+
 # objectives whose attack is part of the method's definition, so no other loss can stand in
 _OWN_ATTACKS: dict[str, str] = {
     "trades": "TRADES' attack ascends its own KL(f(x) || f(x'))",
@@ -157,6 +172,9 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
         weights = class_balanced_weights(counts, config.loss.cb_beta)
     else:
         weights = [1.0] * info.num_classes
+    if config.loss.class_weight_scale == "head":
+        _check_head_scale(config)
+        weights = scaled_to_head(weights, counts)
     margins = None
     if spec.loss == "ldam":
         margins = ldam_margins(counts, config.loss.ldam_max_margin)

@@ -253,8 +253,14 @@ class LossConfig(_Section):
     )
     class_weights: list[NonNegative] = Field(
         default_factory=list,
-        description="explicit per-class weights replacing CB weights, rescaled as they are to "
-        "sum to the number of classes",
+        description="explicit per-class weights replacing CB weights, rescaled as they are "
+        "(loss.class_weight_scale)",
+    )
+    class_weight_scale: Literal["classes", "head"] = Field(
+        "classes",
+        description="the scale of the class weights: classes = they sum to the number of "
+        "classes (LDAM-DRW's normalisation); head = the most frequent class weighs 1 (SRAT's "
+        "Figures 2 and 5); matters under the mean reduction only",
     )
 
 
