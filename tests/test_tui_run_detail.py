@@ -26,7 +26,7 @@ from tui_harness import pinned_context, scenario, settle, wait_for
 
 from srat_engine.runs.progress import training_ends
 from srat_engine.runs.rundir import RunDir
-from srat_engine.runs.sync import refreshed_records
+from srat_engine.runs.sync import add_note, refreshed_records, set_tag
 from srat_tui.render.format import duration, time_left
 from srat_tui.tui.context import AppContext
 from srat_tui.tui.screens.run_detail import RunScreen, read_new_lines
@@ -205,6 +205,25 @@ async def test_a_stacked_run_s_header_names_the_runs_that_share_its_process(
     async with RunApp(context, "run-alone").run_test(size=SIZE) as pilot:
         screen = await opened(pilot, epochs=2)
         assert "stacked" not in header(screen)
+
+
+@scenario
+async def test_the_header_shows_the_run_s_tags_and_latest_note_as_people_add_them(
+    context: AppContext,
+) -> None:
+    run = make_fake_run(context.runs_root, "run-a", epochs_done=2, epochs=10)
+    async with RunApp(context, "run-a").run_test(size=SIZE) as pilot:
+        screen = await opened(pilot, epochs=2)
+        assert "tags" not in header(screen) and "note" not in header(screen)
+        set_tag(run, "fig5", index=context.index)  # from another terminal, while it shows
+        set_tag(run, "[b]best", index=context.index)
+        add_note(run, "lr too high?", index=context.index)
+        await wait_for(pilot, lambda: "tags fig5, [b]best" in header(screen), "the tags")
+        assert "note   lr too high?" in header(screen)
+        add_note(run, "rerun with\nseed 1", index=context.index)
+        await wait_for(pilot, lambda: "(+1 earlier)" in header(screen), "the second note")
+        assert "note   rerun with seed 1" in header(screen)
+        assert "lr too high?" not in header(screen)
 
 
 @scenario

@@ -87,6 +87,9 @@ class Update:
     exit_error: str | None = None
     queued: QueuedForecast | None = None  # a queued local run's expected start and end
     stack: list[str] | None = None  # the runs sharing its process (`RunDir.stack`), if any
+    # meta.json's tags and notes, which people add while it runs (`srat runs tag`, `t`)
+    tags: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def read_new_lines(
@@ -145,6 +148,11 @@ def read_updates(root: Path, run_id: str, cursor: Cursor) -> Update:
         update.status = run.state().get("status", "unknown")
     update.state = run.state()
     update.stack = run.stack()
+    try:
+        meta = run.meta()  # a damaged meta.json reads as no tags: the run still shows
+        update.tags, update.notes = list(meta["tags"]), list(meta["notes"])
+    except OSError:
+        pass
     exit_record = run.exit_record()
     if isinstance(exit_record, dict) and exit_record.get("error"):
         update.exit_error = str(exit_record["error"])
@@ -220,6 +228,8 @@ class RunScreen(Screen[None]):
         self.rows: list[Record] = []  # epoch records, one per epoch (derived from records)
         self.queued: QueuedForecast | None = None  # while queued: its expected start and end
         self.stack: list[str] | None = None  # the runs of its stack, as its last launch says
+        self.tags: list[str] = []
+        self.notes: list[str] = []
         self._forecast_at = -FORECAST_EVERY_S  # monotonic time of the last forecast
         self._cursor = Cursor()
         self._polling = False  # a read is in flight: the next poll waits for its records
@@ -390,6 +400,7 @@ class RunScreen(Screen[None]):
         self.status = update.status
         self.queued = update.queued
         self.stack = update.stack
+        self.tags, self.notes = update.tags, update.notes
         self._update_header()
 
     # reactions ---------------------------------------------------------------------------------
@@ -515,12 +526,20 @@ class RunScreen(Screen[None]):
         others = [other for other in self.stack or [] if other != self.run_id]
         if others:  # a kill of this run stops them too
             chips.append(Text(f"stacked with {inert(', '.join(others))}", style="dim"))
+        if self.tags:
+            chips.append(Text(f"tags {inert(', '.join(self.tags))}", style="cyan"))
         # whole facts per line at 80 columns: "(1d ago)" never split over two
         line = wrap_chips(chips, header.content_size.width)
         line.append("\n")
         if self.ended_error is not None:  # the Static wraps it: the whole line shows
             line.append("error  ", style="bold red")
             line.append(inert(self.ended_error), style="red")
+            line.append("\n")
+        if self.notes:  # the latest; `srat runs show` lists them all
+            line.append("note   ", style="bold")
+            line.append(inert(" ".join(self.notes[-1].split())))
+            if len(self.notes) > 1:
+                line.append(f"  (+{len(self.notes) - 1} earlier)", style="dim")
             line.append("\n")
         final = final_record(self.records)
         source = final or latest
