@@ -40,6 +40,7 @@ from srat_tui.tui.screens.new_run import (
     parse_runs_per_device,
     scheme_field_classes,
 )
+from srat_tui.tui.widgets.confirm import ConfirmModal
 
 FAST = "data.n_max=20 attack.steps=1 eval.steps=1 eval.robust_per_class=2"
 
@@ -459,6 +460,40 @@ async def test_escape_goes_back_without_launching() -> None:
         await pilot.pause()
         assert not isinstance(app.screen, NewRunScreen)
         assert run_dirs(Home.from_env().runs) == []
+
+
+@scenario
+async def test_escape_asks_before_it_discards_edits() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await settled(pilot)
+        assert not screen.edited
+        await set_field(pilot, "epochs", "7")
+        assert screen.edited
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+        assert "Discard the edits" in app.screen.message  # type: ignore[attr-defined]
+        await pilot.press("n")  # keep editing: the form is back as it was
+        await wait_for(pilot, lambda: app.screen is screen, "the form again")
+        assert screen.query_one("#epochs", Input).value == "7"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not isinstance(app.screen, (NewRunScreen, ConfirmModal)))
+        assert run_dirs(Home.from_env().runs) == []
+
+
+@scenario
+async def test_a_new_preset_is_no_edit_to_ask_about() -> None:
+    app = Host(make_context())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        screen = await set_field(pilot, "preset", "digits-ce")
+        assert screen.query_one("#scheme", Select).value == "none"  # the new preset's values
+        assert not screen.edited
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen), "the way out")
+        assert not isinstance(app.screen, ConfirmModal)
 
 
 @scenario

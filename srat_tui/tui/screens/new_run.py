@@ -61,6 +61,7 @@ from srat_tui.render.run import (
 )
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import FormChecked, LaunchFailed, LaunchFinished, PresetLoaded
+from srat_tui.tui.widgets.confirm import ConfirmModal
 
 DEFAULT_PRESET = "demo"
 LOSSES: tuple[str, ...] = get_args(LossName)
@@ -689,6 +690,8 @@ class NewRunScreen(Screen[list[str] | None]):
         # nothing, so it cannot overwrite what was typed since
         self._preset_chosen: str | None = None
         self._footer_can_launch: bool | None = None  # what the footer's ctrl+s shows
+        # the form as the chosen preset filled it: anything else is an edit escape asks about
+        self._pristine: FormValues | None = None
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -840,6 +843,7 @@ class NewRunScreen(Screen[list[str] | None]):
         self.title = "New run"
         self._show_slurm_defaults(app_context(self).home)
         self._sync_backend()
+        self._pristine = self.read_form()
         if self._initial_preset is not None:
             self._choose_preset(self._initial_preset)
         else:
@@ -978,6 +982,7 @@ class NewRunScreen(Screen[list[str] | None]):
         )
         if message.base is not None:
             self.fill_form(message.base)
+            self._pristine = self.read_form()
         self._request_validation()
 
     def on_form_checked(self, message: FormChecked) -> None:
@@ -1086,6 +1091,24 @@ class NewRunScreen(Screen[list[str] | None]):
         self.launching = True
         self._launch(validation, preset, app_context(self))
 
+    @property
+    def edited(self) -> bool:
+        """Whether the form holds anything the chosen preset did not fill in."""
+        return self._pristine is not None and self.read_form() != self._pristine
+
     def action_cancel(self) -> None:
-        if not self.launching:
+        """Back to where the form was opened from; edits are lost only once confirmed."""
+        if self.launching:
+            return
+        if not self.edited:
             self.dismiss(None)
+            return
+
+        def answered(discard: bool | None) -> None:
+            if discard:
+                self.dismiss(None)
+
+        confirm = ConfirmModal(
+            "Discard the edits to this new run?", yes_label="Discard", no_label="Keep editing"
+        )
+        self.app.push_screen(confirm, answered)
