@@ -315,15 +315,19 @@ def test_show_treats_a_final_followed_by_more_epochs_as_stale(home: Home) -> Non
 
 def test_tag_and_remove_persist_to_meta_and_index(home: Home) -> None:
     run = home.run(home.ce)
-    cli("runs", "tag", home.ce, "baseline")
+    assert cli("runs", "tag", home.ce, "baseline").strip() == f"{home.ce} tags: baseline"
     cli("runs", "tag", home.ce, "paper")
-    cli("runs", "tag", home.ce, "baseline")  # already there: not added twice
+    again = cli("runs", "tag", home.ce, "baseline")  # already there: not added twice, and said
+    assert again.strip() == f"{home.ce} already had the tag 'baseline'; tags: baseline, paper"
     assert json.loads((run.path / "meta.json").read_text())["tags"] == ["baseline", "paper"]
     assert SratHome.from_env().index.get(home.ce)["tags"] == ["baseline", "paper"]
     assert "tags     baseline, paper" in cli("runs", "show", home.ce)
 
     cli("runs", "tag", "--remove", home.ce, "baseline")
     assert run.meta()["tags"] == ["paper"]
+    # a removal that finds no such tag (a typo) says so rather than looking done
+    absent = cli("runs", "tag", "--remove", home.ce, "basline")
+    assert absent.strip() == f"{home.ce} had no tag 'basline'; tags: paper"
     assert SratHome.from_env().index.get(home.ce)["tags"] == ["paper"]
     assert SratHome.from_env().index.get(home.natural)["tags"] == []
 

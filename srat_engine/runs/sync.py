@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +56,29 @@ def checked_tag(tag: str) -> str:
     return tag
 
 
-def set_tag(run: RunDir, tag: str, *, index: RunIndex, remove: bool = False) -> list[str]:
-    """Add (or remove) one tag in the run's meta.json and the index; returns the run's tags."""
+@dataclass(frozen=True)
+class TagChange:
+    """What `set_tag` did: the run's tags now, and whether they changed (False: the tag was
+    already there, or a removal found no such tag)."""
+
+    tags: list[str]
+    changed: bool
+
+
+def set_tag(run: RunDir, tag: str, *, index: RunIndex, remove: bool = False) -> TagChange:
+    """Add (or remove) one tag in the run's meta.json and the index."""
     tag = checked_tag(tag)
+    before: list[str] = []
 
     def change(meta: dict[str, list[str]]) -> dict[str, list[str]]:
+        before[:] = meta["tags"]
         tags = meta["tags"]
         tags = [t for t in tags if t != tag] if remove else list(dict.fromkeys([*tags, tag]))
         return {**meta, "tags": tags}
 
     tags = run.update_meta(change)["tags"]
     record_in_index(run, index)
-    return tags
+    return TagChange(tags, tags != before)
 
 
 def add_note(run: RunDir, text: str, *, index: RunIndex) -> list[str]:

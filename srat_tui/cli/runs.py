@@ -43,7 +43,7 @@ from srat_tui.cli.common import (
     stdout_console,
     with_slurm_options,
 )
-from srat_tui.render.format import inert, queue_summary, runs_cell, time_left
+from srat_tui.render.format import inert, queue_summary, runs_cell, tag_report, time_left
 
 if TYPE_CHECKING:
     from srat_engine.reporting.export import RobustSource
@@ -553,8 +553,8 @@ def runs_tag(
 ) -> None:
     """Add (or --remove) a tag."""
     run = open_run(run_id)
-    tags = set_tag(run, tag, index=Home.from_env().index, remove=remove)
-    typer.echo(inert(f"{run.id} tags: {', '.join(tags) or '-'}"))
+    change = set_tag(run, tag, index=Home.from_env().index, remove=remove)
+    typer.echo(tag_report(run.id, tag, change.tags, removed=remove, changed=change.changed))
 
 
 @app.command("note")

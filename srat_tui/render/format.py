@@ -112,6 +112,16 @@ def masking_flag(suspected: Any) -> Text:
     return Text("no" if suspected is False else "-")
 
 
+def tag_report(run_id: str, tag: str, tags: Sequence[str], *, removed: bool, changed: bool) -> str:
+    """The line a tag change reports (`srat runs tag`, the runs screen's `t`): the run's tags
+    now, after saying so when nothing changed, so a mistyped tag to remove is not missed."""
+    now = f"tags: {', '.join(tags) or '-'}"
+    if changed:
+        return inert(f"{run_id} {now}")
+    why = f"had no tag {tag!r}" if removed else f"already had the tag {tag!r}"
+    return inert(f"{run_id} {why}; {now}")
+
+
 def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
     """One cell of the runs table (`srat runs ls`, the TUI runs screen) from an index record.
 

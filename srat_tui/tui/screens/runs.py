@@ -34,7 +34,7 @@ from srat_engine.reporting.selection import field_filter, is_field_filter
 from srat_engine.runs.liveness import ACTIVE, RESUMABLE
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.sync import checked_tag, refreshed_records, set_tag
-from srat_tui.render.format import queue_summary, runs_cell, status_style
+from srat_tui.render.format import queue_summary, runs_cell, status_style, tag_report
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import (
     OpenCompare,
@@ -684,8 +684,8 @@ class RunsScreen(Screen[None]):
         index = self.context.index
 
         def apply(run: RunDir) -> str:
-            tags = set_tag(run, tag, remove=remove, index=index)
-            return f"{run.id} tags: {', '.join(tags) or '-'}"
+            change = set_tag(run, tag, remove=remove, index=index)
+            return tag_report(run.id, tag, change.tags, removed=remove, changed=change.changed)
 
         self._each(ids, apply)
 
