@@ -222,6 +222,26 @@ def test_group_seeds_keeps_config_keys_apart() -> None:
     assert by_key["k200"].n == 1
 
 
+def test_group_seeds_counts_each_seed_once_its_newest_run() -> None:
+    # seed 0 run twice (a rerun), seed 1 three times: the replicates would shrink the std
+    records = [
+        {**record("a0", 0, (60.0, 50.0, 30.0, 20.0)), "created": "2026-12-01T10:00:00+00:00"},
+        {**record("b0", 0, (61.0, 50.0, 31.0, 20.0)), "created": "2026-12-02T10:00:00+00:00"},
+        {**record("a1", 1, (64.0, 50.0, 34.0, 20.0)), "created": "2026-12-02T09:00:00+00:00"},
+        {**record("b1", 1, (64.0, 50.0, 34.0, 20.0)), "created": "2026-12-01T09:00:00+00:00"},
+        {**record("c1", 1, (65.0, 50.0, 35.0, 20.0)), "created": "2026-12-01T08:00:00+00:00"},
+    ]
+    groups = group_seeds(records)
+    (group,) = groups
+    assert group.run_ids == ["b0", "a1"] and group.seeds == [0, 1]
+    # 61 and 64: mean 62.5, sample std sqrt(4.5) (all five: 62.8 and 2.17)
+    assert group.stats["std_overall"] == Stat(62.5, pytest.approx(4.5**0.5), 2)
+    assert groups.repeated == ["a0", "b1", "c1"] and groups.skipped == []
+    # in another configuration the same seed is no repeat
+    other = record("k0", 0, (70.0, 50.0, 40.0, 20.0), key="other")
+    assert group_seeds([*records[:1], other]).repeated == []
+
+
 def test_pick_metrics_prefers_final() -> None:
     events = [
         {"event": "epoch", "epoch": 1, "std_overall": 10.0},

@@ -50,3 +50,24 @@ def test_a_format_the_file_name_contradicts_is_refused_before_writing(
     assert target.read_text() == "my table\n"  # nothing lost
     bad = srat("runs", "export", "--format", "xlsx")
     assert bad.code == 2 and "unknown export format 'xlsx'" in bad.err
+
+
+def test_a_rerun_seed_counts_once_and_the_export_says_which_runs_it_set_aside(
+    srat: Srat, srat_home: Path
+) -> None:
+    index = Home(srat_home).index
+    for run_id, seed, created in (
+        ("seed0-old", 0, "2026-12-01T10:00:00+00:00"),
+        ("seed0-new", 0, "2026-12-02T10:00:00+00:00"),
+        ("seed1", 1, "2026-12-01T11:00:00+00:00"),
+    ):
+        make_fake_run(srat_home / "runs", run_id, status="finished", epochs_done=3, epochs=3,
+                      overrides=(f"seed={seed}",), created=created, index=index)  # fmt: skip
+    result = srat("runs", "export", "--format", "json")
+    assert result.code == 0, result.err
+    (cell,) = json.loads(result.out)[0]["rows"][0]["cells"]
+    assert cell["run_ids"] == ["seed0-new", "seed1"] and cell["n"] == 2
+    assert result.err_lines == [
+        "set aside 1 run(s) repeating a seed of their configuration (each seed counts once, "
+        "by its newest run): seed0-old"
+    ]

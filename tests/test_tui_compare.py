@@ -27,9 +27,11 @@ from srat_tui.tui.context import AppContext
 from srat_tui.tui.screens.compare import (
     CompareScreen,
     EpochPlot,
+    ExportRequest,
     ExportScreen,
     curve_of,
     default_export_path,
+    write_export,
 )
 
 SIZE = (160, 48)
@@ -248,6 +250,21 @@ async def test_export_writes_the_paper_layout(srat_home: Path, tmp_path: Path) -
     # the paper's numbers beside ours were asked for: its CE row for CIFAR-10 Exp-10
     paper_ce = paper_result("cifar10", "exp", 10, "CE")
     assert paper_ce is not None and f"{paper_ce['std_overall']:.2f}" in table
+
+
+def test_the_export_counts_a_rerun_seed_once_and_returns_the_run_it_set_aside(
+    srat_home: Path, tmp_path: Path
+) -> None:
+    context = pinned_context(srat_home)
+    for run_id, created in (("first", "2026-12-01T10:00:00+00:00"),
+                            ("rerun", "2026-12-02T10:00:00+00:00")):  # fmt: skip
+        make_fake_run(context.runs_root, run_id, status="finished", epochs_done=3, epochs=3,
+                      created=created, index=context.index)  # fmt: skip
+    request = ExportRequest("json", False, tmp_path / "table.json")
+    path, skipped, repeated = write_export(context.runs_root, ["first", "rerun"], request)
+    assert (skipped, repeated) == (0, ["first"])
+    (cell,) = json.loads(path.read_text())[0]["rows"][0]["cells"]
+    assert cell["run_ids"] == ["rerun"] and cell["n"] == 1
 
 
 @scenario

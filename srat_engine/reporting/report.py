@@ -120,12 +120,19 @@ class Group:
 
 
 class Groups(list[Group]):
-    """The groups, plus `skipped`: ids of records without final metrics (unfinished, failed),
-    so an interface can say what it left out."""
+    """The groups, plus what they leave out, so an interface can say so: `skipped`, ids of
+    records without final metrics (unfinished, failed); `repeated`, ids of runs that repeat a
+    seed of their configuration, set aside for its newest run."""
 
-    def __init__(self, groups: Sequence[Group] = (), skipped: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        groups: Sequence[Group] = (),
+        skipped: Sequence[str] = (),
+        repeated: Sequence[str] = (),
+    ) -> None:
         super().__init__(groups)
         self.skipped: list[str] = list(skipped)
+        self.repeated: list[str] = list(repeated)
 
 
 def has_final_metrics(record: Mapping[str, Any]) -> bool:
@@ -151,13 +158,48 @@ def _imbalance_rank(imbalance: str) -> tuple[int, str]:
     return (len(_IMBALANCE_ORDER), imbalance)
 
 
+def one_run_per_seed(
+    members: Sequence[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """The runs of one configuration with each seed once, and the ids set aside.
+
+    A second run of a seed (a rerun, a stacked repeat) is a replicate, not another sample: on
+    a CPU it is the same run to float rounding, so counting it would shrink the std and
+    inflate n. The newest run of a seed (by `created`, then id) stands for it; runs without
+    a seed all count."""
+    by_seed: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    kept: list[Mapping[str, Any]] = []
+    for record in members:
+        seed = record.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            by_seed[seed].append(record)
+        else:
+            kept.append(record)
+    repeated: list[str] = []
+    for runs in by_seed.values():
+        runs = sorted(runs, key=lambda r: (str(r.get("created") or ""), str(r.get("id"))))
+        kept.append(runs[-1])
+        repeated += [str(r.get("id")) for r in runs[:-1]]
+    return kept, repeated
+
+
+def repeated_note(repeated: Sequence[str]) -> str:
+    """What a table says of the runs `one_run_per_seed` set aside."""
+    return (
+        f"set aside {len(repeated)} run(s) repeating a seed of their configuration (each seed "
+        f"counts once, by its newest run): {', '.join(repeated)}"
+    )
+
+
 def group_seeds(records: Sequence[Mapping[str, Any]]) -> Groups:
     """Group summary records by config_key; mean and sample std of the four columns per group.
 
-    Records without final metrics are left out and listed in `.skipped`. A record without a
-    config_key forms a group of its own rather than being merged on a guess."""
+    Records without final metrics are left out and listed in `.skipped`; a second run of a
+    seed in its group is set aside (`one_run_per_seed`) and listed in `.repeated`. A record
+    without a config_key forms a group of its own rather than being merged on a guess."""
     buckets: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     skipped: list[str] = []
+    repeated: list[str] = []
     for record in records:
         if not has_final_metrics(record):
             skipped.append(str(record.get("id")))
@@ -165,7 +207,9 @@ def group_seeds(records: Sequence[Mapping[str, Any]]) -> Groups:
         key = record.get("config_key") or f"run:{record.get('id')}"
         buckets[key].append(record)
     groups: list[Group] = []
-    for key, members in buckets.items():
+    for key, bucket in buckets.items():
+        members, set_aside = one_run_per_seed(bucket)
+        repeated += set_aside
         members = sorted(members, key=lambda r: (_seed_rank(r.get("seed")), str(r.get("id"))))
         first = members[0]
         stats = {
@@ -195,7 +239,7 @@ def group_seeds(records: Sequence[Mapping[str, Any]]) -> Groups:
             g.config_key,
         )
     )
-    return Groups(groups, skipped)
+    return Groups(groups, skipped, sorted(repeated))
 
 
 def _seed_rank(seed: Any) -> tuple[int, Any]:

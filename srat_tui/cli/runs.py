@@ -669,7 +669,7 @@ def runs_export(
 ) -> None:
     """Results in the paper's table layout (mean ± std over seeds of one configuration)."""
     from srat_engine.reporting.export import export_format, format_export
-    from srat_engine.reporting.report import group_seeds, paper_table
+    from srat_engine.reporting.report import group_seeds, paper_table, repeated_note
     from srat_engine.runs.evaluations import current_results, read_eval, with_eval_robust
 
     try:
@@ -705,6 +705,8 @@ def runs_export(
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"
         typer.echo(note, err=True)
         _warn_damaged_skips(records, groups.skipped)
+    if groups.repeated:
+        typer.echo(inert(repeated_note(groups.repeated)), err=True)
     text = format_export(paper_table(groups, with_paper=paper), fmt, robust=robust)
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))

@@ -113,10 +113,12 @@ class CompareLoaded(WorkerResult):
 
 @dataclass
 class ExportWritten(WorkerResult):
-    """The comparison was written to `path`; `skipped` runs had no final metrics."""
+    """The comparison was written to `path`; `skipped` runs had no final metrics, `repeated`
+    runs repeated a seed of their configuration (`reporting.report.one_run_per_seed`)."""
 
     path: Path
     skipped: int
+    repeated: list[str]
 
 
 @dataclass

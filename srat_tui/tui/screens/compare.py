@@ -42,7 +42,7 @@ from srat_engine.reporting.export import (
     format_export,
     format_of_path,
 )
-from srat_engine.reporting.report import TableBlock, group_seeds, paper_table
+from srat_engine.reporting.report import TableBlock, group_seeds, paper_table, repeated_note
 from srat_engine.runs.records import class_count
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import at_best_epoch, summarize_run
@@ -144,10 +144,10 @@ def table_record(
 
 def write_export(
     runs_root: Path, run_ids: list[str], request: ExportRequest, checkpoint: str = "last"
-) -> tuple[Path, int]:
+) -> tuple[Path, int, list[str]]:
     """Write the comparison in the paper's layout (each run's last checkpoint, or its best
-    epoch, marked); returns the path and how many runs were left out for lack of final
-    metrics."""
+    epoch, marked); returns the path, how many runs were left out for lack of final metrics
+    and the runs set aside for repeating a seed (`Groups.repeated`)."""
     records = [table_record(RunDir.open(runs_root, i), runs_root, checkpoint) for i in run_ids]
     groups = group_seeds(records)
     table = paper_table(groups, with_paper=request.with_paper)
@@ -155,7 +155,7 @@ def write_export(
     path = request.path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-    return path.resolve(), len(groups.skipped)
+    return path.resolve(), len(groups.skipped), groups.repeated
 
 
 class EpochPlot(PlotextPlot):
@@ -302,6 +302,8 @@ class CompareScreen(Screen[None]):
                 severity="warning",
                 title="Export",
             )
+        if message.repeated:
+            self.notify(repeated_note(message.repeated), severity="warning", title="Export")
 
     def on_export_failed(self, message: ExportFailed) -> None:
         self.notify(message.error, severity="error", title="Export failed")
@@ -382,8 +384,8 @@ class CompareScreen(Screen[None]):
     def _export(self, request: ExportRequest) -> None:
         try:
             root = app_context(self).runs_root
-            path, skipped = write_export(root, self.run_ids, request, self.checkpoint)
+            path, skipped, repeated = write_export(root, self.run_ids, request, self.checkpoint)
         except Exception as error:  # a file that cannot be written is a notification, not a crash
             self.post_message(ExportFailed(str(error)))
         else:
-            self.post_message(ExportWritten(path, skipped))
+            self.post_message(ExportWritten(path, skipped, repeated))
