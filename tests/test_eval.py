@@ -422,6 +422,16 @@ def test_compare_and_export_use_the_stored_attack(home: Home, srat: Srat) -> Non
     assert f"{aa['overall']:.2f}" in row
     md = srat("runs", "export", home.run.id, "--attack", "autoattack").out
     assert "Rob overall [AutoAttack]" in md and f"{aa['overall']:.2f} (!)" in md
+    # a copy without eval.json, as another seed, joins its group: its robust cells are one
+    # run short, and said
+    doc = json.loads((other.path / "config.json").read_text())
+    doc["config"]["seed"] = doc["config"]["seed"] + 1
+    (other.path / "config.json").write_text(json.dumps(doc))
+    record_in_index(other, SratHome(home.path).index)
+    both = srat("runs", "export", home.run.id, other.id, "--attack", "autoattack")
+    assert f"{aa['overall']:.2f} (n=1) (!)" in both.out
+    assert (f"1 run(s) without a stored autoattack result, left out of the robust columns "
+            f"(srat eval ID --attack autoattack): {other.id}") in both.err_lines  # fmt: skip
     assert "gradient masking suspected" in md
     csv_text = srat("runs", "export", home.run.id, "--format", "csv").out
     header, row_text = csv_text.splitlines()[:2]

@@ -66,6 +66,26 @@ def test_cell_text() -> None:
     assert cell_text(Stat(63.26, None, 1), 63.13, True) == "63.26 (paper 63.13)"
     assert cell_text(Stat(63.26, None, 1), 63.13, False) == "63.26"
     assert cell_text(Stat(None, None, 0), 30.0, True) == "- (paper 30.00)"
+    # from fewer runs than the cell holds (two of three have no `srat eval` result): said
+    assert cell_text(Stat(15.0, None, 1), None, False, runs=3) == "15.00 (n=1)"
+    assert cell_text(Stat(15.0, 1.0, 2), 14.0, True, runs=3) == "15.00 ± 1.00 (n=2) (paper 14.00)"
+    assert cell_text(Stat(15.0, 1.0, 3), None, False, runs=3) == "15.00 ± 1.00"
+    assert cell_text(Stat(None, None, 0), None, False, runs=3) == "-"
+
+
+def test_a_robust_column_from_fewer_runs_says_so_in_every_format() -> None:
+    # AutoAttack results for one of the three seeds: its robust cells average one run
+    records = [record("s0", 0, (60.0, 50.0, 15.0, 10.0))]
+    records += [record(f"s{i}", i, (62.0, 52.0, None, None)) for i in (1, 2)]
+    table = paper_table(group_seeds(records))
+    md = format_export(table, "md")
+    row = next(line for line in md.splitlines() if line.startswith("| SRAT-LDAM"))
+    assert row == "| SRAT-LDAM | 61.33 ± 1.15 | 51.33 ± 1.15 | 15.00 (n=1) | 10.00 (n=1) |"
+    assert "sample std (n - 1)" in md
+    latex = format_export(table, "latex")
+    assert "15.00 (n=1) & 10.00 (n=1)" in latex and "% cells: mean and sample std" in latex
+    (line,) = csv.DictReader(io.StringIO(format_export(table, "csv")))
+    assert (line["n"], line["std_overall_n"], line["rob_overall_n"]) == ("3", "3", "1")
 
 
 # -- csv -------------------------------------------------------------------------------------

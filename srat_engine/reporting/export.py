@@ -59,19 +59,35 @@ def _num(value: float | None, digits: int) -> str:
 
 
 def cell_text(
-    stat: Stat | None, paper: float | None, with_paper: bool, digits: int = 2, pm: str = " ± "
+    stat: Stat | None,
+    paper: float | None,
+    with_paper: bool,
+    digits: int = 2,
+    pm: str = " ± ",
+    runs: int | None = None,
 ) -> str:
-    """One table cell: mean ± sample std (std only when n > 1), "-" without a value, and
-    " (paper 63.13)" appended when with_paper and the paper has the cell."""
+    """One table cell: mean ± sample std (std only when n > 1), "-" without a value, " (n=1)"
+    when the value comes from fewer than the cell's `runs` (a run without the `srat eval`
+    result the robust columns show), and " (paper 63.13)" appended when with_paper and the
+    paper has the cell."""
     if stat is None or stat.mean is None:
         text = "-"
     elif stat.std is None:
         text = _num(stat.mean, digits)
     else:
         text = f"{_num(stat.mean, digits)}{pm}{_num(stat.std, digits)}"
+    if stat is not None and stat.mean is not None and runs is not None and stat.n < runs:
+        text += f" (n={stat.n})"
     if with_paper and paper is not None:
         text += f" (paper {paper:.{digits}f})"
     return text
+
+
+# Said under every md and LaTeX table: what a cell's two numbers are, what "(n=k)" means
+STATS_NOTE = (
+    "cells: mean and sample std (n - 1) over each configuration's seeds; (n=k): a cell "
+    "averaged over k of its runs, the others having no such result"
+)
 
 
 # -- robust columns ----------------------------------------------------------------------
@@ -199,7 +215,7 @@ def _export_csv(blocks: Sequence[TableBlock], robust: RobustSource) -> str:
     extra = bool(robust.attack or robust.flagged)
     header = ["dataset", "imbalance", "ratio", "method", "label", "config_key", "n", "seeds"]
     for column in METRIC_COLUMNS:
-        header += [column, f"{column}_std"]
+        header += [column, f"{column}_std", f"{column}_n"]
     if with_paper:
         header += [f"paper_{column}" for column in METRIC_COLUMNS]
     if extra:
@@ -230,6 +246,7 @@ def _export_csv(blocks: Sequence[TableBlock], robust: RobustSource) -> str:
                     line += [
                         _csv_number(stat.mean if stat else None),
                         _csv_number(stat.std if stat else None),
+                        str(stat.n if stat else 0),
                     ]
                 if with_paper:
                     paper = cell.paper or {}
@@ -256,7 +273,8 @@ def value_cells(
                 cells.append("-")
                 continue
             paper = (cell.paper or {}).get(column)
-            text = cell_text(cell.values.get(column), paper, block.with_paper, digits, pm=pm)
+            stat = cell.values.get(column)
+            text = cell_text(stat, paper, block.with_paper, digits, pm=pm, runs=cell.n)
             cells.append(text + (mark if robust.marked(cell.run_ids, column) else ""))
     return cells
 
@@ -280,6 +298,7 @@ def _export_md(blocks: Sequence[TableBlock], digits: int, robust: RobustSource) 
         for row in block.rows:
             values = value_cells(block, row, digits, robust, pm=" ± ", mark=f" {MASK_MARK}")
             lines.append("| " + " | ".join([_md_escape(row.label), *values]) + " |")
+        lines += ["", STATS_NOTE]
         flagged = _block_flagged(block, robust)
         if flagged:
             lines += ["", f"{MASK_MARK} {MASK_NOTE}: {', '.join(flagged)}"]
@@ -336,7 +355,7 @@ def _export_latex(blocks: Sequence[TableBlock], digits: int, robust: RobustSourc
         for row in block.rows:
             values = value_cells(block, row, digits, robust, pm=" $\\pm$ ", mark="$^\\dagger$")
             lines.append(" & ".join([latex_escape(row.label), *values]) + " \\\\")
-        lines += ["\\hline", "\\end{tabular}"]
+        lines += ["\\hline", "\\end{tabular}", f"% {latex_escape(STATS_NOTE)}"]
         flagged = _block_flagged(block, robust)
         if flagged:
             lines.append(f"% $\\dagger$ {MASK_NOTE}: {latex_escape(', '.join(flagged))}")

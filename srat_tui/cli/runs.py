@@ -701,6 +701,15 @@ def runs_export(
     flagged = {r["id"] for r in records if r.get("masking") is True}
     robust = _robust_source(attack, flagged).at_checkpoint(checkpoint)
     groups = group_seeds(records)
+    if attack:
+        counted = {run_id for group in groups for run_id in group.run_ids}
+        missing = sorted(str(r["id"]) for r in records
+                         if r["id"] in counted and r.get("rob_overall") is None)  # fmt: skip
+        if missing:  # their robust cells are marked (n=k); say how to fill them in
+            which = "" if checkpoint == "last" else " --checkpoint best"
+            typer.echo(inert(f"{len(missing)} run(s) without a stored {attack} result, left "
+                             f"out of the robust columns (srat eval ID --attack {attack}{which}): "
+                             f"{', '.join(missing)}"), err=True)  # fmt: skip
     if groups.skipped:
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"
         typer.echo(note, err=True)
