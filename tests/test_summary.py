@@ -12,7 +12,12 @@ import pytest
 
 from srat_engine.config.schema import RunConfig
 from srat_engine.runs.rundir import RunDir
-from srat_engine.runs.summary import config_key, summarize_run, summary_columns
+from srat_engine.runs.summary import (
+    _KEY_ADDED_AT_DEFAULT,
+    config_key,
+    summarize_run,
+    summary_columns,
+)
 
 
 def make_run(root: Path, run_id: str = "run-a", **config: Any) -> RunDir:
@@ -234,6 +239,10 @@ def test_unreadable_config_still_gives_a_record(tmp_path: Path) -> None:
         # evaluation's batching and graph replay change no count
         ({"eval": {"batch_size": 64, "cuda_graphs": False}}, True),
         ({"eval": {"steps": 10}}, False),
+        # fields added later: their default computes what runs from before them did
+        ({"attack": {"loss": "reference"}, "loss": {"class_weight_scale": "classes"}}, True),
+        ({"attack": {"loss": "training"}}, False),
+        ({"loss": {"class_weight_scale": "head"}}, False),
     ],
 )
 def test_config_key_groups_seeds_only(tmp_path: Path, other: dict[str, Any], same: bool) -> None:
@@ -241,3 +250,15 @@ def test_config_key_groups_seeds_only(tmp_path: Path, other: dict[str, Any], sam
     key = summarize_run(make_run(tmp_path / "b", **{"method": "CE", **other}))["config_key"]
     assert (key == base) is same
     assert base == config_key(RunConfig(method="CE").model_dump(mode="json"))
+
+
+def test_a_run_from_before_a_field_was_added_keys_with_one_at_its_default() -> None:
+    config = RunConfig(method="SRAT-LDAM").model_dump(mode="json")
+    older = json.loads(json.dumps(config))
+    for section, defaults in _KEY_ADDED_AT_DEFAULT.items():
+        for field, default in defaults.items():
+            # the schema's default is the value the key leaves out (one answer, checked here,
+            # as the run files' layer may not import the config's)
+            assert config[section][field] == default, (section, field)
+            del older[section][field]
+    assert config_key(older) == config_key(config)

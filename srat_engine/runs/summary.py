@@ -80,12 +80,26 @@ _KEY_EXCLUDED_NESTED = {
 }
 
 
+# Fields that do change results, added after runs were made without them, with the value
+# that computes what those runs computed: at that value a field is left out of the key, so a
+# run from before it and one from after group together; any other value keys apart.
+_KEY_ADDED_AT_DEFAULT: dict[str, dict[str, Any]] = {
+    "attack": {"loss": "reference"},
+    "loss": {"class_weight_scale": "classes"},
+}
+
+
 def config_key(config: dict[str, Any]) -> str:
     """Short stable hash of the config fields that decide a run's results, seed excluded."""
     rest = {k: v for k, v in config.items() if k not in _KEY_EXCLUDED}
     for section, fields in _KEY_EXCLUDED_NESTED.items():
         if isinstance(rest.get(section), dict):
             rest[section] = {k: v for k, v in rest[section].items() if k not in fields}
+    for section, defaults in _KEY_ADDED_AT_DEFAULT.items():
+        if isinstance(rest.get(section), dict):
+            rest[section] = {
+                k: v for k, v in rest[section].items() if k not in defaults or v != defaults[k]
+            }
     text = json.dumps(rest, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
