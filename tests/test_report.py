@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from srat_engine.config.methods import PAPER_METHODS
+from srat_engine.config.schema import RunConfig
 from srat_engine.reporting.paper import paper_result, paper_results
 from srat_engine.reporting.report import (
     Stat,
@@ -16,6 +17,7 @@ from srat_engine.reporting.report import (
     paper_table,
     pick_metrics,
 )
+from srat_engine.runs.summary import config_key
 
 
 def record(
@@ -375,6 +377,42 @@ def test_paper_table_falls_back_to_config_key_prefix() -> None:
     (block,) = paper_table(group_seeds(records), with_paper=False)
     assert [row.label for row in block.rows] == ["SRAT-LDAM [aaaaaa]", "SRAT-LDAM [bbbbbb]"]
     assert [row.cells[100.0].values["std_overall"].mean for row in block.rows] == [50.0, 60.0]
+
+
+def _configured(run_id: str, seed: int, values: tuple[float, ...], ratio: float,
+                **assignments: Any) -> dict[str, Any]:  # fmt: skip
+    """A record with its run's config (as the exports attach it), `section__key=value`."""
+    config = RunConfig(method="SRAT-LDAM").model_dump(mode="json")
+    config["data"]["ratio"] = ratio
+    for name, value in assignments.items():
+        section, key = name.split("__")
+        config[section][key] = value
+    return {**record(run_id, seed, values, ratio=ratio, key=config_key(config)), "config": config}
+
+
+def test_paper_table_names_a_methods_rows_by_the_settings_that_differ() -> None:
+    values = (50.0, 30.0, 25.0, 10.0)
+    records = [
+        _configured("ref", 0, values, 100.0),
+        _configured("ref-k10", 0, values, 10.0),  # another K of the same variant: same row
+        _configured("lit", 0, values, 100.0, loss__sep_lambda=2.0, attack__loss="training"),
+    ]
+    # a config from before attack.loss existed reads as its default, and groups with "ref"
+    older = _configured("old", 1, values, 100.0)
+    del older["config"]["attack"]["loss"]
+    records.append({**older, "config_key": config_key(older["config"])})
+    (block,) = paper_table(group_seeds(records), with_paper=False)
+    assert [row.label for row in block.rows] == [
+        "SRAT-LDAM [attack.loss=reference, loss.sep_lambda=1]",
+        "SRAT-LDAM [attack.loss=training, loss.sep_lambda=2]",
+    ]
+    assert block.rows[0].cells[100.0].run_ids == ["ref", "old"]
+    assert block.rows[0].cells[10.0].run_ids == ["ref-k10"]
+    # past MAX_LABEL_SETTINGS differing fields, the key prefix names them
+    many = _configured("many", 0, values, 100.0, loss__sep_lambda=2.0, loss__sep_tau=0.2,
+                       loss__focal_gamma=2.0, attack__loss="training")  # fmt: skip
+    (block,) = paper_table(group_seeds([records[0], many]), with_paper=False)
+    assert all(len(row.label.split("[")[1]) <= 9 for row in block.rows)
 
 
 def test_paper_table_widens_colliding_key_prefixes() -> None:

@@ -7,6 +7,7 @@ config dicts; nothing here reads files or prints.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from srat_engine.runs.records import (
     metric_damage,
     result_record,
 )
+from srat_engine.runs.summary import result_settings
 
 # The paper's four columns, as named in metrics records and summary records.
 
@@ -107,6 +109,9 @@ class Group:
     run_ids: list[str]
     seeds: list[int | None]
     stats: dict[str, Stat]  # one per METRIC_COLUMNS entry
+    # the flattened fields its config_key hashes, K left out (`settings_of`), when its records
+    # carry their config: what tells the rows of one method apart in a table
+    settings: dict[str, Any] | None = None
 
     @property
     def n(self) -> int:
@@ -156,6 +161,17 @@ def _imbalance_rank(imbalance: str) -> tuple[int, str]:
     if imbalance in _IMBALANCE_ORDER:
         return (_IMBALANCE_ORDER.index(imbalance), "")
     return (len(_IMBALANCE_ORDER), imbalance)
+
+
+def settings_of(config: Any) -> dict[str, Any] | None:
+    """A run's config (a record's optional `config`, as in config.json) as the dotted fields
+    that decide its results (`summary.result_settings`), without data.ratio: one table row
+    holds a configuration's cells at every K. None without a config."""
+    if not isinstance(config, Mapping):
+        return None
+    fields = flatten(result_settings(dict(config)))
+    fields.pop("data.ratio", None)
+    return fields
 
 
 def one_run_per_seed(
@@ -228,6 +244,7 @@ def group_seeds(records: Sequence[Mapping[str, Any]]) -> Groups:
                 run_ids=[str(r.get("id")) for r in members],
                 seeds=[r.get("seed") for r in members],
                 stats=stats,
+                settings=settings_of(first.get("config")),
             )
         )
     groups.sort(
@@ -351,6 +368,24 @@ def table_ratio(group: Group) -> float:
     return 1.0 if group.imbalance == "none" else group.ratio
 
 
+# More differing fields than this make a row label no one reads: a config_key prefix then
+MAX_LABEL_SETTINGS = 3
+
+
+def _differing_settings(settings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The dotted fields whose values are not all equal across `settings`, sorted."""
+    keys = sorted({key for one in settings for key in one})
+    return [key for key in keys if not _all_same([one.get(key) for one in settings])]
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value)
+
+
 def _suffixers(groups: Sequence[Group]) -> list[Callable[[Group], str]]:
     """Candidate row suffixes, most readable first. arch/epochs keep one variant's K=10 and K=100
     on one row (config_key differs between them, since it covers the ratio); a config_key prefix
@@ -367,6 +402,16 @@ def _suffixers(groups: Sequence[Group]) -> list[Callable[[Group], str]]:
             return ", ".join(parts)
 
         candidates.append(describe)
+    settings = [g.settings for g in groups]
+    if all(s is not None for s in settings):
+        differing = _differing_settings([s for s in settings if s is not None])
+        if 0 < len(differing) <= MAX_LABEL_SETTINGS:
+
+            def named(group: Group) -> str:
+                values = group.settings or {}
+                return ", ".join(f"{key}={_setting_text(values.get(key))}" for key in differing)
+
+            candidates.append(named)
     keys = [g.config_key for g in groups]
     width = 6
     # Hash prefixes could collide; widen until they do not.
@@ -391,13 +436,14 @@ def _rows_for_method(method: str, groups: Sequence[Group]) -> list[tuple[str, li
             len({table_ratio(g) for g in members}) == len(members) for members in rows.values()
         )
         if unique:
-            ordered = sorted(rows.items(), key=lambda item: _variant_rank(item[1][0]))
+            # arch and epochs as numbers, then the labels: "attack.loss=reference" first
+            ordered = sorted(rows.items(), key=lambda item: (*_variant_rank(item[1][0]), item[0]))
             return [(f"{method} [{name}]", members) for name, members in ordered]
     raise AssertionError("a config_key prefix always separates groups")  # pragma: no cover
 
 
-def _variant_rank(group: Group) -> tuple[str, int, str]:
-    return (group.arch or "", group.epochs or 0, group.config_key)
+def _variant_rank(group: Group) -> tuple[str, int]:
+    return (group.arch or "", group.epochs or 0)
 
 
 def paper_table(groups: Sequence[Group], with_paper: bool = False) -> list[TableBlock]:

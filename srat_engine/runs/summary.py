@@ -91,6 +91,22 @@ _KEY_ADDED_AT_DEFAULT: dict[str, dict[str, Any]] = {
 
 def config_key(config: dict[str, Any]) -> str:
     """Short stable hash of the config fields that decide a run's results, seed excluded."""
+    text = json.dumps(result_fields(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def result_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What decides a run's results, as a person reads it: `result_fields` with every field
+    added later at its value, the default where a config from before it has none."""
+    fields = result_fields(config)
+    for section, defaults in _KEY_ADDED_AT_DEFAULT.items():
+        if isinstance(fields.get(section), dict):
+            fields[section] = {**defaults, **fields[section]}
+    return fields
+
+
+def result_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config that `config_key` hashes: what decides a run's results."""
     rest = {k: v for k, v in config.items() if k not in _KEY_EXCLUDED}
     for section, fields in _KEY_EXCLUDED_NESTED.items():
         if isinstance(rest.get(section), dict):
@@ -100,8 +116,18 @@ def config_key(config: dict[str, Any]) -> str:
             rest[section] = {
                 k: v for k, v in rest[section].items() if k not in defaults or v != defaults[k]
             }
-    text = json.dumps(rest, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    return rest
+
+
+def with_config(record: dict[str, Any], run: RunDir) -> dict[str, Any]:
+    """`record` with its run's config (config.json's `config`) under "config", which tables
+    read to name what tells a method's rows apart (`reporting.report.settings_of`); the
+    record as it is when the file cannot be read (the table then names rows by key)."""
+    try:
+        config = _as_dict(run.config()).get("config")
+    except (OSError, ValueError):
+        return record
+    return {**record, "config": config} if isinstance(config, dict) else record
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from srat_engine.runs.records import (
     result_record,
 )
 from srat_engine.runs.rundir import RunDir, is_valid_run_id, validate_run_id
-from srat_engine.runs.summary import at_best_epoch
+from srat_engine.runs.summary import at_best_epoch, with_config
 from srat_engine.runs.sync import (
     add_note,
     current_record,
@@ -686,6 +686,11 @@ def runs_export(
         records = [r for r in records if r["id"] in wanted]
     _robust_source(attack, set()).at_checkpoint(checkpoint)  # bad input: before reading
     root = Home.from_env().runs
+    # each run's config, so rows of one method are named by what differs between them
+    records = [
+        with_config(r, RunDir(root / r["id"])) if is_valid_run_id(str(r.get("id"))) else r
+        for r in records
+    ]
     if checkpoint == "best":
         records = [at_best_epoch(r, root) for r in records]
     if attack:

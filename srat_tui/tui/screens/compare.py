@@ -45,7 +45,7 @@ from srat_engine.reporting.export import (
 from srat_engine.reporting.report import TableBlock, group_seeds, paper_table, repeated_note
 from srat_engine.runs.records import class_count
 from srat_engine.runs.rundir import RunDir
-from srat_engine.runs.summary import at_best_epoch, summarize_run
+from srat_engine.runs.summary import at_best_epoch, summarize_run, with_config
 from srat_tui.render.compare import CompareRun, compare_renderables, compare_run, seed_tables
 from srat_tui.render.format import inert_text
 from srat_tui.tui.context import app_context
@@ -138,7 +138,7 @@ def table_record(
 ) -> dict[str, Any]:
     """A run's record for the paper's layout: its summary, at its best epoch when asked
     (`events`: its metrics.jsonl, already read: not read again)."""
-    record = summarize_run(run, events)
+    record = with_config(summarize_run(run, events), run)
     return at_best_epoch(record, runs_root, events) if checkpoint == "best" else record
 
 
