@@ -466,3 +466,19 @@ def test_one_broken_preset_hides_no_other(
     assert listed.err.count("warning: ") == 2
     run = srat("run", "--preset", "orphan", "--dry-run")
     assert run.code == 2 and orphan in run.err and "nosuch" in run.err
+
+
+def test_every_preset_the_readme_and_the_messages_name_exists() -> None:
+    # `--preset NAME` or `-p NAME` in README.md, and "e.g. NAME" hints in the engine's
+    # messages: a name that no file has sends a reader to an error
+    texts = [(REPO / "README.md").read_text()]
+    texts += [path.read_text() for path in (REPO / "srat_engine").rglob("*.py")]
+    named = set()
+    for text in texts:
+        named |= set(re.findall(r"(?:--preset|-p) '?([a-z0-9][a-z0-9*-]+)'?", text))
+        named |= set(re.findall(r"preset, e\.g\. ([a-z0-9][a-z0-9-]+)", text))
+    named -= {"P", "NAME"}
+    assert len(named) >= 20  # the patterns still find the README's examples
+    dirs = [PRESET_DIR]
+    for name in sorted(named):
+        assert expand_patterns([name], dirs), name  # raises SratError for an unknown name

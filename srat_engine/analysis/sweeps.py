@@ -101,7 +101,7 @@ def plan_sweep(
         if not spec.separation:
             raise SratError(
                 f"lambda only acts in SRAT methods; {spec.name} has no separation loss "
-                "(use an srat preset, e.g. exp100-srat-ldam)"
+                "(use an srat preset, e.g. exp100-ldam)"
             )
         return [
             SweepPoint("adversarial", float(v), (f"loss.sep_lambda={_number(v)}",)) for v in values
