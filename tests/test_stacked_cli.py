@@ -51,6 +51,10 @@ def test_foreground_stack_trains_each_seed_into_its_own_run(srat: Srat, srat_hom
         assert result.out.count(f"{run.id}  epoch ") == 2
     listed = srat("runs", "ls", "--json")
     assert {entry["status"] for entry in json.loads(listed.out)} == {"finished"}
+    # recorded as one stack, as a detached one: `runs show` says so, `resume --stack` knows it
+    ids = sorted(run.id for run in runs)
+    assert all(sorted(run.stack() or []) == ids for run in runs)
+    assert "stack" in srat("runs", "show", runs[0].id).out
 
 
 def test_detached_stack_shares_one_worker_and_a_kill_stops_the_stack(

@@ -218,6 +218,25 @@ def _record_launch_failure(run: RunDir, failure: WriteFailed, home: Home) -> Non
     record_in_index(run, home.index)
 
 
+def record_foreground_stack(runs: Sequence[RunDir]) -> None:
+    """A stack this process trains itself (`srat run --stack` without --detach): each run's
+    launch record names the stack and this process, as a detached stack's names its worker,
+    so `runs show`, `runs kill` and `runs resume ID --stack` know the runs share a process."""
+    ids = [run.id for run in runs]
+    pid = os.getpid()
+    for run in runs:
+        run.write_launch_record(
+            {
+                "pid": pid,
+                **process_start(pid),
+                "host": socket.gethostname(),
+                "foreground": True,
+                "launched": now_iso(),
+                "stack": ids,
+            }
+        )
+
+
 def _live_pid(run: RunDir) -> int | None:
     state = run.state()
     for record in (state, run.launch_record()):

@@ -157,11 +157,13 @@ def _run_foreground_stack(prepared: list[PreparedRun], home: Home, as_json: bool
     """The seeds of one configuration trained here as one stack (`--stack`), each with its
     own run directory; one line per run and epoch. The exit code is the worst run's."""
     from srat_engine.config.prepare import create_run
+    from srat_engine.jobs.supervisor import record_foreground_stack
     from srat_engine.runs.sync import record_in_index
     from srat_engine.training.stacked_trainer import execute_stacked
     from srat_engine.training.trainer import RunInterrupted
 
     runs = [create_run(item, home.runs) for item in prepared]
+    record_foreground_stack(runs)
     for run in runs:
         record_in_index(run, home.index)
     console = stdout_console()
