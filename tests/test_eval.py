@@ -409,6 +409,28 @@ def test_runs_show_displays_the_eval_section(home: Home, srat: Srat) -> None:
     assert "gradient masking suspected" in srat("runs", "show", home.run.id).out
 
 
+def test_a_pgd_of_other_than_20_steps_is_named_by_its_steps(home: Home, srat: Srat) -> None:
+    # the run's own evaluation PGD runs eval.steps: with 3, nothing may read "PGD-20"
+    short = RunDir(home.path / "runs" / "short-pgd")
+    shutil.copytree(home.run.path, short.path)
+    (short.path / "eval.json").unlink()
+    doc = json.loads((short.path / "config.json").read_text())
+    doc["config"]["eval"]["steps"] = 3
+    (short.path / "config.json").write_text(json.dumps(doc))
+    record_in_index(short, SratHome(home.path).index)
+    done = srat("eval", short.id, "--n", "1", "--device", "cpu")
+    assert done.code == 0, done.err
+    assert f"evaluating {short.id}: PGD-3 on 1 per class" in done.err
+    assert f"PGD-3 on run {short.id}" in done.out and "PGD-20" not in done.out
+    assert read_eval(short)["pgd20"]["params"]["steps"] == 3
+    assert "PGD-20" not in srat("runs", "show", short.id).out.split("Robustness evaluation")[1]
+    md = srat("runs", "export", short.id, "--attack", "pgd20").out
+    assert "Rob overall [PGD-3]" in md
+    # beside a run whose PGD ran 20 steps, the table names both
+    both = srat("runs", "compare", home.run.id, short.id, "--attack", "pgd20").out
+    assert "[PGD-20 / PGD-3]" in both
+
+
 def test_compare_and_export_use_the_stored_attack(home: Home, srat: Srat) -> None:
     other = RunDir(home.path / "runs" / "other-run")
     shutil.copytree(home.run.path, other.path)

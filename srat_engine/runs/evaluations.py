@@ -65,9 +65,24 @@ def attack_of(key: str) -> str:
     return key.removesuffix(_BEST_SUFFIX)
 
 
-def result_title(key: str) -> str:
-    """How tables name an entry: "AutoAttack", or "AutoAttack (best epoch)" for best.pt's."""
-    title = ATTACK_TITLES.get(attack_of(key), attack_of(key))
+def attack_title(attack: str, steps: Any = None) -> str:
+    """How outputs name an attack: ATTACK_TITLES', with the PGD's own step count when known
+    ("PGD-5"): `pgd20` is the run's evaluation PGD, named after its default eval.steps."""
+    if attack == "pgd20" and isinstance(steps, int) and not isinstance(steps, bool):
+        return f"PGD-{steps}"
+    return ATTACK_TITLES.get(attack, attack)
+
+
+def entry_steps(entry: Any) -> Any:
+    """The step count an eval.json entry's params record (None when absent)."""
+    params = entry.get("params") if isinstance(entry, dict) else None
+    return params.get("steps") if isinstance(params, dict) else None
+
+
+def result_title(key: str, entry: Any = None) -> str:
+    """How tables name an entry: "AutoAttack", or "AutoAttack (best epoch)" for best.pt's;
+    a PGD entry by the steps it ran (`entry`: the stored result, `attack_title`)."""
+    title = attack_title(attack_of(key), entry_steps(entry))
     return f"{title} (best epoch)" if key.endswith(_BEST_SUFFIX) else title
 
 
@@ -188,5 +203,8 @@ def with_eval_robust(
         "rob_overall": _number(entry.get("overall")),
         "rob_under": _number(entry.get("under")),
         "rob_class": classes if isinstance(classes, list) else None,
+        # which attack and how many test examples the numbers are of (None: no such result)
+        "rob_attack": attack_title(attack, entry_steps(entry)) if entry else None,
+        "rob_n": entry.get("n") if entry else None,
         "masking": eval_summary(results, checkpoint)["masking"],
     }

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from srat_engine.runs.evaluations import ATTACK_TITLES, check_request, result_key
+from srat_engine.runs.evaluations import attack_title, check_request, result_key
 from srat_tui.cli.common import open_run, stdout_console
 from srat_tui.render.format import inert
 
@@ -73,6 +73,8 @@ def eval_(
 
     run = open_run(run_id)
     doc = run.config()
+    # the run's own evaluation PGD runs its eval.steps: "PGD-20" only when that is 20
+    named = attack_title(attack, doc.get("config", {}).get("eval", {}).get("steps"))
     chosen = device or str(doc.get("config", {}).get("device", "auto"))
     check_evaluable(run, checkpoint)  # a running or untrained run fails before the progress
 
@@ -80,7 +82,7 @@ def eval_(
         if not as_json:
             size = f"{n} per class" if n is not None else "the whole test set"
             which = "" if checkpoint == "last" else ", best-epoch checkpoint"
-            line = (f"evaluating {run.id}: {ATTACK_TITLES[attack]} on {size}, device {chosen}"
+            line = (f"evaluating {run.id}: {named} on {size}, device {chosen}"
                     f"{which}")  # fmt: skip
             print(inert(line), file=sys.stderr, flush=True)
 
@@ -91,7 +93,7 @@ def eval_(
         return
     resolved = doc.get("resolved", {})
     console = stdout_console(piped_width=240)  # as wide as `srat runs` prints when piped
-    title = f"{ATTACK_TITLES[attack]} on run {run.id} ({doc.get('config', {}).get('method')})"
+    title = f"{named} on run {run.id} ({doc.get('config', {}).get('method')})"
     if checkpoint == "best":
         title += (f", best epoch {result.get('checkpoint_epoch')} (chosen by PGD on the test "
                   "set)")  # fmt: skip

@@ -587,14 +587,20 @@ Checkpoint = Annotated[
 ]
 
 
-def _robust_source(attack: str | None, flagged: set[str]) -> RobustSource:
-    """The tables' RobustSource; SratError for an unknown attack name."""
+def _robust_source(
+    attack: str | None, flagged: set[str], records: Sequence[Mapping[str, Any] | None] = ()
+) -> RobustSource:
+    """The tables' RobustSource; SratError for an unknown attack name. Its title is the
+    attack the `records`' stored results ran (`with_eval_robust`'s rob_attack: "PGD-5" for
+    runs evaluating with 5 steps), every one of them when they differ."""
     from srat_engine.reporting.export import RobustSource
-    from srat_engine.runs.evaluations import ATTACK_TITLES, check_request
+    from srat_engine.runs.evaluations import attack_title, check_request
 
-    if attack is not None:
-        check_request(attack, None)
-    return RobustSource(ATTACK_TITLES[attack] if attack else None, frozenset(flagged))
+    if attack is None:
+        return RobustSource(None, frozenset(flagged))
+    check_request(attack, None)
+    titles = sorted({str(r["rob_attack"]) for r in records if r and r.get("rob_attack")})
+    return RobustSource(" / ".join(titles) or attack_title(attack), frozenset(flagged))
 
 
 @app.command("compare")
@@ -637,6 +643,8 @@ def runs_compare(
             masking = eval_summary(results, checkpoint)["masking"]
             metrics = {**(metrics or {}), "masking": masking}
         items.append(replace(compared, metrics=metrics))
+    robust = _robust_source(attack, set(), [item.metrics for item in items])
+    robust = robust.at_checkpoint(checkpoint)
     console = stdout_console(piped_width=240)
     for renderable in compare_renderables(items, only_changed=only_changed, robust=robust):
         console.print(renderable)
@@ -704,7 +712,7 @@ def runs_export(
             for r in records
         ]
     flagged = {r["id"] for r in records if r.get("masking") is True}
-    robust = _robust_source(attack, flagged).at_checkpoint(checkpoint)
+    robust = _robust_source(attack, flagged, records).at_checkpoint(checkpoint)
     groups = group_seeds(records)
     if attack:
         counted = {run_id for group in groups for run_id in group.run_ids}

@@ -13,7 +13,14 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from srat_engine.runs.evaluations import ATTACKS, CHECKPOINTS, result_key, result_title
+from srat_engine.runs.evaluations import (
+    ATTACKS,
+    CHECKPOINTS,
+    attack_title,
+    entry_steps,
+    result_key,
+    result_title,
+)
 from srat_tui.render.format import MASKING_STYLE, inert_text, is_number, masking_flag, pct
 
 
@@ -23,8 +30,9 @@ def masking_text(entry: Mapping[str, Any]) -> Text | None:
     masking = entry.get("masking")
     if not isinstance(masking, Mapping) or not isinstance(masking.get("suspected"), bool):
         return None
+    pgd = attack_title("pgd20", entry_steps(entry.get("pgd20")))
     numbers = (
-        f"PGD-20 {pct(masking.get('pgd20_overall'))} vs AutoAttack "
+        f"{pgd} {pct(masking.get('pgd20_overall'))} vs AutoAttack "
         f"{pct(masking.get('autoattack_overall'))} on the same examples, gap "
         f"{pct(masking.get('gap'))} points"
     )
@@ -32,7 +40,7 @@ def masking_text(entry: Mapping[str, Any]) -> Text | None:
         params = (entry.get("logit_scaled") or {}).get("params") or {}
         scales = ", ".join(f"x{s:g}" for s in params.get("logit_scales") or [] if is_number(s))
         numbers += (
-            f"; vs logit-scaled PGD-20{f' ({scales})' if scales else ''} "
+            f"; vs logit-scaled {pgd}{f' ({scales})' if scales else ''} "
             f"{pct(masking.get('logit_scaled_overall'))}, gap "
             f"{pct(masking.get('logit_scaled_gap'))} points"
         )
@@ -77,7 +85,7 @@ def summary_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table
     for attack in ordered(results):
         entry = results[attack]
         table.add_row(
-            inert_text(result_title(attack)),
+            inert_text(result_title(attack, entry)),
             pct(entry.get("overall")),
             pct(entry.get("under")),
             pct(entry.get("clean_overall")),
@@ -106,7 +114,7 @@ def class_table(
         table.add_column("n", justify="right")
         table.add_column("clean", justify="right")
     for attack in attacks:
-        title = result_title(attack)
+        title = result_title(attack, results[attack])
         if not shared:
             title += f" (n={results[attack].get('n', '?')})"
         table.add_column(inert_text(title), justify="right")
