@@ -426,6 +426,17 @@ def test_a_pgd_of_other_than_20_steps_is_named_by_its_steps(home: Home, srat: Sr
     assert "PGD-20" not in srat("runs", "show", short.id).out.split("Robustness evaluation")[1]
     md = srat("runs", "export", short.id, "--attack", "pgd20").out
     assert "Rob overall [PGD-3]" in md
+    # another seed of it evaluated on 2 examples per class, not 1: averaged, and warned of
+    other = RunDir(home.path / "runs" / "short-pgd-seed")
+    shutil.copytree(short.path, other.path)
+    doc["config"]["seed"] += 1
+    (other.path / "config.json").write_text(json.dumps(doc))
+    assert srat("eval", other.id, "--n", "2", "--device", "cpu").code == 0
+    record_in_index(other, SratHome(home.path).index)
+    mixed = srat("runs", "export", short.id, other.id, "--attack", "pgd20")
+    assert (f"warning: the pgd20 results averaged for CE ({short.id}, {other.id}) are "
+            "of different numbers of test examples (10, 20): evaluate them with one --n"
+            ) in mixed.err_lines  # fmt: skip
     # beside a run whose PGD ran 20 steps, the table names both
     both = srat("runs", "compare", home.run.id, short.id, "--attack", "pgd20").out
     assert "[PGD-20 / PGD-3]" in both

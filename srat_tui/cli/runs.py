@@ -723,6 +723,15 @@ def runs_export(
             typer.echo(inert(f"{len(missing)} run(s) without a stored {attack} result, left "
                              f"out of the robust columns (srat eval ID --attack {attack}{which}): "
                              f"{', '.join(missing)}"), err=True)  # fmt: skip
+        by_id = {str(r["id"]): r for r in records}
+        for group in groups:
+            sizes = {by_id[i].get("rob_n") for i in group.run_ids} - {None}
+            if len(sizes) > 1:  # a mean of results on different subsets: said, not hidden
+                shown = ", ".join(str(size) for size in sorted(sizes))
+                typer.echo(inert(f"warning: the {attack} results averaged for {group.method} "
+                                 f"({', '.join(group.run_ids)}) are of different numbers of "
+                                 f"test examples ({shown}): evaluate them with one --n"),
+                           err=True)  # fmt: skip
     if groups.skipped:
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"
         typer.echo(note, err=True)
