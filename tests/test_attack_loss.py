@@ -197,8 +197,8 @@ def _resolve(method: str, *assignments: str) -> None:
         ("TRADES", (), "TRADES' attack ascends its own KL"),
         ("TRADES-AWP", (), "TRADES' attack ascends its own KL"),
         ("REAT", (), "REAT's attack ascends its own RBL-weighted CE"),
-        ("Natural", (), "no effect without a training attack"),
-        ("SRAT-LDAM", ("attack.steps=0",), "no effect without a training attack"),
+        ("Natural", (), r"no effect without a training attack \(Natural trains on clean inputs\)"),
+        ("SRAT-LDAM", ("attack.steps=0",), r"without a training attack \(attack\.steps=0\)"),
     ],
 )
 def test_a_training_attack_loss_that_cannot_apply_is_refused(

@@ -259,6 +259,17 @@ def test_dry_run_schedule_of_a_200_and_a_2_epoch_run() -> None:
     assert "reweight class-balanced: not within 2 epochs" in lines
     gairat = schedule_lines(prepare_from_env("demo", ("method=GAIRAT",)))
     assert "gair     from epoch 15" in gairat  # GAIRAT's 1-based begin_epoch, scaled to 30
+    # TAET's second stage and AWP's start are schedule events too, on the same scale
+    taet = prepare_from_env("digits-taet")
+    assert taet.resolved.taet_stage2_epoch == 50
+    assert "taet     clean CE first; PGD from epoch 51" in schedule_lines(taet)
+    awp = prepare_from_env("digits-trades-awp")
+    assert awp.resolved.awp_begin_epoch == 6
+    assert "awp      weights perturbed (gamma 0.005) from epoch 7" in schedule_lines(awp)
+    # no attack trains: none is shown, whatever attack.* says
+    natural = schedule_lines(prepare_from_env("digits-natural"))
+    assert "attack   none: trains on clean inputs" in natural
+    assert not any(line.startswith(("taet", "awp")) for line in natural)
 
 
 # -- the screen ------------------------------------------------------------------------------

@@ -98,6 +98,15 @@ def _check_padding_fits(config: RunConfig, input_shape: tuple[int, ...]) -> None
         )
 
 
+def _no_training_attack(config: RunConfig) -> str | None:
+    """Why the run trains without an attack, None when it attacks."""
+    if not config.spec.adversarial:
+        return f"{config.spec.name} trains on clean inputs"
+    if config.attack.steps == 0:
+        return "attack.steps=0"
+    return None
+
+
 def _check_head_scale(config: RunConfig) -> None:
     """loss.class_weight_scale = "head" needs class weights whose scale the loss keeps."""
     spec = config.spec
@@ -124,10 +133,9 @@ def _check_attack_loss(config: RunConfig) -> None:
     if config.attack.loss == "reference":
         return
     spec = config.spec
-    if not spec.adversarial or config.attack.steps == 0:
+    if (no_attack := _no_training_attack(config)) is not None:
         raise SratError(
-            f"attack.loss='training' has no effect without a training attack ({spec.name}, "
-            f"attack.steps={config.attack.steps})"
+            f"attack.loss='training' has no effect without a training attack ({no_attack})"
         )
     if spec.objective in _OWN_ATTACKS:
         raise SratError(
@@ -180,10 +188,9 @@ def resolve(config: RunConfig, data_dir: Path) -> Resolved:
         margins = ldam_margins(counts, config.loss.ldam_max_margin)
     budgets = None
     if config.attack.class_budget:
-        if not spec.adversarial or config.attack.steps == 0:
+        if (no_attack := _no_training_attack(config)) is not None:
             raise SratError(
-                f"attack.class_budget has no effect without a training attack ({spec.name}, "
-                f"attack.steps={config.attack.steps})"
+                f"attack.class_budget has no effect without a training attack ({no_attack})"
             )
         budgets = class_budgets(counts, config.attack.eps, config.attack.budget_alpha)
     head = config.head()

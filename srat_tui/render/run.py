@@ -196,9 +196,13 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         f"lr {config.train.lr:g}, {config.train.precision}",
         # the schedule's epochs 1-based, as the new-run form shows them (`schedule_event`)
         f"lr       {schedule_event(f'x{config.train.lr_gamma:g}', resolved.lr_milestones, epochs)}",
-        f"attack   PGD-{attack.steps} eps {attack.eps * 255:.4g}/255 "
-        f"step {attack.step_size * 255:.4g}/255, BN {attack.bn_mode} during attack"
-        + (", ascends the training loss L" if attack.loss == "training" else ""),
+        (
+            f"attack   PGD-{attack.steps} eps {attack.eps * 255:.4g}/255 "
+            f"step {attack.step_size * 255:.4g}/255, BN {attack.bn_mode} during attack"
+            + (", ascends the training loss L" if attack.loss == "training" else "")
+            if spec["adversarial"] and attack.steps > 0
+            else "attack   none: trains on clean inputs"
+        ),
         f"eval     PGD-{config.eval.steps} eps {config.eval.eps * 255:.4g}/255 "
         f"step {config.eval.step_size * 255:.4g}/255{evaluation_cadence(workload)}",
     ]
@@ -210,6 +214,14 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         lines.append(f"reweight {weights}")
     if resolved.gair_begin_epoch is not None:
         lines.append(f"gair     {schedule_event('', [resolved.gair_begin_epoch], epochs)}")
+    if resolved.taet_stage2_epoch is not None:
+        stage2 = [resolved.taet_stage2_epoch]
+        lines.append(f"taet     clean CE first; {schedule_event('PGD', stage2, epochs)}")
+    if resolved.awp_begin_epoch is not None:
+        perturbed = schedule_event(
+            f"weights perturbed (gamma {config.awp.gamma:g})", [resolved.awp_begin_epoch], epochs
+        )
+        lines.append(f"awp      {perturbed}")
     if resolved.class_budgets is not None:
         warmup = resolved.budget_warmup_epochs or 0
         ramp = (
