@@ -249,6 +249,14 @@ def test_curves_show_separability(run: RunDir, srat: Srat) -> None:
     result = srat("curves", run.id)
     assert result.code == 0, result.err
     assert "feature separability" in result.out and "std_overall" in result.out
+    # --json, as every analysis command: each epoch once, as recorded
+    events = [r for r in run.metrics() if r["event"] == "epoch"]
+    shown = json.loads(srat("curves", run.id, "--json").out)
+    assert shown["run_id"] == run.id
+    assert [row["epoch"] for row in shown["epochs"]] == [r["epoch"] for r in events]
+    for row, event in zip(shown["epochs"], events, strict=True):
+        assert row["rob_under"] == event.get("rob_under")
+        assert row["separability"] == event["separability"]
 
 
 # --- sweep planning -------------------------------------------------------------------------

@@ -99,6 +99,19 @@ def current_final(records: Iterable[R], num_classes: int | None = None) -> R | N
     return final
 
 
+def epoch_records(records: Iterable[R]) -> list[R]:
+    """The `epoch` events, one per epoch in epoch order: what every curve of a run plots.
+
+    A resumed run repeats the epochs after its last checkpoint; the later record is what the
+    run went on from, so it replaces the earlier one.
+    """
+    latest: dict[int, R] = {}
+    for record in records:
+        if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
+            latest[record["epoch"]] = record
+    return [latest[epoch] for epoch in sorted(latest)]
+
+
 def latest_epoch(records: Sequence[R]) -> R | None:
     """The last `epoch` record with an integer epoch, in file order: after a resume that re-runs
     epochs, the last one written is the run's progress, not the one with the largest number."""

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from srat_engine.errors import SratError
+from srat_engine.runs.records import epoch_records, is_number
 from srat_tui.cli.common import open_run
 from srat_tui.render.format import inert
 from srat_tui.render.termplot import Series, grouped_bars, line_plot, scatter_classes
@@ -60,21 +61,40 @@ def tsne(
     typer.echo(inert(f"saved {png}"))
 
 
+CURVE_KEYS = ("std_overall", "std_under", "rob_overall", "rob_under", "separability")
+
+
 @app.command("curves")
-def curves(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+def curves(
+    run_id: Annotated[str, typer.Argument(help="run id")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="each epoch's accuracies and separability as JSON")
+    ] = False,
+) -> None:
     """Accuracy and feature separability per epoch of one run."""
     run = open_run(run_id)
-    epochs = [r for r in run.metrics() if r.get("event") == "epoch"]
+    # one record per epoch, a resumed run's later one, as the TUI plots them
+    epochs = epoch_records(run.metrics())
     if not epochs:
         raise SratError(f"run {run.id} has no finished epoch yet")
+    if as_json:
+        rows = [
+            {"epoch": r["epoch"], **{k: r[k] if is_number(r.get(k)) else None for k in CURVE_KEYS}}
+            for r in epochs
+        ]
+        typer.echo(json.dumps({"run_id": run.id, "epochs": rows}, indent=2))
+        return
     accuracy = []
-    for key in ("std_overall", "std_under", "rob_overall", "rob_under"):
-        pts = [(float(r["epoch"]), float(r[key])) for r in epochs if r.get(key) is not None]
+    for key in CURVE_KEYS[:4]:
+        pts = [(float(r["epoch"]), float(r[key])) for r in epochs if is_number(r.get(key))]
         if pts:
             accuracy.append(Series(key, [p[0] for p in pts], [p[1] for p in pts]))
     typer.echo(line_plot(accuracy, title=f"run {run.id}", xlabel="epoch", ylabel="accuracy %"))
-    sep = [(float(r["epoch"]), r.get("separability")) for r in epochs]
-    sep_points = [(e, float(s)) for e, s in sep if s is not None]
+    sep_points = [
+        (float(r["epoch"]), float(r["separability"]))
+        for r in epochs
+        if is_number(r.get("separability"))
+    ]
     if not sep_points:
         typer.echo("no separability recorded (runs trained before it was tracked)")
         return

@@ -13,7 +13,7 @@ view is too slow for the UI thread once a run is long, so every figure is built 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
 from srat_engine.evaluation.metrics import class_group_mean
-from srat_engine.runs.records import current_final, is_number
+from srat_engine.runs.records import current_final, epoch_records, is_number
 from srat_tui.tui.messages import FigureBuilt
 
 Record = dict[str, Any]
@@ -42,19 +42,6 @@ FOREGROUND = "foreground"  # resolved to the app theme's text colour at build ti
 
 
 # -- records -> series ------------------------------------------------------------------------
-
-
-def epoch_records(records: Iterable[Record]) -> list[Record]:
-    """The `epoch` events, one per epoch in epoch order.
-
-    A resumed run repeats the epochs after its last checkpoint; the later record is what the
-    run went on from, so it replaces the earlier one.
-    """
-    latest: dict[int, Record] = {}
-    for record in records:
-        if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
-            latest[record["epoch"]] = record
-    return [latest[epoch] for epoch in sorted(latest)]
 
 
 def final_record(records: Sequence[Record]) -> Record | None:
