@@ -19,6 +19,8 @@ import pytest
 from fake_runs import make_fake_run
 from fresh_process import python_json
 
+from srat_engine.runs.home import Home
+
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "torchvision", "torchattacks", "sklearn", "scipy", "matplotlib")
 INTERFACES = ("textual", "textual_plotext", "typer", "rich", "plotext", "srat_tui")
@@ -57,9 +59,9 @@ def loaded_by(command: list[str], wanted: tuple[str, ...], tmp_path: Path) -> li
 
 @pytest.fixture
 def two_runs(srat_home: Path) -> tuple[str, str]:
-    root = srat_home / "runs"
-    make_fake_run(root, "hygiene-a", status="finished", epochs_done=4, epochs=4)
-    make_fake_run(root, "hygiene-b", status="finished", epochs_done=4, epochs=4)
+    root, index = srat_home / "runs", Home(srat_home).index  # indexed: export has rows
+    make_fake_run(root, "hygiene-a", status="finished", epochs_done=4, epochs=4, index=index)
+    make_fake_run(root, "hygiene-b", status="finished", epochs_done=4, epochs=4, index=index)
     return "hygiene-a", "hygiene-b"
 
 

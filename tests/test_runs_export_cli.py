@@ -71,3 +71,20 @@ def test_a_rerun_seed_counts_once_and_the_export_says_which_runs_it_set_aside(
         "set aside 1 run(s) repeating a seed of their configuration (each seed counts once, "
         "by its newest run): seed0-old"
     ]
+
+
+def test_nothing_to_export_is_said_and_writes_no_file(
+    srat: Srat, srat_home: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "table.md"
+    empty = srat("runs", "export", "-o", str(target))
+    assert empty.code == 2 and empty.err_lines == [
+        "error: nothing to export: no run matches (srat runs ls shows what there is)"
+    ]
+    make_fake_run(srat_home / "runs", "running", epochs_done=1, epochs=3,
+                  index=Home(srat_home).index)  # fmt: skip
+    unfinished = srat("runs", "export", "-o", str(target))
+    assert unfinished.code == 2
+    assert "nothing to export: no run has final metrics" in unfinished.err
+    assert not target.exists()
+    assert srat("sweep", "ls").out.startswith("no sweeps")

@@ -738,6 +738,9 @@ def runs_export(
         _warn_damaged_skips(records, groups.skipped)
     if groups.repeated:
         typer.echo(inert(repeated_note(groups.repeated)), err=True)
+    if not groups:  # an empty table (or file) would read as a result
+        what = "no run has final metrics" if records else "no run matches"
+        raise SratError(f"nothing to export: {what} (srat runs ls shows what there is)")
     text = format_export(paper_table(groups, with_paper=paper), fmt, robust=robust)
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))

@@ -267,6 +267,8 @@ def sweep_ls(as_json: AsJson = False) -> None:
     if as_json:
         typer.echo(json.dumps(docs, indent=2))
         return
+    if not docs:  # as `srat runs ls` says "no runs"
+        typer.echo("no sweeps (srat sweep reweight|lambda --preset P ... starts one)")
     for doc in docs:
         values = ", ".join(f"{r['arm'][:3]} {r['value']:g}" for r in doc["runs"])
         typer.echo(f"{doc['sweep_id']}  {doc['preset']}  {len(doc['runs'])} runs: {values}")
