@@ -323,6 +323,19 @@ def test_bad_sweeps_are_refused(
         )  # fmt: skip
 
 
+def test_a_sweep_setting_is_checked_against_the_method_its_arm_trains(srat: Srat) -> None:
+    # a CE preset's reweighting arm trains CB-Reweight: the refusal names that method, and
+    # the same setting under a mean reduction plans
+    args = ("sweep", "reweight", "--preset", "digits-ce", "--weights", "1,10", "--dry-run",
+            "--set", "loss.class_weight_scale=head")  # fmt: skip
+    refused = srat(*args)
+    assert refused.code == 2 and len(refused.err_lines) == 1
+    assert "normalized reduction of CB-Reweight" in refused.err
+    planned = srat(*args, "--set", "loss.reduction=mean")
+    assert planned.code == 0, planned.err
+    assert planned.out.count("method=CB-Reweight") == 2
+
+
 # --- queueing a sweep for real --------------------------------------------------------------
 
 

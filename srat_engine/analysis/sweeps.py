@@ -157,10 +157,17 @@ def prepare_sweep(
 ) -> PlannedSweep:
     """Plan and validate every run of the sweep (presets and datasets found where `home`
     says); creates nothing."""
-    from srat_engine.config.prepare import prepare
+    from srat_engine.config.prepare import load_config, prepare
 
     dirs, data = home.preset_dirs, home.data_dir
-    base = prepare(preset=preset, overrides=overrides, preset_dirs=dirs, data_dir=data)
+    base_overrides = overrides
+    if kind == "reweight":
+        # resolved as the method the adversarial arm trains, so that a setting of the sweep
+        # (`--set loss.class_weight_scale=head` on a CE preset) is checked against CB-Reweight
+        config, _ = load_config(preset=preset, overrides=overrides, preset_dirs=dirs)
+        arm = adversarial_reweighted_method(config.method)
+        base_overrides = (*overrides, f"method={arm}")
+    base = prepare(preset=preset, overrides=base_overrides, preset_dirs=dirs, data_dir=data)
     points = plan_sweep(
         kind,
         values,

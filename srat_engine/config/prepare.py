@@ -66,6 +66,21 @@ def prepare(
     the datasets' folder when the config names no data.root: a home's `Home.preset_dirs` and
     `Home.data_dir`.
     """
+    config, source = load_config(
+        preset=preset, config_file=config_file, overrides=overrides, preset_dirs=preset_dirs
+    )
+    return PreparedRun(config, resolve(config, data_dir), source)
+
+
+def load_config(
+    *,
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: tuple[str, ...] = (),
+    preset_dirs: Sequence[Path],
+) -> tuple[RunConfig, str]:
+    """`prepare`'s first half: the validated config and where it came from, not resolved (no
+    dataset looked at, no check of how its parts fit together)."""
     if (preset is None) == (config_file is None):
         raise SratError("give exactly one of --preset NAME or --config FILE")
     if preset is not None:
@@ -75,8 +90,7 @@ def prepare(
         raw, source = load_raw(config_file, preset_dirs), str(config_file)
     for assignment in overrides:
         set_override(raw, assignment)
-    config = validate_config(raw)
-    return PreparedRun(config, resolve(config, data_dir), source)
+    return validate_config(raw), source
 
 
 def create_run(prepared: PreparedRun, root: Path) -> RunDir:
