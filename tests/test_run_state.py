@@ -214,7 +214,9 @@ def test_a_stopped_foreground_run_has_one_status_everywhere(
     listed = Home(srat_home).index.get(run.id)
     assert listed is not None and listed["status"] == "running"  # listed as running at once
     os.kill(process.pid, signum)
-    process.wait(timeout=30)
+    code = process.wait(timeout=30)
+    # as a shell reports a process the signal ended: 128 + its number (129 for SIGHUP)
+    assert code == (-signum if signum == signal.SIGKILL else 128 + signum)
     # Each view gets its own copy of the home as the signal left it: each must find the
     # status in its one call, not after another view has reconciled the run.
     homes = {view: tmp_path / view for view in ("ls", "show", "tui")}

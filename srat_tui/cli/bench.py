@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from srat_engine.errors import RunInterrupted, SratError, raise_interrupted
-from srat_tui.cli.common import EXIT_FAILED, AsJson, error_line
+from srat_tui.cli.common import EXIT_FAILED, AsJson, error_line, interrupted_exit
 
 if TYPE_CHECKING:  # torch loads only when the command runs
     from srat_engine.bench.benchmark import BenchResult
@@ -302,7 +302,7 @@ def _study(
         raise typer.Exit(EXIT_FAILED) from None
     except RunInterrupted as stop:
         error_line(f"stopped by {stop}: the study's runs were stopped")
-        raise typer.Exit(128 + signal.Signals[str(stop)].value) from None
+        raise typer.Exit(interrupted_exit(stop)) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,17 @@ R = TypeVar("R")
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # a SratError: bad input, nothing was created
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+
+
+def interrupted_exit(stop: BaseException) -> int:
+    """The exit code of a command a stop signal ended (`RunInterrupted`, named by its signal):
+    128 + the signal's number, as a shell reports a process it killed (143 for SIGTERM, 129
+    for SIGHUP); EXIT_INTERRUPTED when the name is no signal's."""
+    try:
+        return 128 + signal.Signals[str(stop)].value
+    except KeyError:
+        return EXIT_INTERRUPTED
+
 
 # Options several commands take with the same meaning (and the same help text).
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]

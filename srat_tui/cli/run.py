@@ -18,12 +18,12 @@ from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
 from srat_tui.cli.common import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     NO_SLURM,
     AsJson,
     PerGpu,
     SlurmRequest,
     error_line,
+    interrupted_exit,
     stdout_console,
     with_slurm_options,
 )
@@ -133,7 +133,7 @@ def _run_foreground(prepared: PreparedRun, home: Home, as_json: bool) -> int:
     except RunInterrupted as stop:
         record_in_index(run, home.index)
         error_line(f"run {run.id} stopped by {stop}; resume it from its last checkpoint")
-        return EXIT_INTERRUPTED
+        return interrupted_exit(stop)
     except SratError as failure:  # a write that failed (a full disk) is one too: WriteFailed
         record_in_index(run, home.index)
         error_line(f"error: run {run.id} failed: {failure}")
@@ -188,7 +188,7 @@ def _run_foreground_stack(prepared: list[PreparedRun], home: Home, as_json: bool
         finals = execute_stacked(runs, on_event=on_event, index=home.index)
     except RunInterrupted as stop:
         error_line(f"runs {', '.join(r.id for r in runs)} stopped by {stop}; resume each one")
-        return EXIT_INTERRUPTED
+        return interrupted_exit(stop)
     except SratError as failure:
         error_line(f"error: the stack of {', '.join(r.id for r in runs)} failed: {failure}")
         return EXIT_FAILED
