@@ -363,6 +363,13 @@ def test_tag_must_be_one_word_a_filter_can_find(
     assert cli("runs", "tag", home.ce, "t" * 64).strip().endswith("t" * 64)
 
 
+def test_a_tag_that_reads_as_a_removal_is_refused(home: Home, srat: Srat) -> None:
+    # after `--` a tag "-best" got in, and the runs screen's `t` reads "-best" as "remove best"
+    before = snapshot(home.path)
+    assert_user_error(srat("runs", "tag", home.ce, "--", "-best"), "does not start with '-'")
+    assert_unchanged(before, home.path)
+
+
 def test_empty_note_is_refused(home: Home, srat: Srat) -> None:
     before = snapshot(home.path)
     assert_user_error(srat("runs", "note", home.ce, "  "), "note")

@@ -41,12 +41,16 @@ MAX_TAG_LENGTH = 64
 def checked_tag(tag: str) -> str:
     """`tag` stripped, or SratError unless it is one word of at most MAX_TAG_LENGTH
     characters without a comma (what `set_tag` accepts): `tag=a,b` filters for either tag,
-    so a tag "a,b" could never be selected, and `=` would split a filter word."""
+    so a tag "a,b" could never be selected, and `=` would split a filter word; nor does it
+    start with "-", the runs screen's mark of a removal."""
     tag = tag.strip()
     if not tag:
         raise SratError("a tag is one word: give one, e.g. best")
     if any(ch.isspace() for ch in tag):
         raise SratError(f"a tag is one word (got {tag!r})")
+    if tag.startswith("-"):
+        # the runs screen's `t` reads "-best" as "remove best": such a tag could not be removed
+        raise SratError(f"a tag does not start with '-' (got {tag!r}): -tag removes a tag")
     if "," in tag or "=" in tag:
         raise SratError(
             f"a tag has no ',' or '=' (got {tag!r}): `tag=a,b` filters for either of two tags"
