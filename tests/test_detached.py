@@ -166,7 +166,7 @@ def test_the_home_passed_in_is_the_only_one_touched(
 
     resume_run(run, ["cpu"], 1, home=home)
     wait_for(lambda: status_of(run, home) == "finished", 120, "the resumed run to finish")
-    assert set_tag(run, "explicit", index=home.index) == ["explicit"]
+    assert set_tag(run, "explicit", index=home.index).tags == ["explicit"]
     assert reindex(home.runs, home.index) == 1
     assert home.index.get(run.id)["tags"] == ["explicit"]
     destination = remove_run(run, home=home)
