@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from srat_tui.render.format import age, counted, masking_flag, pct, runs_cell, status_style
+from srat_tui.render.format import (
+    age,
+    counted,
+    data_text,
+    masking_flag,
+    pct,
+    runs_cell,
+    status_style,
+)
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -137,3 +145,14 @@ def test_counted_is_plural_unless_one() -> None:
     assert counted(0, "epoch") == "0 epochs"
     assert counted(200, "epoch") == "200 epochs"
     assert counted(12000, "run") == "12,000 runs"
+
+
+def test_data_text_leaves_out_the_ratio_of_a_balanced_set() -> None:
+    assert data_text({"dataset": "digits", "imbalance": "exp", "ratio": 10.0}) == "digits exp K=10"
+    assert data_text({"dataset": "cifar10", "imbalance": "step", "ratio": 100}) == (
+        "cifar10 step K=100"
+    )
+    # the ratio is unused without imbalance: "none K=10" read as an imbalance of 10
+    assert data_text({"dataset": "digits", "imbalance": "none", "ratio": 10.0}) == "digits none"
+    assert data_text({"dataset": "digits", "imbalance": "exp", "ratio": "x"}) == "digits exp"
+    assert data_text({}) == "? ?"

@@ -32,7 +32,7 @@ from srat_engine.reporting.export import (
 )
 from srat_engine.reporting.report import TableBlock, config_diff, pick_metrics
 from srat_engine.runs.records import METRIC_COLUMNS, measured_at, result_columns
-from srat_tui.render.format import inert, inert_text, is_number, masking_flag, pct
+from srat_tui.render.format import data_text, inert, inert_text, masking_flag, pct
 
 # The columns that describe a run in the accuracy table, and those the compact layout says once
 # in the title when every run has the same value in them.
@@ -288,10 +288,7 @@ def metrics_table(
     for run in runs:
         config = run.doc.get("config", {})
         data = config.get("data", {})
-        ratio = data.get("ratio")
-        where = f"{data.get('dataset', '?')} {data.get('imbalance', '?')}"
-        if is_number(ratio) and data.get("imbalance") != "none":
-            where += f" K={format_ratio(float(ratio))}"
+        where = data_text(data)
         described.append(
             {
                 "run": inert_text(run.run_id),

@@ -122,6 +122,16 @@ def tag_report(run_id: str, tag: str, tags: Sequence[str], *, removed: bool, cha
     return inert(f"{run_id} {why}; {now}")
 
 
+def data_text(data: Mapping[str, Any]) -> str:
+    """A config's data section as every header says it: "digits exp K=10", and "digits none"
+    for a balanced set, whose ratio is unused."""
+    where = f"{data.get('dataset', '?')} {data.get('imbalance', '?')}"
+    ratio = data.get("ratio")
+    if is_number(ratio) and data.get("imbalance") != "none":
+        where += f" K={float(ratio):g}"
+    return inert(where)
+
+
 def runs_cell(record: Mapping[str, Any], column: str, now: datetime) -> str:
     """One cell of the runs table (`srat runs ls`, the TUI runs screen) from an index record.
 

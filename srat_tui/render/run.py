@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
-from srat_tui.render.format import counted, duration, inert, inert_text, pct, time_left
+from srat_tui.render.format import counted, data_text, duration, inert, inert_text, pct, time_left
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -183,7 +183,7 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         )
         + (f", GAIR {config.gair.func} lambda={config.gair.lam:g}" if spec["gair"] else "")
         + ("" if spec["adversarial"] else ", natural training (no attack)"),
-        f"data     {config.data.dataset} {config.data.imbalance} K={config.data.ratio:g}: "
+        f"data     {data_text(config.data.model_dump())}: "
         f"{resolved.train_size} train examples, {resolved.num_classes} classes, "
         f"root {inert(resolved.data_root)}",
         *(

@@ -51,7 +51,7 @@ from srat_engine.jobs.slurm import SlurmSubmission, check_submission, create_and
 from srat_engine.jobs.slurm_options import DEFAULT_TIME, SlurmOptions, load_defaults, slurm_options
 from srat_engine.jobs.supervisor import launch_detached, launch_stack, resolve_devices
 from srat_engine.runs.home import Home
-from srat_tui.render.format import inert, inert_text
+from srat_tui.render.format import data_text, inert, inert_text
 from srat_tui.render.run import (
     evaluation_cadence,
     like_runs,
@@ -584,10 +584,7 @@ def counts_chart(prepared: PreparedRun) -> RenderableType:
         bar = Text("█" * max(width, 1 if count else 0), style=style)
         mark = Text("*", style="bold dark_orange") if cls in under else ""
         table.add_row(inert_text(name), bar, f"{count:,}", mark)
-    ratio = "" if data.imbalance == "none" else f" K={data.ratio:g}"
-    title = Text.assemble(
-        ("train examples per class", "bold"), f"  {data.dataset} {data.imbalance}{ratio}"
-    )
+    title = Text.assemble(("train examples per class", "bold"), f"  {data_text(data.model_dump())}")
     caption = Text("* under-represented (the least frequent half)", style="dim")
     return Group(title, table, caption)
 

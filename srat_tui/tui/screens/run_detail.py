@@ -31,7 +31,15 @@ from srat_engine.jobs.forecast import QueuedForecast, queue_forecast
 from srat_engine.runs.liveness import ACTIVE, reconcile
 from srat_engine.runs.progress import training_ends
 from srat_engine.runs.rundir import RunDir
-from srat_tui.render.format import age, inert, pct, status_style, time_left, wrap_chips
+from srat_tui.render.format import (
+    age,
+    data_text,
+    inert,
+    pct,
+    status_style,
+    time_left,
+    wrap_chips,
+)
 from srat_tui.tui.context import app_context
 from srat_tui.tui.messages import RunPolled, RunPollFailed
 from srat_tui.tui.widgets.curves import (
@@ -497,9 +505,7 @@ class RunScreen(Screen[None]):
         status = self.status or self.state_doc.get("status", "")
         latest = self.rows[-1] if self.rows else None
         epochs = (latest or {}).get("epochs") or config.get("train", {}).get("epochs", "?")
-        where = f"{data.get('dataset', '?')} {data.get('imbalance', '')}"
-        if isinstance(data.get("ratio"), (int, float)):
-            where += f" K={data['ratio']:g}"
+        where = data_text(data)
         chips = [
             Text(inert(self.run_id), style="bold"),
             Text(inert(config.get("method", "?")), style="bold magenta"),
