@@ -157,6 +157,11 @@ def test_presets_show_prints_valid_complete_toml(srat: Srat) -> None:
     assert shown.method == "SRAT-LDAM"
     # complete: every section is written out, not just the preset's own keys
     assert set(parsed) >= {"data", "model", "train", "attack", "eval", "loss", "gair"}
+    # and a field left unset (TOML has no null) is named under its table, with what unset means
+    lines = result.out.splitlines()
+    below = lines[lines.index("[loss]") + 1]
+    assert below.startswith("# reduction is unset: mean: (1/N) sum w_i L_i (Eq. 5)")
+    assert "reduction" not in parsed["loss"]
 
 
 def test_presets_show_raw_prints_the_file(srat: Srat) -> None:

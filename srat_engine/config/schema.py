@@ -476,8 +476,22 @@ def set_override(raw: dict[str, Any], assignment: str) -> None:
 
 def config_toml(config: RunConfig) -> str:
     """The config as an editable TOML document (`srat presets show`, `srat run --dry-run`).
-    TOML has no null: fields left unset (None, e.g. loss.reduction: the method's own) are left
-    out, and read back as unset, so the document validates to the same config."""
+    TOML has no null: a field left unset (None, e.g. loss.reduction: the method's own) is a
+    comment under its table, with its description, so a reader still finds the key to set,
+    and the document validates to the same config."""
     import tomli_w
 
-    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+    lines = tomli_w.dumps(config.model_dump(mode="json", exclude_none=True)).splitlines()
+    for name in type(config).model_fields:
+        section = getattr(config, name)
+        if not isinstance(section, BaseModel):
+            continue
+        unset = [
+            f"# {key} is unset: {info.description or 'see the README'}"
+            for key, info in type(section).model_fields.items()
+            if getattr(section, key) is None
+        ]
+        if unset and f"[{name}]" in lines:
+            at = lines.index(f"[{name}]") + 1
+            lines[at:at] = unset
+    return "\n".join(lines) + "\n"
