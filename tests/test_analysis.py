@@ -462,3 +462,12 @@ def test_figure1_bars(srat: Srat) -> None:
         assert label in result.out
     doc = json.loads(srat("figure1", natural.id, adversarial.id, "--json").out)
     assert doc["bars"]["adversarial rob"] == [30.0] * 10
+    assert result.err == ""
+    # the wrong way round: drawn as asked, and said
+    swapped = srat("figure1", adversarial.id, natural.id)
+    assert swapped.code == 0
+    assert swapped.err_lines == [
+        f"warning: run {adversarial.id} (CE) trains adversarially; it is drawn as the natural run",
+        f"warning: run {natural.id} (Natural) trains on clean inputs; it is drawn as the "
+        "adversarial run",
+    ]

@@ -266,6 +266,14 @@ def test_dry_run_schedule_of_a_200_and_a_2_epoch_run() -> None:
     awp = prepare_from_env("digits-trades-awp")
     assert awp.resolved.awp_begin_epoch == 6
     assert "awp      weights perturbed (gamma 0.005) from epoch 7" in schedule_lines(awp)
+    # what "loss ce" leaves out is said on the method line
+    assert schedule_lines(prepare_from_env("digits-trades"))[0].endswith("objective trades")
+    bsl = schedule_lines(prepare_from_env("digits-reat"))[0]
+    assert bsl.endswith("objective reat, balanced softmax tau=1")
+    # budgets of vectors are plain numbers, of images steps of 1/255
+    vectors = prepare_from_env("digits-ce", ("data.dataset=gaussian", "model.arch=linear"))
+    assert any(line.startswith("attack   PGD-10 eps 0.0627451 step") for line in
+               schedule_lines(vectors))  # fmt: skip
     # no attack trains: none is shown, whatever attack.* says
     natural = schedule_lines(prepare_from_env("digits-natural"))
     assert "attack   none: trains on clean inputs" in natural

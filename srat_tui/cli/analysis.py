@@ -15,7 +15,7 @@ import typer
 
 from srat_engine.errors import SratError
 from srat_engine.runs.records import epoch_records, is_number
-from srat_tui.cli.common import open_run
+from srat_tui.cli.common import error_line, open_run
 from srat_tui.render.format import inert
 from srat_tui.render.termplot import Series, grouped_bars, line_plot, scatter_classes
 
@@ -125,6 +125,13 @@ def figure1(
         if names and run_names != names:
             raise SratError(f"runs {natural_run} and {adversarial_run} have different classes")
         names = run_names
+        method = run.config().get("resolved", {}).get("method", {})
+        if isinstance(method.get("adversarial"), bool) and method["adversarial"] != (
+            label == "adversarial"
+        ):  # two runs given the wrong way round draw each under the other's name
+            kind = "adversarially" if method["adversarial"] else "on clean inputs"
+            error_line(f"warning: run {run.id} ({method.get('name')}) trains {kind}; it is "
+                       f"drawn as the {label} run")  # fmt: skip
         bars[f"{label} std"] = [float(v) for v in latest["std_class"]]
         if latest.get("rob_class") is not None:
             bars[f"{label} rob"] = [float(v) for v in latest["rob_class"]]

@@ -174,6 +174,12 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
     attack = config.attack
     epochs = config.train.epochs
     workload = prepared.workload  # counted once for the two lines that show it
+    # image budgets in 1/255 steps, as papers write them; vectors (gaussian) have no pixels
+    vectors = len(resolved.input_shape) == 1
+
+    def budget(value: float) -> str:
+        return f"{value:g}" if vectors else f"{value * 255:.4g}/255"
+
     lines = [
         f"method   {spec['name']}: loss {spec['loss']}, reweight {spec['reweight']}"
         + (
@@ -182,6 +188,10 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
             else ""
         )
         + (f", GAIR {config.gair.func} lambda={config.gair.lam:g}" if spec["gair"] else "")
+        # what "loss ce" leaves out: TRADES' KL, the balanced softmax, AWP (MethodSpec)
+        + (f", objective {spec['objective']}" if spec.get("objective", "pgd") != "pgd" else "")
+        + (f", balanced softmax tau={config.loss.prior_tau:g}" if spec.get("prior_shift") else "")
+        + (f", AWP gamma={config.awp.gamma:g}" if spec.get("awp") else "")
         + ("" if spec["adversarial"] else ", natural training (no attack)"),
         f"data     {data_text(config.data.model_dump())}: "
         f"{resolved.train_size} train examples, {resolved.num_classes} classes, "
@@ -197,14 +207,14 @@ def schedule_lines(prepared: PreparedRun) -> list[str]:
         # the schedule's epochs 1-based, as the new-run form shows them (`schedule_event`)
         f"lr       {schedule_event(f'x{config.train.lr_gamma:g}', resolved.lr_milestones, epochs)}",
         (
-            f"attack   PGD-{attack.steps} eps {attack.eps * 255:.4g}/255 "
-            f"step {attack.step_size * 255:.4g}/255, BN {attack.bn_mode} during attack"
+            f"attack   PGD-{attack.steps} eps {budget(attack.eps)} "
+            f"step {budget(attack.step_size)}, BN {attack.bn_mode} during attack"
             + (", ascends the training loss L" if attack.loss == "training" else "")
             if spec["adversarial"] and attack.steps > 0
             else "attack   none: trains on clean inputs"
         ),
-        f"eval     PGD-{config.eval.steps} eps {config.eval.eps * 255:.4g}/255 "
-        f"step {config.eval.step_size * 255:.4g}/255{evaluation_cadence(workload)}",
+        f"eval     PGD-{config.eval.steps} eps {budget(config.eval.eps)} "
+        f"step {budget(config.eval.step_size)}{evaluation_cadence(workload)}",
     ]
     work = workload_line(workload)
     if work is not None:
