@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from srat_engine.runs.records import current_final, latest_epoch, result_columns, result_record
+from srat_engine.runs.records import (
+    current_final,
+    epoch_summary,
+    latest_epoch,
+    result_columns,
+    result_record,
+)
 
 COLUMNS = ("std_overall", "rob_overall")
 
@@ -62,3 +68,17 @@ def test_after_a_resume_that_reruns_epochs_the_latest_is_in_file_order() -> None
     assert latest_epoch(records) is rerun
     assert result_record(records) == (rerun, False)
     assert result_columns(records, COLUMNS) == ({"std_overall": 21.0, "rob_overall": 6.0}, False)
+
+
+def test_epoch_summary_is_one_plain_line_of_the_record() -> None:
+    record = {"event": "epoch", "epoch": 3, "epochs": 30, "lr": 0.1, "loss": 1.23456,
+              "sep_loss": 0.5, "std_overall": 56.781, "std_under": 45.674, "rob_overall": 34.5,
+              "rob_under": 23.456, "reweighting": True, "gair": False, "train_seconds": 10.0,
+              "eval_seconds": 2.25}  # fmt: skip
+    assert epoch_summary(record) == (
+        "epoch  3/30  lr 0.1  loss 1.2346  sep 0.5000  std 56.78/45.67  rob 34.50/23.46  "
+        "+reweighting  12.2s"
+    )
+    # an epoch without robust evaluation (eval.robust_every) and a damaged value: no crash
+    sparse = {**record, "rob_overall": None, "sep_loss": None, "loss": "x", "reweighting": False}
+    assert epoch_summary(sparse) == "epoch  3/30  lr 0.1  loss -  std 56.78/45.67  12.2s"

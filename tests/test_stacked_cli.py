@@ -14,6 +14,7 @@ from fake_runs import TINY_RUN, make_fake_run
 from srat_engine.jobs.supervisor import kill_run
 from srat_engine.runs.home import Home
 from srat_engine.runs.liveness import ACTIVE, reconcile
+from srat_engine.runs.records import epoch_summary
 from srat_engine.runs.rundir import RunDir
 
 TINY = [item for setting in TINY_RUN for item in ("--set", setting)]
@@ -49,6 +50,12 @@ def test_foreground_stack_trains_each_seed_into_its_own_run(srat: Srat, srat_hom
         assert [r["epoch"] for r in run.metrics() if r["event"] == "epoch"] == [1, 2]
         # every epoch line names its run
         assert result.out.count(f"{run.id}  epoch ") == 2
+        # and the run's log keeps the same line per epoch (`srat runs logs -f` follows it)
+        logged = [line.split(" ", 1)[1] for line in run.log_path.read_text().splitlines()
+                  if " epoch " in line]  # fmt: skip
+        epochs = [r for r in run.metrics() if r["event"] == "epoch"]
+        assert logged == [epoch_summary(r) for r in epochs]
+        assert all(f"{run.id}  {line}" in result.out for line in logged)
     listed = srat("runs", "ls", "--json")
     assert {entry["status"] for entry in json.loads(listed.out)} == {"finished"}
     # recorded as one stack, as a detached one: `runs show` says so, `resume --stack` knows it

@@ -99,6 +99,38 @@ def current_final(records: Iterable[R], num_classes: int | None = None) -> R | N
     return final
 
 
+def epoch_summary(record: Mapping[str, Any]) -> str:
+    """One plain line for an `epoch` record, as `srat run` prints it and log.txt keeps it:
+    readable, greppable, no TTY needed ("epoch  3/30  lr 0.1  loss 1.2345  std 56.78/45.67
+    rob 34.56/23.45  12.3s"; std and rob: overall/under, "-" where not evaluated)."""
+
+    def pct(value: Any) -> str:
+        return f"{value:.2f}" if is_number(value) else "-"
+
+    def number(key: str, fmt: str) -> str:
+        value = record.get(key)
+        return format(value, fmt) if is_number(value) else "-"
+
+    epochs = record.get("epochs")
+    parts = [
+        f"epoch {record.get('epoch', '?'):>{len(str(epochs))}}/{epochs}",
+        f"lr {number('lr', '.4g')}",
+        f"loss {number('loss', '.4f')}",
+    ]
+    if is_number(record.get("sep_loss")):
+        parts.append(f"sep {number('sep_loss', '.4f')}")
+    parts.append(f"std {pct(record.get('std_overall'))}/{pct(record.get('std_under'))}")
+    if is_number(record.get("rob_overall")):
+        parts.append(f"rob {pct(record.get('rob_overall'))}/{pct(record.get('rob_under'))}")
+    flags = [flag for flag in ("reweighting", "gair") if record.get(flag)]
+    if flags:
+        parts.append("+" + "+".join(flags))
+    seconds = [record.get(key) for key in ("train_seconds", "eval_seconds")]
+    if all(is_number(value) for value in seconds):
+        parts.append(f"{sum(seconds):.1f}s")
+    return "  ".join(parts)
+
+
 def epoch_records(records: Iterable[R]) -> list[R]:
     """The `epoch` events, one per epoch in epoch order: what every curve of a run plots.
 

@@ -53,7 +53,7 @@ from srat_engine.models.posthoc import posthoc_view
 from srat_engine.runs.heartbeat import Heartbeat
 from srat_engine.runs.index import RunIndex
 from srat_engine.runs.liveness import HEARTBEAT_S, process_start
-from srat_engine.runs.records import best_epoch
+from srat_engine.runs.records import best_epoch, epoch_summary
 from srat_engine.runs.rundir import RunDir, now_iso
 from srat_engine.runs.sync import record_in_index
 from srat_engine.tf32 import strict_fp32
@@ -613,6 +613,8 @@ class Trainer:
         if self.checkpoints_after(epoch):
             save_checkpoint(self.run.checkpoint_path, self._checkpoint_state(epoch + 1))
         self.run.write_state(epoch=epoch + 1, epochs=epochs)
+        # the log of a detached run (`srat runs logs -f`, the run screen's Log tab) follows it
+        self.run.log(epoch_summary(record))
         self.on_event(record)
         # after the last epoch too: a request stops before the final evaluation, which a
         # resume (at epoch `epochs`, no epoch left) then runs

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from srat_engine.config.presets import expand_patterns
 from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
+from srat_engine.runs.records import epoch_summary
 from srat_tui.cli.common import (
     EXIT_FAILED,
     NO_SLURM,
@@ -121,7 +122,7 @@ def _run_foreground(prepared: PreparedRun, home: Home, as_json: bool) -> int:
             return
         if record["event"] == "epoch":
             # plain lines always: Rich's bar prints nothing when stdout is not a TTY
-            progress.console.print(render.epoch_line(record), markup=False, soft_wrap=True)
+            progress.console.print(epoch_summary(record), markup=False, soft_wrap=True)
             progress.update(task, completed=record["epoch"])
         elif record["event"] == "resume":
             progress.console.print(f"resumed after epoch {record['from_epoch']}")
@@ -180,7 +181,7 @@ def _run_foreground_stack(prepared: list[PreparedRun], home: Home, as_json: bool
         if as_json:
             typer.echo(json.dumps({"run_id": run.id, **record}))
         elif record["event"] == "epoch":
-            console.print(inert(f"{run.id}  {render.epoch_line(record)}"), soft_wrap=True)
+            console.print(inert(f"{run.id}  {epoch_summary(record)}"), soft_wrap=True)
         elif record["event"] == "resume":
             console.print(inert(f"{run.id}  resumed after epoch {record['from_epoch']}"))
 

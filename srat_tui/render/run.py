@@ -22,26 +22,6 @@ if TYPE_CHECKING:
     from srat_engine.jobs.forecast import LaunchOutlook, Planned
 
 
-def epoch_line(record: dict[str, Any]) -> str:
-    """One plain line per epoch: readable in a log file, greppable, no TTY needed."""
-    width = len(str(record["epochs"]))
-    parts = [
-        f"epoch {record['epoch']:>{width}}/{record['epochs']}",
-        f"lr {record['lr']:.4g}",
-        f"loss {record['loss']:.4f}",
-    ]
-    if record.get("sep_loss") is not None:
-        parts.append(f"sep {record['sep_loss']:.4f}")
-    parts.append(f"std {pct(record['std_overall'])}/{pct(record['std_under'])}")
-    if record.get("rob_overall") is not None:
-        parts.append(f"rob {pct(record['rob_overall'])}/{pct(record['rob_under'])}")
-    flags = [f for f in ("reweighting", "gair") if record.get(f)]
-    if flags:
-        parts.append("+" + "+".join(flags))
-    parts.append(f"{record['train_seconds'] + record['eval_seconds']:.1f}s")
-    return "  ".join(parts)
-
-
 def heading(name: str, rest: str = "", before: str = "") -> Text:
     """A line that starts a block of output: `before`, the name in bold, then `rest`."""
     return Text.assemble(inert(before), (inert(name), "bold"), inert(rest))
