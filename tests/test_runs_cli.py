@@ -632,6 +632,10 @@ def test_torn_last_metrics_line_is_tolerated(home: Home) -> None:
 def test_dry_run_pattern_lists_three_configs_and_creates_nothing(srat_home: Path) -> None:
     out = cli("run", "--preset", "digits-drcb-*", "--dry-run")
     assert out.count("(dry run: nothing was created)") == 3
+    # a study's blocks say which seed each is (the preset's own, 0, here; --seeds: each)
+    assert out.count("digits-drcb-ce, seed 0 (dry run") == 1
+    seeded = cli("run", "--preset", "digits-ce", "--seeds", "3,5", "--dry-run")
+    assert "digits-ce, seed 3 (dry run" in seeded and "digits-ce, seed 5 (dry run" in seeded
     for method in ("DRCB-CE", "DRCB-Focal", "DRCB-LDAM"):
         assert f'method = "{method}"' in out
     docs = []

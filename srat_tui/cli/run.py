@@ -47,7 +47,9 @@ def _print_dry_run(prepared: PreparedRun, as_json: bool) -> None:
     from srat_engine.config.schema import config_toml
 
     console = stdout_console()
-    console.print(render.heading(str(prepared.source), " (dry run: nothing was created)"))
+    # the seed in the heading: a study's dry run repeats this block once per seed
+    seed = f", seed {prepared.config.seed}"
+    console.print(render.heading(str(prepared.source), f"{seed} (dry run: nothing was created)"))
     for line in render.schedule_lines(prepared):
         console.print(line)
     console.print(render.resolved_table(prepared))
