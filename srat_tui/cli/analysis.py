@@ -116,6 +116,7 @@ def figure1(
 
     bars: dict[str, list[float]] = {}
     names: list[str] = []
+    warnings: list[str] = []  # said once both runs have loaded: a damaged one is one line
     for label, run_id in (("natural", natural_run), ("adversarial", adversarial_run)):
         run = open_run(run_id)
         latest = latest_classwise(run.metrics())
@@ -130,11 +131,13 @@ def figure1(
             label == "adversarial"
         ):  # two runs given the wrong way round draw each under the other's name
             kind = "adversarially" if method["adversarial"] else "on clean inputs"
-            error_line(f"warning: run {run.id} ({method.get('name')}) trains {kind}; it is "
-                       f"drawn as the {label} run")  # fmt: skip
+            warnings.append(f"warning: run {run.id} ({method.get('name')}) trains {kind}; it is "
+                            f"drawn as the {label} run")  # fmt: skip
         bars[f"{label} std"] = [float(v) for v in latest["std_class"]]
         if latest.get("rob_class") is not None:
             bars[f"{label} rob"] = [float(v) for v in latest["rob_class"]]
+    for warning in warnings:
+        error_line(warning)
     if as_json:
         typer.echo(json.dumps({"classes": names, "bars": bars}, indent=2))
         return
