@@ -19,6 +19,7 @@ from srat_engine.reporting.export import (
     format_export,
     format_of_path,
     latex_escape,
+    training_title,
 )
 from srat_engine.reporting.report import Stat, TableBlock, group_seeds, paper_table
 
@@ -230,3 +231,13 @@ def test_the_format_follows_the_file_name_unless_given() -> None:
     # the extension srat gives each format's files names that format
     for fmt, extension in EXTENSIONS.items():
         assert export_format(None, Path(f"t.{extension}")) == fmt
+
+
+def test_the_training_columns_are_named_by_the_runs_own_evaluation_pgd() -> None:
+    def with_steps(steps: int) -> dict[str, Any]:
+        return {"config": {"eval": {"steps": steps}}}
+
+    assert training_title([with_steps(20), with_steps(20)]) == "PGD-20 (training)"
+    assert training_title([with_steps(5)]) == "PGD-5 (training)"
+    assert training_title([with_steps(5), with_steps(20)]) == "PGD-20 / PGD-5 (training)"
+    assert training_title([{"id": "no config"}]) == "PGD-20 (training)"  # the default

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,8 @@ class RobustSource:
     attack: str | None = None
     flagged: frozenset[str] = frozenset()
     selection: str | None = None
+    # the training-time columns' attack, the runs' own evaluation PGD (`training_title`)
+    training: str = "PGD-20 (training)"
 
     def title(self, column: str) -> str:
         title = COLUMN_TITLES[column]
@@ -122,6 +124,20 @@ class RobustSource:
 
     def marked(self, run_ids: Collection[str], column: str) -> bool:
         return column.startswith("rob") and any(r in self.flagged for r in run_ids)
+
+
+def training_title(records: Sequence[Mapping[str, Any]]) -> str:
+    """What the training-time robust columns of `records` (with their `config`, as the
+    exports attach it) ran: "PGD-20 (training)", the step counts joined when runs differ."""
+    steps = set()
+    for record in records:
+        config = record.get("config")
+        evaluation = config.get("eval") if isinstance(config, Mapping) else None
+        if isinstance(evaluation, Mapping) and isinstance(evaluation.get("steps"), int):
+            steps.add(int(evaluation["steps"]))
+    if not steps:
+        return "PGD-20 (training)"
+    return " / ".join(f"PGD-{n}" for n in sorted(steps, reverse=True)) + " (training)"
 
 
 # What `--checkpoint best` reports, said wherever its numbers appear: the epoch is chosen by the
@@ -198,7 +214,7 @@ def _block_flagged(block: TableBlock, robust: RobustSource) -> list[str]:
 def _json_block(block: TableBlock, robust: RobustSource) -> dict[str, Any]:
     data = block.to_dict()
     if robust.attack or robust.flagged:
-        data["robust_attack"] = robust.attack or "PGD-20 (training)"
+        data["robust_attack"] = robust.attack or robust.training
         data["masking_suspected_runs"] = _block_flagged(block, robust)
     if robust.selection:
         data["selection"] = robust.selection
@@ -253,7 +269,7 @@ def _export_csv(blocks: Sequence[TableBlock], robust: RobustSource) -> str:
                     line += [_csv_number(paper.get(column)) for column in METRIC_COLUMNS]
                 if extra:
                     flagged = sum(r in robust.flagged for r in cell.run_ids)
-                    line += [robust.attack or "PGD-20 (training)", str(flagged)]
+                    line += [robust.attack or robust.training, str(flagged)]
                 if robust.selection:
                     line += [robust.selection]
                 writer.writerow(line)

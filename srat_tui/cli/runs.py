@@ -676,7 +676,7 @@ def runs_export(
     checkpoint: Checkpoint = "last",
 ) -> None:
     """Results in the paper's table layout (mean ± std over seeds of one configuration)."""
-    from srat_engine.reporting.export import export_format, format_export
+    from srat_engine.reporting.export import export_format, format_export, training_title
     from srat_engine.reporting.report import group_seeds, paper_table, repeated_note
     from srat_engine.runs.evaluations import current_results, read_eval, with_eval_robust
 
@@ -713,6 +713,7 @@ def runs_export(
         ]
     flagged = {r["id"] for r in records if r.get("masking") is True}
     robust = _robust_source(attack, flagged, records).at_checkpoint(checkpoint)
+    robust = replace(robust, training=training_title(records))
     groups = group_seeds(records)
     if attack:
         counted = {run_id for group in groups for run_id in group.run_ids}

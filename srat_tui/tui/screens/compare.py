@@ -41,6 +41,7 @@ from srat_engine.reporting.export import (
     RobustSource,
     format_export,
     format_of_path,
+    training_title,
 )
 from srat_engine.reporting.report import TableBlock, group_seeds, paper_table, repeated_note
 from srat_engine.runs.records import class_count
@@ -151,7 +152,8 @@ def write_export(
     records = [table_record(RunDir.open(runs_root, i), runs_root, checkpoint) for i in run_ids]
     groups = group_seeds(records)
     table = paper_table(groups, with_paper=request.with_paper)
-    text = format_export(table, request.fmt, robust=RobustSource().at_checkpoint(checkpoint))
+    robust = RobustSource(training=training_title(records)).at_checkpoint(checkpoint)
+    text = format_export(table, request.fmt, robust=robust)
     path = request.path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
