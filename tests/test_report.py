@@ -16,6 +16,7 @@ from srat_engine.reporting.report import (
     group_seeds,
     paper_table,
     pick_metrics,
+    robust_coverage,
 )
 from srat_engine.runs.summary import config_key
 
@@ -432,3 +433,18 @@ def test_paper_table_balanced_runs_use_k_1() -> None:
     (block,) = paper_table(group_seeds(records), with_paper=True)
     assert block.ratios == [1.0]
     assert block.rows[0].cells[1.0].paper is None
+
+
+def test_robust_coverage_names_runs_without_the_result_and_mixed_subsets() -> None:
+    records = [
+        {**record("a", 0, (60.0, 50.0, 30.0, 20.0)), "rob_n": 100},
+        {**record("b", 1, (62.0, 50.0, 32.0, 20.0)), "rob_n": 50},
+        {**record("c", 2, (64.0, 50.0, None, None)), "rob_n": None},
+    ]
+    groups = group_seeds(records)
+    coverage = robust_coverage(groups, records)
+    assert coverage.missing == ["c"]
+    ((group, sizes),) = coverage.mixed
+    assert group.run_ids == ["a", "b", "c"] and sizes == [50, 100]
+    same = [{**r, "rob_n": 100} for r in records[:2]]
+    assert robust_coverage(group_seeds(same), same).mixed == []

@@ -199,6 +199,33 @@ def one_run_per_seed(
     return kept, repeated
 
 
+@dataclass(frozen=True)
+class RobustCoverage:
+    """What a table's robust columns from stored `srat eval` results leave out or mix:
+    `missing`, the ids of counted runs without the result (their cells read "(n=k)");
+    `mixed`, per group whose results are of different numbers of test examples, the group
+    and those numbers."""
+
+    missing: list[str]
+    mixed: list[tuple[Group, list[int]]]
+
+
+def robust_coverage(
+    groups: Sequence[Group], records: Sequence[Mapping[str, Any]]
+) -> RobustCoverage:
+    """`RobustCoverage` of `groups` from their `records` (`with_eval_robust`'s rob_overall
+    and rob_n)."""
+    by_id = {str(r.get("id")): r for r in records}
+    counted = [by_id[run_id] for group in groups for run_id in group.run_ids]
+    missing = sorted(str(r.get("id")) for r in counted if r.get("rob_overall") is None)
+    mixed = []
+    for group in groups:
+        sizes = {by_id[run_id].get("rob_n") for run_id in group.run_ids} - {None}
+        if len(sizes) > 1:
+            mixed.append((group, sorted(int(size) for size in sizes)))
+    return RobustCoverage(missing, mixed)
+
+
 def repeated_note(repeated: Sequence[str]) -> str:
     """What a table says of the runs `one_run_per_seed` set aside."""
     return (

@@ -119,14 +119,19 @@ def result_fields(config: dict[str, Any]) -> dict[str, Any]:
     return rest
 
 
-def with_config(record: dict[str, Any], run: RunDir) -> dict[str, Any]:
-    """`record` with its run's config (config.json's `config`) under "config", which tables
-    read to name what tells a method's rows apart (`reporting.report.settings_of`); the
-    record as it is when the file cannot be read (the table then names rows by key)."""
-    try:
-        config = _as_dict(run.config()).get("config")
-    except (OSError, ValueError):
-        return record
+def with_config(
+    record: dict[str, Any], run: RunDir, doc: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`record` with its run's config (config.json's `config`; `doc`: that document, when the
+    caller has just read it) under "config", which tables read to name what tells a method's
+    rows apart (`reporting.report.settings_of`); the record as it is when the file cannot
+    be read (the table then names rows by key)."""
+    if doc is None:
+        try:
+            doc = _as_dict(run.config())
+        except (OSError, ValueError):
+            return record
+    config = doc.get("config")
     return {**record, "config": config} if isinstance(config, dict) else record
 
 

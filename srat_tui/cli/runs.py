@@ -677,7 +677,12 @@ def runs_export(
 ) -> None:
     """Results in the paper's table layout (mean ± std over seeds of one configuration)."""
     from srat_engine.reporting.export import export_format, format_export, training_title
-    from srat_engine.reporting.report import group_seeds, paper_table, repeated_note
+    from srat_engine.reporting.report import (
+        group_seeds,
+        paper_table,
+        repeated_note,
+        robust_coverage,
+    )
     from srat_engine.runs.evaluations import current_results, read_eval, with_eval_robust
 
     try:
@@ -716,23 +721,19 @@ def runs_export(
     robust = replace(robust, training=training_title(records))
     groups = group_seeds(records)
     if attack:
-        counted = {run_id for group in groups for run_id in group.run_ids}
-        missing = sorted(str(r["id"]) for r in records
-                         if r["id"] in counted and r.get("rob_overall") is None)  # fmt: skip
+        coverage = robust_coverage(groups, records)
+        missing = coverage.missing
         if missing:  # their robust cells are marked (n=k); say how to fill them in
             which = "" if checkpoint == "last" else " --checkpoint best"
             typer.echo(inert(f"{len(missing)} run(s) without a stored {attack} result, left "
                              f"out of the robust columns (srat eval ID --attack {attack}{which}): "
                              f"{', '.join(missing)}"), err=True)  # fmt: skip
-        by_id = {str(r["id"]): r for r in records}
-        for group in groups:
-            sizes = {by_id[i].get("rob_n") for i in group.run_ids} - {None}
-            if len(sizes) > 1:  # a mean of results on different subsets: said, not hidden
-                shown = ", ".join(str(size) for size in sorted(sizes))
-                typer.echo(inert(f"warning: the {attack} results averaged for {group.method} "
-                                 f"({', '.join(group.run_ids)}) are of different numbers of "
-                                 f"test examples ({shown}): evaluate them with one --n"),
-                           err=True)  # fmt: skip
+        for group, sizes in coverage.mixed:  # a mean of results on different subsets: said
+            shown = ", ".join(str(size) for size in sizes)
+            typer.echo(inert(f"warning: the {attack} results averaged for {group.method} "
+                             f"({', '.join(group.run_ids)}) are of different numbers of "
+                             f"test examples ({shown}): evaluate them with one --n"),
+                       err=True)  # fmt: skip
     if groups.skipped:
         note = f"skipped {len(groups.skipped)} run(s) without final metrics"
         typer.echo(note, err=True)

@@ -124,7 +124,7 @@ def load_runs(runs_root: Path, run_ids: list[str], checkpoint: str = "last") -> 
         except (SratError, OSError, ValueError) as err:
             errors.append(f"{run_id}: {err}")
             continue
-        records.append(table_record(run, runs_root, checkpoint, events))
+        records.append(table_record(run, runs_root, checkpoint, events, doc))
         runs.append(compare_run(run.id, doc, events, class_count(doc), checkpoint))
         curves.append(curve_of(run.id, events))
     blocks = paper_table(group_seeds(records))
@@ -136,10 +136,11 @@ def table_record(
     runs_root: Path,
     checkpoint: str,
     events: list[dict[str, Any]] | None = None,
+    doc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A run's record for the paper's layout: its summary, at its best epoch when asked
-    (`events`: its metrics.jsonl, already read: not read again)."""
-    record = with_config(summarize_run(run, events), run)
+    (`events`: its metrics.jsonl, `doc` its config.json, already read: not read again)."""
+    record = with_config(summarize_run(run, events), run, doc)
     return at_best_epoch(record, runs_root, events) if checkpoint == "best" else record
 
 
