@@ -76,6 +76,15 @@ def listing(srat: Srat) -> dict[str, dict[str, Any]]:
     return {record["id"]: record for record in json.loads(result.out)} if result.out else {}
 
 
+def use_presets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, texts: dict[str, str]) -> None:
+    """Presets named by `texts`' keys, found first ($SRAT_PRESETS)."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    for name, text in texts.items():
+        (presets / f"{name}.toml").write_text(text)
+    monkeypatch.setenv("SRAT_PRESETS", str(presets))
+
+
 def block_node(slurm_cluster: SlurmCluster, tmp_path: Path) -> str:
     """A job that takes the whole node, so the next ones wait (reason Resources)."""
     started = tmp_path / "blocker.started"
@@ -160,11 +169,8 @@ def test_a_preset_glob_is_one_array_that_runs_one_at_a_time(
     srat: Srat, slurm_cluster: SlurmCluster, srat_home: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    presets = tmp_path / "presets"
-    presets.mkdir()
-    for name in ("tiny-a", "tiny-b"):
-        (presets / f"{name}.toml").write_text('extends = "demo"\n[train]\nepochs = 3\n')
-    monkeypatch.setenv("SRAT_PRESETS", str(presets))
+    text = 'extends = "demo"\n[train]\nepochs = 3\n'
+    use_presets(tmp_path, monkeypatch, {"tiny-a": text, "tiny-b": text})
     entries = submit(srat, "--preset", "tiny-*", "--max-parallel", "1")
     assert len(entries) == 2
     runs = [run_dir(srat_home, e["run_id"]) for e in entries]
@@ -376,6 +382,29 @@ def test_bad_slurm_input_is_one_line_exit_2_and_creates_nothing(
     assert not (srat_home / "runs").exists() or not any((srat_home / "runs").iterdir())
     assert not (srat_home / "index.json").exists()
     assert not (srat_home / "slurm").exists() or not any((srat_home / "slurm").iterdir())
+
+
+def test_a_refusal_after_a_taken_sbatch_cancels_its_job_and_leaves_nothing(
+    srat: Srat, slurm_cluster: SlurmCluster, srat_home: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # a cpu run and a cuda run: two sbatch calls; the GPU-less cluster refuses the second
+    use_presets(tmp_path, monkeypatch, {
+        "mix-a-cpu": 'extends = "demo"\ndevice = "cpu"\n',
+        "mix-b-cuda": 'extends = "demo"\ndevice = "cuda"\n',
+    })  # fmt: skip
+    blocker = block_node(slurm_cluster, tmp_path)  # the taken job stays pending
+    tiny = [arg for item in TINY_RUN if not item.startswith("device=") for arg in ("--set", item)]
+    result = srat("run", "--backend", "slurm", "--preset", "mix-*", *tiny)
+    assert result.code == 2 and len(result.err_lines) == 1, result.err
+    assert result.err.startswith("error: sbatch refused the job: "), result.err
+    assert not any((srat_home / "runs").iterdir())
+    assert listing(srat) == {}
+    # the cpu group's job was taken, then cancelled (it would wait behind the blocker), and
+    # none of submitit's files for either sbatch is left: only the lock of the submissions
+    assert [job.job_id for job in slurm_cluster.squeue()] == [blocker]
+    assert [path.name for path in (srat_home / "slurm").iterdir()] == [".submit.lock"]
+    slurm_cluster.scancel(blocker)
 
 
 def test_two_homes_on_one_filesystem_never_see_each_others_runs(

@@ -13,23 +13,27 @@ keeps its own directory, and resumes alone or, `srat runs resume ID --stack`, as
 
 A submission is all or nothing: bad options, no sbatch, an unknown partition or a refused
 sbatch raise SratError before (or instead of) anything being left behind: runs created for it
-are removed again, runs resumed by it get their previous launch record back.
+are removed again, runs resumed by it get their previous launch record back, the files
+submitit staged for the refused sbatch are removed, and the jobs of groups sbatch took before
+it refused a later one are cancelled.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import subprocess
 import uuid
 from collections.abc import Sequence
-from contextlib import suppress
+from contextlib import redirect_stderr, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
+from srat_engine.fsutil import held_lock
 from srat_engine.jobs.slurm_options import SlurmOptions
 from srat_engine.runs.home import Home
 from srat_engine.runs.rundir import RunDir, StateChange, now_iso
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     from srat_engine.config.prepare import PreparedRun
 
 CLIENT_TIMEOUT_S = 30.0
+SUBMIT_LOCK_TIMEOUT_S = 120.0  # one sbatch call is seconds; this is a stuck submitter
 NO_SBATCH = "no sbatch on PATH: submit from a Slurm login node, or use --backend local"
 
 
@@ -187,19 +192,19 @@ def submit_runs(
             executor.update_parameters(**_sbatch_parameters(options, gpus, group))
             # one sbatch for the group: an array when there are several units
             if stack_size > 1:
-                jobs = executor.map_array(
-                    run_stack_job,
+                arguments = [
                     [[str(run.path) for run, _ in members] for members in group],
                     [str(home.root)] * len(group),
                     [[launch_id for _, launch_id in members] for members in group],
-                )
+                ]
+                jobs = _staged_submission(home, executor, run_stack_job, arguments)
             else:
-                jobs = executor.map_array(
-                    run_job,
+                arguments = [
                     [str(members[0][0].path) for members in group],
                     [str(home.root)] * len(group),
                     [members[0][1] for members in group],
-                )
+                ]
+                jobs = _staged_submission(home, executor, run_job, arguments)
             for members, job in zip(group, jobs, strict=True):
                 array_job, _, index = str(job.job_id).partition("_")
                 for run, _ in members:
@@ -210,13 +215,67 @@ def submit_runs(
                         )
                     )  # fmt: skip
     except SratError:
+        _cancel_submitted(submissions, home)
         _undo(runs, previous, created, home)
         raise
     except Exception as err:  # sbatch's refusal reaches us as whatever submitit raised
+        _cancel_submitted(submissions, home)
         _undo(runs, previous, created, home)
         raise SratError(f"sbatch refused the job: {_submit_error(err)}") from None
     record_submissions(runs, submissions, home)
     return submissions
+
+
+def _staged_files(folder: Path) -> set[Path]:
+    """What submitit writes into its job-independent folder before sbatch answers (the job
+    pickles and the sbatch script) and moves into the job's folder once it has a job id."""
+    if not folder.is_dir():
+        return set()
+    return {*folder.glob("*.pkl"), *folder.glob(".submission_file_*.sh")}
+
+
+def _staged_submission(
+    home: Home, executor: Any, function: Any, arguments: list[list[Any]]
+) -> list[Any]:
+    """`executor.map_array(function, *arguments)`, one submission at a time per home, so that a
+    refused one removes exactly the files submitit staged for it (it leaves them behind);
+    sbatch's refusal is in the exception, not on stderr."""
+    home.slurm.mkdir(parents=True, exist_ok=True)
+    with held_lock(
+        home.slurm / ".submit.lock", timeout=SUBMIT_LOCK_TIMEOUT_S,
+        busy=f"another submission to Slurm from this home has held its lock for "
+             f"{SUBMIT_LOCK_TIMEOUT_S:g} s; try again",
+    ):  # fmt: skip
+        before = _staged_files(home.slurm)
+        try:
+            # submitit prints sbatch's stderr before raising it; the caller says it once
+            with redirect_stderr(io.StringIO()):
+                return list(executor.map_array(function, *arguments))
+        except BaseException:
+            for path in _staged_files(home.slurm) - before:
+                path.unlink(missing_ok=True)
+            raise
+
+
+def _cancel_submitted(submissions: Sequence[SlurmSubmission], home: Home) -> None:
+    """Cancel the jobs of a submission's groups sbatch took before it refused a later one
+    (their runs are about to be removed or put back, so nothing must train them), and remove
+    what submitit kept of each cancelled one: its job folders and the link to its sbatch
+    script. A job scancel refuses keeps its files."""
+    by_sbatch: dict[str, list[str]] = {}
+    for job in submissions:
+        by_sbatch.setdefault(job.array_job_id or job.job_id, []).append(job.job_id)
+    for sbatch_id, job_ids in by_sbatch.items():
+        try:
+            cancel_job(sbatch_id)
+        except SratError:
+            continue
+        folders = [home.slurm / job_id for job_id in job_ids]
+        for link in home.slurm.glob(".submission_file_*.sh"):
+            if link.is_symlink() and any(f in link.resolve().parents for f in folders):
+                link.unlink(missing_ok=True)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _sbatch_parameters(
