@@ -1,3 +1,3 @@
-from srat_tui.cli.app import main
+from srat_tui.entry import srat
 
-main()
+srat()

@@ -20,7 +20,8 @@ from srat_engine.errors import SratError
 from srat_engine.fsutil import WriteFailed, describe_os_error
 from srat_tui.cli import analysis, bench, presets, run, runs, sweep, theory, tui
 from srat_tui.cli import eval as eval_command
-from srat_tui.cli.common import EXIT_FAILED, EXIT_USAGE, error_line
+from srat_tui.cli.common import error_line
+from srat_tui.cli.exit_codes import EXIT_FAILED, EXIT_USAGE
 
 app = typer.Typer(
     name="srat",

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from srat_engine.errors import RunInterrupted, SratError, raise_interrupted
-from srat_tui.cli.common import EXIT_FAILED, AsJson, error_line, interrupted_exit
+from srat_tui.cli.common import AsJson, error_line, interrupted_exit
+from srat_tui.cli.exit_codes import EXIT_FAILED
 
 if TYPE_CHECKING:  # torch loads only when the command runs
     from srat_engine.bench.benchmark import BenchResult

@@ -17,16 +17,13 @@ from rich.console import Console
 from srat_engine.errors import SratError
 from srat_engine.runs.home import Home
 from srat_engine.runs.rundir import RunDir, validate_run_id
+from srat_tui.cli.exit_codes import EXIT_INTERRUPTED
 from srat_tui.render.format import inert
 
 if TYPE_CHECKING:
     from srat_engine.jobs.slurm_options import SlurmOptions
 
 R = TypeVar("R")
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2  # a SratError: bad input, nothing was created
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 def interrupted_exit(stop: BaseException) -> int:

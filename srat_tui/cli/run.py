@@ -18,7 +18,6 @@ from srat_engine.devices import parse_device
 from srat_engine.errors import SratError
 from srat_engine.runs.records import epoch_summary
 from srat_tui.cli.common import (
-    EXIT_FAILED,
     NO_SLURM,
     AsJson,
     PerGpu,
@@ -28,6 +27,7 @@ from srat_tui.cli.common import (
     stdout_console,
     with_slurm_options,
 )
+from srat_tui.cli.exit_codes import EXIT_FAILED
 from srat_tui.render import run as render
 from srat_tui.render.format import inert
 
