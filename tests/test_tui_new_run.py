@@ -240,6 +240,12 @@ def test_schedule_events_are_shown_as_the_1_based_epochs_they_start() -> None:
     assert schedule_event("class-balanced", [1], 1) == "class-balanced: not within 1 epoch"
     assert schedule_event("x0.1", [], 30) == "x0.1: never"
     assert schedule_event("", [14], 30) == "from epoch 15"
+    # a 5-epoch run of the 200-epoch protocol scales 160 and 180 both onto epoch 5 (0-based 4)
+    assert schedule_event("x0.01", [4, 4], 5) == "x0.01 from epoch 5 (twice)"
+    assert schedule_event("x0.1", [1, 3, 3, 3], 4) == "x0.1 from epochs 2, 4 (3 times)"
+    assert schedule_event("x0.1", [1, 6, 6], 4) == (
+        "x0.1 from epoch 2 (epoch 7 (twice): not within 4 epochs)"
+    )
 
 
 def test_dry_run_schedule_of_a_200_and_a_2_epoch_run() -> None:

@@ -6,6 +6,7 @@ as "-"; every name from a config or a record is shown `inert`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,14 @@ def workload_line(work: Workload | None) -> str | None:
 
 
 def _epoch_list(epochs: Sequence[int]) -> str:
-    return ("epoch " if len(epochs) == 1 else "epochs ") + ", ".join(map(str, epochs))
+    """ "epoch 5", "epochs 161, 181"; an epoch that several starts share once, with how many
+    (milestones a short run scales onto one epoch all apply there): "epoch 5 (twice)"."""
+    counts = Counter(epochs)  # insertion-ordered: the epochs as given
+    shown = [
+        f"{epoch}" if n == 1 else f"{epoch} ({'twice' if n == 2 else f'{n} times'})"
+        for epoch, n in counts.items()
+    ]
+    return ("epoch " if len(counts) == 1 else "epochs ") + ", ".join(shown)
 
 
 def schedule_event(what: str, starts: Sequence[int], epochs: int) -> str:
@@ -129,7 +137,8 @@ def schedule_event(what: str, starts: Sequence[int], epochs: int) -> str:
     then each of its `starts` (the engine's 0-based first epochs that have it, e.g.
     `resolved.lr_milestones`) as the 1-based epoch people count, and those at or past the
     run's `epochs` as not happening: "x0.01 from epochs 161, 181", "x0.01: not within 2
-    epochs", "x0.01 from epoch 2 (epoch 6: not within 2 epochs)", "x0.01: never" without any.
+    epochs", "x0.01 from epoch 2 (epoch 6: not within 2 epochs)", "x0.01: never" without any,
+    "x0.01 from epoch 5 (twice)" for two starts on one epoch (both drops happen there).
     One rule for every event, so an lr drop and a reweighting never read on different scales.
     """
 
