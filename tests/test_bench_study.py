@@ -294,9 +294,13 @@ def test_a_stacked_study_trains_each_k_in_one_worker(tmp_path: Path) -> None:
     assert pack.images_per_s == pytest.approx(2 * pack.runs[0].images_per_s)
 
 
-def test_sigterm_stops_the_study_s_runs_and_removes_its_home(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_signal_stops_the_study_s_runs_and_removes_its_home(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     """`kill PID` (or a closed SSH session) ended the study without its cleanup: its worker
-    went on training, the temporary home stayed. Now it is the cleanup of Ctrl-C."""
+    went on training, the temporary home stayed. Ctrl-C cleaned up but exited 1 with Typer's
+    "Aborted!". Each now stops the runs, removes the home and exits 128 + its number."""
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp), "SRAT_HOME": str(tmp_path / "home")}
@@ -315,12 +319,12 @@ def test_sigterm_stops_the_study_s_runs_and_removes_its_home(tmp_path: Path) -> 
             training = [r for r in runs if r.state().get("status") == "running"]
             time.sleep(0.1)
         worker = training[0].state()["pid"]
-        study.send_signal(signal.SIGTERM)
+        study.send_signal(stop)
         _, err = study.communicate(timeout=60)
     finally:
         if study.poll() is None:
             study.kill()
-    assert study.returncode == 128 + signal.SIGTERM, err
-    assert err.splitlines()[-1] == "stopped by SIGTERM: the study's runs were stopped"
+    assert study.returncode == 128 + stop, err
+    assert err.splitlines()[-1] == f"stopped by {stop.name}: the study's runs were stopped"
     assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == "zombie"
     assert list(temp.glob("srat-study-*")) == []

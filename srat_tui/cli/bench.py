@@ -282,8 +282,9 @@ def _study(
     given = {"preset": preset, "epochs": epochs, "timeout_s": timeout}
     chosen = {name: value for name, value in given.items() if value is not None}
     # SIGTERM and SIGHUP (a `kill`, a closed SSH session) end Python without its cleanup:
-    # raised instead, they stop the study's runs and remove its temporary home, as Ctrl-C does
-    handled = (signal.SIGTERM, signal.SIGHUP)
+    # raised instead, they stop the study's runs and remove its temporary home. Ctrl-C goes the
+    # same way, not as Typer's "Aborted!" (exit 1), so it exits 130 as `srat run` does.
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, raise_interrupted) for sig in handled}
     try:
         with study_home(Home.from_env(), home) as where:
