@@ -21,12 +21,14 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/srat run --preset demo
 
-# Two pytest workers, a test file each at a time (so a module's fixtures, e.g. a trained
-# template, are built once), one per core: the suite is CPU-bound (on this 2-core box, one
-# tree on 2026-12-02: 7m07s in two workers, 7m28s in three; 6m27s in two at f627d8a).
+# Three pytest workers, a test file each at a time (so a module's fixtures, e.g. a trained
+# template, are built once). A third of the suite's time is waiting (Slurm's minute-scale
+# limits, subprocesses starting), which a third worker fills: on this 2-core box, one tree on
+# 2026-12-04 (a slow host: `import torch` 3.8 s), 8m54s and 9m40s in two workers, 8m14s in
+# three; on 2026-12-02, a faster host, 7m07s in two, 7m28s in three.
 test: $(STAMP)  # munge and slurm-wlm too (root and apt-get; else the Slurm tests skip)
 	@bash tests/slurm/install-slurm.sh
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 3 --dist loadfile
 
 bench: $(STAMP)  # engine vs public-code training step, then the TUI's responsiveness
 	$(VENV)/bin/srat bench --model small
