@@ -12,6 +12,7 @@ import pytest
 from cli_harness import make_invoker
 from fake_runs import epoch_record, make_fake_run
 from rich.console import Console
+from rich.style import Style
 from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import Input, RadioButton, Static
@@ -33,6 +34,7 @@ from srat_tui.tui.screens.compare import (
     default_export_path,
     write_export,
 )
+from srat_tui.tui.widgets.curves import run_color
 
 SIZE = (160, 48)
 
@@ -94,13 +96,72 @@ async def test_marked_runs_side_by_side(context: AppContext) -> None:
 
         plots = list(screen.query(PlotextPlot))
         assert len(plots) == 2
-        for plot in plots:  # one line per run in each plot, named in the legend
-            drawn = plot.render()
-            shown = drawn.plain if isinstance(drawn, Text) else str(drawn)
-            assert "run-ce" in shown and "run-srat" in shown
+        key = text(screen.query_one("#curve-key", Static))
+        assert "run-ce" in key and "run-srat" in key  # the plots' key names both runs
+        assert "no epochs yet" not in key
 
         await pilot.press("escape")
         await wait_for(pilot, lambda: pilot.app.screen is pilot.app.runs_screen, "back to runs")
+
+
+@scenario
+async def test_overlaid_runs_are_drawn_in_the_colours_their_key_names(srat_home: Path) -> None:
+    """Each run's line has its own colour in both plots, and the key under them names each
+    run in that colour; no run id is drawn inside a plot (plotext's legend of 20-character
+    ids covered half of each plot at 80 columns)."""
+    context = pinned_context(srat_home)
+    ids = ["261204-200500-aaaa", "261204-200501-bbbb", "261204-200502-cccc"]
+    for k, run_id in enumerate(ids):  # three runs whose curves differ, so none hides another
+        run = make_fake_run(context.runs_root, run_id, epochs_done=0, epochs=20,
+                            index=context.index)  # fmt: skip
+        under = run.config()["resolved"]["under_classes"]
+        for epoch in range(1, 21):
+            record = epoch_record(epoch, 20, 10, under)
+            for column in ("std_overall", "rob_overall"):
+                record[column] = record[column] * (1 - 0.3 * k)
+            run.append_metrics(record)
+    idle = "261204-200503-dddd"  # no epoch yet: named in the key, with why it has no line
+    make_fake_run(context.runs_root, idle, epochs_done=0, epochs=20, index=context.index)
+    async with SratApp(context).run_test(size=(80, 24)) as pilot:
+        app = pilot.app
+        assert isinstance(app, SratApp)
+        await wait_for(pilot, lambda: app.runs_screen is not None and app.runs_screen.loaded)
+        await pilot.press("space", "space", "space", "space", "c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), "compare")
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        await wait_for(pilot, lambda: screen.loaded is not None, "the runs to load")
+        await settle(pilot)
+        assert screen.loaded is not None
+        shown = [curve.run_id for curve in screen.loaded.curves]
+        assert sorted(shown) == [*ids, idle]
+        colours = {run_id: run_color(k) for k, run_id in enumerate(shown)}
+        assert len(set(colours.values())) == len(shown)
+        drawn_colours = {colours[run_id] for run_id in ids}
+        for plot in screen.query(EpochPlot):
+            drawn = plot.render()
+            assert isinstance(drawn, Text)
+            assert drawn_colours <= colours_in(drawn)
+            assert colours[idle] not in colours_in(drawn)
+            assert not any(run_id[-4:] in drawn.plain for run_id in [*ids, idle])
+        key = screen.query_one("#curve-key", Static).content
+        assert isinstance(key, Text)
+        for run_id, colour in colours.items():
+            start = key.plain.index(run_id) - 3  # "━━ " before the id, in the line's colour
+            assert key.plain[start : start + 2] == "━━"
+            assert colours_in(key[start : start + 2]) == {colour}
+        assert f"{idle} (no epochs yet)" in key.plain
+        assert key.plain.count("no epochs yet") == 1
+
+
+def colours_in(text: Text) -> set[tuple[int, int, int]]:
+    """The RGB foreground colours `text` is drawn in (plotext's ANSI, or Rich styles)."""
+    found = set()
+    for span in text.spans:
+        style = Style.parse(span.style) if isinstance(span.style, str) else span.style
+        if style.color is not None and style.color.triplet is not None:
+            found.add(tuple(style.color.triplet))
+    return found
 
 
 NO_ROBUST = {"rob_overall": None, "rob_under": None, "rob_class": None, "rob_n": None}

@@ -48,10 +48,16 @@ from srat_engine.runs.records import class_count
 from srat_engine.runs.rundir import RunDir
 from srat_engine.runs.summary import at_best_epoch, summarize_run, with_config
 from srat_tui.render.compare import CompareRun, compare_renderables, compare_run, seed_tables
-from srat_tui.render.format import inert_text
+from srat_tui.render.format import inert, inert_text
 from srat_tui.tui.context import app_context
 from srat_tui.tui.messages import CompareLoaded, ExportFailed, ExportWritten
-from srat_tui.tui.widgets.curves import epoch_axis, epoch_records, scalar_series
+from srat_tui.tui.widgets.curves import (
+    epoch_axis,
+    epoch_records,
+    run_color,
+    runs_key,
+    scalar_series,
+)
 
 # Long id lists would make file names the file system refuses (255 bytes).
 _MAX_IDS_IN_NAME = 4
@@ -270,6 +276,7 @@ class CompareScreen(Screen[None]):
             with Horizontal(id="curves"):
                 yield EpochPlot(id="std-plot")
                 yield EpochPlot(id="rob-plot")
+            yield Static(id="curve-key")  # the plots' key: an in-plot legend covers curves
             yield Static(id="per-class")
         yield Footer()
 
@@ -320,6 +327,13 @@ class CompareScreen(Screen[None]):
         self._show_tables()
         self._plot(self.query_one("#std-plot", EpochPlot), "Standard accuracy (%)", "std")
         self._plot(self.query_one("#rob-plot", EpochPlot), "Robust accuracy (%)", "rob")
+        key = self.query_one("#curve-key", Static)
+        # a run with no epoch yet keeps its colour (and place) but says why no line has it
+        labels = [
+            inert(curve.run_id) + ("" if curve.std or curve.rob else " (no epochs yet)")
+            for curve in loaded.curves
+        ]
+        key.update(runs_key(labels))
 
     def watch_show_all(self) -> None:
         self._show_tables()
@@ -351,11 +365,11 @@ class CompareScreen(Screen[None]):
         plt.title(title)
         plt.xlabel("epoch")
         assert self.loaded is not None
-        for curve in self.loaded.curves:
+        for k, curve in enumerate(self.loaded.curves):  # k: a run's colour in both plots
             points = curve.std if which == "std" else curve.rob
             if points:
                 epochs, values = zip(*points, strict=True)
-                plt.plot(list(epochs), list(values), label=curve.run_id, marker="braille")
+                plt.plot(list(epochs), list(values), color=run_color(k), marker="braille")
         # both plots span every epoch either draws, so they line up side by side
         seen = [epoch for curve in self.loaded.curves for epoch, _ in (*curve.std, *curve.rob)]
         widget.span = (min(seen), max(seen)) if seen else None

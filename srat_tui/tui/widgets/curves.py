@@ -39,6 +39,12 @@ HEAD: RGB = (86, 156, 255)  # most frequent classes
 TAIL: RGB = (255, 176, 64)  # least frequent classes
 UNDER: RGB = (255, 85, 85)
 FOREGROUND = "foreground"  # resolved to the app theme's text colour at build time
+# One colour a run where runs are overlaid (the compare screen): Okabe and Ito's palette,
+# told apart with colour-blindness and on dark and light themes; cycled past eight runs.
+RUN_COLORS: tuple[RGB, ...] = (
+    (86, 180, 233), (230, 159, 0), (0, 158, 115), (204, 121, 167),
+    (240, 228, 66), (0, 114, 178), (213, 94, 0), (153, 153, 153),
+)  # fmt: skip
 
 
 # -- records -> series ------------------------------------------------------------------------
@@ -278,6 +284,23 @@ def legend(view: str, counts: Sequence[int], names: Sequence[str], under: Sequen
         for cls, color in zip(order, gradient(n), strict=True):
             text.append("■ ", style=_hex(color))
             text.append(f"{names[cls] if cls < len(names) else cls}  ")
+    return text
+
+
+def run_color(k: int) -> RGB:
+    """The colour of the k-th overlaid run, the same in every plot that shows it."""
+    return RUN_COLORS[k % len(RUN_COLORS)]
+
+
+def runs_key(labels: Sequence[str]) -> Text:
+    """The key under overlaid runs' plots, each label in `run_color` of its place: in the
+    plot, plotext's legend of 20-character run ids covered half an 80-column plot."""
+    text = Text()
+    for k, label in enumerate(labels):
+        text.append("━━ ", style=f"bold {_hex(run_color(k))}")
+        text.append(label)
+        text.append("   ")
+    text.rstrip()
     return text
 
 
