@@ -22,7 +22,6 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import (
     Button,
     Checkbox,
-    Footer,
     Header,
     Input,
     Label,
@@ -58,6 +57,7 @@ from srat_tui.tui.widgets.curves import (
     runs_key,
     scalar_series,
 )
+from srat_tui.tui.widgets.footer import SratFooter
 
 # Long id lists would make file names the file system refuses (255 bytes).
 _MAX_IDS_IN_NAME = 4
@@ -278,7 +278,7 @@ class CompareScreen(Screen[None]):
                 yield EpochPlot(id="rob-plot")
             yield Static(id="curve-key")  # the plots' key: an in-plot legend covers curves
             yield Static(id="per-class")
-        yield Footer()
+        yield SratFooter()
 
     def on_mount(self) -> None:
         self.title = "Compare"

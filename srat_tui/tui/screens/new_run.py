@@ -28,7 +28,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.reactive import reactive, var
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Header, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from srat_engine.config.methods import (
@@ -62,6 +62,7 @@ from srat_tui.render.run import (
 from srat_tui.tui.context import AppContext, app_context
 from srat_tui.tui.messages import FormChecked, LaunchFailed, LaunchFinished, PresetLoaded
 from srat_tui.tui.widgets.confirm import ConfirmModal
+from srat_tui.tui.widgets.footer import SratFooter
 
 DEFAULT_PRESET = "demo"
 LOSSES: tuple[str, ...] = get_args(LossName)
@@ -806,7 +807,7 @@ class NewRunScreen(Screen[list[str] | None]):
         # outside the scrolled body, above the footer: why Launch is off stays in view
         # however far down the form the field in question is (at 80x24 most are below it)
         yield Static(id="newrun-error")
-        yield Footer()
+        yield SratFooter()
 
     def _select(
         self,

@@ -23,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, RichLog, Static, TabbedContent, TabPane, Tree
+from textual.widgets import DataTable, RichLog, Static, TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
 from srat_engine.errors import SratError
@@ -54,6 +54,7 @@ from srat_tui.tui.widgets.curves import (
     lr_figure,
     separability_figure,
 )
+from srat_tui.tui.widgets.footer import SratFooter
 
 if TYPE_CHECKING:
     from srat_tui.tui.context import AppContext
@@ -321,7 +322,7 @@ class RunScreen(Screen[None]):
                 yield RichLog(id="output-log", max_lines=5000, wrap=True, min_width=1)
             with TabPane("5 Config", id="config"):
                 yield Tree("config.json", id="config-tree")
-        yield Footer()
+        yield SratFooter()
 
     def on_mount(self) -> None:
         self.query_one("#log-txt", RichLog).border_title = "log.txt"

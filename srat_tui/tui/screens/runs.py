@@ -24,7 +24,7 @@ from textual.message import Message
 from textual.reactive import var
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 from textual.widgets.data_table import ColumnKey
 from textual.worker import get_current_worker
 
@@ -45,6 +45,7 @@ from srat_tui.tui.messages import (
     VerbsApplied,
 )
 from srat_tui.tui.widgets.confirm import ConfirmModal, TextPromptModal
+from srat_tui.tui.widgets.footer import SratFooter
 from srat_tui.tui.widgets.gpu_panel import GpuPanel
 
 
@@ -176,7 +177,10 @@ class RunsTable(DataTable[Any]):
     """The runs DataTable: enter opens a run; sort indicators live in the header labels."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "select_cursor", "Open", tooltip="Open the run under the cursor"),
+        # not in the footer (enter opens a table's row anywhere): its room goes to the verbs
+        Binding(
+            "enter", "select_cursor", "Open", tooltip="Open the run under the cursor", show=False
+        ),
     ]
 
     def set_column_label(self, key: str, label: Text) -> None:
@@ -204,7 +208,7 @@ class RunsScreen(Screen[None]):
         Binding("c", "compare", "Compare"),
         Binding("n", "new_run", "New"),
         # the footer cuts what does not fit at 80 columns: the verbs come after the view keys
-        Binding("slash", "focus_filter", "Filter"),
+        Binding("slash", "focus_filter", "Filter", show=False),  # the filter bar says "/"
         Binding("s", "cycle_sort", "Sort"),
         Binding("k", "kill", "Kill"),
         Binding("r", "resume", "Resume"),
@@ -251,7 +255,7 @@ class RunsScreen(Screen[None]):
             yield Static("", id="runs-count")
         yield RunsTable(id="runs-table", cursor_type="row", fixed_columns=2, zebra_stripes=True)
         yield GpuPanel(self.context)  # hides itself where there is no NVIDIA GPU
-        yield Footer(compact=True)
+        yield SratFooter(compact=True)
 
     def on_mount(self) -> None:
         self.title = "srat"
