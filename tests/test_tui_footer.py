@@ -100,3 +100,34 @@ async def test_every_footer_key_is_whole_and_uncovered(
             assert "Quit" in [label for label, _ in footer.keys], footer
         if width >= 160:  # room for everything: the palette's key is shown
             assert footer.palette_x is not None, footer
+
+
+@scenario
+async def test_the_palette_key_goes_when_the_terminal_narrows_and_comes_back(
+    srat_home: Path,
+) -> None:
+    """Resizing refits the footer both ways: a terminal narrowed to 80 columns loses the
+    palette's key (not Quit), widened again it has it back."""
+    context = pinned_context(srat_home)
+    make_fake_run(context.runs_root, "exp10-ce-s0", preset="digits-ce", status="finished",
+                  epochs_done=10, index=context.index)  # fmt: skip
+    async with SratApp(context).run_test(size=(160, 48)) as pilot:
+        app = pilot.app
+        assert isinstance(app, SratApp)
+        await wait_for(pilot, lambda: app.runs_screen is not None and app.runs_screen.loaded)
+        await pilot.press("enter")  # the run screen: at 80 columns the palette covered Quit
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        await settle(pilot)
+
+        def fitted(width: int, palette: bool) -> bool:
+            footer = footer_seen(pilot)
+            limit = footer.palette_x if footer.palette_x is not None else width
+            whole = all(0 < right <= limit for _, right in footer.keys)
+            return whole and (footer.palette_x is not None) == palette
+
+        await wait_for(pilot, lambda: fitted(160, palette=True), "the palette's key at 160")
+        await pilot.resize_terminal(80, 24)
+        await wait_for(pilot, lambda: fitted(80, palette=False), "no palette key at 80")
+        assert "Quit" in [label for label, _ in footer_seen(pilot).keys]
+        await pilot.resize_terminal(160, 48)
+        await wait_for(pilot, lambda: fitted(160, palette=True), "the palette's key again")
