@@ -31,11 +31,9 @@ def caused_by_ctrl_c(err: BaseException) -> bool:
 def _interrupt_exits() -> Iterator[None]:
     try:
         yield
-    except Exception as err:
+    except (Exception, KeyboardInterrupt) as err:  # SystemExit, Typer's own exit, passes
         if not caused_by_ctrl_c(err):
             raise
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
 
 

@@ -207,7 +207,6 @@ class RunsScreen(Screen[None]):
         Binding("u", "unmark_all", "Unmark all", show=False),
         Binding("c", "compare", "Compare"),
         Binding("n", "new_run", "New"),
-        # the footer cuts what does not fit at 80 columns: the verbs come after the view keys
         Binding("slash", "focus_filter", "Filter", show=False),  # the filter bar says "/"
         Binding("s", "cycle_sort", "Sort"),
         Binding("k", "kill", "Kill"),
