@@ -39,6 +39,7 @@ class FooterSeen:
 def footer_seen(pilot: Pilot[Any]) -> FooterSeen:
     keys = list(pilot.app.screen.query_one(Footer).query("FooterKey"))
     palette = [key for key in keys if key.has_class("-command-palette")]
+    shown = [key for key in palette if key.display]
     return FooterSeen(
         type(pilot.app.screen).__name__,
         # FooterKey's label, e.g. "Quit", and the column after its last
@@ -47,7 +48,7 @@ def footer_seen(pilot: Pilot[Any]) -> FooterSeen:
             for key in keys
             if key not in palette
         ],
-        palette[0].region.x if palette else None,
+        shown[0].region.x if shown else None,
     )
 
 
